@@ -79,7 +79,8 @@ def resolve_model_dir(name_or_path: str | os.PathLike[str]) -> tuple[Path, Model
         if spec.bundled:
             looked.append(f"bundled package {spec.bundled.split(':')[0]} (not installed)")
     repo_id = spec.source if spec is not None else text
-    if "/" in repo_id or spec is not None:
+    looks_like_path = text.startswith(("/", ".", "~", "\\")) or text.count("/") > 1
+    if spec is not None or ("/" in repo_id and not looks_like_path):
         found = _download(repo_id, looked)
         if found is not None:
             return found, spec

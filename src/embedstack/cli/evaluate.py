@@ -1,0 +1,106 @@
+"""``embedstack eval`` and ``embedstack eval-sts``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from embedstack.cli.app import (
+    BackendOpt,
+    DimOpt,
+    JsonOpt,
+    ModelOpt,
+    PrecisionOpt,
+    QuantizeOpt,
+    _encoder,
+    _write_json,
+    app,
+    out,
+)
+from embedstack.encoders.registry import DEFAULT_MODEL
+from embedstack.errors import InvalidInput
+
+HEADLINE = ("ndcg@10", "recall@100", "mrr@10", "map@100")
+
+
+def _show(title: str, report: dict[str, Any], keys: tuple[str, ...]) -> None:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in keys:
+        value = report[key]
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    out.print(table)
+
+
+@app.command("eval")
+def eval_retrieval(
+    dataset_dir: Annotated[Path, typer.Argument(help="BEIR folder (corpus/queries/qrels).")],
+    retriever: Annotated[str, typer.Option(help="dense (bm25 and hybrid need an index).")] = (
+        "dense"
+    ),
+    model: ModelOpt = DEFAULT_MODEL,
+    dim: DimOpt = None,
+    precision: PrecisionOpt = "float32",
+    rescore: Annotated[bool, typer.Option(help="Rescore binary candidates with int8.")] = True,
+    split: Annotated[str, typer.Option(help="qrels split to evaluate.")] = "test",
+    depth: Annotated[int, typer.Option(help="Documents ranked per query.")] = 1000,
+    backend: BackendOpt = "onnx",
+    quantize: QuantizeOpt = None,
+    json_out: JsonOpt = None,
+) -> None:
+    """Evaluate retrieval on a BEIR dataset: nDCG@10, recall@100, MRR@10, MAP@100, latency."""
+    from embedstack.eval import evaluate_dense, load_beir
+
+    if retriever != "dense":
+        raise InvalidInput(f"unknown retriever {retriever!r}; available: dense")
+    if precision not in ("float32", "int8", "binary"):
+        raise InvalidInput(f"unknown precision {precision!r}; choose float32, int8 or binary")
+    if depth < 1:
+        raise InvalidInput(f"--depth must be >= 1, got {depth}")
+    dataset = load_beir(dataset_dir, split=split)
+    encoder = _encoder(model, backend, quantize)
+    if dim is not None and not 1 <= dim <= encoder.dim:
+        from embedstack.errors import DimensionMismatch
+
+        raise DimensionMismatch(f"--dim must be in [1, {encoder.dim}], got {dim}")
+    report = evaluate_dense(
+        encoder,
+        dataset,
+        dim=dim,
+        precision=precision,
+        rescore=rescore,
+        depth=depth,  # type: ignore[arg-type]
+    )
+    _show(
+        f"{dataset.name} ({split}, {report['n_queries']} queries) — {encoder.name}",
+        report,
+        (*HEADLINE, "latency_ms_p50", "latency_ms_p99", "index_bytes"),
+    )
+    _write_json(json_out, report)
+
+
+@app.command("eval-sts")
+def eval_sts(
+    sts_file: Annotated[Path, typer.Argument(help="STS-B style tab-separated file.")],
+    model: ModelOpt = DEFAULT_MODEL,
+    dim: DimOpt = None,
+    backend: BackendOpt = "onnx",
+    quantize: QuantizeOpt = None,
+    json_out: JsonOpt = None,
+) -> None:
+    """Spearman correlation of cosine similarity with gold STS scores."""
+    from embedstack.eval import evaluate_sts, load_sts
+
+    data = load_sts(sts_file)
+    encoder = _encoder(model, backend, quantize)
+    if dim is not None and not 1 <= dim <= encoder.dim:
+        from embedstack.errors import DimensionMismatch
+
+        raise DimensionMismatch(f"--dim must be in [1, {encoder.dim}], got {dim}")
+    report = evaluate_sts(encoder, data, dim=dim)
+    _show(f"STS — {encoder.name}", report, ("spearman", "n_pairs"))
+    _write_json(json_out, report)

@@ -1,0 +1,126 @@
+"""CLI behaviour: outputs, JSON contract, and one-line errors with non-zero exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from embedstack.cli import run
+
+
+def _beir(tmp_path: Path) -> Path:
+    root = tmp_path / "tiny"
+    (root / "qrels").mkdir(parents=True)
+    docs = {
+        "d1": "cats purr and sleep on warm mats",
+        "d2": "stock markets fell on interest rate fears",
+        "d3": "the cat chased a mouse around the house",
+        "d4": "rain is expected over the weekend",
+    }
+    with (root / "corpus.jsonl").open("w") as f:
+        for i, t in docs.items():
+            f.write(json.dumps({"_id": i, "title": "", "text": t}) + "\n")
+    with (root / "queries.jsonl").open("w") as f:
+        f.write(json.dumps({"_id": "q1", "text": "cat mouse"}) + "\n")
+        f.write(json.dumps({"_id": "q2", "text": "markets interest rate"}) + "\n")
+    (root / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\nq1\td3\t1\nq2\td2\t1\n", encoding="utf-8"
+    )
+    return root
+
+
+def test_eval_json_contract(
+    tmp_path: Path, hash_model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "report.json"
+    code = run(["eval", str(_beir(tmp_path)), "--model", hash_model, "--json", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    for key in (
+        "ndcg@10",
+        "recall@100",
+        "mrr@10",
+        "map@100",
+        "n_queries",
+        "latency_ms_p50",
+        "latency_ms_p99",
+        "index_bytes",
+        "config",
+    ):
+        assert key in report
+    assert report["n_queries"] == 2
+    assert report["mrr@10"] == 1.0  # hashing puts the word-overlap document first
+    assert report["config"]["model"] == hash_model
+    assert report["index_bytes"] == 4 * 64 * 4
+
+
+def test_eval_binary_precision_and_dim(tmp_path: Path, hash_model: str) -> None:
+    out = tmp_path / "r.json"
+    args = ["eval", str(_beir(tmp_path)), "--model", hash_model, "--dim", "32"]
+    assert run([*args, "--precision", "binary", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["config"]["dim"] == 32 and report["config"]["precision"] == "binary"
+
+
+def test_eval_sts(tmp_path: Path, hash_model: str) -> None:
+    sts = tmp_path / "sts.csv"
+    rows = [
+        ("5.0", "a cat sits on the mat", "a cat sits on the mat"),
+        ("2.5", "a cat sits on the mat", "a cat sleeps"),
+        ("0.0", "a cat sits on the mat", "markets fell sharply"),
+    ]
+    sts.write_text("".join(f"g\tf\t2012\t{i}\t{s}\t{a}\t{b}\n" for i, (s, a, b) in enumerate(rows)))
+    out = tmp_path / "sts.json"
+    assert run(["eval-sts", str(sts), "--model", hash_model, "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["spearman"] == pytest.approx(1.0)
+
+
+def test_embed_and_similarity(hash_model: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["embed", "hello world", "second", "--model", hash_model, "--dim", "16"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["index"] for x in lines] == [0, 1] and len(lines[0]["embedding"]) == 16
+    assert run(["similarity", "red apple", "red apple", "--model", hash_model]) == 0
+    assert float(capsys.readouterr().out) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_models_lists_default_as_available(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["models", "--json"]) == 0
+    rows = {json.loads(x)["name"]: json.loads(x) for x in capsys.readouterr().out.splitlines()}
+    assert rows["all-MiniLM-L6-v2"]["available"] is True
+    assert rows["bge-small-en-v1.5"]["query_prefix"].startswith("Represent")
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (["embed", "  ", "--model", "HASH"], 2, "empty"),
+        (["embed", "x", "--model", "HASH", "--dim", "999"], 2, "--dim"),
+        (["embed", "x", "--model", "HASH", "--precision", "fp8"], 2, "precision"),
+        (["eval", "/no/such/dir", "--model", "HASH"], 2, "/no/such/dir"),
+        (["similarity", "a", "b", "--model", "HASH", "--metric", "jaccard"], 2, "metric"),
+        (["embed", "x", "--model", "no-such-model"], 3, "not found"),
+    ],
+)
+def test_errors_are_one_line(
+    args: list[str], code: int, needle: str, hash_model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [hash_model if a == "HASH" else a for a in args]
+    assert run(args) == code
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and needle in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1
+
+
+def test_console_script_exit_code_and_no_traceback() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", "from embedstack.cli import main; main()", "embed", ""],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and proc.stderr.startswith("error:")

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import pytest
+
+from embedstack import (
+    InvalidInput,
+    ModelNotFound,
+    ModelSpec,
+    get_model,
+    list_models,
+    register_model,
+    unregister_model,
+)
+from embedstack.encoders.registry import BGE_QUERY
+
+
+def test_seed_models_are_registered() -> None:
+    names = {spec.name for spec in list_models()}
+    for name in (
+        "all-MiniLM-L6-v2",
+        "bge-small-en-v1.5",
+        "bge-base-en-v1.5",
+        "bge-large-en-v1.5",
+        "bge-m3",
+        "e5-small-v2",
+        "e5-base-v2",
+        "e5-large-v2",
+        "multilingual-e5-small",
+        "gte-small",
+        "nomic-embed-text-v1.5",
+        "mxbai-embed-large-v1",
+        "snowflake-arctic-embed-m-v1.5",
+    ):
+        assert name in names
+
+
+def test_prefixes_and_matryoshka_dims() -> None:
+    assert get_model("bge-small-en-v1.5").query_prefix == BGE_QUERY
+    e5 = get_model("e5-base-v2")
+    assert (e5.query_prefix, e5.document_prefix) == ("query: ", "passage: ")
+    nomic = get_model("nomic-embed-text-v1.5")
+    assert nomic.document_prefix == "search_document: "
+    assert 256 in nomic.matryoshka_dims
+
+
+def test_lookup_by_source_id() -> None:
+    assert get_model("sentence-transformers/all-MiniLM-L6-v2").name == "all-MiniLM-L6-v2"
+
+
+def test_default_model_is_available_offline() -> None:
+    path = get_model("all-MiniLM-L6-v2").bundled_path()
+    assert path is not None and (path / "config.json").is_file()
+
+
+def test_unknown_model_points_to_discovery() -> None:
+    with pytest.raises(ModelNotFound, match="list_models"):
+        get_model("no-such-model")
+
+
+def test_register_and_unregister() -> None:
+    spec = ModelSpec("test-x", "org/test-x", 8, 16)
+    register_model(spec)
+    try:
+        assert get_model("test-x") is spec
+        with pytest.raises(InvalidInput, match="already registered"):
+            register_model(spec)
+    finally:
+        unregister_model("test-x")
+    with pytest.raises(InvalidInput):
+        register_model(ModelSpec("bad", "org/bad", 0, 16))
+
+
+def test_specs_are_frozen() -> None:
+    with pytest.raises(AttributeError):
+        get_model("bge-m3").dim = 3  # type: ignore[misc]
