@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m embedstack.demo
+	$(VENV)/bin/embedstack demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import click
 
+from embedstack.cli import demo, evaluate, index_cmds  # noqa: F401  (register commands)
 from embedstack.cli.app import app
 from embedstack.errors import (
     EmbedstackError,

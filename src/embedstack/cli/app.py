@@ -172,6 +172,3 @@ def similarity(
         pair = _postprocess(pair, dim, "float32")
     score = vectors.pairwise(pair[:1], pair[1:], metric=metric)  # type: ignore[arg-type]
     out.print(f"{float(score[0, 0]):.4f}")
-
-
-from embedstack.cli import evaluate as _evaluate  # noqa: E402,F401  (registers eval commands)

@@ -39,9 +39,13 @@ def _show(title: str, report: dict[str, Any], keys: tuple[str, ...]) -> None:
 @app.command("eval")
 def eval_retrieval(
     dataset_dir: Annotated[Path, typer.Argument(help="BEIR folder (corpus/queries/qrels).")],
-    retriever: Annotated[str, typer.Option(help="dense (bm25 and hybrid need an index).")] = (
-        "dense"
-    ),
+    retriever: Annotated[str, typer.Option(help="dense, bm25 or hybrid.")] = "dense",
+    fusion: Annotated[str, typer.Option(help="Hybrid fusion: rrf or weighted.")] = "rrf",
+    alpha: Annotated[float, typer.Option(help="Dense weight for weighted fusion.")] = 0.5,
+    index_dir: Annotated[
+        Path | None,
+        typer.Option("--index", help="Index folder to build or reuse (bm25/hybrid)."),
+    ] = None,
     model: ModelOpt = DEFAULT_MODEL,
     dim: DimOpt = None,
     precision: PrecisionOpt = "float32",
@@ -55,13 +59,24 @@ def eval_retrieval(
     """Evaluate retrieval on a BEIR dataset: nDCG@10, recall@100, MRR@10, MAP@100, latency."""
     from embedstack.eval import evaluate_dense, load_beir
 
-    if retriever != "dense":
-        raise InvalidInput(f"unknown retriever {retriever!r}; available: dense")
+    if retriever not in ("dense", "bm25", "hybrid"):
+        raise InvalidInput(f"unknown retriever {retriever!r}; choose dense, bm25 or hybrid")
     if precision not in ("float32", "int8", "binary"):
         raise InvalidInput(f"unknown precision {precision!r}; choose float32, int8 or binary")
     if depth < 1:
         raise InvalidInput(f"--depth must be >= 1, got {depth}")
     dataset = load_beir(dataset_dir, split=split)
+    if retriever != "dense":
+        report = _eval_index(
+            dataset, retriever, model, dim, precision, fusion, alpha, index_dir, backend, quantize
+        )
+        _show(
+            f"{dataset.name} ({split}, {report['n_queries']} queries) — {retriever}",
+            report,
+            (*HEADLINE, "latency_ms_p50", "latency_ms_p99", "index_bytes"),
+        )
+        _write_json(json_out, report)
+        return
     encoder = _encoder(model, backend, quantize)
     if dim is not None and not 1 <= dim <= encoder.dim:
         from embedstack.errors import DimensionMismatch
@@ -104,3 +119,36 @@ def eval_sts(
     report = evaluate_sts(encoder, data, dim=dim)
     _show(f"STS — {encoder.name}", report, ("spearman", "n_pairs"))
     _write_json(json_out, report)
+
+
+def _eval_index(
+    dataset: Any,
+    retriever: str,
+    model: str,
+    dim: int | None,
+    precision: str,
+    fusion: str,
+    alpha: float,
+    index_dir: Path | None,
+    backend: str,
+    quantize: str | None,
+) -> dict[str, Any]:
+    from embedstack.eval.index_runner import build_or_open_index, evaluate_index
+    from embedstack.settings import cache_dir
+
+    if fusion not in ("rrf", "weighted"):
+        raise InvalidInput(f"unknown fusion {fusion!r}; choose rrf or weighted")
+    encoder = _encoder(model, backend, quantize)
+    directory = index_dir or cache_dir() / "eval-indexes" / f"{dataset.name}-{encoder.name}"
+    options = {"encoder": encoder, "dim": dim, "precision": precision}
+    index = build_or_open_index(dataset, directory, create_options=options)
+    search_options: dict[str, Any] = {}
+    if retriever == "hybrid":
+        search_options = {"fusion": fusion, "alpha": alpha}
+    try:
+        report = evaluate_index(index, dataset, mode=retriever, search_options=search_options)
+    finally:
+        index.close()
+    report["config"].update(model=encoder.name, model_id=encoder.model_id, precision=precision)
+    report["config"]["index_dir"] = str(directory)
+    return report
