@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import doctest
-import types
 import random
+import types
 from math import log2
 
 import numpy as np

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from embedstack import vectors
 from embedstack.encoders import list_models, load_encoder
+from embedstack.encoders.base import validate_texts
 from embedstack.encoders.registry import DEFAULT_MODEL, ModelSpec
 from embedstack.errors import InvalidInput
 
@@ -125,6 +126,7 @@ def embed(
         texts = [line.rstrip("\n") for line in sys.stdin]
     if side not in ("query", "document", "symmetric"):
         raise InvalidInput(f"--side must be query, document or symmetric, got {side!r}")
+    validate_texts(texts)  # reject bad input before spending seconds loading a model
     encoder = _encoder(model, backend, quantize)
     encode = {
         "query": encoder.encode_queries,
@@ -166,6 +168,7 @@ def similarity(
     """Print the similarity of two texts (higher is more similar; distances are negated)."""
     if metric not in ("cosine", "dot", "euclidean", "manhattan"):
         raise InvalidInput(f"unknown metric {metric!r}; choose cosine, dot, euclidean, manhattan")
+    validate_texts([a, b])
     encoder = _encoder(model)
     pair = encoder.encode([a, b])
     if dim is not None:
