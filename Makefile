@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATASETS ?= ../shared/datasets
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-slow lint format bench clean
+.PHONY: install demo test test-slow lint format bench docs clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/encode_throughput.py --datasets $(DATASETS)
 	$(PY) benchmarks/quality.py --datasets $(DATASETS)
+
+docs: $(STAMP)
+	$(PY) -m embedstack.cli.reference
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

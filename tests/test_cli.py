@@ -124,3 +124,19 @@ def test_console_script_exit_code_and_no_traceback() -> None:
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("error:")
+
+
+@pytest.mark.parametrize(
+    "args", [["eval"], ["embed"], ["search", "x"], ["nope"], ["embed", "--bogus", "x"]]
+)
+def test_usage_errors_exit_2_without_traceback(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and ("Missing" in err or "No such" in err)
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["--help"]) == 0
+    assert "eval" in capsys.readouterr().out

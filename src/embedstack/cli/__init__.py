@@ -10,8 +10,6 @@ import logging
 import sys
 from collections.abc import Sequence
 
-import click
-
 from embedstack.cli import demo, evaluate, index_cmds  # noqa: F401  (register commands)
 from embedstack.cli.app import app
 from embedstack.errors import (
@@ -36,18 +34,14 @@ def run(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` and return the exit code (what ``main`` exits with)."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     try:
-        app(args=list(argv) if argv is not None else None, standalone_mode=False)
+        # Standalone mode lets typer report usage errors (exit 2) and --help (exit 0) itself;
+        # library errors propagate (pretty exceptions are off) and become one line here.
+        app(args=list(argv) if argv is not None else None, standalone_mode=True)
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
     except EmbedstackError as error:
         print(f"error: {error}", file=sys.stderr)
         return _exit_code(error)
-    except click.exceptions.Exit as done:
-        return int(done.exit_code)
-    except click.ClickException as error:
-        error.show()
-        return int(error.exit_code)
-    except click.exceptions.Abort:
-        print("aborted", file=sys.stderr)
-        return 130
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
