@@ -57,6 +57,7 @@ def dense_retrieval(
     precision: Precision = "float32",
     rescore: bool = True,
     depth: int = 1000,
+    rescore_multiplier: int = 4,
     doc_embeddings: tuple[list[str], np.ndarray] | None = None,
     show_progress: bool | None = None,
 ) -> tuple[dict[str, dict[str, float]], list[float], VectorSet]:
@@ -69,6 +70,9 @@ def dense_retrieval(
         precision: Document storage precision (queries stay float32).
         rescore: For ``binary``: rescore Hamming candidates with int8 codes.
         depth: Documents ranked per query.
+        rescore_multiplier: For ``binary`` with ``rescore``: Hamming candidates per ranked
+            document (``depth * rescore_multiplier`` candidates are rescored). When that
+            reaches the corpus size, rescoring is exhaustive and equals ``int8``.
         doc_embeddings: Precomputed ``(ids, (n, full_dim) float32)`` to reuse across
             settings (the corpus is encoded once).
         show_progress: Progress bar for the corpus encoding.
@@ -87,7 +91,7 @@ def dense_retrieval(
         query = encoder.encode_queries([text])
         if dim is not None and dim != query.shape[1]:
             query = vectors.truncate(query, dim)
-        scores, index = store.search(query, depth)
+        scores, index = store.search(query, depth, rescore_multiplier=rescore_multiplier)
         latencies.append(time.perf_counter() - start)
         run[qid] = {ids[int(i)]: float(s) for s, i in zip(scores[0], index[0], strict=True)}
     return run, latencies, store
@@ -101,6 +105,7 @@ def evaluate_dense(
     precision: Precision = "float32",
     rescore: bool = True,
     depth: int = 1000,
+    rescore_multiplier: int = 4,
     doc_embeddings: tuple[list[str], np.ndarray] | None = None,
     show_progress: bool | None = None,
 ) -> dict[str, Any]:
@@ -117,6 +122,7 @@ def evaluate_dense(
         precision=precision,
         rescore=rescore,
         depth=depth,
+        rescore_multiplier=rescore_multiplier,
         doc_embeddings=doc_embeddings,
         show_progress=show_progress,
     )
@@ -134,6 +140,12 @@ def evaluate_dense(
             "precision": precision,
             "rescore": bool(rescore and precision == "binary"),
             "depth": depth,
+            # candidates actually rescored: equal to the corpus size means exhaustive int8
+            "rescore_candidates": (
+                min(depth * rescore_multiplier, len(store))
+                if precision == "binary" and store.rescore_codes is not None
+                else None
+            ),
             **encoder_config(encoder),
         },
     }
