@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.table import Table
 
+from embedstack._typing import Precision
 from embedstack.cli.app import (
     BackendOpt,
     DimOpt,
@@ -86,9 +87,9 @@ def eval_retrieval(
         encoder,
         dataset,
         dim=dim,
-        precision=precision,
+        precision=cast(Precision, precision),
         rescore=rescore,
-        depth=depth,  # type: ignore[arg-type]
+        depth=depth,
     )
     _show(
         f"{dataset.name} ({split}, {report['n_queries']} queries) — {encoder.name}",

@@ -88,7 +88,7 @@ def add(
 
         docs = iter_documents(paths, skip_invalid=skip_invalid)
         with _progress(scan.n_documents) as advance:
-            for batch in batched(docs, batch_size):  # type: ignore[arg-type]
+            for batch in batched(docs, batch_size):
                 result = index.upsert(batch)
                 for key in totals:
                     totals[key] += int(getattr(result, key, 0))

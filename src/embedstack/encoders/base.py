@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
 from embedstack._typing import FloatArray
 from embedstack.errors import InvalidInput
+
+T = TypeVar("T")
 
 __all__ = ["TextEncoder", "batched", "validate_texts"]
 
@@ -84,9 +86,9 @@ def validate_texts(texts: Iterable[object], *, start: int = 0) -> list[str]:
     return out
 
 
-def batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
     """Yield lists of at most ``size`` items, streaming."""
-    chunk: list[str] = []
+    chunk: list[T] = []
     for item in items:
         chunk.append(item)
         if len(chunk) >= size:

@@ -67,7 +67,7 @@ def _ingest(index: Any, docs: Iterator[dict[str, Any]], batch_size: int, show: b
     from embedstack.encoders.base import batched as _batched
     from embedstack.settings import progress_enabled
 
-    batches = _batched(docs, batch_size)  # type: ignore[arg-type]
+    batches = _batched(docs, batch_size)
     if not progress_enabled(show):
         for batch in batches:
             index.upsert(batch)

@@ -522,6 +522,10 @@ class LexicalIndex:
     def __len__(self) -> int:
         return self._view().n_live
 
+    def keys(self) -> IntArray:
+        """``(n_docs,)`` int64 keys of the live documents, ascending."""
+        return self._view().sorted_keys.copy()
+
     def stats(self) -> LexicalStats:
         """Live documents, segments, tombstones and bytes on disk."""
         size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())

@@ -1,0 +1,277 @@
+"""Dense vector segments: one immutable ``.npy`` file set per add batch, searched exactly.
+
+Files under ``dense/`` (all ``allow_pickle=False``, memory-mapped when read)::
+
+    seg-000001.npy        (n_rows, dim) float32 | (n_rows, dim) int8 | (n_rows, ceil(dim/8)) uint8
+    seg-000001.cal.npy    (2, dim) float32 int8 calibration: rows low, high (int8 and binary)
+    seg-000001.codes.npy  (n_rows, dim) int8 rescoring codes (binary only)
+
+A segment file is useless until ``docs.sqlite`` registers it; unregistered files are left
+over by a crash and removed by the next writer. Rows carry no liveness of their own: a row
+is live when a chunk in SQLite points at it, so deletes write nothing here.
+
+Search is exact: every live, allowed row is scored (float32 dot product, int8 asymmetric
+dot product, or binary Hamming candidates rescored with int8 codes — Shakir, Aarsen & Lee
+2024), rows are masked *before* top-k so a filter never makes a search under-return, and
+chunk scores are aggregated to documents by their maximum (MaxP, Dai & Callan 2019).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from embedstack import vectors
+from embedstack._typing import FloatArray, IntArray
+from embedstack.errors import IndexCorrupt
+from embedstack.index.manifest import fsync_dir
+
+__all__ = [
+    "DenseSegment",
+    "DocHits",
+    "load_segment",
+    "row_masks",
+    "search_docs",
+    "write_segment",
+]
+
+_QUERY_BATCH = 64
+_BINARY_MULTIPLIER = 4  # Hamming candidates per rescored row (Shakir et al. 2024 use 4)
+
+
+@dataclass
+class DenseSegment:
+    """One segment in memory.
+
+    Attributes:
+        id: segment number (registered in ``docs.sqlite``).
+        data: the stored rows (see the module docstring for dtypes and shapes).
+        calibration: int8 ranges (int8 and binary).
+        codes: binary rescoring codes.
+        row_keys: ``(n_rows,)`` int64 document key of each row, -1 for a dead row.
+    """
+
+    id: int
+    data: np.ndarray
+    calibration: vectors.Int8Calibration | None
+    codes: np.ndarray | None
+    row_keys: IntArray
+
+    def __len__(self) -> int:
+        return int(self.data.shape[0])
+
+    def floats(self, rows: IntArray | slice = slice(None)) -> FloatArray:
+        """Rows as float32 (decoded for int8; int8 rescoring codes decoded for binary)."""
+        if self.calibration is None:
+            return np.asarray(self.data[rows], dtype=np.float32)
+        codes = self.data if self.codes is None else self.codes
+        return vectors.dequantize_int8(np.asarray(codes[rows]), self.calibration)
+
+
+def segment_name(segment: int) -> str:
+    return f"seg-{segment:06d}"
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(".tmp-" + path.name)
+    with open(tmp, "wb") as f:
+        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_segment(
+    root: Path, segment: int, embeddings: FloatArray, precision: str, row_keys: IntArray
+) -> DenseSegment:
+    """Quantize ``(n, dim)`` float32 L2-normalized ``embeddings`` and write them durably.
+
+    Returns the segment as written (in memory). The files are not registered anywhere: the
+    caller commits them by registering the segment in SQLite.
+    """
+    root.mkdir(exist_ok=True)
+    name = segment_name(segment)
+    cal = codes = None
+    if precision == "float32":
+        data: np.ndarray = np.ascontiguousarray(embeddings, dtype=np.float32)
+    else:
+        cal = vectors.calibrate_int8(embeddings)
+        q8 = vectors.quantize_int8(embeddings, cal)
+        if precision == "int8":
+            data = q8
+        else:
+            data, codes = vectors.quantize_binary(embeddings), q8
+    _save(root / f"{name}.npy", data)
+    if cal is not None:
+        _save(root / f"{name}.cal.npy", np.stack([cal.low, cal.high]).astype(np.float32))
+    if codes is not None:
+        _save(root / f"{name}.codes.npy", codes)
+    fsync_dir(root)
+    return DenseSegment(segment, data, cal, codes, row_keys)
+
+
+def segment_files(segment: int, precision: str) -> list[str]:
+    """File names of a segment at ``precision``."""
+    name = segment_name(segment)
+    extra = {"float32": [], "int8": [".cal"], "binary": [".cal", ".codes"]}[precision]
+    return [f"{name}{suffix}.npy" for suffix in ["", *extra]]
+
+
+def _load(path: Path, shape: tuple[int, int], dtype: type) -> np.ndarray:
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise IndexCorrupt(f"cannot read {path}: {exc}") from exc
+    if arr.shape != shape or arr.dtype != np.dtype(dtype):
+        raise IndexCorrupt(
+            f"{path} holds {arr.dtype}{arr.shape}, expected {np.dtype(dtype)}{shape}"
+        )
+    return arr
+
+
+def load_segment(
+    root: Path, segment: int, n_rows: int, dim: int, precision: str, row_keys: IntArray
+) -> DenseSegment:
+    """Memory-map a registered segment, checking shapes and dtypes.
+
+    Raises:
+        IndexCorrupt: a file is missing, unreadable, or of the wrong shape or dtype.
+    """
+    name = segment_name(segment)
+    cal = codes = None
+    if precision == "float32":
+        data = _load(root / f"{name}.npy", (n_rows, dim), np.float32)
+    else:
+        raw = np.asarray(_load(root / f"{name}.cal.npy", (2, dim), np.float32))
+        try:
+            cal = vectors.Int8Calibration(raw[0], raw[1])
+        except ValueError as exc:
+            raise IndexCorrupt(f"{root / name}.cal.npy: {exc}") from exc
+        if precision == "int8":
+            data = _load(root / f"{name}.npy", (n_rows, dim), np.int8)
+        else:
+            data = _load(root / f"{name}.npy", (n_rows, -(-dim // 8)), np.uint8)
+            codes = _load(root / f"{name}.codes.npy", (n_rows, dim), np.int8)
+    return DenseSegment(segment, data, cal, codes, row_keys)
+
+
+def _scores(seg: DenseSegment, q: FloatArray, mask: np.ndarray, depth: int) -> FloatArray:
+    """``(nq, n_rows)`` float32 scores, ``-inf`` where ``mask`` is False (or, for binary,
+    outside the Hamming candidates)."""
+    if seg.calibration is None:
+        s = q @ np.asarray(seg.data).T
+    elif seg.codes is None:
+        s = vectors.int8_scores(q, seg.data, seg.calibration)
+    else:
+        dist = vectors.hamming_distance(vectors.quantize_binary(q), seg.data).astype(np.float64)
+        dist[:, ~mask] = np.inf
+        n_cand = min(depth * _BINARY_MULTIPLIER, len(seg))
+        cand = np.argpartition(dist, n_cand - 1, axis=1)[:, :n_cand]
+        s = np.full(dist.shape, -np.inf, dtype=np.float32)
+        for i in range(len(q)):
+            rows = np.sort(cand[i][np.isfinite(dist[i, cand[i]])])
+            if len(rows):
+                s[i, rows] = vectors.int8_scores(q[i : i + 1], seg.codes[rows], seg.calibration)[0]
+        return s
+    s = np.asarray(s, dtype=np.float32)
+    s[:, ~mask] = -np.inf
+    return s
+
+
+@dataclass
+class DocHits:
+    """Per-query document results of a dense search, best first (ties by key).
+
+    Attributes:
+        keys: document keys.
+        scores: max chunk score of each document.
+        segments: segment of each document's best chunk.
+        rows: row of that chunk in its segment.
+    """
+
+    keys: IntArray
+    scores: FloatArray
+    segments: IntArray
+    rows: IntArray
+
+
+def aggregate(scores: np.ndarray, keys: IntArray, segs: IntArray, rows: IntArray) -> DocHits:
+    ok = np.isfinite(scores)
+    scores, keys, segs, rows = scores[ok], keys[ok], segs[ok], rows[ok]
+    order = np.lexsort((rows, segs, -scores))
+    scores, keys, segs, rows = scores[order], keys[order], segs[order], rows[order]
+    _, first = np.unique(keys, return_index=True)  # best chunk of each document
+    best = first[np.lexsort((keys[first], -scores[first]))]
+    return DocHits(keys[best], scores[best].astype(np.float32), segs[best], rows[best])
+
+
+def search_docs(
+    segments: list[DenseSegment], queries: FloatArray, masks: list[np.ndarray], depth: int
+) -> list[DocHits]:
+    """The ``depth`` best documents for each query by max chunk score, over allowed rows.
+
+    Args:
+        segments: the live segments.
+        queries: ``(nq, dim)`` float32 L2-normalized.
+        masks: per segment, ``(n_rows,)`` bool: rows that may be returned (live and passing
+            the filter); applied before any top-k, so nothing is lost to the filter.
+        depth: documents per query.
+
+    Returns:
+        One :class:`DocHits` per query with ``min(depth, documents with an allowed row)``
+        entries.
+    """
+    out: list[DocHits] = []
+    for q0 in range(0, len(queries), _QUERY_BATCH):
+        q = queries[q0 : q0 + _QUERY_BATCH]
+        out += _search_batch(segments, masks, q, depth)
+    return out
+
+
+def row_masks(segments: list[DenseSegment], allowed: IntArray) -> list[np.ndarray]:
+    """Per-segment masks of the rows whose document key is in ascending ``allowed``."""
+    return [np.isin(seg.row_keys, allowed) for seg in segments]
+
+
+def _search_batch(
+    segments: list[DenseSegment], masks: list[np.ndarray], q: FloatArray, depth: int
+) -> list[DocHits]:
+    per_seg = [
+        (seg, _scores(seg, q, mask, depth))
+        for seg, mask in zip(segments, masks, strict=True)
+        if mask.any()
+    ]
+    n_live = sum(int(mask.sum()) for mask in masks)
+    fetch = min(max(2 * depth, depth + 8), n_live) if n_live else 0
+    results: list[DocHits | None] = [None] * len(q)
+    pending = list(range(len(q)))
+    while pending:  # over-fetch chunks, aggregate, and fetch more where too few documents
+        parts_s, parts_k, parts_seg, parts_row = [], [], [], []
+        for seg, s in per_seg:
+            m = min(fetch, len(seg))
+            sub = s[pending]
+            rows = np.argpartition(-sub, m - 1, axis=1)[:, :m] if m < len(seg) else (
+                np.broadcast_to(np.arange(len(seg)), sub.shape))  # fmt: skip
+            parts_s.append(np.take_along_axis(sub, rows, axis=1))
+            parts_k.append(seg.row_keys[rows])
+            parts_seg.append(np.full(rows.shape, seg.id, np.int64))
+            parts_row.append(rows)
+        still = []
+        for j, qi in enumerate(pending):
+            if not per_seg:
+                empty = np.zeros(0, np.int64)
+                results[qi] = DocHits(empty, np.zeros(0, np.float32), empty, empty)
+                continue
+            hits = aggregate(*(np.concatenate([p[j] for p in parts])
+                                for parts in (parts_s, parts_k, parts_seg, parts_row)))  # fmt: skip
+            if len(hits.keys) < depth and fetch < n_live:
+                still.append(qi)
+            else:
+                results[qi] = DocHits(hits.keys[:depth], hits.scores[:depth],
+                                      hits.segments[:depth], hits.rows[:depth])  # fmt: skip
+        pending = still
+        fetch = min(fetch * 4, n_live)
+    return [r for r in results if r is not None]

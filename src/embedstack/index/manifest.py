@@ -1,0 +1,89 @@
+"""``manifest.json``: what produced an index and how it is configured, written atomically.
+
+Fields::
+
+    format, format_version, library_version, created_at, updated_at
+    encoder: {name, model_id, dim, full_dim, options}   model_id = name + weights hash
+    precision: "float32" | "int8" | "binary"
+    bm25: {k1, b}
+    chunking: {max_tokens, overlap, allow_any, effective_max_tokens, effective_overlap,
+               tokenizer, title}
+    ann: null | "hnsw"
+
+The manifest changes only at :meth:`Index.create` and when parameters change; it is
+replaced with write-to-temporary, fsync, rename, fsync of the directory, so a reader sees
+either the old or the new file, never a mix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from embedstack.errors import IndexCorrupt
+
+__all__ = ["FILE", "FORMAT", "FORMAT_VERSION", "read_manifest", "write_manifest"]
+
+FILE = "manifest.json"
+FORMAT = "embedstack-index"
+FORMAT_VERSION = 1
+_REQUIRED = ("format", "format_version", "encoder", "precision", "bm25", "chunking", "ann")
+_ENCODER = ("name", "model_id", "dim", "full_dim")
+
+
+def now() -> str:
+    """UTC time, ISO 8601 to the second."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or unlink in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    """Atomically replace ``path/manifest.json`` (temporary file, fsync, rename, dir fsync)."""
+    final = path / FILE
+    tmp = path / f".tmp-{os.getpid()}-{FILE}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path)
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """Read and validate ``path/manifest.json``.
+
+    Raises:
+        IndexCorrupt: missing, not JSON, missing fields, or an unsupported format version.
+    """
+    file = path / FILE
+    try:
+        manifest = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise IndexCorrupt(f"cannot read {file}: {exc}") from exc
+    if not isinstance(manifest, dict) or any(k not in manifest for k in _REQUIRED):
+        raise IndexCorrupt(f"{file} is not an embedstack index manifest (needs {_REQUIRED})")
+    if manifest["format"] != FORMAT or manifest["format_version"] != FORMAT_VERSION:
+        raise IndexCorrupt(
+            f"{file}: unsupported format {manifest['format']!r} v{manifest['format_version']!r}"
+            f" (this library reads {FORMAT!r} v{FORMAT_VERSION})"
+        )
+    enc = manifest["encoder"]
+    if not isinstance(enc, dict) or any(k not in enc for k in _ENCODER):
+        raise IndexCorrupt(f"{file}: the encoder entry needs {_ENCODER}")
+    return manifest

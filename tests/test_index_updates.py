@@ -1,0 +1,124 @@
+"""Index updates: incremental builds equal one-shot builds; compaction reclaims space."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedstack.index import Index
+from test_index_helpers import SMALL_CHUNKS, corpus
+
+QUERIES = [
+    "protein cell therapy",
+    "brain neuron memory sleep",
+    "uniqd17 cancer",
+    "immune response vaccine trial",
+    "insulin diabetes obesity diet",
+    "kinase",
+]
+TOL = 1e-5
+
+
+def _assert_same(a: list, b: list) -> None:
+    """Same scores (±TOL) and the same documents, up to the order of (near-)ties."""
+    for ra, rb in zip(a, b, strict=True):
+        sa = np.array([h.score for h in ra])
+        sb = np.array([h.score for h in rb])
+        np.testing.assert_allclose(sa, sb, atol=TOL, rtol=0)
+        if len(sa):
+            cut = sa[-1] + TOL
+            assert {h.doc_id for h in ra if h.score > cut} == {
+                h.doc_id for h in rb if h.score > cut
+            }
+            for ha, hb in zip(ra, rb, strict=True):
+                if ha.doc_id == hb.doc_id:
+                    assert ha.span == hb.span and ha.chunk == hb.chunk
+
+
+@pytest.mark.parametrize("compacted", [False, True])
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_incremental_equals_one_shot(
+    tmp_path: Path, hash_model: str, compacted: bool, precision: str
+) -> None:
+    docs = corpus(200, seed=3)
+    opts = {"encoder": hash_model, "chunking": SMALL_CHUNKS, "precision": precision}
+    one = Index.create(tmp_path / "one", **opts)
+    one.add(docs)
+    inc = Index.create(tmp_path / "inc", **opts)
+    for part in np.array_split(np.arange(200), 5):
+        inc.add([docs[i] for i in part])
+    gone = np.random.default_rng(0).choice(200, size=20, replace=False)
+    inc.delete([docs[i]["id"] for i in gone])
+    inc.add([docs[i] for i in gone])
+    if compacted:
+        inc.compact()
+    inc.check()
+    modes = ("bm25", "dense") if precision == "float32" else ("bm25",)
+    for mode in modes:
+        _assert_same(
+            one.search_many(QUERIES, mode=mode, k=20), inc.search_many(QUERIES, mode=mode, k=20)
+        )
+    # hybrid: RRF ranks of float32 near-ties (hash vectors score ~1e-9 vs 0) may swap
+    a, b = (x.search_many(QUERIES, mode="hybrid", k=3) for x in (one, inc))
+    assert [r[0].doc_id for r in a] == [r[0].doc_id for r in b]
+    flt = {"lang": "de"}
+    _assert_same(
+        one.search_many(QUERIES, mode="bm25", k=20, filter=flt),
+        inc.search_many(QUERIES, mode="bm25", k=20, filter=flt),
+    )
+    if precision == "int8":  # per-segment calibrations differ: compare rankings loosely
+        a = one.search_many(QUERIES, mode="dense", k=5)
+        b = inc.search_many(QUERIES, mode="dense", k=5)
+        assert [r[0].doc_id for r in a] == [r[0].doc_id for r in b]
+    one.close()
+    inc.close()
+
+
+def _size(index: Index) -> int:
+    return index.stats().bytes["total"]
+
+
+def test_compaction_reclaims_deleted_bytes(tmp_path: Path, hash_model: str) -> None:
+    docs = corpus(400, seed=5)
+    keep = [d for i, d in enumerate(docs) if i % 2]
+    opts = {"encoder": hash_model, "chunking": SMALL_CHUNKS}
+    full = Index.create(tmp_path / "full", **opts)
+    ref = Index.create(tmp_path / "ref", **opts)
+    for part in np.array_split(np.arange(400), 4):
+        full.add([docs[i] for i in part])
+        ref.add([docs[i] for i in part if i % 2])
+    full.compact()
+    ref.compact()
+    full_bytes, ref_bytes = _size(full), _size(ref)
+    full.delete([d["id"] for i, d in enumerate(docs) if i % 2 == 0])
+    assert full.stats().n_deleted == 200 and _size(full) >= full_bytes
+    full.compact()
+    full.check()
+    deleted = full_bytes - ref_bytes
+    assert deleted > 0
+    assert _size(full) - ref_bytes <= 0.10 * deleted, (full_bytes, ref_bytes, _size(full))
+    assert full.stats().n_deleted == 0 and len(full) == len(keep)
+    assert [h.doc_id for h in full.search("uniqd1", mode="bm25")] == ["d1"]
+    assert full.search("uniqd2", mode="bm25") == []
+    full.close()
+    with Index.open(tmp_path / "full") as again:
+        again.check()
+        assert len(again) == 200
+
+
+def test_compaction_of_fully_deleted_segments(tmp_path: Path, hash_model: str) -> None:
+    with Index.create(tmp_path / "i", encoder=hash_model) as index:
+        index.add(corpus(10, prefix="a"))
+        index.add(corpus(10, prefix="b"))
+        index.delete([f"a{i}" for i in range(10)])
+        index.compact()
+        index.check()
+        assert index.stats().segments == 1 and len(index) == 10
+        assert len(list((tmp_path / "i" / "dense").iterdir())) == 1
+        index.delete([f"b{i}" for i in range(10)])
+        index.compact()
+        assert index.stats().segments == 0 and index.search("protein") == []
+        index.add(corpus(3))
+        assert len(index.search("protein", k=5)) == 3
