@@ -140,3 +140,32 @@ def test_usage_errors_exit_2_without_traceback(
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["--help"]) == 0
     assert "eval" in capsys.readouterr().out
+
+
+def test_demo_indexes_markdown_sections(
+    tmp_path: Path, hash_model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "project"
+    (root / "docs").mkdir(parents=True)
+    (root / "README.md").write_text(
+        "# Tool\nintro text\n## Install\nrun make test to install\n```\n# not a heading\n```\n",
+        encoding="utf-8",
+    )
+    (root / "docs" / "bm25.md").write_text("# BM25\nk1 and b parameters\n", encoding="utf-8")
+    code = run(["demo", "--root", str(root), "--model", hash_model, "--index", str(tmp_path / "i")])
+    shown = capsys.readouterr().out
+    assert code == 0
+    assert "Indexed 3 sections of 2 Markdown files" in shown
+    from embedstack.cli.demo import _sections
+
+    sections = list(_sections(root / "README.md", root))
+    assert [s["title"] for s in sections] == ["README.md › Tool", "README.md › Install"]
+    assert sections[1]["text"] == "run make test to install\n```\n# not a heading\n```"
+
+
+def test_demo_without_docs_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = run(["demo", "--root", str(tmp_path), "--index", str(tmp_path / "i")])
+    assert code == 2
+    assert "has no README.md or docs/" in capsys.readouterr().err

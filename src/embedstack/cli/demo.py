@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -29,8 +30,33 @@ QUESTIONS = (
 def _sources(root: Path) -> list[Path]:
     found = [root / "README.md"] if (root / "README.md").is_file() else []
     if (root / "docs").is_dir():
-        found.append(root / "docs")
+        found.extend(sorted((root / "docs").rglob("*.md")))
     return found
+
+
+def _sections(path: Path, root: Path) -> Iterator[dict[str, Any]]:
+    """One document per Markdown section (a heading and its body, code fences respected).
+
+    A project's docs are a handful of long files; indexed whole, every question would
+    return the same three files. Sections make the retrievers' differences visible.
+    """
+    name = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+    title, body, fenced, n = path.stem, [], False, 0
+    sections: list[tuple[str, list[str]]] = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        if not fenced and line.startswith("#"):
+            sections.append((title, body))
+            title, body = line.lstrip("#").strip() or title, []
+        else:
+            body.append(line)
+    sections.append((title, body))
+    for title, lines in sections:
+        text = "\n".join(lines).strip()
+        if text:
+            n += 1
+            yield {"id": f"{name}#{n}", "title": f"{name} › {title}", "text": text}
 
 
 @app.command()
@@ -42,7 +68,6 @@ def demo(
 ) -> None:
     """Index README.md and docs/ and show dense vs BM25 vs hybrid results side by side."""
     from embedstack.index import ChunkingParams, Index
-    from embedstack.index.sources import iter_documents, scan_documents
 
     sources = _sources(root)
     if not sources:
@@ -50,16 +75,16 @@ def demo(
     directory = index_dir or root / ".cache" / "demo-index"
     if directory.exists():
         shutil.rmtree(directory)
-    scan = scan_documents(sources)
+    docs = [doc for path in sources for doc in _sections(path, root)]
     started = time.perf_counter()
     with Index.create(
         directory, encoder=model, chunking=ChunkingParams(max_tokens=256, overlap=48)
     ) as index:
-        index.add(iter_documents(sources, skip_invalid=True))
+        index.add(docs)
         stats = index.stats()
         out.print(
-            f"[bold]Indexed[/] {stats.n_docs} documents ({stats.n_chunks} chunks, "
-            f"{len(scan.problems)} skipped) with {model} in "
+            f"[bold]Indexed[/] {stats.n_docs} sections of {len(sources)} Markdown files "
+            f"({stats.n_chunks} chunks) with {model} in "
             f"{time.perf_counter() - started:.1f}s → {directory}\n"
         )
         for question in QUESTIONS:
@@ -77,4 +102,4 @@ def demo(
 def _label(hit: object) -> str:
     from embedstack.cli.index_cmds import _snippet
 
-    return f"{hit.doc_id} ({hit.score:.3f})\n{_snippet(hit, 110)}"  # type: ignore[attr-defined]
+    return f"[dim]{hit.score:.3f}[/] {_snippet(hit, 140)}"  # type: ignore[attr-defined]
