@@ -10,7 +10,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from embedstack.cli import demo, evaluate, index_cmds  # noqa: F401  (register commands)
+from embedstack.cli import demo, evaluate, index_cmds, serve  # noqa: F401  (register commands)
 from embedstack.cli.app import app
 from embedstack.errors import (
     EmbedstackError,

@@ -41,7 +41,8 @@ def _sections(path: Path, root: Path) -> Iterator[dict[str, Any]]:
     return the same three files. Sections make the retrievers' differences visible.
     """
     name = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
-    title, body, fenced, n = path.stem, [], False, 0
+    title, fenced, n = path.stem, False, 0
+    body: list[str] = []
     sections: list[tuple[str, list[str]]] = []
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         if line.lstrip().startswith("```"):

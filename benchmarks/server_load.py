@@ -1,0 +1,232 @@
+"""Server load: single-text embedding requests from concurrent clients, with and without
+micro-batching, against a real ``embedstack serve`` (uvicorn) subprocess.
+
+For each mode (``batched``: the default, concurrent requests merged into one model call;
+``unbatched``: ``--no-batching``, one model call per request) the script
+
+1. starts ``embedstack serve --model MODEL`` on a free 127.0.0.1 port (the
+   model is loaded before the server listens; the ONNX export is cached after the first
+   start) and waits for ``/healthz``;
+2. warms up with ``--warmup`` requests;
+3. sends ``--requests`` POST /v1/embeddings requests, each ONE text, from ``--concurrency``
+   clients sharing one ``httpx.AsyncClient`` (one connection each), the texts taken in
+   order from the SciFact queries (``../shared/datasets/scifact/queries.jsonl``; synthetic
+   sentences when absent);
+4. reads ``/metrics`` (requests merged per model call) and stops the server.
+
+Both modes run in the same invocation, on the same texts, one after the other. Reported
+per mode: errors (non-200 or transport failures; must be 0), requests/s over the timed
+phase, p50/p99 latency (client-side, request sent to response read) and the mean number of
+requests per model call; and the ratio of requests/s, batched / unbatched.
+
+Prints one JSON object and writes it to ``--out``.
+
+Example:
+    .venv/bin/python benchmarks/server_load.py --out /tmp/server_load.json
+    .venv/bin/python benchmarks/server_load.py --requests 500 --concurrency 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+MODES = ("batched", "unbatched")
+
+
+def _texts(datasets: Path, n: int) -> tuple[list[str], str]:
+    """``n`` texts (cycled): SciFact queries when available, else synthetic sentences."""
+    queries = datasets / "scifact" / "queries.jsonl"
+    if queries.is_file():
+        with queries.open(encoding="utf-8") as handle:
+            texts = [json.loads(line)["text"] for line in handle if line.strip()]
+        source = f"SciFact queries ({len(texts)})"
+    else:
+        topics = ("protein folding", "vitamin D", "gene expression", "immune response")
+        texts = [f"What is known about {topics[i % 4]} in study {i}?" for i in range(1000)]
+        source = "synthetic sentences (SciFact not found)"
+    return [texts[i % len(texts)] for i in range(n)], source
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """``embedstack serve`` in a subprocess, logs in a temporary file."""
+
+    def __init__(self, model: str, batching: bool, max_wait_ms: float) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)  # noqa: SIM115
+        command = [
+            sys.executable, "-c", "from embedstack.cli import main; main()", "serve",
+            "--model", model,
+            "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
+            "--max-wait-ms", str(max_wait_ms), "--batching" if batching else "--no-batching",
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "EMBEDSTACK_NO_PROGRESS": "1"}
+        self.process = subprocess.Popen(
+            command, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=ROOT
+        )
+
+    def wait_ready(self, timeout: float) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited early:\n{self.tail()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"the server did not start in {timeout:.0f} s:\n{self.tail()}")
+
+    def tail(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text(encoding="utf-8", errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+        Path(self.log.name).unlink(missing_ok=True)
+
+
+async def _load(url: str, model: str, texts: list[str], concurrency: int) -> dict[str, Any]:
+    import httpx
+
+    latencies: list[float] = []
+    errors: list[str] = []
+    position = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+
+        async def worker() -> None:
+            nonlocal position
+            while position < len(texts):
+                text = texts[position]
+                position += 1
+                start = time.perf_counter()
+                try:
+                    response = await client.post(
+                        "/v1/embeddings", json={"model": model, "input": text}
+                    )
+                    ok = response.status_code == 200 and len(response.json()["data"]) == 1
+                    if not ok:
+                        errors.append(f"{response.status_code}: {response.text[:200]}")
+                except httpx.HTTPError as exc:
+                    errors.append(repr(exc))
+                latencies.append(time.perf_counter() - start)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    ms = np.array(latencies) * 1000
+    return {
+        "requests": len(latencies),
+        "errors": len(errors),
+        "first_errors": errors[:3],
+        "seconds": round(elapsed, 3),
+        "requests_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+    }
+
+
+def _batch_stats(url: str, model: str) -> dict[str, float]:
+    import httpx
+
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    label = re.escape(f'{{model="{model}"}}')
+
+    def value(name: str) -> float:
+        found = re.search(rf"^{name}{label} (\S+)$", text, re.MULTILINE)
+        return float(found.group(1)) if found else float("nan")
+
+    calls = value("embedstack_batch_requests_count")
+    merged = value("embedstack_batch_requests_sum")
+    return {"model_calls": calls, "mean_requests_per_call": round(merged / calls, 2)}
+
+
+def run_mode(mode: str, args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
+    server = Server(args.model, mode == "batched", args.max_wait_ms)
+    try:
+        server.wait_ready(args.start_timeout)
+        asyncio.run(_load(server.url, args.model, texts[: args.warmup], args.concurrency))
+        result = asyncio.run(_load(server.url, args.model, texts, args.concurrency))
+        result.update(_batch_stats(server.url, args.model))  # warm-up calls included
+        return result
+    finally:
+        server.stop()
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="all-MiniLM-L6-v2")
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--warmup", type=int, default=64)
+    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--start-timeout", type=float, default=600.0)
+    parser.add_argument("--datasets", type=Path, default=ROOT.parent / "shared" / "datasets")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.requests < 1 or args.concurrency < 1 or args.warmup < 1:
+        parser.error("--requests, --concurrency and --warmup must be >= 1")
+
+    texts, source = _texts(args.datasets, args.requests)
+    results = {mode: run_mode(mode, args, texts) for mode in MODES}
+    report = {
+        "benchmark": "server_load",
+        "model": args.model,
+        "requests": args.requests,
+        "concurrency": args.concurrency,
+        "max_wait_ms": args.max_wait_ms,
+        "texts": source,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "results": results,
+        "errors": sum(r["errors"] for r in results.values()),
+        "ratio_batched_over_unbatched": round(
+            results["batched"]["requests_per_s"] / results["unbatched"]["requests_per_s"], 2
+        ),
+    }
+    print(json.dumps(report, indent=2))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main()["errors"] == 0 else 1)

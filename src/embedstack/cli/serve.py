@@ -1,0 +1,120 @@
+"""``embedstack serve``: the HTTP server (extra ``server``) under uvicorn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from embedstack.cli.app import app, err
+from embedstack.encoders.registry import DEFAULT_MODEL
+from embedstack.errors import EmbedstackError, InvalidInput, require
+
+__all__ = ["index_dirs", "serve"]
+
+
+def index_dirs(entries: list[str]) -> dict[str, Path]:
+    """``["DIR", "NAME=DIR", ...]`` → ``{name: dir}``; the name defaults to the folder name.
+
+    Raises:
+        InvalidInput: a folder that is not an index, or a name given twice.
+    """
+    from embedstack.index import manifest
+
+    out: dict[str, Path] = {}
+    for entry in entries:
+        name, sep, folder = entry.partition("=")
+        if not (sep and name and folder and "/" not in name and "\\" not in name):
+            name, folder = Path(entry).name or Path(entry).resolve().name, entry
+        path = Path(folder).expanduser()
+        if not (path / manifest.FILE).is_file():
+            raise InvalidInput(
+                f"--index {entry}: {path} is not an embedstack index (no {manifest.FILE}); "
+                f"create one with `embedstack index create {path}`"
+            )
+        if name in out:
+            raise InvalidInput(
+                f"--index: two indexes are named {name!r}; name them with --index NAME=DIR"
+            )
+        out[name] = path
+    return out
+
+
+def _settings(**values: Any) -> Any:
+    from pydantic import ValidationError
+
+    from embedstack.server.settings import ServerSettings
+
+    try:
+        return ServerSettings(**{k: v for k, v in values.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidInput(f"invalid server settings: {where}: {first['msg']}") from exc
+
+
+@app.command()
+def serve(
+    index: Annotated[
+        list[str] | None,
+        typer.Option("--index", help="Index directory to serve (name = folder name), or NAME=DIR."),
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help=f"Embedding model to serve (default {DEFAULT_MODEL})."),
+    ] = None,
+    reranker: Annotated[
+        list[str] | None, typer.Option("--reranker", help="Reranker name or folder to serve.")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option("--api-key", help="Accepted bearer key (default: $EMBEDSTACK_API_KEYS)."),
+    ] = None,
+    batching: Annotated[
+        bool, typer.Option(help="Merge concurrent embedding requests into one model call.")
+    ] = True,
+    max_wait_ms: Annotated[
+        float, typer.Option(help="Longest wait of a request for a batch to fill.")
+    ] = 5.0,
+    cors_origin: Annotated[
+        list[str] | None, typer.Option("--cors-origin", help="Origin allowed by CORS.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve embeddings (OpenAI API), rerank (Cohere/Jina API) and index search over HTTP.
+
+    Models and indexes are loaded before the server listens; options may be repeated.
+    """
+    require("fastapi", "server", "embedstack serve")
+    uvicorn = require("uvicorn", "server", "embedstack serve")
+    from pydantic import SecretStr
+
+    from embedstack.server import create_app
+
+    settings = _settings(
+        models=tuple(model or (DEFAULT_MODEL,)),
+        rerankers=tuple(reranker or ()),
+        indexes=index_dirs(index or []),
+        api_keys=tuple(SecretStr(k) for k in api_key) if api_key else None,
+        micro_batching=batching,
+        max_wait_ms=max_wait_ms,
+        cors_origins=tuple(cors_origin or ()),
+    )
+    application = create_app(settings)
+    err.print("loading models and indexes …")
+    application.state.embedstack.load_all()
+    served = ", ".join(settings.model_sources()) or "no models"
+    auth = "API keys required" if settings.api_keys else "no authentication"
+    err.print(f"serving {served} on http://{host}:{port} ({auth}; API docs at /docs)")
+    config = uvicorn.Config(application, host=host, port=port, log_level=log_level)
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
+        pass
+    if not server.started:
+        raise EmbedstackError(f"the server did not start on {host}:{port}; see the log above")
+    err.print("stopped")

@@ -1,0 +1,199 @@
+"""Served indexes: concurrent readers, one writer, all off the event loop.
+
+:class:`~embedstack.index.Index` objects are not thread-safe (one object per thread), so:
+
+* **reads** (search, stats) take a ``readonly`` handle from a per-index pool, use it on a
+  worker thread and put it back; at most ``ServerSettings.index_readers`` run at once per
+  index and at most ``queue_size`` wait (:class:`~embedstack.server.batching.Gate`), so
+  the pool never holds more handles than that. Readonly handles take no file lock and see
+  every committed write on their next call.
+* **writes** (upsert, delete) go through ONE writable handle per index, opened at the
+  first write and kept, used only from that index's single writer thread and one request
+  at a time — the index's single-writer discipline. The handle holds the index's write
+  lock from then on; if another process holds it when the server first writes, the
+  request gets 409 (``IndexLocked``) and the next write tries again.
+
+All handles of an index share one encoder object: the served embedding model with the
+same ``model_id`` when there is one (and the index records no special encoder options),
+else one loaded with the first handle. ONNX Runtime sessions and ``tokenizers`` are safe
+to call from several threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from embedstack.errors import EmbedstackError
+from embedstack.server.batching import Gate
+from embedstack.server.errors import ApiError
+from embedstack.server.metrics import Metrics
+from embedstack.server.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from embedstack.encoders import TextEncoder
+    from embedstack.index import Index
+
+__all__ = ["IndexHub"]
+
+logger = logging.getLogger("embedstack.server")
+T = TypeVar("T")
+
+
+class _Served:
+    def __init__(self, name: str, path: Path, settings: ServerSettings) -> None:
+        self.path = path
+        self.pool: queue.SimpleQueue[Index] = queue.SimpleQueue()
+        self.readers = Gate(f"index {name}", settings.index_readers, settings.queue_size)
+        self.writes = Gate(f"index {name} (writes)", 1, settings.queue_size)
+        self.writer: Index | None = None
+        self.writer_thread = ThreadPoolExecutor(1, thread_name_prefix=f"index-{name}"[:40])
+        self.encoder: TextEncoder | None = None
+        self.open_lock = threading.Lock()
+
+
+class IndexHub:
+    """The indexes named in ``ServerSettings.indexes``."""
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        metrics: Metrics | None = None,
+        *,
+        shared_encoders: Callable[[], Iterable[TextEncoder]] = tuple,
+    ) -> None:
+        self._shared = shared_encoders
+        self._served = {
+            name: _Served(name, Path(path), settings) for name, path in settings.indexes.items()
+        }
+        if metrics is not None:
+            for name, served in self._served.items():
+                metrics.queue_gauge(
+                    f"index:{name}",
+                    functools.partial(lambda s: s.readers.depth() + s.writes.depth(), served),
+                )
+
+    def names(self) -> list[str]:
+        """Names of the served indexes, sorted."""
+        return sorted(self._served)
+
+    def _get(self, name: str) -> _Served:
+        served = self._served.get(name)
+        if served is None:
+            known = ", ".join(self.names()) or "none"
+            raise ApiError(
+                404,
+                f"index {name!r} is not served here; served indexes: {known} (GET /v1/indexes)",
+                code="index_not_found",
+                param="name",
+            )
+        return served
+
+    def _shared_encoder(self, path: Path) -> TextEncoder | None:
+        """A served encoder that produced this index's vectors, if one is loaded."""
+        from embedstack.index.manifest import read_manifest
+
+        recorded = read_manifest(path)["encoder"]
+        if recorded.get("options"):
+            return None  # built with special options (quantization …): load its own
+        return next((e for e in self._shared() if e.model_id == recorded["model_id"]), None)
+
+    def _open(self, served: _Served, *, readonly: bool) -> Index:
+        from embedstack.index import Index
+
+        with served.open_lock:  # the first open loads the encoder; later ones reuse it
+            if served.encoder is None:
+                served.encoder = self._shared_encoder(served.path)
+            index = Index.open(served.path, encoder=served.encoder, readonly=readonly)
+            if served.encoder is None:
+                served.encoder = index.encoder
+        return index
+
+    def _read_sync(self, served: _Served, fn: Callable[[Index], T]) -> T:
+        try:
+            index = served.pool.get_nowait()
+        except queue.Empty:
+            index = self._open(served, readonly=True)
+        try:
+            result = fn(index)
+        except EmbedstackError:
+            served.pool.put(index)  # a refused request leaves the handle usable
+            raise
+        except BaseException:
+            index.close()  # unknown state: do not reuse
+            raise
+        served.pool.put(index)
+        return result
+
+    def _write_sync(self, served: _Served, fn: Callable[[Index], T]) -> T:
+        if served.writer is None:
+            served.writer = self._open(served, readonly=False)  # IndexLocked → 409, retried
+        try:
+            return fn(served.writer)
+        except EmbedstackError:
+            raise  # validated before writing: the handle is unchanged
+        except BaseException:
+            writer, served.writer = served.writer, None
+            writer.close()  # unknown state: reopen (and reconcile) on the next write
+            raise
+
+    async def read(self, name: str, fn: Callable[[Index], T]) -> T:
+        """Run ``fn`` with a readonly handle of index ``name`` on a worker thread.
+
+        Raises:
+            ApiError: 404 for an unknown index.
+            Overloaded: ``queue_size`` reads are already waiting.
+        """
+        served = self._get(name)
+        async with served.readers.slot():
+            return await asyncio.to_thread(self._read_sync, served, fn)
+
+    async def write(self, name: str, fn: Callable[[Index], T]) -> T:
+        """Run ``fn`` with the one writable handle of index ``name``, one write at a time.
+
+        Raises:
+            ApiError: 404 for an unknown index.
+            Overloaded: ``queue_size`` writes are already waiting.
+            IndexLocked: another process holds the index's write lock.
+        """
+        served = self._get(name)
+        async with served.writes.slot():
+            loop = asyncio.get_running_loop()
+            call = functools.partial(self._write_sync, served, fn)
+            return await loop.run_in_executor(served.writer_thread, call)
+
+    def load_all(self) -> None:
+        """Open one reader of every index now, on the calling thread (loads the encoders).
+
+        Raises:
+            EmbedstackError: an index cannot be opened (not an index, corrupt, bad model).
+        """
+        for name in self.names():
+            served = self._served[name]
+            served.pool.put(self._open(served, readonly=True))
+
+    async def preload(self) -> None:
+        """Open one reader of every index now (loads their encoders; fails fast)."""
+        for name in self.names():
+            await self.read(name, lambda index: None)
+
+    def close(self) -> None:
+        """Close the writers and every pooled handle."""
+        for served in self._served.values():
+            served.writer_thread.shutdown(wait=True, cancel_futures=True)
+            if served.writer is not None:
+                served.writer.close()
+                served.writer = None
+            while True:
+                try:
+                    handle: Any = served.pool.get_nowait()
+                except queue.Empty:
+                    break
+                handle.close()

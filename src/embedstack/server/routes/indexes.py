@@ -1,0 +1,170 @@
+"""``/v1/indexes``: list, stats, upsert, delete and search the served indexes."""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Depends, Response
+
+from embedstack.errors import InvalidInput
+from embedstack.server.errors import ERROR_RESPONSES, ApiError, from_library, limit_exceeded
+from embedstack.server.routes import json_response
+from embedstack.server.schemas import (
+    DeleteRequest,
+    DeleteResponse,
+    IndexList,
+    IndexStatsResponse,
+    SearchRequest,
+    SearchResponse,
+    UpsertRequest,
+    UpsertResponse,
+)
+from embedstack.server.state import ServerState, get_state
+
+if TYPE_CHECKING:
+    from embedstack.index import Hit, Index
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["indexes"])
+State = Annotated[ServerState, Depends(get_state)]
+
+
+def _too_long(where: str, n: int, limit: int) -> ApiError:
+    return limit_exceeded(
+        f"{where} has {n} characters; this server takes at most {limit} per text "
+        "(max_chars_per_input)",
+        where,
+    )
+
+
+def _too_many(where: str, n: int, limit: int) -> ApiError:
+    return limit_exceeded(
+        f"{where} has {n} items; this server takes at most {limit} per request "
+        "(max_inputs_per_request): split the request",
+        where,
+    )
+
+
+@router.get("/v1/indexes", response_model=IndexList, responses={**ERROR_RESPONSES})
+async def list_indexes(state: State) -> IndexList:
+    """Names of the served indexes."""
+    return IndexList(data=state.indexes.names())
+
+
+@router.get("/v1/indexes/{name}", response_model=IndexStatsResponse, responses={**ERROR_RESPONSES})
+async def index_stats(name: str, state: State) -> IndexStatsResponse:
+    """Documents, chunks, bytes on disk, model and precision of index ``name``."""
+    stats = await state.indexes.read(name, lambda index: index.stats())
+    return IndexStatsResponse(name=name, **stats.__dict__)
+
+
+@router.post(
+    "/v1/indexes/{name}/documents",
+    response_model=UpsertResponse,
+    responses={**ERROR_RESPONSES},
+)
+async def upsert_documents(name: str, request: UpsertRequest, state: State) -> UpsertResponse:
+    """Add new documents and replace changed ones, as one atomic batch.
+
+    Unchanged documents (same text, title and metadata) are not re-embedded.
+    """
+    s = state.settings
+    if len(request.documents) > s.max_inputs_per_request:
+        raise _too_many("documents", len(request.documents), s.max_inputs_per_request)
+    for i, doc in enumerate(request.documents):
+        for field in ("id", "text", "title"):
+            value = getattr(doc, field) or ""
+            if len(value) > s.max_chars_per_input:
+                raise _too_long(f"documents[{i}].{field}", len(value), s.max_chars_per_input)
+    docs = [doc.model_dump(exclude_none=True) for doc in request.documents]
+    try:
+        result = await state.indexes.write(name, lambda index: index.upsert(docs))
+    except InvalidInput as exc:
+        raise from_library(exc, param="documents") from exc
+    return UpsertResponse(**result.__dict__)
+
+
+def _delete(index: Index, ids: list[str]) -> int:
+    missing = [i for i in dict.fromkeys(ids) if index.get(i) is None]
+    if missing:
+        shown = ", ".join(repr(i) for i in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise ApiError(
+            404,
+            f"documents not in the index: {shown}{more}; nothing was deleted",
+            code="document_not_found",
+            param="ids",
+        )
+    return index.delete(ids)
+
+
+@router.delete(
+    "/v1/indexes/{name}/documents",
+    response_model=DeleteResponse,
+    responses={**ERROR_RESPONSES},
+)
+async def delete_documents(name: str, request: DeleteRequest, state: State) -> DeleteResponse:
+    """Delete documents by id; every id must exist, else nothing is deleted (404)."""
+    s = state.settings
+    if len(request.ids) > s.max_inputs_per_request:
+        raise _too_many("ids", len(request.ids), s.max_inputs_per_request)
+    for i, doc_id in enumerate(request.ids):
+        if len(doc_id) > s.max_chars_per_input:
+            raise _too_long(f"ids[{i}]", len(doc_id), s.max_chars_per_input)
+    deleted = await state.indexes.write(name, lambda index: _delete(index, request.ids))
+    return DeleteResponse(deleted=deleted)
+
+
+def _hit(hit: Hit) -> dict[str, Any]:
+    return {
+        "id": hit.doc_id,
+        "score": float(hit.score),
+        "rank": hit.rank,
+        "chunk": hit.chunk,
+        "span": list(hit.span) if hit.span is not None else None,
+        "ranks": dict(hit.ranks),
+        "scores": {k: float(v) for k, v in hit.scores.items()},
+        "title": hit.title,
+        "text": hit.text,
+        "metadata": hit.metadata,
+    }
+
+
+def _search(index: Index, request: SearchRequest) -> list[Hit]:
+    options: dict[str, Any] = {}
+    if request.pipeline is not None:
+        if "pipeline" not in inspect.signature(index.search).parameters:
+            raise InvalidInput(
+                "this server's embedstack has no search pipelines: drop 'pipeline' and use "
+                "'mode' (dense, bm25 or hybrid)"
+            )
+        options["pipeline"] = request.pipeline
+    return index.search(
+        request.query,
+        mode=request.mode,
+        k=request.k,
+        filter=request.filter,
+        fusion=request.fusion,
+        alpha=request.alpha,
+        **options,
+    )
+
+
+@router.post(
+    "/v1/indexes/{name}/search",
+    response_model=SearchResponse,
+    responses={**ERROR_RESPONSES},
+)
+async def search_index(name: str, request: SearchRequest, state: State) -> Response:
+    """Search index ``name``: dense, BM25 or hybrid (fused), with an optional filter."""
+    s = state.settings
+    if request.k > s.max_k:
+        raise limit_exceeded(f"k is {request.k}; this server returns at most {s.max_k}", "k")
+    if len(request.query) > s.max_chars_per_input:
+        raise _too_long("query", len(request.query), s.max_chars_per_input)
+    hits = await state.indexes.read(name, lambda index: _search(index, request))
+    data = [_hit(hit) for hit in hits]
+    payload = {"object": "list", "index": name, "mode": request.mode, "data": data}
+    return await json_response(payload)

@@ -1,0 +1,83 @@
+"""Helpers of the server tests: uvicorn in a thread, a tiny deterministic reranker, and the
+tier-0 models registered for a whole module (no tests here)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+HASH = "test-hash-64"
+RERANKER = "test-overlap"
+
+
+class OverlapReranker:
+    """Deterministic: the share of query words found in the document, minus a tiny
+    length tie-breaker (shorter first)."""
+
+    name = RERANKER
+
+    def score(self, query: str, documents: Sequence[str]) -> np.ndarray:
+        words = set(query.lower().split())
+        return np.array(
+            [
+                len(words & set(d.lower().split())) / max(1, len(words)) - len(d) * 1e-6
+                for d in documents
+            ],
+            dtype=np.float32,
+        )
+
+
+@contextmanager
+def tier0_models() -> Iterator[str]:
+    """Register the hashing model ``test-hash-64`` and the overlap reranker; yield the model."""
+    from embedstack import HashEncoder, ModelSpec, register_model, unregister_model
+    from embedstack.server import register_reranker, unregister_reranker
+
+    spec = ModelSpec(HASH, "embedstack/test-hash", 64, 512, factory=HashEncoder.from_spec)
+    register_model(spec, overwrite=True)
+    register_reranker(RERANKER, OverlapReranker)
+    try:
+        yield HASH
+    finally:
+        unregister_reranker(RERANKER)
+        unregister_model(HASH)
+
+
+class ServerThread:
+    """uvicorn serving ``app`` on a free 127.0.0.1 port in a thread; a context manager that
+    waits for startup and stops the server cleanly."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                self.sock.close()
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        self.sock.close()
+        assert not self.thread.is_alive(), "the test server did not stop"

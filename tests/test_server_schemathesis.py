@@ -1,0 +1,89 @@
+"""schemathesis against the served ``/openapi.json`` of a real uvicorn: no 5xx, responses
+that match the documented schemas, statuses and content types, and schema-invalid requests
+refused — every default check of ``st run``.
+
+One deviation from schemathesis' defaults, in the config written below: a schema-valid
+request may get 400. That status is the server's documented "well-formed but refused by
+the model or index" answer (an id repeated in an upsert batch, an unknown filter key or
+pipeline, token ids sent to a model without a tokenizer) — conditions JSON Schema cannot
+express. The error body of every 400 is still checked against the schema.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+pytest.importorskip("schemathesis")
+
+from embedstack.index import Index  # noqa: E402
+from embedstack.server import ServerSettings, create_app  # noqa: E402
+from test_server_helpers import RERANKER, ServerThread, tier0_models  # noqa: E402
+
+CONFIG = """\
+[checks.positive_data_acceptance]
+expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
+"""
+
+
+@pytest.fixture(scope="module")
+def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    with tier0_models() as model:
+        path = tmp_path_factory.mktemp("fuzz") / "papers"
+        with Index.create(path, encoder=model) as index:
+            index.add([{"id": "a", "text": "cats purr", "metadata": {"year": 2020}}])
+        settings = ServerSettings(
+            models=(model,),
+            rerankers=(RERANKER,),
+            indexes={"papers": path},
+            api_keys=(),
+            preload=True,
+            max_inputs_per_request=64,
+            max_chars_per_input=2_000,
+            max_k=50,
+            max_top_n=50,
+            max_body_bytes=1 << 20,
+        )
+        with ServerThread(create_app(settings)) as server:
+            yield server
+
+
+def _schemathesis(server: ServerThread, workdir: Path, *options: str) -> dict[str, Any]:
+    config = workdir / "schemathesis.toml"
+    config.write_text(CONFIG, encoding="utf-8")
+    report = workdir / "report.json"
+    command = [
+        sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "--no-color",
+        "run", f"{server.url}/openapi.json", "--report", "json",
+        "--report-json-path", str(report), *options,
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=900)
+    assert report.is_file(), done.stdout[-4000:] + done.stderr[-4000:]
+    result: dict[str, Any] = json.loads(report.read_text(encoding="utf-8"))
+    assert done.returncode == 0, done.stdout[-8000:]
+    assert result["failures"] == [] and result["errors"] == [], done.stdout[-8000:]
+    assert result["test_cases"]["generated"] > 0 and result["complete"]
+    return result
+
+
+def test_schemathesis_quick(fuzzed: ServerThread, tmp_path: Path) -> None:
+    """Every check over the coverage phase and a short fuzzing phase (default tier)."""
+    result = _schemathesis(
+        fuzzed, tmp_path, "--phases", "coverage,fuzzing", "--max-examples", "2", "--seed", "1"
+    )
+    assert {p: v["status"] for p, v in result["phases"].items()}["coverage"] == "success"
+
+
+@pytest.mark.slow
+def test_schemathesis_default_run(fuzzed: ServerThread, tmp_path: Path) -> None:
+    """schemathesis' default run (examples, coverage, fuzzing, stateful), fixed seed."""
+    result = _schemathesis(fuzzed, tmp_path, "--seed", "20250101")
+    assert result["test_cases"]["generated"] > 500
