@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	# constraints.txt pins torch to the CPU wheel on local disk (an unpinned torch pulls GBs of CUDA).
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[all,dev]"
+	$(PY) -m embedstack.encoders.fetch splade-tiny
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -122,3 +122,28 @@ def test_bad_input_is_one_line_and_changes_nothing(
     with Index.open(path) as idx:
         assert len(idx) == 2
     assert sorted(p.name for p in (path / "dense").iterdir()) == before
+
+
+def test_sparse_index_from_the_cli(
+    tmp_path: Path, hash_model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`index create --sparse FOLDER` stores SPLADE postings that `search --mode sparse` reads."""
+    from test_splade_helpers import build_tiny_mlm
+
+    folder = build_tiny_mlm(tmp_path / "mlm")
+    path = tmp_path / "idx"
+    assert run(["index", "create", str(path), "--model", hash_model, "--sparse", str(folder)]) == 0
+    docs = _jsonl(tmp_path / "docs.jsonl", GOOD)
+    assert run(["index", "add", str(path), str(docs)]) == 0
+    capsys.readouterr()
+    assert run(["search", str(path), "cats purr", "--mode", "sparse", "-k", "2", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sorted(r["id"] for r in rows) == ["a", "b"]
+    with Index.open(path) as index:
+        assert index.stats().n_docs == 2
+    # a dense-only index refuses sparse search with a one-line error, not a traceback
+    plain = _index(tmp_path / "plain", hash_model)
+    assert run(["index", "add", str(plain), str(docs)]) == 0
+    capsys.readouterr()
+    assert run(["search", str(plain), "cats", "--mode", "sparse"]) != 0
+    assert "sparse" in capsys.readouterr().err

@@ -10,7 +10,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from embedstack.cli import demo, evaluate, index_cmds, serve  # noqa: F401  (register commands)
+# Importing the command modules registers their commands on `app`.
+from embedstack.cli import demo, evaluate, index_cmds, serve, train  # noqa: F401
 from embedstack.cli.app import app
 from embedstack.errors import (
     EmbedstackError,

@@ -55,6 +55,16 @@ def eval_retrieval(
     depth: Annotated[int, typer.Option(help="Documents ranked per query.")] = 1000,
     backend: BackendOpt = "onnx",
     quantize: QuantizeOpt = None,
+    pipeline: Annotated[
+        str | None,
+        typer.Option(
+            help="Evaluate a pipeline (preset, saved name, JSON file or string) "
+            "instead of --retriever; adds per-stage latency."
+        ),
+    ] = None,
+    reranker: Annotated[
+        str | None, typer.Option(help="Cross-encoder name or folder for the pipeline's rerank.")
+    ] = None,
     json_out: JsonOpt = None,
 ) -> None:
     """Evaluate retrieval on a BEIR dataset: nDCG@10, recall@100, MRR@10, MAP@100, latency."""
@@ -66,11 +76,16 @@ def eval_retrieval(
         raise InvalidInput(f"unknown precision {precision!r}; choose float32, int8 or binary")
     if depth < 1:
         raise InvalidInput(f"--depth must be >= 1, got {depth}")
+    if reranker is not None and pipeline is None:
+        raise InvalidInput("--reranker needs --pipeline (e.g. --pipeline hybrid-rerank)")
     dataset = load_beir(dataset_dir, split=split)
-    if retriever != "dense":
+    if retriever != "dense" or pipeline is not None:
         report = _eval_index(
-            dataset, retriever, model, dim, precision, fusion, alpha, index_dir, backend, quantize
-        )
+            dataset, retriever, model, dim, precision, fusion, alpha, index_dir, backend, quantize,
+            pipeline=(pipeline, reranker),
+        )  # fmt: skip
+        if pipeline is not None:
+            retriever = f"pipeline {report['config']['pipeline']}"
         _show(
             f"{dataset.name} ({split}, {report['n_queries']} queries) — {retriever}",
             report,
@@ -133,6 +148,7 @@ def _eval_index(
     index_dir: Path | None,
     backend: str,
     quantize: str | None,
+    pipeline: tuple[str | None, str | None] = (None, None),
 ) -> dict[str, Any]:
     from embedstack.eval.index_runner import build_or_open_index, evaluate_index
     from embedstack.settings import cache_dir
@@ -147,7 +163,13 @@ def _eval_index(
     if retriever == "hybrid":
         search_options = {"fusion": fusion, "alpha": alpha}
     try:
-        report = evaluate_index(index, dataset, mode=retriever, search_options=search_options)
+        if pipeline[0] is not None:
+            from embedstack.pipeline import Pipeline
+
+            runner = Pipeline(pipeline[0], index=index, reranker=pipeline[1])
+            report = evaluate_index(index, dataset, mode="pipeline", pipeline=runner)
+        else:
+            report = evaluate_index(index, dataset, mode=retriever, search_options=search_options)
     finally:
         index.close()
     report["config"].update(model=encoder.name, model_id=encoder.model_id, precision=precision)

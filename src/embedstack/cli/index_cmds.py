@@ -18,7 +18,9 @@ index_app = typer.Typer(help="Create, fill and maintain a local index.", no_args
 app.add_typer(index_app, name="index")
 
 DirArg = Annotated[Path, typer.Argument(help="Index directory.")]
-ModeOpt = Annotated[str, typer.Option(help="dense, bm25 or hybrid.")]
+ModeOpt = Annotated[
+    str, typer.Option(help="dense, bm25, sparse (an index created with --sparse) or hybrid.")
+]
 FusionOpt = Annotated[str, typer.Option(help="rrf or weighted (hybrid mode).")]
 AlphaOpt = Annotated[float, typer.Option(help="Dense weight in weighted fusion, 0..1.")]
 FilterOpt = Annotated[
@@ -38,6 +40,10 @@ def create(
     chunk_tokens: Annotated[int, typer.Option(help="Chunk window in tokens.")] = 384,
     chunk_overlap: Annotated[int, typer.Option(help="Overlap between windows.")] = 48,
     ann: Annotated[str | None, typer.Option(help="'hnsw' for an approximate index.")] = None,
+    sparse: Annotated[
+        str | None,
+        typer.Option(help="Also store SPLADE postings: a sparse model name or folder."),
+    ] = None,
 ) -> None:
     """Create an empty index in DIRECTORY."""
     from embedstack.index import BM25Params, ChunkingParams, Index
@@ -50,6 +56,7 @@ def create(
         bm25=BM25Params(k1=k1, b=b),
         chunking=ChunkingParams(max_tokens=chunk_tokens, overlap=chunk_overlap),
         ann=ann,  # type: ignore[arg-type]
+        sparse=sparse,
     )
     index.close()
     out.print(f"created {directory}")
@@ -204,19 +211,43 @@ def search(
     directory: DirArg,
     query: Annotated[str, typer.Argument(help="The search query.")],
     mode: ModeOpt = "hybrid",
-    k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
+    k: Annotated[
+        int | None, typer.Option("-k", help="Number of results [default: 10, or the pipeline's].")
+    ] = None,
     filters: FilterOpt = None,
     fusion: FusionOpt = "rrf",
     alpha: AlphaOpt = 0.5,
+    pipeline: Annotated[
+        str | None,
+        typer.Option(
+            help="Run a pipeline instead of --mode: preset, saved name, JSON file or "
+            "string, e.g. 'bm25(top=100) -> rerank(top=20) -> top 10'."
+        ),
+    ] = None,
+    reranker: Annotated[
+        str | None, typer.Option(help="Cross-encoder name or folder for the pipeline's rerank.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
-    """Search an index (dense, BM25 or hybrid)."""
+    """Search an index (dense, BM25, hybrid, or a retrieval pipeline)."""
     from embedstack.index import Index
     from embedstack.index.filters import parse_filter_args
 
+    if reranker is not None and pipeline is None:
+        raise InvalidInput("--reranker needs --pipeline (e.g. --pipeline hybrid-rerank)")
     where = parse_filter_args(filters or [])
     with Index.open(directory, readonly=True) as index:
-        hits = index.search(query, mode=mode, k=k, filter=where, fusion=fusion, alpha=alpha)  # type: ignore[arg-type]
+        if pipeline is not None:
+            from embedstack.pipeline import Pipeline
+
+            runner = Pipeline(pipeline, index=index, reranker=reranker)
+            hits = runner.run(index, query, k, filter=where)
+            mode = f"pipeline {runner.name}"
+        else:
+            hits = index.search(
+                query, mode=mode, k=10 if k is None else k, filter=where, fusion=fusion,  # type: ignore[arg-type]
+                alpha=alpha,
+            )  # fmt: skip
     if as_json:
         for hit in hits:
             row = {

@@ -1,4 +1,5 @@
-"""Encoders: dense bi-encoders, the model registry and inference backends."""
+"""Encoders: dense bi-encoders, SPLADE sparse and ColBERT late-interaction encoders, the
+model registry and inference backends."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import os
 from typing import Any
 
 from embedstack.encoders.base import TextEncoder
+from embedstack.encoders.colbert import ColbertIndex, ColbertReranker, LateInteractionEncoder
 from embedstack.encoders.dense import Encoder
 from embedstack.encoders.hashing import HashEncoder
+from embedstack.encoders.multivector import TokenVectors, maxsim
 from embedstack.encoders.registry import (
     DEFAULT_MODEL,
     ModelSpec,
@@ -17,16 +20,24 @@ from embedstack.encoders.registry import (
     register_model,
     unregister_model,
 )
+from embedstack.encoders.splade import SparseEncoder, SparseVectors
 
 __all__ = [
     "DEFAULT_MODEL",
+    "ColbertIndex",
+    "ColbertReranker",
     "Encoder",
     "HashEncoder",
+    "LateInteractionEncoder",
     "ModelSpec",
+    "SparseEncoder",
+    "SparseVectors",
     "TextEncoder",
+    "TokenVectors",
     "get_model",
     "list_models",
     "load_encoder",
+    "maxsim",
     "register_model",
     "unregister_model",
 ]
@@ -39,6 +50,13 @@ def load_encoder(model: str | os.PathLike[str] = DEFAULT_MODEL, **options: Any) 
     else becomes an :class:`Encoder` with ``options``.
     """
     spec = find_model(os.fspath(model))
+    if spec is not None and spec.kind != "dense":
+        from embedstack.errors import InvalidInput
+
+        raise InvalidInput(
+            f"{spec.name!r} is a {spec.kind} model, not a dense one: load it with "
+            "embedstack.encoders.splade.SparseEncoder"
+        )
     if spec is not None and spec.factory is not None:
         encoder: TextEncoder = spec.factory(spec, **options)
         return encoder

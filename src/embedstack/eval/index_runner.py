@@ -94,8 +94,14 @@ def evaluate_index(
     mode: str,
     depth: int = 100,
     search_options: dict[str, Any] | None = None,
+    pipeline: Any = None,
 ) -> dict[str, Any]:
     """Search every query of the split (one at a time) and compute BEIR metrics.
+
+    Args:
+        pipeline: a :class:`~embedstack.pipeline.Pipeline` to run instead of ``mode``
+            (``depth`` caps its results); the report then adds ``stage_latency``, the
+            per-stage latency percentiles of :func:`embedstack.pipeline.stage_latency`.
 
     Returns:
         The ``embedstack eval`` JSON report: metrics, ``n_queries``, latency percentiles,
@@ -104,15 +110,33 @@ def evaluate_index(
     options = dict(search_options or {})
     run: dict[str, dict[str, float]] = {}
     latencies: list[float] = []
+    stage_times: list[dict[str, float]] = []
     for qid, text in dataset.queries.items():
         start = time.perf_counter()
-        hits = index.search(text, mode=mode, k=depth, **options)
+        if pipeline is None:
+            hits = index.search(text, mode=mode, k=depth, **options)
+        else:
+            traced = pipeline.trace(index, text, depth)
+            hits = traced.hits
+            stage_times.append(traced.timings)
         latencies.append(time.perf_counter() - start)
         run[qid] = {hit.doc_id: float(hit.score) for hit in hits}
     stats = index.stats()
     metrics = evaluate(dataset.qrels, run)
+    extra: dict[str, Any] = {}
+    if pipeline is not None:
+        from embedstack.pipeline import stage_latency
+
+        options.update(
+            pipeline=pipeline.name,
+            pipeline_string=pipeline.config.to_string(),
+            pipeline_config=pipeline.config.to_dict(),
+            models=pipeline.models,
+        )
+        extra["stage_latency"] = stage_latency(stage_times)
     return {
         **metrics,
+        **extra,
         "n_queries": len(run),
         **latency_summary(latencies),
         "index_bytes": int(stats.bytes_total),

@@ -10,6 +10,7 @@ import numpy as np
 
 from embedstack.errors import EmbedstackError, IndexCorrupt
 from embedstack.index import dense, manifest
+from embedstack.index import sparse as sparse_index
 from embedstack.index._types import IndexStats
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ def reconcile(index: Index) -> None:
 
     BM25 documents whose keys SQLite does not have (a batch that crashed before its SQLite
     commit, or deletes committed in SQLite but not yet tombstoned) are deleted from BM25;
-    dense files of unregistered segments and temporary files are removed.
+    dense and sparse files of unregistered segments and temporary files are removed.
     """
     live = index._store.live_keys()
     stray = np.setdiff1d(index._lexical.keys(), live)
@@ -46,6 +47,8 @@ def reconcile(index: Index) -> None:
             entry.unlink(missing_ok=True)
     if removed:
         manifest.fsync_dir(root)
+    if index._sparse is not None:
+        sparse_index.remove_unregistered(index.path / sparse_index.DIR, registered)
     index._state = index._load_state()
 
 
@@ -59,6 +62,8 @@ def stats(index: Index) -> IndexStats:
     )
     sizes = {"sqlite": sqlite, "dense": _dir_bytes(index.path / "dense"),
              "lexical": _dir_bytes(index.path / "lexical")}  # fmt: skip
+    if index._sparse is not None:
+        sizes["sparse"] = _dir_bytes(index.path / sparse_index.DIR)
     sizes["total"] = sum(sizes.values())
     masks = index.live_masks()
     enc = index.manifest["encoder"]
@@ -79,7 +84,8 @@ def check(index: Index) -> None:
     """See :meth:`Index.check`."""
     path = index.path
     meta = manifest.read_manifest(path)
-    if meta["encoder"] != index.manifest["encoder"] or meta["precision"] != index.precision:
+    if (meta["encoder"] != index.manifest["encoder"] or meta["precision"] != index.precision
+            or meta.get("sparse") != index.manifest.get("sparse")):  # fmt: skip
         raise IndexCorrupt(f"{path / manifest.FILE} changed under the open index")
     problems = index._store.integrity()
     if problems:
@@ -109,6 +115,10 @@ def check(index: Index) -> None:
         loaded = dense.load_segment(path / "dense", seg, n, index.dim, index.precision, keys)
         if not np.isfinite(np.asarray(loaded.floats(slice(0, min(n, 1024))))).all():
             raise IndexCorrupt(f"{path}: dense segment {seg} holds non-finite values")
+        if index._sparse is not None:
+            root = path / sparse_index.DIR
+            sparse_index.validate(sparse_index.load_segment(root, seg, n, index._sparse.vocab),
+                                  root)  # fmt: skip
     try:
         index._lexical.check()
         from embedstack.index.lexical import LexicalIndex
@@ -131,7 +141,8 @@ def compact(index: Index) -> None:
     """See :meth:`Index.compact`.
 
     Each dense segment with dead rows is rewritten under a new segment number with only its
-    live rows (keeping its own int8 calibration, so nothing is re-quantized); the SQLite
+    live rows (keeping its own int8 calibration, so nothing is re-quantized; its sparse
+    postings, if any, are rewritten alike, without re-encoding); the SQLite
     transaction that repoints the chunks and swaps the registrations is the commit point,
     after which the old files are deleted. Then BM25 merges its segments and SQLite is
     vacuumed.
@@ -150,9 +161,14 @@ def compact(index: Index) -> None:
         _, new_id = index._store.reserve(0)
         rewrites.append((seg, mask, new_id))
     written: list[str] = []
+    sparse_root = index.path / sparse_index.DIR
+    new_ids = [new_id for _, _, new_id in rewrites]
     try:
         for seg, mask, new_id in rewrites:
             written += _write_rows(root, seg, mask, new_id, index.precision)
+            if index._sparse is not None:
+                old = index._sparse.get([seg])[0]
+                sparse_index.write_rows(sparse_root, old, mask, new_id)
         with index._store.transaction():
             for seg, mask, new_id in rewrites:
                 rows = np.flatnonzero(mask)
@@ -167,11 +183,15 @@ def compact(index: Index) -> None:
     except BaseException:
         for name in written:
             (root / name).unlink(missing_ok=True)
+        sparse_index.remove_segments(sparse_root, new_ids)
         raise
     for seg_id in [s.id for s, _, _ in rewrites] + dropped:
         for name in dense.segment_files(seg_id, index.precision):
             (root / name).unlink(missing_ok=True)
     manifest.fsync_dir(root)
+    if index._sparse is not None:
+        sparse_index.remove_segments(sparse_root, [s.id for s, _, _ in rewrites] + dropped)
+        manifest.fsync_dir(sparse_root)
     index._lexical.compact()
     index._store.vacuum()
 

@@ -10,10 +10,11 @@ from embedstack.errors import InvalidInput
 
 __all__ = ["AddResult", "BM25Params", "Fusion", "Hit", "IndexStats", "Mode", "Normalization"]
 
-Mode = Literal["dense", "bm25", "hybrid"]
+Mode = Literal["dense", "bm25", "sparse", "hybrid"]
 Fusion = Literal["rrf", "weighted"]
 Normalization = Literal["minmax", "zscore"]
-MODES: tuple[str, ...] = ("dense", "bm25", "hybrid")
+MODES: tuple[str, ...] = ("dense", "bm25", "sparse", "hybrid")
+RETRIEVERS: tuple[str, ...] = ("dense", "sparse", "bm25")  # fusion order: alpha weighs the first
 FUSIONS: tuple[str, ...] = ("rrf", "weighted")
 
 
@@ -45,13 +46,15 @@ class Hit:
     Attributes:
         doc_id: the document's id.
         score: the score the results are ranked by (cosine for ``dense``, BM25 for
-            ``bm25``, the fused score for ``hybrid``).
+            ``bm25``, the SPLADE dot product for ``sparse``, the fused score for ``hybrid``).
         rank: 1-based position in the results.
-        chunk: number of the best-matching chunk (0-based), or None when no dense score is
-            known for the document (``bm25`` mode, or a hybrid hit found by BM25 only).
+        chunk: number of the best-matching chunk (0-based) by the dense score, else by the
+            sparse score; None when neither is known for the document (``bm25`` mode, or a
+            hybrid hit found by BM25 only).
         span: ``(start, end)`` character offsets of that chunk in :attr:`text`, or None.
         ranks: 1-based rank of the document in each retriever's candidates
-            (``{"dense": 3, "bm25": 1}``); a retriever that did not return it is absent.
+            (``{"dense": 3, "bm25": 1}``, ``"sparse"`` too when fused); a retriever that did
+            not return it is absent.
         scores: each retriever's raw score for the document, same keys as :attr:`ranks`.
         title: the document's title (``""`` when it has none).
         text: the document's text.

@@ -8,8 +8,10 @@ import numpy as np
 
 from embedstack import vectors
 from embedstack._typing import FloatArray
+from embedstack.encoders.splade import SparseVectors
 from embedstack.errors import DimensionMismatch
 from embedstack.index import dense
+from embedstack.index import sparse as sparse_index
 from embedstack.index._state import State
 from embedstack.index._validate import NewDoc
 from embedstack.index.core import Index
@@ -27,12 +29,26 @@ def _embed(index: Index, texts: list[str]) -> FloatArray:
     return vectors.truncate(emb, index.dim) if index.dim != full else emb
 
 
+def _sparse_embed(index: Index, texts: list[str]) -> SparseVectors:
+    vecs = sparse_index.encoder_of(index).encode_documents(texts)
+    vocab = int(index.manifest["sparse"]["vocab_size"])
+    if len(vecs) != len(texts) or vecs.vocab_size != vocab:
+        raise DimensionMismatch(
+            f"the sparse encoder returned {len(vecs)} rows over {vecs.vocab_size} terms, "
+            f"expected {len(texts)} over {vocab}"
+        )
+    return vecs
+
+
 def write_batch(index: Index, batch: Sequence[NewDoc], replaced: list[int]) -> int:
     """Embed and commit one batch; see the commit protocol in :mod:`embedstack.index.core`."""
     if not batch:
         return 0
     chunks = index._chunker.chunks([d.title for d in batch], [d.text for d in batch])
     emb = _embed(index, [c.embed for c in chunks])
+    postings = None
+    if index._sparse is not None:
+        postings = _sparse_embed(index, [c.embed for c in chunks])
     first, seg_id = index._store.reserve(len(batch))
     keys = np.arange(first, first + len(batch), dtype=np.int64)
     row_keys = keys[[c.doc for c in chunks]]
@@ -40,10 +56,13 @@ def write_batch(index: Index, batch: Sequence[NewDoc], replaced: list[int]) -> i
     files = dense.segment_files(seg_id, index.precision)
     try:
         segment = dense.write_segment(root, seg_id, emb, index.precision, row_keys)
+        if postings is not None:
+            sparse_index.write_segment(index.path / sparse_index.DIR, seg_id, postings)
         index._lexical.add(keys, [d.full_text for d in batch])
     except BaseException:
         for f in files:
             (root / f).unlink(missing_ok=True)
+        sparse_index.remove_segments(index.path / sparse_index.DIR, [seg_id])
         raise
     try:
         with index._store.transaction():
@@ -61,6 +80,7 @@ def write_batch(index: Index, batch: Sequence[NewDoc], replaced: list[int]) -> i
         index._lexical.delete(keys)
         for f in files:
             (root / f).unlink(missing_ok=True)
+        sparse_index.remove_segments(index.path / sparse_index.DIR, [seg_id])
         raise
     if replaced:
         index._lexical.delete(replaced)

@@ -5,13 +5,15 @@ Layout::
     manifest.json   encoder (name, model_id, dims), precision, BM25 and chunking parameters
     docs.sqlite     documents, chunks, dense segment registry — the source of truth
     dense/          seg-NNNNNN*.npy vector segments, one per add batch
+    sparse/         seg-NNNNNN.*.npy SPLADE postings of the same chunks (indexes created
+                    with ``sparse=``; see :mod:`embedstack.index.sparse`)
     lexical/        a LexicalIndex (BM25) keyed by the documents' SQLite keys
     write.lock      held (flock) by the one writer; readers take no lock
 
 Commit protocol (a crash at any point leaves the last committed state):
 
 * **add / upsert**: validate the whole batch; embed; reserve keys and a segment number in
-  SQLite; write the dense segment files (fsynced, unregistered); add to BM25 (its own
+  SQLite; write the dense (and sparse) segment files (fsynced, unregistered); add to BM25 (its own
   atomic manifest flip); then ONE SQLite transaction inserts the documents and chunks,
   registers the segment and removes replaced documents — the commit point. Replaced
   documents are tombstoned in BM25 afterwards.
@@ -26,15 +28,17 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from embedstack._typing import Precision
 from embedstack.chunking import ChunkingParams
 from embedstack.encoders import TextEncoder
+from embedstack.encoders.splade import SparseTextEncoder
 from embedstack.errors import DimensionMismatch, InvalidInput, ModelMismatch
 from embedstack.index import dense, manifest
+from embedstack.index import sparse as sparse_index
 from embedstack.index._embedding import Chunker
 from embedstack.index._state import State, chunk_args, library_version, lock, resolve_encoder
 from embedstack.index._types import (
@@ -50,6 +54,9 @@ from embedstack.index._validate import NewDoc, check_ids, validate_docs
 from embedstack.index.docstore import DocStore
 from embedstack.index.lexical import LexicalIndex
 from embedstack.vectorset import PRECISIONS
+
+if TYPE_CHECKING:
+    from embedstack.pipeline import Pipeline, PipelineSpec
 
 __all__ = ["Index"]
 
@@ -90,6 +97,10 @@ class Index:
         self._known_keys: set[str] = set()
         self._hnsw: Any = None
         self._closed = False
+        self._sparse_encoder: SparseTextEncoder | None = None
+        record = meta.get("sparse")
+        self._sparse = (sparse_index.SegmentCache(path / sparse_index.DIR,
+                        int(record["vocab_size"])) if record else None)  # fmt: skip
         self._state = self._load_state()
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -106,6 +117,8 @@ class Index:
         chunking: ChunkingParams = ChunkingParams(),  # noqa: B008 - frozen dataclass
         ann: Literal["hnsw"] | None = None,
         encoder_options: dict[str, Any] | None = None,
+        sparse: str | SparseTextEncoder | None = None,
+        sparse_options: dict[str, Any] | None = None,
     ) -> Index:
         """Create an empty index in ``path`` (a new or empty directory).
 
@@ -122,6 +135,11 @@ class Index:
             ann: None for exact dense search, ``"hnsw"`` for a faiss HNSW graph.
             encoder_options: keyword options for :func:`load_encoder`, recorded so that
                 :meth:`open` loads the same encoder.
+            sparse: also store SPLADE postings of every chunk, for ``mode="sparse"`` and
+                sparse hybrid retrievers: a sparse model name (``"splade-tiny"``), a
+                masked-LM folder, or a :class:`~embedstack.encoders.splade.SparseEncoder`.
+            sparse_options: keyword options for the SparseEncoder, recorded like
+                ``encoder_options``.
 
         Raises:
             InvalidInput: ``path`` is not empty, or an argument is invalid.
@@ -137,6 +155,7 @@ class Index:
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise InvalidInput(f"{path} exists and is not an empty directory; use Index.open()")
         enc = resolve_encoder(encoder, encoder_options)
+        senc = None if sparse is None else sparse_index.resolve_encoder(sparse, sparse_options)
         full = int(enc.dim)
         dim = full if dim is None else dim
         if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= full:
@@ -152,6 +171,8 @@ class Index:
             store = DocStore(path, create=True)
             lexical = LexicalIndex.create(path / "lexical", k1=bm25.k1, b=bm25.b)
             (path / "dense").mkdir()
+            if senc is not None:
+                (path / sparse_index.DIR).mkdir()
             meta = {
                 "format": manifest.FORMAT,
                 "format_version": manifest.FORMAT_VERSION,
@@ -167,6 +188,8 @@ class Index:
                              "effective_overlap": chunker.overlap,
                              "tokenizer": chunker.tokenizer, "title": "every chunk"},
                 "ann": ann,
+                "sparse": None if senc is None else sparse_index.manifest_entry(senc,
+                                                                               sparse_options),
             }  # fmt: skip
             try:
                 manifest.write_manifest(path, meta)
@@ -176,7 +199,9 @@ class Index:
         except BaseException:
             os.close(fd)
             raise
-        return cls(path, meta, enc, store, lexical, fd)
+        index = cls(path, meta, enc, store, lexical, fd)
+        index._sparse_encoder = senc
+        return index
 
     @classmethod
     def open(
@@ -185,6 +210,7 @@ class Index:
         *,
         encoder: str | TextEncoder | None = None,
         readonly: bool = False,
+        sparse: str | SparseTextEncoder | None = None,
     ) -> Index:
         """Open an existing index.
 
@@ -193,6 +219,8 @@ class Index:
             encoder: None loads the recorded encoder by name (with its recorded options);
                 a name or TextEncoder must have the recorded model_id and dimension.
             readonly: search only, without taking the write lock.
+            sparse: for an index with sparse postings: None loads the recorded sparse model
+                when first needed; a name or SparseEncoder must have the recorded model_id.
 
         Raises:
             IndexCorrupt: not an index, or unreadable parts.
@@ -216,11 +244,18 @@ class Index:
                 f"{path} was built with {rec['model_id']}, not {enc.model_id}: open it with the "
                 "same model, or build a new index"
             )
+        senc = None
+        if sparse is not None:
+            if not meta.get("sparse"):
+                raise InvalidInput(f"{path} has no sparse postings: open it without sparse=")
+            senc = sparse_index.resolve_encoder(sparse, meta["sparse"].get("options"))
+            sparse_index.check_encoder(senc, meta["sparse"], path)
         fd = None if readonly else lock(path)
         try:
             store = DocStore(path, readonly=readonly)
             lexical = LexicalIndex.open(path / "lexical")
             index = cls(path, meta, enc, store, lexical, fd)
+            index._sparse_encoder = senc
             if not readonly:
                 from embedstack.index._maintenance import reconcile
 
@@ -397,13 +432,26 @@ class Index:
         rrf_k: float = 60,
         candidates: int = 100,
         normalization: Normalization = "minmax",
+        retrievers: Sequence[str] | None = None,
+        pipeline: Pipeline | PipelineSpec | None = None,
     ) -> list[Hit]:
-        """Search for one query; see :meth:`search_many` for the arguments."""
+        """Search for one query; see :meth:`search_many` for the arguments.
+
+        ``pipeline`` runs a retrieval pipeline instead of ``mode`` (a
+        :class:`~embedstack.pipeline.Pipeline`, a config, a JSON file, a preset or a name
+        saved with this index, or a compact string; see :mod:`embedstack.pipeline`): ``k``
+        (10 unless given, whatever the pipeline's own ``k``) and ``filter`` apply, the other
+        arguments are ignored.
+        """
         if not isinstance(query, str):
             raise InvalidInput(f"a query must be str, got {type(query).__name__}")
+        if pipeline is not None:
+            from embedstack.pipeline.run import search_with_pipeline
+
+            return search_with_pipeline(self, query, pipeline, k=k, filter=filter)
         return self.search_many(
             [query], mode=mode, k=k, filter=filter, fusion=fusion, alpha=alpha, rrf_k=rrf_k,
-            candidates=candidates, normalization=normalization,
+            candidates=candidates, normalization=normalization, retrievers=retrievers,
         )[0]  # fmt: skip
 
     def search_many(
@@ -418,13 +466,15 @@ class Index:
         rrf_k: float = 60,
         candidates: int = 100,
         normalization: Normalization = "minmax",
+        retrievers: Sequence[str] | None = None,
     ) -> list[list[Hit]]:
         """Search several queries at once (query encoding is batched).
 
         Args:
             queries: non-blank query strings.
-            mode: ``"dense"`` (cosine over chunk vectors, max per document), ``"bm25"``, or
-                ``"hybrid"`` (both, fused).
+            mode: ``"dense"`` (cosine over chunk vectors, max per document), ``"bm25"``,
+                ``"sparse"`` (SPLADE dot product over chunk postings, max per document; indexes
+                created with ``sparse=``), or ``"hybrid"`` (``retrievers``, fused).
             k: results per query, ``>= 1``.
             filter: a metadata filter (see :mod:`embedstack.index.filters`), applied before
                 top-k so ``k`` results come back whenever ``k`` documents match. A key no
@@ -435,13 +485,17 @@ class Index:
             candidates: hybrid: documents taken from each retriever before fusion (at least
                 ``k``); see :mod:`embedstack.index.search` for why 100.
             normalization: weighted fusion: ``"minmax"`` or ``"zscore"``.
+            retrievers: hybrid: which of ``"bm25"``, ``"dense"``, ``"sparse"`` to fuse
+                (default ``("bm25", "dense")``); with weighted fusion and three retrievers
+                ``alpha`` is not used and each gets weight 1/3.
 
         Returns:
             One list of at most ``k`` :class:`Hit` per query, best first.
 
         Raises:
-            InvalidInput: an empty query, ``k <= 0``, an unknown mode, fusion or
-                normalization, a bad filter or a filter on a key no document has.
+            InvalidInput: an empty query, ``k <= 0``, an unknown mode, fusion, retriever or
+                normalization, a bad filter or a filter on a key no document has, or
+                ``"sparse"`` on an index without sparse postings.
         """
         from embedstack.index.search import search_many
 
@@ -449,7 +503,29 @@ class Index:
         return search_many(
             self, queries, mode=mode, k=k, filter=filter or None, fusion=fusion, alpha=alpha,
             rrf_k=rrf_k, candidates=candidates, normalization=normalization,
+            retrievers=retrievers,
         )  # fmt: skip
+
+    def dense_scores(self, query: str, doc_ids: Sequence[str]) -> np.ndarray:
+        """Score given documents against ``query`` with their stored chunk vectors.
+
+        Only the query is encoded; each document scores the maximum over its chunks, as in
+        dense search (see :mod:`embedstack.index.rescoring`).
+
+        Args:
+            query: a non-blank query.
+            doc_ids: document ids, any order, repeats allowed.
+
+        Returns:
+            ``(len(doc_ids),)`` float32, ``-inf`` for an id the index does not hold.
+
+        Raises:
+            InvalidInput: an empty query or a non-str id.
+        """
+        from embedstack.index.rescoring import dense_scores
+
+        self._refresh()
+        return dense_scores(self, query, doc_ids)
 
     # --- maintenance ---------------------------------------------------------------------------
 

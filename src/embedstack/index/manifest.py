@@ -9,6 +9,8 @@ Fields::
     chunking: {max_tokens, overlap, allow_any, effective_max_tokens, effective_overlap,
                tokenizer, title}
     ann: null | "hnsw"
+    sparse: null | {name, model_id, vocab_size, options}   SPLADE postings (optional; an
+            index written before sparse support has no such field and reads as null)
 
 The manifest changes only at :meth:`Index.create` and when parameters change; it is
 replaced with write-to-temporary, fsync, rename, fsync of the directory, so a reader sees

@@ -1,4 +1,4 @@
-"""Search over an :class:`~embedstack.index.Index`: dense, BM25 and hybrid (fused) modes.
+"""Search over an :class:`~embedstack.index.Index`: dense, BM25, sparse and hybrid modes.
 
 Hybrid retrieval takes each retriever's top ``candidates`` documents (default 100) and
 fuses them with :func:`embedstack.fusion.rrf` or :func:`embedstack.fusion.weighted`. A depth
@@ -8,6 +8,9 @@ nDCG@10 depends almost only on the head of each list, and the BEIR hybrid baseli
 Thakur et al. (2021) and Lin et al.'s Pyserini hybrid runs re-rank or fuse top-100/1000
 lists; the top 100 already hold over 90 % of what BM25 and dense retrievers find at 1000
 (BEIR recall@100 vs recall@1000), at a tenth of the cost.
+
+Indexes with SPLADE postings (:mod:`embedstack.index.sparse`) add a ``"sparse"`` retriever,
+usable alone (``mode="sparse"``) or fused (``retrievers=("bm25", "dense", "sparse")``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from embedstack import vectors
 from embedstack._typing import IntArray
 from embedstack.errors import InvalidInput
 from embedstack.index import dense
-from embedstack.index._types import FUSIONS, MODES, Hit, check_choice
+from embedstack.index import sparse as sparse_index
+from embedstack.index._types import FUSIONS, MODES, RETRIEVERS, Hit, check_choice
 from embedstack.index._validate import check_fraction, check_positive_int
 
 if TYPE_CHECKING:
@@ -57,14 +61,15 @@ def search_many(
     rrf_k: float = 60,
     candidates: int = 100,
     normalization: str = "minmax",
+    retrievers: Sequence[str] | None = None,
 ) -> list[list[Hit]]:
     """Search each query; one list of at most ``k`` :class:`Hit` per query.
 
     Args:
         index: the index.
         queries: non-blank query strings.
-        mode: ``"dense"`` (cosine over chunk vectors, max per document), ``"bm25"``, or
-            ``"hybrid"`` (both, fused).
+        mode: ``"dense"`` (cosine over chunk vectors, max per document), ``"bm25"``,
+            ``"sparse"`` (SPLADE postings, max per document), or ``"hybrid"`` (fused).
         k: results per query, ``>= 1``.
         filter: a metadata filter (:mod:`embedstack.index.filters`); applied before top-k,
             so ``k`` results come back whenever ``k`` documents match.
@@ -74,10 +79,14 @@ def search_many(
         candidates: hybrid: documents taken from each retriever before fusion (at least
             ``k`` are always taken).
         normalization: weighted fusion: ``"minmax"`` or ``"zscore"``.
+        retrievers: hybrid: the retrievers to fuse, from ``"bm25"``, ``"dense"`` and
+            ``"sparse"`` (default bm25 + dense). They are fused in the order dense, sparse,
+            bm25: weighted fusion of two gives ``alpha`` to the first, of three 1/3 each.
 
     Raises:
-        InvalidInput: an empty query, ``k <= 0``, an unknown mode, fusion or
-            normalization, a bad filter or a filter on a key no document has.
+        InvalidInput: an empty query, ``k <= 0``, an unknown mode, fusion, retriever or
+            normalization, a bad filter or a filter on a key no document has, or
+            ``"sparse"`` on an index without sparse postings.
     """
     qs = _check_queries(queries)
     check_positive_int(k, "k")
@@ -88,6 +97,9 @@ def search_many(
     check_fraction(alpha, "alpha")
     if isinstance(rrf_k, bool) or not isinstance(rrf_k, int | float) or not rrf_k > 0:
         raise InvalidInput(f"rrf_k must be a positive number, got {rrf_k!r}")
+    active = _active(mode, retrievers)
+    if "sparse" in active:
+        sparse_index.encoder_of(index)  # no sparse postings: a clear error before any work
     st = index._state
     if filter is not None:
         if not isinstance(filter, dict):
@@ -100,13 +112,47 @@ def search_many(
     if len(allowed) == 0:
         return [[] for _ in qs]
     depth = k if mode != "hybrid" else max(candidates, k)
-    dense_hits = _dense(index, qs, allowed, filter is not None, depth) if mode != "bm25" else None
+    filtered = filter is not None
+    dense_hits = _dense(index, qs, allowed, filtered, depth) if "dense" in active else None
+    sparse_hits = _sparse(index, qs, allowed, filtered, depth) if "sparse" in active else None
     bm25: list[_Ranked] | None = None
-    if mode != "dense":
+    if "bm25" in active:
         lex_allowed = None if filter is None and st.lexical_exact else allowed
         res = index._lexical.search_many(qs, depth, allowed=lex_allowed)
         bm25 = [list(zip(keys.tolist(), scores.tolist(), strict=True)) for scores, keys in res]
-    return _hits(index, len(qs), dense_hits, bm25, k, fusion, alpha, rrf_k, normalization)
+    return _hits(index, len(qs), dense_hits, sparse_hits, bm25, k, fusion, alpha, rrf_k,
+                 normalization)  # fmt: skip
+
+
+def _active(mode: str, retrievers: Sequence[str] | None) -> tuple[str, ...]:
+    """The retrievers a search runs, in fusion order."""
+    if mode != "hybrid":
+        if retrievers is not None:
+            raise InvalidInput(f"retrievers applies to mode='hybrid' only, not {mode!r}")
+        return (mode,)
+    if retrievers is None:
+        return ("dense", "bm25")
+    if isinstance(retrievers, str | bytes):
+        raise InvalidInput("retrievers must be a list such as ['bm25', 'dense', 'sparse']")
+    chosen = list(retrievers)
+    for name in chosen:
+        check_choice(name, "retriever", RETRIEVERS)
+    if not chosen or len(set(chosen)) != len(chosen):
+        raise InvalidInput(f"retrievers must name distinct retrievers, got {chosen}")
+    return tuple(r for r in RETRIEVERS if r in chosen)
+
+
+def _sparse(
+    index: Index, queries: list[str], allowed: IntArray, filtered: bool, depth: int
+) -> list[dense.DocHits]:
+    q = sparse_index.encoder_of(index).encode_queries(queries)
+    st = index._state
+    if index._sparse is None:
+        raise InvalidInput(f"{index.path} has no sparse postings")
+    masks = dense.row_masks(st.segments, allowed) if filtered else index.live_masks()
+    segments = index._sparse.get(st.segments)
+    keys = [seg.row_keys for seg in st.segments]
+    return sparse_index.search_docs(segments, keys, masks, q, depth)
 
 
 def _dense(
@@ -128,6 +174,7 @@ def _hits(
     index: Index,
     n_queries: int,
     dense_hits: list[dense.DocHits] | None,
+    sparse_hits: list[dense.DocHits] | None,
     bm25: list[_Ranked] | None,
     k: int,
     fusion: str,
@@ -135,17 +182,18 @@ def _hits(
     rrf_k: float,
     normalization: str,
 ) -> list[list[Hit]]:
-    dense_ranked: list[_Ranked] | None = None
-    if dense_hits is not None:
-        dense_ranked = [list(zip(h.keys.tolist(), h.scores.tolist(), strict=True))
-                        for h in dense_hits]  # fmt: skip
-    keys = {key for lists in (dense_ranked or [], bm25 or []) for ranked in lists
-            for key, _ in ranked}  # fmt: skip
+    def ranked(hits: list[dense.DocHits] | None) -> list[_Ranked] | None:
+        if hits is None:
+            return None
+        return [list(zip(h.keys.tolist(), h.scores.tolist(), strict=True)) for h in hits]
+
+    sources = (("dense", ranked(dense_hits)), ("sparse", ranked(sparse_hits)), ("bm25", bm25))
+    keys = {key for _, lists in sources for ranked_list in lists or [] for key, _ in ranked_list}
     ids = index._store.ids_by_key(keys)  # documents deleted meanwhile (readers) drop out
     out: list[list[tuple[int, float, dict[str, int], dict[str, float]]]] = []
     for qi in range(n_queries):
         per: dict[str, _Ranked] = {}
-        for name, lists in (("dense", dense_ranked), ("bm25", bm25)):
+        for name, lists in sources:
             if lists is not None:  # ties by doc id: independent of insertion order
                 live = [(key, s) for key, s in lists[qi] if key in ids]
                 per[name] = sorted(live, key=lambda item: (-item[1], ids[item[0]]))
@@ -158,33 +206,38 @@ def _hits(
             if fusion == "rrf":
                 pairs = fuse.rrf([[ids[key] for key, _ in lst] for lst in per.values()], k=rrf_k)
             else:
+                weights = None if len(per) == 2 else [1 / len(per)] * len(per)
                 pairs = fuse.weighted([{ids[key]: s for key, s in lst} for lst in per.values()],
-                                      alpha=alpha, normalization=normalization)  # fmt: skip
+                                      alpha=alpha, normalization=normalization,
+                                      weights=weights)  # fmt: skip
             fused = [(by_id[doc], s) for doc, s in pairs]
         out.append([
             (key, s, {n: r[key] for n, r in ranks.items() if key in r},
              {n: float(sc[key]) for n, sc in scores.items() if key in sc})
             for key, s in fused[:k]
         ])  # fmt: skip
-    return _materialise(index, out, dense_hits)
+    located = [hits for hits in (dense_hits, sparse_hits) if hits is not None]
+    return _materialise(index, out, located)
 
 
 def _materialise(
     index: Index,
     results: list[list[tuple[int, float, dict[str, int], dict[str, float]]]],
-    dense_hits: list[dense.DocHits] | None,
+    located: list[list[dense.DocHits]],
 ) -> list[list[Hit]]:
+    """Hits with documents and best-chunk spans (from the first source that has the doc)."""
     docs = index._store.docs_by_key({key for res in results for key, *_ in res})
     best: list[dict[int, tuple[int, int]]] = []
     pairs: set[tuple[int, int]] = set()
     for qi in range(len(results)):
-        if dense_hits is None:
-            best.append({})
-            continue
-        h = dense_hits[qi]
         wanted = {key for key, *_ in results[qi]}
-        where = {int(kk): (int(s), int(r)) for kk, s, r in zip(h.keys, h.segments, h.rows,
-                 strict=True) if int(kk) in wanted}  # fmt: skip
+        where: dict[int, tuple[int, int]] = {}
+        for source in located:
+            h = source[qi]
+            for kk, s, r in zip(h.keys.tolist(), h.segments.tolist(), h.rows.tolist(),
+                                strict=True):  # fmt: skip
+                if kk in wanted and kk not in where:
+                    where[kk] = (s, r)
         best.append(where)
         pairs |= set(where.values())
     spans = index._store.chunk_spans(sorted(pairs))

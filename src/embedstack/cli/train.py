@@ -1,0 +1,91 @@
+"""``embedstack train ...``: thin wrappers over :mod:`embedstack.train`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from embedstack.cli.app import app, err, out
+from embedstack.encoders.registry import DEFAULT_MODEL
+from embedstack.errors import InvalidInput
+
+train_app = typer.Typer(help="Train models on your own judgements.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+@train_app.command("reranker")
+def reranker(
+    dataset_dir: Annotated[Path, typer.Argument(help="BEIR folder (corpus/queries/qrels).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to save the model to.")],
+    split: Annotated[str, typer.Option(help="qrels split to train on.")] = "train",
+    base: Annotated[
+        str, typer.Option(help="BERT-family model initialising the cross-encoder.")
+    ] = DEFAULT_MODEL,
+    miner: Annotated[
+        str, typer.Option(help="Dense model mining hard negatives ('none': BM25 only).")
+    ] = DEFAULT_MODEL,
+    epochs: Annotated[int, typer.Option(help="Passes over the training pairs.")] = 1,
+    max_pairs: Annotated[
+        int | None, typer.Option(help="Cap on (query, document) pairs per epoch.")
+    ] = None,
+    negatives: Annotated[
+        int, typer.Option("--negatives", help="Hard negatives per judged pair.")
+    ] = 7,
+    loss: Annotated[str, typer.Option(help="bce or listwise.")] = "bce",
+    batch_size: Annotated[int, typer.Option(help="Pairs per optimizer step.")] = 16,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 5e-5,
+    max_length: Annotated[int, typer.Option(help="Tokens per (query, document) pair.")] = 256,
+    layers: Annotated[
+        int | None, typer.Option(help="Keep the base's first N layers (faster reranker).")
+    ] = None,
+    max_ratio: Annotated[
+        float, typer.Option(help="Drop negatives the miner scores above this x positive.")
+    ] = 0.95,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    threads: Annotated[int, typer.Option(help="torch threads.")] = 2,
+    bf16: Annotated[bool, typer.Option(help="bfloat16 autocast (CPUs with bf16 units).")] = False,
+    negatives_file: Annotated[
+        Path | None,
+        typer.Option(help="Reuse the hard_negatives.jsonl of an earlier training."),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier training's --out.")] = False,
+) -> None:
+    """Train a cross-encoder reranker on DATASET_DIR's qrels/<split>.tsv and save it to --out
+    (a Hugging Face folder that `CrossEncoder` and the server load)."""
+    from embedstack.train import train_reranker
+
+    if loss not in ("bce", "listwise"):
+        raise InvalidInput(f"--loss must be bce or listwise, got {loss!r}")
+    result = train_reranker(
+        dataset_dir,
+        out=out_dir,
+        split=split,
+        base=base,
+        miner=None if miner.lower() == "none" else miner,
+        epochs=epochs,
+        max_pairs=max_pairs,
+        negatives_per_query=negatives,
+        loss=loss,  # type: ignore[arg-type]
+        batch_size=batch_size,
+        lr=lr,
+        max_length=max_length,
+        layers=layers,
+        max_ratio=max_ratio,
+        seed=seed,
+        threads=threads,
+        bf16=bf16,
+        negatives_file=negatives_file,
+        overwrite=overwrite,
+        show_progress=None,
+    )
+    err.print(
+        f"mined negatives in {result.mining_seconds:.0f} s ({result.groups} groups, "
+        f"{result.dropped_negatives} likely false negatives dropped)"
+    )
+    out.print(
+        f"trained {result.steps} steps on {result.pairs} pairs in {result.seconds:.0f} s "
+        f"({result.pairs_per_second:.1f} pairs/s), loss {result.first_loss:.4f} -> "
+        f"{result.last_loss:.4f}; saved {result.out}"
+    )

@@ -1,0 +1,436 @@
+"""Late interaction (ColBERT): token-level vectors scored by MaxSim.
+
+:class:`LateInteractionEncoder` follows ColBERT (Khattab & Zaharia 2020) and ColBERTv2
+(Santhanam et al. 2022) over any BERT-family folder:
+
+* queries: ``[CLS] [Q] tokens [SEP]`` padded with ``[MASK]`` to ``query_maxlen`` (query
+  augmentation: the masks attend to nothing but their outputs are kept, a learned soft
+  expansion of the query); the markers are the vocabulary's ``[unused0]`` / ``[unused1]``;
+* documents: ``[CLS] [D] tokens [SEP]`` up to ``doc_maxlen``, punctuation tokens dropped;
+* an optional linear head (ColBERTv2 checkpoints store ``linear.weight`` in
+  ``model.safetensors``; a ``colbert_linear.safetensors`` or PyLate's ``1_Dense/`` also
+  works), then every token vector is L2-normalised.
+
+Without a head (e.g. all-MiniLM-L6-v2) the encoder is a zero-shot MaxSim over the model's
+own contextual token vectors. :class:`ColbertReranker` rescores a first stage's candidates
+(the :class:`embedstack.rerank.Reranker` protocol); :class:`ColbertIndex` is an exact MaxSim
+index over a small corpus, saved as ``.npy`` files.
+
+Example:
+    >>> from embedstack.encoders.colbert import ColbertReranker
+    >>> rr = ColbertReranker("all-MiniLM-L6-v2")               # doctest: +SKIP
+    >>> rr.score("do cats purr?", ["Cats purr.", "Stocks fell."])  # doctest: +SKIP
+    array([26.1, 17.3], dtype=float32)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import string
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from embedstack._typing import FloatArray
+from embedstack.encoders.backends import BackendOptions, make_backend
+from embedstack.encoders.base import validate_texts
+from embedstack.encoders.loading import load_model_config, resolve_model_dir, weights_hash
+from embedstack.encoders.multivector import (
+    TOKEN_PRECISIONS,
+    TokenPrecision,
+    TokenVectors,
+    maxsim,
+    save_manifest,
+)
+from embedstack.errors import (
+    DimensionMismatch,
+    IndexCorrupt,
+    InvalidInput,
+    ModelMismatch,
+    ModelNotFound,
+)
+from embedstack.settings import cache_dir as default_cache_dir
+
+__all__ = ["ColbertIndex", "ColbertReranker", "LateInteractionEncoder", "read_linear_head"]
+
+_HEAD_FILES = ("model.safetensors", "colbert_linear.safetensors", "1_Dense/model.safetensors")
+_HEAD_KEYS = ("linear.weight", "weight")
+_ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
+
+
+def _safetensors_tensor(file: Path, key: str) -> np.ndarray | None:
+    """One tensor of a safetensors file, read with numpy (header: u64 length + JSON)."""
+    with file.open("rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+        entry = header.get(key)
+        if not isinstance(entry, dict) or entry.get("dtype") not in _ST_DTYPES:
+            return None
+        start, end = entry["data_offsets"]
+        f.seek(8 + size + start)
+        raw = np.frombuffer(f.read(end - start), dtype=_ST_DTYPES[entry["dtype"]])
+    if entry["dtype"] == "BF16":
+        raw = (raw.astype(np.uint32) << 16).view(np.float32)
+    return raw.astype(np.float32).reshape(entry["shape"])
+
+
+def read_linear_head(folder: Path, hidden: int) -> np.ndarray | None:
+    """The ColBERT projection ``(dim, hidden)`` float32 stored in ``folder``, or None.
+
+    Looks for ``linear.weight`` (or ``weight``) in ``model.safetensors`` (ColBERTv2),
+    ``colbert_linear.safetensors`` and ``1_Dense/model.safetensors`` (PyLate).
+    """
+    for name in _HEAD_FILES:
+        file = folder / name
+        if not file.is_file():
+            continue
+        keys = _HEAD_KEYS if name != "model.safetensors" else _HEAD_KEYS[:1]
+        for key in keys:
+            weight = _safetensors_tensor(file, key)
+            if weight is not None and weight.ndim == 2 and weight.shape[1] == hidden:
+                return weight
+    return None
+
+
+class LateInteractionEncoder:
+    """ColBERT-style token encoder; see the module docstring for the input formats.
+
+    Args:
+        name_or_path: registry name, Hugging Face id or folder of a BERT-family model.
+        backend: ``"torch"`` (reference) or ``"onnx"`` (the cached export of
+            :func:`~embedstack.encoders.onnx_export.ensure_onnx`).
+        dim: expected output dimension (the head's, else the hidden size); a model that
+            produces another one raises :class:`DimensionMismatch`. None accepts any.
+        query_maxlen: query tokens, markers included (queries are padded to it with
+            ``[MASK]`` when ``query_augmentation``).
+        doc_maxlen: document tokens before punctuation masking.
+        query_augmentation: pad queries with ``[MASK]`` tokens; None (default) does so
+            when the folder has a trained ColBERT head. Augmentation is learned: on zero-shot
+            MiniLM token vectors it lowers SciFact nDCG@10 of a top-50 rerank from 0.698 to
+            0.665 (``benchmarks/colbert_rerank.py``).
+        markers: insert the ``[Q]``/``[D]`` markers (``[unused0]``/``[unused1]``).
+        mask_punctuation: drop punctuation tokens from documents.
+        batch_size: texts per forward pass.
+        threads: inference threads; None uses every CPU available.
+        cache_dir: ONNX export cache root.
+
+    Raises:
+        ModelNotFound: no weights, or no ``tokenizer.json``.
+        InvalidInput: an option out of range, or a vocabulary without the marker tokens.
+    """
+
+    def __init__(
+        self,
+        name_or_path: str | os.PathLike[str] = "all-MiniLM-L6-v2",
+        *,
+        backend: Literal["torch", "onnx"] | str = "torch",
+        dim: int | None = None,
+        query_maxlen: int = 32,
+        doc_maxlen: int = 180,
+        query_augmentation: bool | None = None,
+        markers: bool = True,
+        mask_punctuation: bool = True,
+        batch_size: int = 32,
+        threads: int | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        path, spec = resolve_model_dir(name_or_path)
+        config = load_model_config(path, spec)
+        limit = int(
+            json.loads((config.transformer_path / "config.json").read_text("utf-8")).get(
+                "max_position_embeddings", 512
+            )
+        )
+        for label, value in (("query_maxlen", query_maxlen), ("doc_maxlen", doc_maxlen)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 4 <= value <= limit:
+                raise InvalidInput(f"{label} must be an int in [4, {limit}], got {value!r}")
+        if batch_size < 1:
+            raise InvalidInput("batch_size must be >= 1")
+        self.name = spec.name if spec else os.fspath(name_or_path)
+        self.query_maxlen, self.doc_maxlen = query_maxlen, doc_maxlen
+        self.markers = markers
+        self.mask_punctuation, self.batch_size = mask_punctuation, batch_size
+        folder = config.transformer_path
+        self.weights_hash = weights_hash(folder)
+        hidden = int(config.dim or 0)
+        head = read_linear_head(folder, hidden)
+        if head is None and path != folder:
+            head = read_linear_head(path, hidden)
+        self.head = head
+        augment = head is not None if query_augmentation is None else bool(query_augmentation)
+        self.query_augmentation = augment
+        self._tokenizer = self._load_tokenizer(folder)
+        self._model = make_backend(
+            backend,
+            BackendOptions(
+                transformer_path=folder,
+                name=self.name,
+                weights=self.weights_hash,
+                cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
+                threads=threads,
+            ),
+        )
+        self.backend_name = backend
+        self.dim = int(self.head.shape[0]) if self.head is not None else hidden
+        if dim is not None and dim != self.dim:
+            raise DimensionMismatch(f"{self.name} produces {self.dim}-d token vectors, not {dim}")
+
+    def _load_tokenizer(self, folder: Path) -> Any:
+        from tokenizers import Tokenizer
+
+        file = folder / "tokenizer.json"
+        if not file.is_file():
+            raise ModelNotFound(f"{folder} has no tokenizer.json; save a fast tokenizer there")
+        tok = Tokenizer.from_file(str(file))
+        tok.no_padding()
+        ids = {t: tok.token_to_id(t) for t in ("[unused0]", "[unused1]", "[MASK]", "[PAD]")}
+        needed = ["[MASK]"] * self.query_augmentation + ["[unused0]", "[unused1]"] * self.markers
+        missing = [t for t in needed if ids[t] is None]
+        if missing:
+            raise InvalidInput(
+                f"{folder}: the vocabulary has no {missing}; pass "
+                "markers=False / query_augmentation=False"
+            )
+        self._q_marker, self._d_marker = ids["[unused0]"] or 0, ids["[unused1]"] or 0
+        self._mask_id, self._pad_id = ids["[MASK]"] or 0, ids["[PAD]"] or 0
+        skip = {tok.token_to_id(c) for c in string.punctuation}
+        self._skiplist = np.array(sorted(i for i in skip if i is not None), dtype=np.int64)
+        return tok
+
+    @property
+    def model_id(self) -> str:
+        """Name plus the first 16 hex digits of the weights' SHA-256."""
+        return f"{self.name}@{self.weights_hash[:16]}"
+
+    @property
+    def tokenizer(self) -> Any:
+        """The ``tokenizers.Tokenizer``."""
+        return self._tokenizer
+
+    def __repr__(self) -> str:
+        return f"LateInteractionEncoder({self.name!r}, backend={self.backend_name!r})"
+
+    # --- encoding --------------------------------------------------------------------------
+
+    def _ids(self, texts: list[str], maxlen: int, marker: int) -> list[list[int]]:
+        room = maxlen - 1 if self.markers else maxlen
+        self._tokenizer.enable_truncation(room)
+        encoded = self._tokenizer.encode_batch(texts, add_special_tokens=True)
+        if not self.markers:
+            return [list(e.ids) for e in encoded]
+        return [[e.ids[0], marker, *e.ids[1:]] for e in encoded]
+
+    def encode_queries(self, texts: Sequence[str]) -> TokenVectors:
+        """``query_maxlen`` L2-normalised token vectors per query (fewer without
+        augmentation), float32.
+
+        Raises:
+            InvalidInput: empty input or a non-str/blank item.
+        """
+        items = self._check(texts)
+        ids = self._ids(items, self.query_maxlen, self._q_marker)
+        attend = [len(x) for x in ids]
+        if self.query_augmentation:
+            ids = [x + [self._mask_id] * (self.query_maxlen - len(x)) for x in ids]
+        return self._run(ids, attend, keep_punctuation=True)
+
+    def encode_documents(self, texts: Sequence[str]) -> TokenVectors:
+        """L2-normalised token vectors of each document (punctuation dropped), float32.
+
+        Raises:
+            InvalidInput: empty input or a non-str/blank item.
+        """
+        items = self._check(texts)
+        ids = self._ids(items, self.doc_maxlen, self._d_marker)
+        return self._run(ids, [len(x) for x in ids], keep_punctuation=not self.mask_punctuation)
+
+    @staticmethod
+    def _check(texts: Sequence[str]) -> list[str]:
+        items = validate_texts(texts)
+        if not items:
+            raise InvalidInput("nothing to encode: pass at least one text")
+        return items
+
+    def _run(self, ids: list[list[int]], attend: list[int], keep_punctuation: bool) -> TokenVectors:
+        lengths = np.array([len(x) for x in ids])
+        order = np.argsort(-lengths, kind="stable")
+        out: list[np.ndarray | None] = [None] * len(ids)
+        for b0 in range(0, len(ids), self.batch_size):
+            rows = order[b0 : b0 + self.batch_size]
+            width = int(lengths[rows].max())
+            batch = {
+                n: np.zeros((len(rows), width), dtype=np.int64)
+                for n in ("input_ids", "attention_mask", "token_type_ids")
+            }
+            batch["input_ids"][:] = self._pad_id
+            for r, i in enumerate(rows):
+                batch["input_ids"][r, : lengths[i]] = ids[i]
+                batch["attention_mask"][r, : attend[i]] = 1
+            hidden = self._model(batch)
+            if self.head is not None:
+                hidden = hidden @ self.head.T
+            for r, i in enumerate(rows):
+                vecs = hidden[r, : lengths[i]]
+                if not keep_punctuation:
+                    vecs = vecs[~np.isin(np.asarray(ids[i]), self._skiplist)]
+                norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+                out[i] = (vecs / np.maximum(norms, 1e-12)).astype(np.float32)
+        return TokenVectors.from_arrays([o for o in out if o is not None])
+
+    def score(self, query: str, documents: TokenVectors) -> FloatArray:
+        """MaxSim of one query against encoded documents: ``(n_docs,)`` float32."""
+        return maxsim(self.encode_queries([query]).doc(0), documents)
+
+
+class ColbertReranker:
+    """Rescores candidates by MaxSim (the :class:`embedstack.rerank.Reranker` protocol).
+
+    Documents are encoded on every call (no index needed); for a fixed corpus, encode it
+    once into a :class:`ColbertIndex` and use :meth:`ColbertIndex.score` instead.
+
+    Args:
+        encoder: a :class:`LateInteractionEncoder`, or a model name / folder to build one
+            with ``options``.
+
+    Example:
+        >>> ColbertReranker("all-MiniLM-L6-v2").name   # doctest: +SKIP
+        'colbert:all-MiniLM-L6-v2'
+    """
+
+    def __init__(
+        self,
+        encoder: LateInteractionEncoder | str | os.PathLike[str] = "all-MiniLM-L6-v2",
+        **options: Any,
+    ) -> None:
+        if not isinstance(encoder, LateInteractionEncoder):
+            encoder = LateInteractionEncoder(encoder, **options)
+        elif options:
+            raise InvalidInput("options apply only when the encoder is given by name")
+        self.encoder = encoder
+        self.name = f"colbert:{encoder.name}"
+
+    def score(self, query: str, documents: Sequence[str]) -> np.ndarray:
+        """``(len(documents),)`` float32 MaxSim scores, in input order.
+
+        Raises:
+            InvalidInput: a blank query, no documents, or a bad document.
+        """
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidInput("query must be a non-blank str")
+        docs = self.encoder._check(documents)
+        return self.encoder.score(query, self.encoder.encode_documents(docs))
+
+    def rerank(
+        self, query: str, documents: Sequence[str], top_n: int | None = None
+    ) -> list[tuple[int, float]]:
+        """``[(position, score)]`` best first (ties by position), at most ``top_n``."""
+        s = self.score(query, documents)
+        order = np.lexsort((np.arange(len(s)), -s))[:top_n]
+        return [(int(i), float(s[i])) for i in order]
+
+
+class ColbertIndex:
+    """Exact MaxSim search over a small corpus (every document is scored).
+
+    Build with :meth:`build`, persist with :meth:`save` (``manifest.json``, ``ids.npy``,
+    ``vectors.npy``, ``offsets.npy``[, ``scales.npy``]) and reopen with :meth:`load`.
+
+    Example:
+        >>> idx = ColbertIndex.build(enc, ["Cats purr.", "Stocks fell."])   # doctest: +SKIP
+        >>> idx.search("kittens", k=1)
+        [('0', 24.9)]
+    """
+
+    def __init__(
+        self, encoder: LateInteractionEncoder, ids: list[str], vectors: TokenVectors
+    ) -> None:
+        if len(ids) != len(vectors) or len(set(ids)) != len(ids):
+            raise InvalidInput("ids must be unique, one per document")
+        if vectors.dim != encoder.dim:
+            raise DimensionMismatch(f"vectors are {vectors.dim}-d, the encoder {encoder.dim}-d")
+        self.encoder, self.ids, self.vectors = encoder, ids, vectors
+        self._pos = {doc_id: i for i, doc_id in enumerate(ids)}
+
+    @classmethod
+    def build(
+        cls,
+        encoder: LateInteractionEncoder,
+        texts: Sequence[str],
+        *,
+        ids: Sequence[str] | None = None,
+        precision: TokenPrecision = "float16",
+    ) -> ColbertIndex:
+        """Encode ``texts`` (ids default to ``"0"``, ``"1"``, ...) and store them at
+        ``precision`` (float16 halves the memory for a MaxSim change below 1e-3)."""
+        if precision not in TOKEN_PRECISIONS:
+            raise InvalidInput(f"unknown precision {precision!r}; choose one of {TOKEN_PRECISIONS}")
+        items = encoder._check(texts)
+        doc_ids = [str(i) for i in range(len(items))] if ids is None else list(ids)
+        parts = [encoder.encode_documents(items[i : i + 256]) for i in range(0, len(items), 256)]
+        return cls(encoder, doc_ids, TokenVectors.concat(parts).astype(precision))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def search(self, query: str, k: int = 10) -> list[tuple[str, float]]:
+        """The ``k`` best ``(id, MaxSim)`` pairs, best first, ties by position."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InvalidInput(f"k must be a positive int, got {k!r}")
+        s = self.encoder.score(query, self.vectors)
+        order = np.lexsort((np.arange(len(s)), -s))[:k]
+        return [(self.ids[i], float(s[i])) for i in order]
+
+    def score(self, query: str, ids: Sequence[str]) -> np.ndarray:
+        """MaxSim of stored documents (rerank candidates without re-encoding them).
+
+        Raises:
+            InvalidInput: an id not in the index.
+        """
+        missing = [i for i in ids if i not in self._pos]
+        if missing:
+            raise InvalidInput(f"ids not in the ColBERT index: {missing[:5]}")
+        return self.encoder.score(query, self.vectors.take([self._pos[i] for i in ids]))
+
+    def save(self, folder: str | os.PathLike[str]) -> None:
+        """Write the index as ``.npy`` files plus ``manifest.json`` (no pickle)."""
+        root = Path(folder)
+        self.vectors.save(root)
+        np.save(root / "ids.npy", np.asarray(self.ids, dtype=str), allow_pickle=False)
+        enc = self.encoder
+        save_manifest(
+            root,
+            {
+                "format": "embedstack-colbert",
+                "format_version": 1,
+                "model_id": enc.model_id,
+                "name": enc.name,
+                "dim": enc.dim,
+                "precision": self.vectors.precision,
+                "n_docs": len(self),
+                "query_maxlen": enc.query_maxlen,
+                "doc_maxlen": enc.doc_maxlen,
+            },
+        )
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str], encoder: LateInteractionEncoder) -> ColbertIndex:
+        """Reopen a saved index (memory-mapped) with the encoder that built it.
+
+        Raises:
+            IndexCorrupt: unreadable files.
+            ModelMismatch: the encoder's model_id differs from the recorded one.
+        """
+        root = Path(folder)
+        try:
+            meta = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
+            ids = [str(x) for x in np.load(root / "ids.npy", allow_pickle=False).tolist()]
+        except (OSError, ValueError) as exc:
+            raise IndexCorrupt(f"cannot read the ColBERT index in {root}: {exc}") from exc
+        if meta.get("model_id") != encoder.model_id:
+            raise ModelMismatch(
+                f"{root} was built with {meta.get('model_id')}, not {encoder.model_id}"
+            )
+        return cls(encoder, ids, TokenVectors.load(root))

@@ -1,0 +1,308 @@
+"""Reranker training on a tiny synthetic BEIR folder with a tiny random BERT (tier 1)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from embedstack import HashEncoder  # noqa: E402
+from embedstack.errors import InvalidInput  # noqa: E402
+from embedstack.rerank import CrossEncoder  # noqa: E402
+from embedstack.train import mine_hard_negatives, select_negatives, train_reranker  # noqa: E402
+from embedstack.train.negatives import false_negative_threshold  # noqa: E402
+from test_rerank import build_tiny_classifier  # noqa: E402
+
+TOPICS = [
+    ("cats", "Cats purr and sleep in the sun; a cat hunts mice at night."),
+    ("vaccines", "The vaccine trial enrolled elderly patients and measured antibody response."),
+    ("markets", "Stock markets fell as bond yields rose and investors sold shares."),
+    ("proteins", "Protein folding depends on temperature, pH and chaperone molecules."),
+    ("weather", "Heavy rain and strong winds are expected across the northern coast."),
+]
+FILLER = [
+    "The committee met on Monday to discuss the annual budget.",
+    "Gardening tips for growing tomatoes in small pots.",
+    "A history of the bicycle from the velocipede to today.",
+    "Notes on the grammar of medieval Latin manuscripts.",
+    "How to tune a guitar by ear with harmonics.",
+]
+
+
+def make_dataset(root: Path) -> Path:
+    """20 docs, 5 train queries (one judged positive each) and a test split that differs."""
+    docs = []
+    for i, (topic, text) in enumerate(TOPICS):
+        docs.append({"_id": f"pos{i}", "title": topic.title(), "text": text})
+        docs.append(
+            {"_id": f"near{i}", "title": "", "text": f"Unrelated {topic} trivia: " + FILLER[i]}
+        )
+        docs.append(
+            {
+                "_id": f"other{i}",
+                "title": "",
+                "text": FILLER[(i + 1) % 5] + " " + FILLER[(i + 2) % 5],
+            }
+        )
+    for i in range(5):
+        docs.append({"_id": f"misc{i}", "title": "Misc", "text": FILLER[i] + f" Item {i}."})
+    queries = [{"_id": f"q{i}", "text": f"what about {topic}? {text.split(';')[0].split(',')[0]}"}
+               for i, (topic, text) in enumerate(TOPICS)]  # fmt: skip
+    queries.append({"_id": "qtest", "text": "a query judged only in the test split"})
+    root.mkdir(parents=True)
+    (root / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in docs) + "\n")
+    (root / "queries.jsonl").write_text("\n".join(json.dumps(q) for q in queries) + "\n")
+    (root / "qrels").mkdir()
+    rows = ["query-id\tcorpus-id\tscore"] + [f"q{i}\tpos{i}\t1" for i in range(5)]
+    (root / "qrels" / "train.tsv").write_text("\n".join(rows) + "\n")
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nqtest\tmisc0\t1\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("train")
+    data = make_dataset(root / "data")
+    texts = [json.loads(line)["text"] for line in (data / "corpus.jsonl").read_text().splitlines()]
+    # no dropout: 20 training pairs are memorised within a few seconds
+    base = build_tiny_classifier(
+        root / "base", texts + [t for _, t in TOPICS], bare=True, dropout=0.0
+    )
+    return data, base
+
+
+@pytest.fixture(scope="module")
+def trained(setup: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data, base = setup
+    out = tmp_path_factory.mktemp("out") / "reranker"
+    train_reranker(data, out=out, base=base, miner=HashEncoder(64), epochs=15,
+                   negatives_per_query=3, batch_size=8, lr=3e-3, max_length=64, log_every=3,
+                   show_progress=False, threads=1)  # fmt: skip
+    return out
+
+
+def test_training_writes_a_loadable_folder(trained: Path) -> None:
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "training_log.jsonl",
+                 "training_args.json", "tokenizer_config.json"):  # fmt: skip
+        assert (trained / name).is_file(), name
+    config = json.loads((trained / "config.json").read_text())
+    assert len(config["id2label"]) == 1
+    assert json.loads((trained / "tokenizer_config.json").read_text())["model_max_length"] == 64
+    args = json.loads((trained / "training_args.json").read_text())
+    assert args["split"] == "train" and args["groups"] == 5 and args["result"]["steps"] > 0
+    ce = CrossEncoder(trained, backend="torch")
+    assert ce.max_length == 64 and ce.num_labels == 1  # the training length is the default
+    assert CrossEncoder(trained, backend="torch", max_length=128).max_length == 128
+    assert ce.score("cats", ["Cats purr.", "Stocks fell."]).shape == (2,)
+
+
+def test_loss_decreases_and_log_is_complete(trained: Path) -> None:
+    lines = [json.loads(x) for x in (trained / "training_log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == sorted(x["step"] for x in lines)
+    for line in lines:
+        assert {"step", "loss", "pairs_per_s", "elapsed_s", "lr", "epoch"} <= set(line)
+        assert line["pairs_per_s"] > 0
+    first = np.mean([x["loss"] for x in lines[:3]])
+    last = np.mean([x["loss"] for x in lines[-3:]])
+    assert last < 0.5 * first, (first, last)
+
+
+def test_trained_model_ranks_training_positives_first(
+    trained: Path, setup: tuple[Path, Path]
+) -> None:
+    data, _ = setup
+    docs = {
+        json.loads(x)["_id"]: json.loads(x)
+        for x in (data / "corpus.jsonl").read_text().splitlines()
+    }
+    queries = {
+        json.loads(x)["_id"]: json.loads(x)["text"]
+        for x in (data / "queries.jsonl").read_text().splitlines()
+    }
+    ids = list(docs)
+    texts = [(docs[d]["title"] + " " + docs[d]["text"]).strip() for d in ids]
+    ce = CrossEncoder(trained, backend="torch")
+    hits = sum(
+        ids[ce.rerank(queries[f"q{i}"], texts, top_n=1)[0][0]] == f"pos{i}" for i in range(5)
+    )
+    assert hits >= 4
+
+
+def test_saved_negatives_can_be_reused(
+    trained: Path, setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, base = setup
+    saved = trained / "hard_negatives.jsonl"
+    records = [json.loads(line) for line in saved.read_text().splitlines()]
+    assert {r["query_id"] for r in records} == {f"q{i}" for i in range(5)}
+    assert all(len(r["negatives"]) == 3 and f"pos{r['query_id'][1:]}" not in r["negatives"]
+               for r in records)  # fmt: skip
+    out = tmp_path / "again"
+    result = train_reranker(data, out=out, base=base, miner=None, negatives_file=saved,
+                            negatives_per_query=2, max_length=32, threads=1)  # fmt: skip
+    assert result.pairs == 5 * (1 + 2)
+    reused = [json.loads(line) for line in (out / "hard_negatives.jsonl").read_text().splitlines()]
+    assert reused == [{**r, "negatives": r["negatives"][:2]} for r in records]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"query_id": "q0", "negatives": ["not-a-doc"]}) + "\n")
+    with pytest.raises(InvalidInput, match="not in the corpus"):
+        train_reranker(data, out=tmp_path / "x", base=base, negatives_file=bad)
+
+
+def test_listwise_loss_trains(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    data, base = setup
+    result = train_reranker(data, out=tmp_path / "lw", base=base, miner=HashEncoder(64),
+                            loss="listwise", epochs=2, negatives_per_query=3, batch_size=4,
+                            max_length=48,
+                            max_pairs=8, show_progress=False, threads=1, log_every=1)  # fmt: skip
+    assert result.pairs == 2 * 8  # two groups of 1 + 3 pairs per epoch
+    assert result.steps == 2 * 2  # one group of 4 pairs per step
+    assert np.isfinite(result.last_loss)
+
+
+def test_layers_keeps_the_first_layers_of_the_base(
+    trained: Path, setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``layers=1`` trains and saves a one-layer cross-encoder whose weights start from the
+    base's first layer; more layers than the base has is refused before any work."""
+    from safetensors.numpy import load_file
+
+    data, base = setup
+    depth = json.loads((base / "config.json").read_text())["num_hidden_layers"]
+    assert depth >= 2
+    out = tmp_path / "shallow"
+    train_reranker(data, out=out, base=base, miner=None, layers=1, lr=1e-9, max_pairs=4,
+                   negatives_file=trained / "hard_negatives.jsonl", negatives_per_query=1,
+                   max_length=32, threads=1, show_progress=False)  # fmt: skip
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 1
+    saved = load_file(str(out / "model.safetensors"))
+    assert not any(".layer.1." in key for key in saved)
+    original = load_file(str(base / "model.safetensors"))
+    suffix = "encoder.layer.0.attention.self.query.weight"
+    [ours] = [v for k, v in saved.items() if k.endswith(suffix)]
+    [theirs] = [v for k, v in original.items() if k.endswith(suffix)]
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)  # lr 1e-9: still the base's layer 0
+    assert CrossEncoder(out, backend="torch").score("cats", ["Cats purr."]).shape == (1,)
+    with pytest.raises(InvalidInput, match="only"):
+        train_reranker(data, out=tmp_path / "deep", base=base, miner=None, layers=depth + 1)
+    assert not (tmp_path / "deep").exists()
+
+
+def test_bad_arguments(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    data, base = setup
+    with pytest.raises(InvalidInput, match="loss"):
+        train_reranker(data, out=tmp_path / "a", base=base, miner=None, loss="hinge")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="epochs"):
+        train_reranker(data, out=tmp_path / "a", base=base, miner=None, epochs=0)
+    with pytest.raises(InvalidInput, match="no qrels for split 'dev'"):
+        train_reranker(data, out=tmp_path / "a", base=base, miner=None, split="dev")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("x")
+    with pytest.raises(InvalidInput, match="not empty"):
+        train_reranker(data, out=tmp_path / "full", base=base, miner=None)
+    with pytest.raises(InvalidInput, match="not a reranker folder"):
+        train_reranker(data, out=tmp_path / "full", base=base, miner=None, overwrite=True)
+    assert (tmp_path / "full" / "keep.txt").is_file()
+
+
+# -- negative mining --------------------------------------------------------------------------
+
+
+def test_select_negatives_never_returns_positives_and_interleaves() -> None:
+    bm25 = ["p1", "a", "b", "p2", "c"]
+    dense = ["p2", "d", "a", "e"]
+    chosen, source, dropped = select_negatives([bm25, dense], {"p1", "p2"}, None, None, per_query=4)
+    assert chosen == ["a", "d", "b", "e"] and source == [0, 1, 0, 1] and dropped == 0
+    assert not {"p1", "p2"} & set(chosen)
+
+
+def test_select_negatives_drops_near_positive_candidates() -> None:
+    scores = {"a": 0.85, "b": 0.77, "c": 0.75, "d": 0.30}
+    # threshold = 0.95 * 0.8 = 0.76: a and b are likely unjudged positives
+    chosen, _, dropped = select_negatives([["a", "b", "c", "d"]], set(), scores, 0.8, per_query=5)
+    assert chosen == ["c", "d"] and dropped == 2
+    assert false_negative_threshold(0.8, 0.95) == pytest.approx(0.8 - 0.05 * 0.8)
+    assert false_negative_threshold(-0.2, 0.95) == pytest.approx(-0.2 - 0.05 * 0.2)
+    chosen, _, dropped = select_negatives([["a", "b", "c", "d"]], set(), scores, 0.8, per_query=5,
+                                          max_ratio=1.0)  # fmt: skip
+    assert chosen == ["b", "c", "d"] and dropped == 1
+
+
+def test_mine_hard_negatives_with_bm25_and_dense(hash_model: str) -> None:
+    from embedstack import load_encoder
+
+    ids = [f"d{i}" for i in range(8)]
+    texts = ["cats purr softly", "cats purr loudly", "cats sleep", "dogs bark", "dogs run",
+             "stock markets", "Cats purr, softly!", "rain"]  # fmt: skip
+    queries = {"q": "cats purr softly"}
+    encoder = load_encoder(hash_model)
+    mined = mine_hard_negatives(queries, {"q": {"d0"}}, ids, texts, encoder=encoder,
+                                per_query=5, depth=8, max_ratio=0.95)  # fmt: skip
+    negs = mined.negatives["q"]
+    assert "d0" not in negs and len(negs) == 5
+    q = encoder.encode_queries([queries["q"]])[0]
+    d = encoder.encode_documents(texts)
+    threshold = false_negative_threshold(float(q @ d[0]), 0.95)
+    assert all(float(q @ d[ids.index(n)]) <= threshold for n in negs)
+    assert mined.dropped == sum(float(q @ d[i]) > threshold for i in range(1, 8))
+    assert mined.dropped >= 1  # "Cats purr, softly!" is the positive, punctuated
+    assert set(mined.sources) == {"bm25", "dense"}
+    bm25_only = mine_hard_negatives(queries, {"q": {"d0"}}, ids, texts, encoder=None, per_query=2)
+    assert bm25_only.negatives["q"][0] == "d6" and bm25_only.dropped == 0
+    assert set(bm25_only.negatives["q"]) <= {"d1", "d2", "d6"}  # documents sharing a term
+
+
+def test_mining_rejects_queries_without_positives() -> None:
+    with pytest.raises(InvalidInput, match="no judged positive"):
+        mine_hard_negatives({"q": "x"}, {"q": {"missing"}}, ["a"], ["text"], encoder=None)
+
+
+# -- CLI --------------------------------------------------------------------------------------
+
+
+def test_cli_trains_a_reranker(
+    setup: tuple[Path, Path], tmp_path: Path, hash_model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from embedstack.cli import run
+
+    data, base = setup
+    out = tmp_path / "cli-model"
+    args = ["train", "reranker", str(data), "--out", str(out), "--base", str(base)]
+    args += ["--miner", hash_model, "--negatives", "2", "--max-length", "32", "--threads", "1"]
+    assert run(args) == 0
+    assert "trained" in capsys.readouterr().out
+    assert (out / "model.safetensors").is_file()
+    assert run(args) == 2  # the folder is not empty now
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "--overwrite" in err and "\n" not in err
+    assert run([*args, "--overwrite", "--loss", "listwise"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "code", "needle"),
+    [
+        (["--loss", "hinge"], 2, "--loss"),
+        (["--split", "dev"], 2, "no qrels for split 'dev'"),
+        (["--base", "/no/such/model"], 3, "not found"),
+    ],
+)
+def test_cli_errors_are_one_line(
+    setup: tuple[Path, Path],
+    tmp_path: Path,
+    extra: list[str],
+    code: int,
+    needle: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from embedstack.cli import run
+
+    data, base = setup
+    args = ["train", "reranker", str(data), "--out", str(tmp_path / "m"), "--base", str(base)]
+    assert run([*args, "--miner", "none", *extra]) == code
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and needle in err and "\n" not in err
