@@ -132,3 +132,30 @@ def test_bad_manifest_triggers_reexport(
     rebuilt = json.loads(manifest_file.read_text(encoding="utf-8"))
     assert rebuilt["weights_sha256"] == weights
     assert rebuilt["format_version"] == ONNX_FORMAT_VERSION
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, True), ("1", True), ("0", False), ("false", False), (" Off ", False), ("no", False)],
+)
+def test_ort_spinning_setting(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, expected: bool
+) -> None:
+    from embedstack.encoders.backends import ort_spinning
+
+    if value is None:
+        monkeypatch.delenv("EMBEDSTACK_ORT_SPINNING", raising=False)
+    else:
+        monkeypatch.setenv("EMBEDSTACK_ORT_SPINNING", value)
+    assert ort_spinning() is expected
+
+
+def test_session_without_spinning_gives_the_same_vectors(
+    onnx_fp32: Encoder, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's setting (no spinning) changes scheduling only, never the numbers."""
+    monkeypatch.setenv("EMBEDSTACK_ORT_SPINNING", "0")
+    quiet = Encoder(backend="onnx", threads=1, cache_dir=cache, show_progress=False)
+    options = quiet._model.session.get_session_options()  # type: ignore[attr-defined]
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    np.testing.assert_array_equal(quiet.encode(TEXTS), onnx_fp32.encode(TEXTS))

@@ -507,12 +507,15 @@ def test_keys_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_full_queue_gets_503_with_retry_after(hash_registered: str) -> None:
+    """One request in the model call, one waiting (queue_size=1): the rest get 503 at once."""
     settings = ServerSettings(models=(hash_registered,), api_keys=(), queue_size=1)
+    entered = threading.Event()
     gate_release = threading.Event()
 
     class Slow(HashEncoder):
         def encode_documents(self, texts: Any) -> Any:
-            gate_release.wait(10)
+            entered.set()
+            gate_release.wait(30)
             return super().encode_documents(texts)
 
     app = create_app(settings, encoders={HASH: Slow(64, name=HASH)})
@@ -521,24 +524,27 @@ def test_full_queue_gets_503_with_retry_after(hash_registered: str) -> None:
         retry: list[str] = []
 
         def one() -> None:
-            with httpx.Client(base_url=running.url, timeout=30) as client:
+            with httpx.Client(base_url=running.url, timeout=60) as client:
                 r = client.post("/v1/embeddings", json={"model": HASH, "input": "x"})
                 statuses.append(r.status_code)
                 if r.status_code == 503:
                     retry.append(r.headers.get("retry-after", ""))
                     assert r.json()["error"]["code"] == "overloaded"
 
-        threads = [threading.Thread(target=one) for _ in range(6)]
+        first = threading.Thread(target=one)
+        first.start()
+        assert entered.wait(30), "the first request never reached the model"
+        threads = [threading.Thread(target=one) for _ in range(5)]
         for thread in threads:
             thread.start()
-        deadline = time.monotonic() + 10
-        while len(statuses) < 3 and time.monotonic() < deadline:
+        deadline = time.monotonic() + 30
+        while len(statuses) < 4 and time.monotonic() < deadline:  # 4 refused, 1 queued
             time.sleep(0.01)
         gate_release.set()
-        for thread in threads:
+        for thread in [first, *threads]:
             thread.join()
-    assert statuses.count(503) >= 3 and set(retry) == {"1"}
-    assert statuses.count(200) >= 1
+    assert statuses.count(503) == 4 and set(retry) == {"1"}
+    assert statuses.count(200) == 2
 
 
 # -- app factory and the serve command --------------------------------------------------------

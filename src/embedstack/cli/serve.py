@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -103,6 +104,8 @@ def serve(
         max_wait_ms=max_wait_ms,
         cors_origins=tuple(cors_origin or ()),
     )
+    # Spinning ONNX Runtime threads would compete with the event loop for the cores.
+    os.environ.setdefault("EMBEDSTACK_ORT_SPINNING", "0")
     application = create_app(settings)
     err.print("loading models and indexes …")
     application.state.embedstack.load_all()

@@ -62,6 +62,19 @@ class BackendOptions:
     trust_remote_code: bool = False
 
 
+def ort_spinning() -> bool:
+    """Whether ONNX Runtime's intra-op threads spin between runs (``EMBEDSTACK_ORT_SPINNING``,
+    default on).
+
+    Spinning shaves latency off back-to-back runs (bulk encoding) but burns CPU while
+    waiting; a server sharing its cores with an event loop and other requests runs better
+    without it, so ``embedstack serve`` turns it off unless the variable says otherwise.
+    """
+    return os.environ.get("EMBEDSTACK_ORT_SPINNING", "1").strip().lower() not in (
+        "0", "false", "no", "off",
+    )  # fmt: skip
+
+
 def _threads(requested: int | None) -> int:
     if requested is not None:
         if requested < 1:
@@ -93,6 +106,8 @@ class OnnxModel:
         session_options.intra_op_num_threads = _threads(options.threads)
         session_options.inter_op_num_threads = 1
         session_options.log_severity_level = 3
+        if not ort_spinning():
+            session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
             str(self.path), session_options, providers=["CPUExecutionProvider"]
         )
