@@ -17,7 +17,9 @@ For each mode (``batched``: the default, concurrent requests merged into one mod
 Both modes run in the same invocation, on the same texts, one after the other. Reported
 per mode: errors (non-200 or transport failures; must be 0), requests/s over the timed
 phase, p50/p99 latency (client-side, request sent to response read) and the mean number of
-requests per model call; and the ratio of requests/s, batched / unbatched.
+requests per model call; and the ratio of requests/s, batched / unbatched. Finally the
+encoder alone (no HTTP) encodes the same texts one per call and ``--concurrency`` per call:
+that ratio bounds what any micro-batching can gain on this machine.
 
 Prints one JSON object and writes it to ``--out``.
 
@@ -177,6 +179,36 @@ def _batch_stats(url: str, model: str) -> dict[str, float]:
     return {"model_calls": calls, "mean_requests_per_call": round(merged / calls, 2)}
 
 
+def model_bound(model: str, texts: list[str], batch: int) -> dict[str, Any]:
+    """The most micro-batching can gain: the same texts through the server's model call
+    (length-grouped, :func:`embedstack.server.models._embed`) in this process, no HTTP, one
+    text per call vs ``batch`` per call, spinning off as in the server. The two alternate
+    per chunk of ``batch`` texts, so machine noise hits both."""
+    os.environ.setdefault("EMBEDSTACK_ORT_SPINNING", "0")
+    from embedstack import Encoder
+    from embedstack.server.models import _embed
+
+    encoder = Encoder(model, show_progress=False)
+    _embed(encoder, "document", texts[:batch])  # warm-up
+    single = merged = 0.0
+    for start in range(0, len(texts), batch):
+        chunk = texts[start : start + batch]
+        t0 = time.perf_counter()
+        for text in chunk:
+            _embed(encoder, "document", [text])
+        t1 = time.perf_counter()
+        _embed(encoder, "document", chunk)
+        t2 = time.perf_counter()
+        single, merged = single + (t1 - t0), merged + (t2 - t1)
+    return {
+        "texts": len(texts),
+        "batch": batch,
+        "texts_per_s_one_per_call": round(len(texts) / single, 1),
+        "texts_per_s_batched": round(len(texts) / merged, 1),
+        "ratio": round(single / merged, 2),
+    }
+
+
 def run_mode(mode: str, args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
     server = Server(args.model, mode == "batched", args.max_wait_ms)
     try:
@@ -205,6 +237,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     texts, source = _texts(args.datasets, args.requests)
     results = {mode: run_mode(mode, args, texts) for mode in MODES}
+    bound = model_bound(args.model, texts[: min(len(texts), 1000)], args.concurrency)
     report = {
         "benchmark": "server_load",
         "model": args.model,
@@ -217,6 +250,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": platform.machine(),
         "results": results,
         "errors": sum(r["errors"] for r in results.values()),
+        "model_only_bound": bound,
         "ratio_batched_over_unbatched": round(
             results["batched"]["requests_per_s"] / results["unbatched"]["requests_per_s"], 2
         ),
