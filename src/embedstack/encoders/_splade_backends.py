@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from embedstack._typing import FloatArray
-from embedstack.encoders.backends import _threads
+from embedstack.encoders.backends import _threads, ort_session
 from embedstack.errors import InvalidInput, require
 
 __all__ = ["SpladeOptions", "ensure_splade_onnx", "make_splade_backend"]
@@ -227,19 +227,12 @@ class OnnxSplade:
     """ONNX Runtime over the cached export that ends in SPLADE pooling."""
 
     def __init__(self, options: SpladeOptions, *, pooled: bool = True) -> None:
-        import onnxruntime as ort
 
         file = options.path / "splade.onnx"  # a folder may ship its own pooled export
         if not (pooled and file.is_file()):
             file = ensure_splade_onnx(options, pooled=pooled)
         self.pooled = pooled
-        session_options = ort.SessionOptions()
-        session_options.intra_op_num_threads = _threads(options.threads)
-        session_options.inter_op_num_threads = 1
-        session_options.log_severity_level = 3
-        self.session = ort.InferenceSession(
-            str(file), session_options, providers=["CPUExecutionProvider"]
-        )
+        self.session = ort_session(file, options.threads)
         self.input_names = tuple(i.name for i in self.session.get_inputs())
 
     def __call__(self, batch: Batch) -> FloatArray:

@@ -75,6 +75,22 @@ def ort_spinning() -> bool:
     )  # fmt: skip
 
 
+def ort_session(path: Path, threads: int | None) -> Any:
+    """An ONNX Runtime CPU session with embedstack's settings: ``threads`` intra-op threads
+    (None: the CPUs available), one inter-op thread, quiet logs, spinning per
+    :func:`ort_spinning`. Every ONNX model embedstack runs (dense, SPLADE, cross-encoder)
+    opens its session here."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = _threads(threads)
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    if not ort_spinning():
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 def _threads(requested: int | None) -> int:
     if requested is not None:
         if requested < 1:
@@ -90,7 +106,6 @@ class OnnxModel:
     """ONNX Runtime session over the cached, fused export of a model."""
 
     def __init__(self, options: BackendOptions) -> None:
-        import onnxruntime as ort
 
         from embedstack.encoders.onnx_export import ensure_onnx
 
@@ -102,15 +117,7 @@ class OnnxModel:
             variant="int8" if options.quantize == "int8" else "fp32",
             trust_remote_code=options.trust_remote_code,
         )
-        session_options = ort.SessionOptions()
-        session_options.intra_op_num_threads = _threads(options.threads)
-        session_options.inter_op_num_threads = 1
-        session_options.log_severity_level = 3
-        if not ort_spinning():
-            session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(
-            str(self.path), session_options, providers=["CPUExecutionProvider"]
-        )
+        self.session = ort_session(self.path, options.threads)
         self.input_names = tuple(i.name for i in self.session.get_inputs())
 
     def __call__(self, batch: Batch) -> FloatArray:

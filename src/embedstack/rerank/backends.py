@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from embedstack._typing import FloatArray
-from embedstack.encoders.backends import _threads
+from embedstack.encoders.backends import _threads, ort_session
 from embedstack.errors import InvalidInput, require
 
 __all__ = ["ClassifierOptions", "LogitModel", "make_classifier"]
@@ -56,7 +56,6 @@ class OnnxClassifier:
     """ONNX Runtime session over the cached, fused export of a classifier."""
 
     def __init__(self, options: ClassifierOptions) -> None:
-        import onnxruntime as ort
 
         from embedstack.rerank.onnx_export import ensure_rerank_onnx
 
@@ -67,13 +66,7 @@ class OnnxClassifier:
             cache_root=options.cache_dir,
             variant="int8" if options.quantize == "int8" else "fp32",
         )
-        session_options = ort.SessionOptions()
-        session_options.intra_op_num_threads = _threads(options.threads)
-        session_options.inter_op_num_threads = 1
-        session_options.log_severity_level = 3
-        self.session = ort.InferenceSession(
-            str(self.path), session_options, providers=["CPUExecutionProvider"]
-        )
+        self.session = ort_session(self.path, options.threads)
         self.input_names = tuple(i.name for i in self.session.get_inputs())
 
     def __call__(self, batch: Batch) -> FloatArray:
