@@ -34,23 +34,25 @@ QUERY = "why do cats purr"
 
 
 def build_tokenizer(texts: list[str]) -> Any:
-    """A small lower-casing WordPiece tokenizer with BERT's pair template."""
-    from tokenizers import (
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        processors,
-        trainers,
-    )
+    """A small lower-casing WordPiece tokenizer with BERT's pair template.
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    The vocabulary is built deterministically (special tokens, then sorted characters, their
+    ``##`` continuations and sorted words), not trained: the WordPiece trainer breaks ties
+    in hash order, so a trained vocabulary, and every tiny model's outputs, would change
+    from run to run.
+    """
+    import re
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words = sorted({w for t in texts for w in re.findall(r"\w+|[^\w\s]", t.lower())})
+    chars = sorted({c for w in words for c in w})
+    tokens = specials + chars + [f"##{c}" for c in chars] + [w for w in words if len(w) > 1]
+    vocab = {token: i for i, token in enumerate(dict.fromkeys(tokens))}
+    tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    trainer = trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials)
-    tok.train_from_iterator(texts, trainer)
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
