@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +149,12 @@ def test_saved_negatives_can_be_reused(
     assert result.pairs == 5 * (1 + 2)
     reused = [json.loads(line) for line in (out / "hard_negatives.jsonl").read_text().splitlines()]
     assert reused == [{**r, "negatives": r["negatives"][:2]} for r in records]
+    # a line without positive_id (per-query files) serves every positive of its query
+    legacy = tmp_path / "legacy.jsonl"
+    legacy.write_text(json.dumps({"query_id": "q1", "negatives": ["misc0", "misc1"]}) + "\n")
+    result = train_reranker(data, out=tmp_path / "legacy", base=base, miner=None,
+                            negatives_file=legacy, max_length=32, threads=1)  # fmt: skip
+    assert result.pairs == 1 + 2
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"query_id": "q0", "negatives": ["not-a-doc"]}) + "\n")
     with pytest.raises(InvalidInput, match="not in the corpus"):
@@ -243,7 +250,8 @@ def test_mine_hard_negatives_with_bm25_and_dense(hash_model: str) -> None:
     encoder = load_encoder(hash_model)
     mined = mine_hard_negatives(queries, {"q": {"d0"}}, ids, texts, encoder=encoder,
                                 per_query=5, depth=8, max_ratio=0.95)  # fmt: skip
-    negs = mined.negatives["q"]
+    assert list(mined.negatives["q"]) == ["d0"]
+    negs = mined.negatives["q"]["d0"]
     assert "d0" not in negs and len(negs) == 5
     q = encoder.encode_queries([queries["q"]])[0]
     d = encoder.encode_documents(texts)
@@ -253,8 +261,41 @@ def test_mine_hard_negatives_with_bm25_and_dense(hash_model: str) -> None:
     assert mined.dropped >= 1  # "Cats purr, softly!" is the positive, punctuated
     assert set(mined.sources) == {"bm25", "dense"}
     bm25_only = mine_hard_negatives(queries, {"q": {"d0"}}, ids, texts, encoder=None, per_query=2)
-    assert bm25_only.negatives["q"][0] == "d6" and bm25_only.dropped == 0
-    assert set(bm25_only.negatives["q"]) <= {"d1", "d2", "d6"}  # documents sharing a term
+    assert bm25_only.negatives["q"]["d0"][0] == "d6" and bm25_only.dropped == 0
+    assert set(bm25_only.negatives["q"]["d0"]) <= {"d1", "d2", "d6"}  # documents sharing a term
+
+
+class FixedEncoder:
+    """Unit vectors chosen by the test: documents by text, every query the same."""
+
+    def __init__(self, vectors: dict[str, list[float]], query: list[float]) -> None:
+        self.vectors = {t: np.asarray(v, np.float32) / np.linalg.norm(v)
+                        for t, v in vectors.items()}  # fmt: skip
+        self.query = np.asarray(query, np.float32) / np.linalg.norm(query)
+        self.name = self.model_id = "fixed"
+        self.dim = len(query)
+
+    def encode(self, texts: Iterable[str]) -> np.ndarray:
+        return np.stack([self.vectors[t] for t in texts])
+
+    encode_documents = encode
+
+    def encode_queries(self, texts: Iterable[str]) -> np.ndarray:
+        return np.stack([self.query for _ in texts])
+
+
+def test_false_negative_threshold_is_per_positive() -> None:
+    # scores against the query: strong 1.0, weak 0.6; candidates 0.9, 0.7, 0.5, 0.1
+    angles = {"strong": 1.0, "weak": 0.6, "c90": 0.9, "c70": 0.7, "c50": 0.5, "c10": 0.1}
+    vectors = {k: [c, float(np.sqrt(1 - c * c))] for k, c in angles.items()}
+    encoder = FixedEncoder(vectors, [1.0, 0.0])
+    ids = list(vectors)
+    mined = mine_hard_negatives({"q": "query"}, {"q": {"strong", "weak"}}, ids, ids,
+                                encoder=encoder, per_query=4, depth=6, use_bm25=False)  # fmt: skip
+    # strong: threshold 0.95 -> every candidate; weak: threshold 0.57 -> 0.5 and 0.1 only
+    assert mined.negatives["q"]["strong"] == ["c90", "c70", "c50", "c10"]
+    assert mined.negatives["q"]["weak"] == ["c50", "c10"]
+    assert mined.dropped == 2 and mined.sources == {"dense": 6}
 
 
 def test_mining_rejects_queries_without_positives() -> None:

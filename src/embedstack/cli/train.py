@@ -43,6 +43,9 @@ def reranker(
     max_ratio: Annotated[
         float, typer.Option(help="Drop negatives the miner scores above this x positive.")
     ] = 0.95,
+    mining_depth: Annotated[
+        int, typer.Option(help="Candidates per query the miners retrieve.")
+    ] = 30,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     threads: Annotated[int, typer.Option(help="torch threads.")] = 2,
     bf16: Annotated[bool, typer.Option(help="bfloat16 autocast (CPUs with bf16 units).")] = False,
@@ -73,6 +76,7 @@ def reranker(
         max_length=max_length,
         layers=layers,
         max_ratio=max_ratio,
+        mining_depth=mining_depth,
         seed=seed,
         threads=threads,
         bf16=bf16,

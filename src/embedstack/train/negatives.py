@@ -6,16 +6,22 @@ For each training query the candidates are the top ``depth`` documents of BM25
 (BM25 #1, dense #1, BM25 #2, ...) so both retrievers' mistakes are represented, as in the
 hard negatives of RocketQA (Qu et al. 2021) and sentence-transformers' ``mine_hard_negatives``.
 
-Two kinds of candidates are never negatives:
+Negatives are chosen per training group ``(query, positive)``, and two kinds of candidates
+are never negatives:
 
 * judged positives of the query (qrels score > 0);
 * **likely false negatives**: unjudged documents the dense model scores almost as high as
-  the query's judged positives. With ``s⁺`` the lowest dense score among the query's
-  positives, a candidate scoring more than ``threshold = s⁺ - (1 - max_ratio) * |s⁺|`` is
-  dropped (for ``s⁺ > 0`` this is ``max_ratio * s⁺``; the default ``max_ratio = 0.95``
-  drops candidates within 5 % of the weakest positive). Sparse judgements (SciFact judges
-  ~1 document per query) leave many relevant documents unjudged; training them as
+  the group's positive. With ``s⁺`` the dense score of that positive, a candidate scoring
+  more than ``threshold = s⁺ - (1 - max_ratio) * |s⁺|`` is dropped (for ``s⁺ > 0`` this is
+  ``max_ratio * s⁺``; the default ``max_ratio = 0.95`` drops candidates within 5 % of the
+  positive, sentence-transformers' ``relative_margin=0.05``). Sparse judgements (SciFact
+  judges ~1 document per query) leave many relevant documents unjudged; training them as
   negatives teaches the reranker to push relevant documents down.
+
+The threshold is per positive, not per query: on densely judged sets (NFCorpus judges ~40
+documents per training query, many of them only indirectly relevant) a per-query threshold
+taken from the weakest positive sits so low that it drops nearly every candidate, while a
+strong positive still has many weaker, safely negative candidates to be contrasted with.
 """
 
 from __future__ import annotations
@@ -41,13 +47,14 @@ class MinedNegatives:
     """The result of :func:`mine_hard_negatives`.
 
     Attributes:
-        negatives: ``{query_id: [doc_id, ...]}`` hard negatives, best-ranked first.
-        dropped: Candidates dropped as likely false negatives (over all queries).
+        negatives: ``{query_id: {positive_id: [doc_id, ...]}}`` hard negatives of each
+            (query, positive) group, best-ranked first.
+        dropped: Candidates dropped as likely false negatives (over all groups).
         sources: ``{"bm25": n, "dense": n}`` negatives contributed by each retriever (a
             document both found counts for the one that ranked it first in the interleave).
     """
 
-    negatives: dict[str, list[str]]
+    negatives: dict[str, dict[str, list[str]]]
     dropped: int
     sources: dict[str, int]
 
@@ -74,13 +81,13 @@ def select_negatives(
     per_query: int,
     max_ratio: float = 0.95,
 ) -> tuple[list[str], list[int], int]:
-    """Pick one query's negatives from ranked candidate lists.
+    """Pick the negatives of one (query, positive) group from ranked candidate lists.
 
     Args:
         ranked: One ranked list of doc ids per retriever; they are interleaved rank by rank.
         positives: The query's judged positives (never returned).
         dense_scores: Dense score of each candidate; None disables the false-negative rule.
-        positive_score: The lowest dense score among the positives (None disables the rule).
+        positive_score: The dense score of the group's positive (None disables the rule).
         per_query: How many negatives to return at most.
         max_ratio: See :func:`false_negative_threshold`.
 
@@ -151,7 +158,7 @@ def mine_hard_negatives(
         doc_texts: Corpus texts (title + text).
         encoder: Bi-encoder for dense candidates and the false-negative rule; None uses
             BM25 only and disables the rule.
-        per_query: Negatives per query (at most).
+        per_query: Negatives per (query, positive) group (at most).
         depth: Candidates taken from each retriever.
         max_ratio: False-negative rule (see the module docstring); 1.0 drops only candidates
             scoring above the weakest positive.
@@ -189,26 +196,32 @@ def mine_hard_negatives(
         _, top = vectors.topk(q_vecs, d_vecs, min(depth, len(doc_ids)), metric="dot")
         for i, idx in enumerate(top):
             ranked[i].append([doc_ids[k] for k in idx])
-    negatives: dict[str, list[str]] = {}
+    negatives: dict[str, dict[str, list[str]]] = {}
     dropped = 0
     counts = [0, 0]
     names = (["bm25"] if use_bm25 else []) + (["dense"] if encoder is not None else [])
     for i, qid in enumerate(qids):
-        pos = [p for p in positives[qid] if p in row]
-        scores: dict[str, float] | None = None
-        pos_score: float | None = None
-        if q_vecs is not None and d_vecs is not None:
+        pos = sorted(p for p in positives[qid] if p in row)
+        per_positive: dict[str, list[str]] = {}
+        if q_vecs is None or d_vecs is None:  # no dense scores: one list serves every positive
+            chosen, source, _ = select_negatives(ranked[i], pos, None, None, per_query=per_query)
+            per_positive = dict.fromkeys(pos, chosen)
+            for s in source:
+                counts[s] += len(pos)
+        else:
             cands = {d for lst in ranked[i] for d in lst}
             scores = {d: float(q_vecs[i] @ d_vecs[row[d]]) for d in cands}
-            pos_score = min(float(q_vecs[i] @ d_vecs[row[p]]) for p in pos)
-        chosen, source, n_dropped = select_negatives(
-            ranked[i], pos, scores, pos_score, per_query=per_query, max_ratio=max_ratio
-        )
-        negatives[qid] = chosen
-        dropped += n_dropped
-        for s in source:
-            counts[s] += 1
+            for p in pos:
+                s_pos = float(q_vecs[i] @ d_vecs[row[p]])
+                chosen, source, n_dropped = select_negatives(
+                    ranked[i], pos, scores, s_pos, per_query=per_query, max_ratio=max_ratio
+                )
+                per_positive[p] = chosen
+                dropped += n_dropped
+                for s in source:
+                    counts[s] += 1
+        negatives[qid] = per_positive
     sources = {name: counts[j] for j, name in enumerate(names)}
-    logger.info("mined %d negatives, dropped %d likely false negatives",
-                sum(map(len, negatives.values())), dropped)  # fmt: skip
+    total = sum(len(docs) for groups in negatives.values() for docs in groups.values())
+    logger.info("mined %d negatives, dropped %d likely false negatives", total, dropped)
     return MinedNegatives(negatives=negatives, dropped=dropped, sources=sources)

@@ -5,9 +5,10 @@ Recipe (monoBERT, Nogueira & Cho 2019, with mined hard negatives):
 1. Start from a BERT-family encoder (default: the bundled all-MiniLM-L6-v2 body) with a fresh
    one-logit classification head (``AutoModelForSequenceClassification(num_labels=1)``).
 2. Build groups ``(query, positive, [negatives])`` from ``qrels/<split>.tsv``: every judged
-   pair with score > 0 is a positive; negatives are mined per query from BM25 and dense
-   retrieval, judged positives and likely false negatives removed
-   (:mod:`embedstack.train.negatives`). Only the given split's qrels are read.
+   pair with score > 0 is a positive; negatives are mined from BM25 and dense retrieval for
+   each (query, positive) group, judged positives and likely false negatives of that
+   positive removed (:mod:`embedstack.train.negatives`). Only the given split's qrels are
+   read.
 3. Optimise either **BCE**, binary cross-entropy with logits on every pair (positive 1,
    negative 0), or **listwise** softmax cross-entropy over each group ``[pos, neg1..negk]``
    with the positive as the target class, with AdamW and a linear warm-up then linear decay.
@@ -108,20 +109,21 @@ def build_groups(
     queries: dict[str, str],
     qrels: dict[str, dict[str, int]],
     corpus: dict[str, str],
-    negatives: dict[str, list[str]],
+    negatives: dict[str, dict[str, list[str]]],
 ) -> list[Group]:
     """One :class:`Group` per judged (query, positive) pair whose document is in the corpus.
 
-    Queries without negatives are kept only for the listwise loss' sake if they have some;
-    a query with no negative at all yields no group (nothing to contrast).
+    ``negatives`` is ``{query_id: {positive_id: [doc_id, ...]}}``; a pair without negatives
+    yields no group (nothing to contrast).
     """
     groups = []
     for qid, judged in qrels.items():
-        negs = tuple(corpus[d] for d in negatives.get(qid, []) if d in corpus)
-        if qid not in queries or not negs:
+        if qid not in queries:
             continue
         for doc, rel in judged.items():
-            if rel > 0 and doc in corpus:
+            mined = negatives.get(qid, {}).get(doc, [])
+            negs = tuple(corpus[d] for d in mined if d in corpus)
+            if rel > 0 and doc in corpus and negs:
                 groups.append(Group(queries[qid], corpus[doc], negs))
     return groups
 
@@ -317,7 +319,7 @@ def train_reranker(
     from embedstack.train.negatives import mine_hard_negatives
 
     if negatives_file is not None:
-        mined = _read_negatives(Path(negatives_file), queries, corpus, negatives_per_query)
+        mined = _read_negatives(Path(negatives_file), positives, corpus, negatives_per_query)
     else:
         encoder = _miner(miner)
         mined = mine_hard_negatives(queries, positives, doc_ids, doc_texts, encoder=encoder,
@@ -424,19 +426,25 @@ _ARG_NAMES = frozenset(
 )
 
 
-def _write_negatives(path: Path, negatives: dict[str, list[str]]) -> None:
+def _write_negatives(path: Path, negatives: dict[str, dict[str, list[str]]]) -> None:
     with path.open("w", encoding="utf-8") as handle:
-        for qid, docs in negatives.items():
-            handle.write(json.dumps({"query_id": qid, "negatives": docs}) + "\n")
+        for qid, groups in negatives.items():
+            for pid, docs in groups.items():
+                record = {"query_id": qid, "positive_id": pid, "negatives": docs}
+                handle.write(json.dumps(record) + "\n")
 
 
 def _read_negatives(
-    path: Path, queries: dict[str, str], corpus: dict[str, str], per_query: int
+    path: Path, positives: dict[str, set[str]], corpus: dict[str, str], per_query: int
 ) -> Any:
-    """Negatives saved by an earlier training, checked against this dataset."""
+    """Negatives saved by an earlier training, checked against this dataset.
+
+    A line without ``positive_id`` (files of versions that mined per query) serves every
+    positive of its query.
+    """
     from embedstack.train.negatives import MinedNegatives
 
-    negatives: dict[str, list[str]] = {}
+    negatives: dict[str, dict[str, list[str]]] = {}
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
@@ -447,19 +455,21 @@ def _read_negatives(
         try:
             record = json.loads(line)
             qid, docs = str(record["query_id"]), [str(d) for d in record["negatives"]]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise InvalidInput(
-                f'{path}:{lineno}: expected {{"query_id": ..., "negatives": [...]}}'
-            ) from None
+            pid = record.get("positive_id")
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise InvalidInput(f'{path}:{lineno}: expected {{"query_id": ..., "positive_id": '
+                               '..., "negatives": [...]}}') from None  # fmt: skip
         unknown = [d for d in docs if d not in corpus]
         if unknown:
             raise InvalidInput(f"{path}:{lineno}: documents {unknown[:3]} are not in the corpus; "
                                "the file belongs to another dataset")  # fmt: skip
-        if qid in queries:
-            negatives[qid] = docs[:per_query]
+        judged = positives.get(qid, set())
+        targets = sorted(judged) if pid is None else [str(pid)] if str(pid) in judged else []
+        for target in targets:
+            negatives.setdefault(qid, {})[target] = docs[:per_query]
     if not negatives:
         raise InvalidInput(f"{path} holds no negatives for the queries of this split")
-    total = sum(len(docs) for docs in negatives.values())
+    total = sum(len(docs) for groups in negatives.values() for docs in groups.values())
     return MinedNegatives(negatives=negatives, dropped=0, sources={"file": total})
 
 
