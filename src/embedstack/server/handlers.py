@@ -84,14 +84,20 @@ def _allowed_methods(request: Request) -> str:
 
 
 def install_handlers(app: FastAPI) -> None:
-    """Register the handlers that turn every expected error into OpenAI's error shape."""
+    """Register the handlers that turn every expected error into OpenAI's error shape.
+
+    Each handler narrows `exc` with an `if`, not an `assert`, so the narrowing survives
+    `python -O`; an exception of another type is re-raised untouched.
+    """
 
     async def api_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, ApiError)
+        if not isinstance(exc, ApiError):
+            raise exc
         return error_response(exc)
 
     async def library_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, EmbedstackError)
+        if not isinstance(exc, EmbedstackError):
+            raise exc
         return error_response(from_library(exc))
 
     async def overloaded(request: Request, exc: Exception) -> JSONResponse:
@@ -106,11 +112,13 @@ def install_handlers(app: FastAPI) -> None:
         )
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
+        if not isinstance(exc, RequestValidationError):
+            raise exc
         return error_response(_validation_error(exc.errors()))
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, HTTPException)
+        if not isinstance(exc, HTTPException):
+            raise exc
         headers = dict(exc.headers or {})
         if exc.status_code == 404:
             message = f"no route {request.method} {request.url.path}; see /docs for the API"
