@@ -65,6 +65,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--depth", type=int, default=50, help="hybrid candidates reranked per query")
     p.add_argument("--max-length", type=int, default=None, help="reranker tokens per pair")
     p.add_argument("--batch-size", type=int, default=32, help="reranker pairs per batch")
+    p.add_argument(
+        "--quantize", choices=("int8",), default=None, help="dynamic int8 reranker weights"
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N test queries")
     p.add_argument("--train-max-pairs", type=int, default=None)
@@ -121,6 +124,8 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {"threads": args.threads, "batch_size": args.batch_size}
     if args.max_length:
         options["max_length"] = args.max_length
+    if args.quantize:
+        options["quantize"] = args.quantize
     reranker = CrossEncoder(model_dir, **options)
     runs: dict[str, dict[str, dict[str, float]]] = {"hybrid": {}, "hybrid+rerank": {},
                                                      "hybrid+rerank (rrf)": {}}  # fmt: skip
@@ -149,6 +154,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "depth": args.depth,
         "reranker": str(model_dir),
         "reranker_max_length": reranker.max_length,
+        "reranker_quantize": args.quantize,
         "metrics": report,
         "rerank_latency": latency_summary(latencies),
         "loadavg_during_eval": [load_before, os.getloadavg()],

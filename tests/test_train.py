@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from embedstack.errors import InvalidInput  # noqa: E402
 from embedstack.rerank import CrossEncoder  # noqa: E402
 from embedstack.train import mine_hard_negatives, select_negatives, train_reranker  # noqa: E402
 from embedstack.train.negatives import false_negative_threshold  # noqa: E402
+from embedstack.train.reranker import Group, build_groups  # noqa: E402
 from test_rerank import build_tiny_classifier  # noqa: E402
 
 TOPICS = [
@@ -215,6 +217,31 @@ def test_bad_arguments(setup: tuple[Path, Path], tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="not a reranker folder"):
         train_reranker(data, out=tmp_path / "full", base=base, miner=None, overwrite=True)
     assert (tmp_path / "full" / "keep.txt").is_file()
+    with pytest.raises(InvalidInput, match="random_negatives"):
+        train_reranker(data, out=tmp_path / "b", base=base, miner=None, random_negatives=-1)
+    assert not (tmp_path / "b").exists()
+
+
+def test_random_negatives_are_never_positives_and_are_seeded() -> None:
+    corpus = {f"d{i}": f"text {i}" for i in range(40)}
+    queries = {"q": "query", "r": "other"}
+    qrels = {"q": {"d0": 1, "d1": 2, "d2": 0}, "r": {"d3": 1}}
+    mined = {"q": {"d0": ["d5"], "d1": []}, "r": {}}
+
+    def draw(seed: int) -> list[Group]:
+        return build_groups(queries, qrels, corpus, mined, random_negatives=4,
+                            rng=random.Random(seed))  # fmt: skip
+
+    groups = draw(1)
+    # d1 and d3 had no hard negative: random negatives give them a group too
+    assert [g.positive for g in groups] == ["text 0", "text 1", "text 3"]
+    for group, judged in zip(groups, (qrels["q"], qrels["q"], qrels["r"]), strict=True):
+        assert len(group.negatives) == len(set(group.negatives))
+        assert not {f"text {d[1:]}" for d, r in judged.items() if r > 0} & set(group.negatives)
+    assert groups[0].negatives[0] == "text 5" and len(groups[0].negatives) == 5
+    assert draw(1) == groups
+    assert draw(2) != groups
+    assert len(build_groups(queries, qrels, corpus, mined)) == 1  # hard negatives only
 
 
 # -- negative mining --------------------------------------------------------------------------

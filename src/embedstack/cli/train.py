@@ -33,6 +33,9 @@ def reranker(
     negatives: Annotated[
         int, typer.Option("--negatives", help="Hard negatives per judged pair.")
     ] = 7,
+    random_negatives: Annotated[
+        int, typer.Option(help="Extra negatives per pair drawn at random from the corpus.")
+    ] = 0,
     loss: Annotated[str, typer.Option(help="bce or listwise.")] = "bce",
     batch_size: Annotated[int, typer.Option(help="Pairs per optimizer step.")] = 16,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 5e-5,
@@ -70,6 +73,7 @@ def reranker(
         epochs=epochs,
         max_pairs=max_pairs,
         negatives_per_query=negatives,
+        random_negatives=random_negatives,
         loss=loss,  # type: ignore[arg-type]
         batch_size=batch_size,
         lr=lr,

@@ -110,20 +110,40 @@ def build_groups(
     qrels: dict[str, dict[str, int]],
     corpus: dict[str, str],
     negatives: dict[str, dict[str, list[str]]],
+    *,
+    random_negatives: int = 0,
+    rng: random.Random | None = None,
 ) -> list[Group]:
     """One :class:`Group` per judged (query, positive) pair whose document is in the corpus.
 
-    ``negatives`` is ``{query_id: {positive_id: [doc_id, ...]}}``; a pair without negatives
-    yields no group (nothing to contrast).
+    ``negatives`` is ``{query_id: {positive_id: [doc_id, ...]}}``. ``random_negatives``
+    documents drawn uniformly from the corpus (never a judged positive of the query, nor one
+    of the group's hard negatives) are added to each group, seeded by ``rng``. A pair without
+    any negative yields no group (nothing to contrast).
     """
+    rng = rng or random.Random(0)
+    doc_ids = list(corpus) if random_negatives else []
     groups = []
     for qid, judged in qrels.items():
         if qid not in queries:
             continue
         for doc, rel in judged.items():
-            mined = negatives.get(qid, {}).get(doc, [])
-            negs = tuple(corpus[d] for d in mined if d in corpus)
-            if rel > 0 and doc in corpus and negs:
+            if rel <= 0 or doc not in corpus:
+                continue
+            mined = [d for d in negatives.get(qid, {}).get(doc, []) if d in corpus]
+            excluded = {d for d, r in judged.items() if r > 0} | set(mined)
+            drawn: list[str] = []
+            # Rejection sampling: the excluded set is tiny next to any real corpus; the
+            # attempt cap only guards degenerate corpora made of positives.
+            for _ in range(20 * random_negatives):
+                if len(drawn) >= random_negatives:
+                    break
+                cand = doc_ids[rng.randrange(len(doc_ids))]
+                if cand not in excluded:
+                    excluded.add(cand)
+                    drawn.append(cand)
+            negs = tuple(corpus[d] for d in (*mined, *drawn))
+            if negs:
                 groups.append(Group(queries[qid], corpus[doc], negs))
     return groups
 
@@ -212,6 +232,7 @@ def train_reranker(
     epochs: int = 1,
     max_pairs: int | None = None,
     negatives_per_query: int = 7,
+    random_negatives: int = 0,
     mining_depth: int = 30,
     max_ratio: float = 0.95,
     loss: Loss = "bce",
@@ -243,6 +264,11 @@ def train_reranker(
         max_pairs: Cap on (query, document) pairs per epoch (whole groups are kept,
             a fresh random subset each epoch); None uses every group.
         negatives_per_query: Hard negatives per (query, positive) group.
+        random_negatives: Extra negatives per group drawn uniformly from the corpus
+            (never a judged positive). Where judgements are dense but shallow, as on
+            NFCorpus, the mined "hard" negatives are often unjudged relevant documents;
+            random negatives are clean, as in DPR's mix of BM25 and in-batch negatives
+            (Karpukhin et al. 2020). 0 (default): hard negatives only.
         mining_depth: Candidates taken from each retriever when mining.
         max_ratio: False-negative rule of :mod:`embedstack.train.negatives`.
         loss: ``"bce"`` (pointwise) or ``"listwise"`` (softmax over each group).
@@ -283,6 +309,8 @@ def train_reranker(
     _check(epochs=epochs, max_pairs=max_pairs, negatives_per_query=negatives_per_query,
            mining_depth=mining_depth, batch_size=batch_size, lr=lr, max_length=max_length,
            threads=threads, log_every=log_every, layers=layers)  # fmt: skip
+    if type(random_negatives) is not int or random_negatives < 0:
+        raise InvalidInput(f"random_negatives must be an int >= 0, got {random_negatives!r}")
     if not 0.0 <= warmup < 1.0 or weight_decay < 0:
         raise InvalidInput(
             f"need 0 <= warmup < 1 and weight_decay >= 0, got {warmup}, {weight_decay}"
@@ -327,7 +355,9 @@ def train_reranker(
                                     max_ratio=max_ratio)  # fmt: skip
         del encoder
     _write_negatives(out_dir / NEGATIVES_FILE, mined.negatives)
-    groups = build_groups(queries, dataset.qrels, corpus, mined.negatives)
+    draw = random.Random(seed + 1)
+    groups = build_groups(queries, dataset.qrels, corpus, mined.negatives,
+                          random_negatives=random_negatives, rng=draw)  # fmt: skip
     if not groups:
         raise InvalidInput("no training group could be built (no negatives mined)")
     mining_seconds = time.perf_counter() - started
@@ -420,9 +450,9 @@ def train_reranker(
 
 
 _ARG_NAMES = frozenset(
-    "dataset_dir out split base epochs max_pairs negatives_per_query mining_depth max_ratio loss "
-    "batch_size lr warmup weight_decay max_length layers seed threads bf16 log_every "
-    "negatives_file".split()
+    "dataset_dir out split base epochs max_pairs negatives_per_query random_negatives "
+    "mining_depth max_ratio loss batch_size lr warmup weight_decay max_length layers seed "
+    "threads bf16 log_every negatives_file".split()
 )
 
 
