@@ -125,9 +125,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rerank-int8", action="store_true", help="int8 ONNX cross-encoder")
     parser.add_argument("--extra", action="append", default=[], metavar="NAME=PIPELINE",
                         help="also measure this pipeline string (repeatable)")  # fmt: skip
+    parser.add_argument("--ort-spinning", choices=("on", "off"), default="off",
+                        help="ONNX Runtime thread spinning (off: what `embedstack search "
+                        "--pipeline` uses)")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     _limit_threads(args.threads)
+    os.environ["EMBEDSTACK_ORT_SPINNING"] = "1" if args.ort_spinning == "on" else "0"
 
     from embedstack.eval import load_beir
     from embedstack.pipeline import Pipeline, get_preset
@@ -183,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
         "reranker": None if reranker is None else getattr(reranker, "name", args.reranker),
         "rerank_max_length": args.rerank_max_length,
         "rerank_int8": args.rerank_int8,
+        "ort_spinning": args.ort_spinning,
         "limit": args.limit,
         "rerank_limit": args.rerank_limit,
         "threads": args.threads,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -58,6 +59,21 @@ def test_search_pipeline_preset_equals_mode(
     by_pipeline = _search(capsys, str(index_dir), QUERY, "--pipeline", "hybrid", "-k", "7")
     assert [r["id"] for r in by_pipeline] == [r["id"] for r in by_mode] and len(by_mode) == 7
     assert by_pipeline[0]["ranks"].keys() == {"bm25", "dense", "rrf"}  # type: ignore[attr-defined]
+
+
+def test_pipeline_search_turns_ort_spinning_off_unless_asked(
+    index_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Models taking turns on the cores must not spin while waiting (unless the user says)."""
+    monkeypatch.setenv("EMBEDSTACK_ORT_SPINNING", "placeholder")  # restored after the test
+    monkeypatch.delenv("EMBEDSTACK_ORT_SPINNING")
+    _search(capsys, str(index_dir), QUERY, "--mode", "bm25")
+    assert "EMBEDSTACK_ORT_SPINNING" not in os.environ
+    _search(capsys, str(index_dir), QUERY, "--pipeline", "hybrid")
+    assert os.environ["EMBEDSTACK_ORT_SPINNING"] == "0"
+    monkeypatch.setenv("EMBEDSTACK_ORT_SPINNING", "1")
+    _search(capsys, str(index_dir), QUERY, "--pipeline", "hybrid")
+    assert os.environ["EMBEDSTACK_ORT_SPINNING"] == "1"
 
 
 def test_search_pipeline_file_saved_name_and_string(

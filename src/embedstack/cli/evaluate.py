@@ -155,6 +155,10 @@ def _eval_index(
 
     if fusion not in ("rrf", "weighted"):
         raise InvalidInput(f"unknown fusion {fusion!r}; choose rrf or weighted")
+    if pipeline[0] is not None:  # several models take turns on the same cores
+        from embedstack.encoders.backends import avoid_ort_spinning
+
+        avoid_ort_spinning()
     encoder = _encoder(model, backend, quantize)
     directory = index_dir or cache_dir() / "eval-indexes" / f"{dataset.name}-{encoder.name}"
     options = {"encoder": encoder, "dim": dim, "precision": precision}

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from embedstack.cli.app import DimOpt, ModelOpt, PrecisionOpt, app, err, out
+from embedstack.encoders.backends import avoid_ort_spinning
 from embedstack.encoders.registry import DEFAULT_MODEL
 from embedstack.errors import InvalidInput
 
@@ -236,6 +237,8 @@ def search(
     if reranker is not None and pipeline is None:
         raise InvalidInput("--reranker needs --pipeline (e.g. --pipeline hybrid-rerank)")
     where = parse_filter_args(filters or [])
+    if pipeline is not None:  # several models take turns on the same cores
+        avoid_ort_spinning()
     with Index.open(directory, readonly=True) as index:
         if pipeline is not None:
             from embedstack.pipeline import Pipeline

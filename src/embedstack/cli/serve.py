@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from embedstack.cli.app import app, err
+from embedstack.encoders.backends import avoid_ort_spinning
 from embedstack.encoders.registry import DEFAULT_MODEL
 from embedstack.errors import EmbedstackError, InvalidInput, require
 
@@ -105,7 +105,7 @@ def serve(
         cors_origins=tuple(cors_origin or ()),
     )
     # Spinning ONNX Runtime threads would compete with the event loop for the cores.
-    os.environ.setdefault("EMBEDSTACK_ORT_SPINNING", "0")
+    avoid_ort_spinning()
     application = create_app(settings)
     err.print("loading models and indexes …")
     application.state.embedstack.load_all()

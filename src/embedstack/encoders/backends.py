@@ -66,13 +66,28 @@ def ort_spinning() -> bool:
     """Whether ONNX Runtime's intra-op threads spin between runs (``EMBEDSTACK_ORT_SPINNING``,
     default on).
 
-    Spinning shaves latency off back-to-back runs (bulk encoding) but burns CPU while
-    waiting; a server sharing its cores with an event loop and other requests runs better
-    without it, so ``embedstack serve`` turns it off unless the variable says otherwise.
+    Spinning shaves latency off back-to-back runs of one model (bulk encoding) but burns CPU
+    while waiting. Where several sessions take turns on the same cores (a pipeline encoding
+    the query and then running a cross-encoder, or a server beside its event loop), the
+    threads of the model that just ran spin while the next model needs those cores; see
+    :func:`avoid_ort_spinning`.
     """
     return os.environ.get("EMBEDSTACK_ORT_SPINNING", "1").strip().lower() not in (
         "0", "false", "no", "off",
     )  # fmt: skip
+
+
+def avoid_ort_spinning() -> None:
+    """Turn spinning off for the sessions created from now on, unless
+    ``EMBEDSTACK_ORT_SPINNING`` already says otherwise.
+
+    ``embedstack serve`` and the CLI's pipeline search/eval call it before loading models. On
+    2 cores, the SciFact three-stage pipeline (MiniLM query encoding, then an int8 MiniLM
+    cross-encoder on 20 pairs) went from p50 252 / p99 337 ms to 218 / 303 ms, and its query
+    encoding from 11 / 26 ms to 8 / 14 ms (``benchmarks/pipeline_latency.py``,
+    docs/benchmarks.md).
+    """
+    os.environ.setdefault("EMBEDSTACK_ORT_SPINNING", "0")
 
 
 def ort_session(path: Path, threads: int | None) -> Any:
