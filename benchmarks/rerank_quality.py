@@ -14,6 +14,8 @@ For each BEIR dataset:
    * ``hybrid+rerank``: the top ``depth`` reordered by the cross-encoder score alone;
    * ``hybrid+rerank (rrf)``: RRF (k=60) of the hybrid rank and the cross-encoder rank, a
      safety net when the reranker is weaker than the first stage on some queries;
+   * ``hybrid shuffled``: the same top ``depth`` in a random order (seed 0), the chance
+     level a reranker must beat to have learnt anything;
 
    and the reranking latency p50/p99 per query (``depth`` pairs, ONNX Runtime).
 
@@ -31,6 +33,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import shlex
 import sys
 import time
@@ -128,7 +131,9 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
         options["quantize"] = args.quantize
     reranker = CrossEncoder(model_dir, **options)
     runs: dict[str, dict[str, dict[str, float]]] = {"hybrid": {}, "hybrid+rerank": {},
-                                                     "hybrid+rerank (rrf)": {}}  # fmt: skip
+                                                     "hybrid+rerank (rrf)": {},
+                                                     "hybrid shuffled": {}}  # fmt: skip
+    chance = random.Random(0)
     latencies: list[float] = []
     queries = list(test.queries.items())[: args.limit]
     load_before = os.getloadavg()
@@ -142,6 +147,8 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
         runs["hybrid+rerank"][qid] = {d: float(s) for d, s in zip(docs, scores, strict=True)}
         reranked = [d for d, _ in sorted(zip(docs, scores, strict=True), key=lambda x: -x[1])]
         runs["hybrid+rerank (rrf)"][qid] = dict(rrf([docs, reranked], k=60))
+        shuffled = chance.sample(docs, len(docs))
+        runs["hybrid shuffled"][qid] = {d: float(len(docs) - i) for i, d in enumerate(shuffled)}
     index.close()
     qrels = {q: test.qrels[q] for q, _ in queries}
     report = {
@@ -171,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         lat = res["rerank_latency"]
         for label, values in res["metrics"].items():
             timing = "– | –"
-            if label != "hybrid":
+            if label.startswith("hybrid+rerank"):
                 timing = f"{lat['latency_ms_p50']:.0f} | {lat['latency_ms_p99']:.0f}"
             cells = [res["dataset"], label, *(f"{values[m]:.4f}" for m in METRICS[:3]), timing]
             lines.append("| " + " | ".join(cells) + " |")
