@@ -131,3 +131,12 @@ def test_normalize_properties(values: list[float]) -> None:
     assert np.all(np.diff(mm[order]) >= -1e-12)  # monotone
     z = normalize_scores(values, "zscore")
     assert abs(z.mean()) < 1e-6
+
+
+def test_zscore_of_large_close_scores_is_centred() -> None:
+    """Scores ~7e5 apart by ~6e-5: one-pass centring leaves a mean of ~3e-6 after dividing
+    by the tiny std (found by hypothesis); the corrected two-pass keeps it at rounding level."""
+    z = normalize_scores([699051.310546875, 699051.310546875, 699051.3106036962], "zscore")
+    assert abs(z.mean()) < 1e-9
+    assert z.std() == pytest.approx(1.0)
+    assert z[2] > z[0] == z[1]

@@ -116,8 +116,13 @@ def normalize_scores(
     if normalization == "minmax":
         lo, hi = float(s.min()), float(s.max())
         return (s - lo) / (hi - lo) if hi > lo else np.ones_like(s)
-    std = float(s.std())
-    return (s - s.mean()) / std if std > 0 else np.zeros_like(s)
+    # Corrected two-pass centring (Chan, Golub & LeVeque 1983): the second pass removes the
+    # rounding error of the first mean, which the division by a tiny std would magnify when
+    # the scores are large and close together.
+    centred = s - s.mean()
+    centred -= centred.mean()
+    std = float(centred.std())
+    return centred / std if std > 0 else np.zeros_like(s)
 
 
 def weighted(
