@@ -127,11 +127,12 @@ def build_groups(
     for qid, judged in qrels.items():
         if qid not in queries:
             continue
+        judged_positive = {d for d, r in judged.items() if r > 0}
         for doc, rel in judged.items():
             if rel <= 0 or doc not in corpus:
                 continue
             mined = [d for d in negatives.get(qid, {}).get(doc, []) if d in corpus]
-            excluded = {d for d, r in judged.items() if r > 0} | set(mined)
+            excluded = judged_positive | set(mined)
             drawn: list[str] = []
             # Rejection sampling: the excluded set is tiny next to any real corpus; the
             # attempt cap only guards degenerate corpora made of positives.
