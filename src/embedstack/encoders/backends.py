@@ -83,8 +83,8 @@ def avoid_ort_spinning() -> None:
 
     ``embedstack serve`` and the CLI's pipeline search/eval call it before loading models. On
     2 cores, the SciFact three-stage pipeline (MiniLM query encoding, then an int8 MiniLM
-    cross-encoder on 20 pairs) went from p50 252 / p99 337 ms to 218 / 303 ms, and its query
-    encoding from 11 / 26 ms to 8 / 14 ms (``benchmarks/pipeline_latency.py``,
+    cross-encoder on 20 pairs) went from p50 252 / p99 337 ms to 229 / 309 ms, and its query
+    encoding from 11 / 26 ms to 9 / 14 ms (``benchmarks/pipeline_latency.py``, the runs in
     docs/benchmarks.md).
     """
     os.environ.setdefault("EMBEDSTACK_ORT_SPINNING", "0")
