@@ -174,6 +174,67 @@ def test_listwise_loss_trains(setup: tuple[Path, Path], tmp_path: Path) -> None:
     assert np.isfinite(result.last_loss)
 
 
+def test_margin_mse_loss_matches_its_formula() -> None:
+    import torch
+
+    from embedstack.train.reranker import group_loss
+
+    logits = torch.tensor([2.0, 0.5, -1.0, 1.0, 3.0])  # groups [pos, n, n] and [pos, n]
+    teacher = [4.0, 1.0, 0.0, 0.0, 1.0]
+    value = group_loss(torch, "margin-mse", logits, teacher, [3, 2])
+    margins = [(2.0 - 0.5) - (4.0 - 1.0), (2.0 + 1.0) - (4.0 - 0.0), (1.0 - 3.0) - (0.0 - 1.0)]
+    assert float(value) == pytest.approx(np.mean(np.square(margins)))
+    # margins ignore a per-group shift: a student equal to the teacher + c_g has zero loss
+    shifted = torch.tensor([t + c for t, c in zip(teacher, [5, 5, 5, -2, -2], strict=True)])
+    assert float(group_loss(torch, "margin-mse", shifted, teacher, [3, 2])) == 0.0
+
+
+def test_margin_mse_distils_the_teacher(
+    trained: Path, setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A student distilled from the trained model learns its margins on the training pairs:
+    the loss falls and the student's margins carry most of the teacher's."""
+    data, base = setup
+    out = tmp_path / "student"
+    result = train_reranker(data, out=out, base=base, miner=None, teacher=trained,
+                            loss="margin-mse", negatives_file=trained / "hard_negatives.jsonl",
+                            negatives_per_query=3, epochs=15, batch_size=8, lr=3e-3,
+                            max_length=64, log_every=3, show_progress=False,
+                            threads=1)  # fmt: skip
+    assert result.last_loss < 0.2 * result.first_loss, result
+    args = json.loads((out / "training_args.json").read_text())
+    assert args["loss"] == "margin-mse" and args["teacher"].startswith(str(trained) + "@")
+    assert args["teacher_seconds"] >= 0
+    queries = {json.loads(x)["_id"]: json.loads(x)["text"]
+               for x in (data / "queries.jsonl").read_text().splitlines()}  # fmt: skip
+    corpus = {json.loads(x)["_id"]: (json.loads(x)["title"] + " " + json.loads(x)["text"]).strip()
+              for x in (data / "corpus.jsonl").read_text().splitlines()}  # fmt: skip
+    records = [json.loads(x) for x in (trained / "hard_negatives.jsonl").read_text().splitlines()]
+
+    def margins(model: Path) -> np.ndarray:
+        ce = CrossEncoder(model, backend="torch", activation="none", max_length=64)
+        rows = []
+        for r in records:
+            s = ce.score(queries[r["query_id"]], [corpus[r["positive_id"]]]
+                         + [corpus[d] for d in r["negatives"]])  # fmt: skip
+            rows.extend(s[0] - s[1:])
+        return np.asarray(rows)
+
+    target = margins(trained)
+    student_error = np.mean((margins(out) - target) ** 2)
+    flat_error = np.mean(target**2)  # a student scoring every pair alike
+    assert student_error < 0.1 * flat_error, (student_error, flat_error)
+
+
+def test_teacher_goes_with_margin_mse_only(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    data, base = setup
+    with pytest.raises(InvalidInput, match="teacher"):
+        train_reranker(data, out=tmp_path / "a", base=base, miner=None, loss="margin-mse")
+    with pytest.raises(InvalidInput, match="teacher"):
+        train_reranker(data, out=tmp_path / "a", base=base, miner=None, teacher=base)
+    assert not (tmp_path / "a").exists()
+
+
 def test_layers_keeps_the_first_layers_of_the_base(
     trained: Path, setup: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -349,12 +410,17 @@ def test_cli_trains_a_reranker(
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "--overwrite" in err and "\n" not in err
     assert run([*args, "--overwrite", "--loss", "listwise"]) == 0
+    student = tmp_path / "cli-student"
+    distil = [*args[:3], "--out", str(student), *args[5:], "--loss", "margin-mse"]
+    assert run([*distil, "--teacher", str(out)]) == 0
+    assert json.loads((student / "training_args.json").read_text())["teacher"].startswith(str(out))
 
 
 @pytest.mark.parametrize(
     ("extra", "code", "needle"),
     [
         (["--loss", "hinge"], 2, "--loss"),
+        (["--loss", "margin-mse"], 2, "--teacher"),
         (["--split", "dev"], 2, "no qrels for split 'dev'"),
         (["--base", "/no/such/model"], 3, "not found"),
     ],

@@ -36,7 +36,13 @@ def reranker(
     random_negatives: Annotated[
         int, typer.Option(help="Extra negatives per pair drawn at random from the corpus.")
     ] = 0,
-    loss: Annotated[str, typer.Option(help="bce or listwise.")] = "bce",
+    loss: Annotated[
+        str, typer.Option(help="bce, listwise, or margin-mse (distil --teacher).")
+    ] = "bce",
+    teacher: Annotated[
+        str | None,
+        typer.Option(help="Cross-encoder whose scores margin-mse distils (folder or HF id)."),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Pairs per optimizer step.")] = 16,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 5e-5,
     max_length: Annotated[int, typer.Option(help="Tokens per (query, document) pair.")] = 256,
@@ -61,15 +67,17 @@ def reranker(
     """Train a cross-encoder reranker on DATASET_DIR's qrels/<split>.tsv and save it to --out
     (a Hugging Face folder that `CrossEncoder` and the server load)."""
     from embedstack.train import train_reranker
+    from embedstack.train.reranker import LOSSES
 
-    if loss not in ("bce", "listwise"):
-        raise InvalidInput(f"--loss must be bce or listwise, got {loss!r}")
+    if loss not in LOSSES:
+        raise InvalidInput(f"--loss must be one of {', '.join(LOSSES)}, got {loss!r}")
     result = train_reranker(
         dataset_dir,
         out=out_dir,
         split=split,
         base=base,
         miner=None if miner.lower() == "none" else miner,
+        teacher=teacher,
         epochs=epochs,
         max_pairs=max_pairs,
         negatives_per_query=negatives,

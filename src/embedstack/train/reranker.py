@@ -10,8 +10,11 @@ Recipe (monoBERT, Nogueira & Cho 2019, with mined hard negatives):
    positive removed (:mod:`embedstack.train.negatives`). Only the given split's qrels are
    read.
 3. Optimise either **BCE**, binary cross-entropy with logits on every pair (positive 1,
-   negative 0), or **listwise** softmax cross-entropy over each group ``[pos, neg1..negk]``
-   with the positive as the target class, with AdamW and a linear warm-up then linear decay.
+   negative 0), **listwise** softmax cross-entropy over each group ``[pos, neg1..negk]``
+   with the positive as the target class, or **Margin-MSE** distillation from a teacher
+   cross-encoder (Hofstätter et al. 2020): the student's margins ``s(pos) - s(neg_i)`` are
+   regressed onto the teacher's, which hands a small student a graded signal on every
+   negative instead of one bit per group. AdamW, linear warm-up then linear decay.
 4. Save a standard Hugging Face folder that :class:`~embedstack.rerank.CrossEncoder` loads:
    ``config.json`` (``num_labels = 1``), ``model.safetensors``, the tokenizer files (with
    ``model_max_length`` set to the training ``max_length``, so inference reads pairs the way
@@ -48,11 +51,19 @@ from embedstack.encoders.registry import DEFAULT_MODEL
 from embedstack.errors import InvalidInput, require
 from embedstack.settings import progress_enabled
 
-__all__ = ["Group", "TrainResult", "build_groups", "train_reranker"]
+__all__ = [
+    "Group",
+    "TrainResult",
+    "build_groups",
+    "group_loss",
+    "score_with_teacher",
+    "train_reranker",
+]
 
 logger = logging.getLogger("embedstack")
 
-Loss = Literal["bce", "listwise"]
+Loss = Literal["bce", "listwise", "margin-mse"]
+LOSSES = ("bce", "listwise", "margin-mse")
 NEGATIVES_FILE = "hard_negatives.jsonl"
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -69,6 +80,8 @@ class Group:
     query: str
     positive: str
     negatives: tuple[str, ...]
+    teacher: tuple[float, ...] | None = None
+    """A teacher's scores for ``(positive, *negatives)`` (Margin-MSE distillation)."""
 
     @property
     def size(self) -> int:
@@ -167,13 +180,15 @@ def _epoch_groups(groups: list[Group], max_pairs: int | None, rng: random.Random
 def _batches(
     groups: list[Group], loss: Loss, batch_size: int, rng: random.Random
 ) -> Iterator[tuple[list[tuple[str, str]], list[float], list[int]]]:
-    """``(pairs, labels, group sizes)`` per step; BCE shuffles pairs, listwise keeps groups."""
-    if loss == "listwise":
+    """``(pairs, labels, group sizes)`` per step; BCE shuffles pairs, the group losses keep
+    groups whole (Margin-MSE's labels are the teacher's scores, group by group)."""
+    if loss != "bce":
         per_step = max(1, batch_size // max(g.size for g in groups))
         for start in range(0, len(groups), per_step):
             chunk = groups[start : start + per_step]
             pairs = [(g.query, d) for g in chunk for d in (g.positive, *g.negatives)]
-            yield pairs, [], [g.size for g in chunk]
+            labels = [t for g in chunk for t in (g.teacher or ())]
+            yield pairs, labels, [g.size for g in chunk]
         return
     flat = [(g.query, g.positive, 1.0) for g in groups]
     flat += [(g.query, n, 0.0) for g in groups for n in g.negatives]
@@ -181,6 +196,51 @@ def _batches(
     for start in range(0, len(flat), batch_size):
         rows = flat[start : start + batch_size]
         yield [(q, d) for q, d, _ in rows], [y for _, _, y in rows], []
+
+
+def group_loss(torch: Any, loss: Loss, logits: Any, labels: list[float], sizes: list[int]) -> Any:
+    """The training loss of one step's logits (see :func:`_batches` for the layout).
+
+    ``bce``: mean binary cross-entropy with logits. ``listwise``: mean over groups of
+    ``-log softmax(group)[0]`` (the positive comes first). ``margin-mse``: mean over every
+    (group, negative) of ``((s_pos - s_neg) - (t_pos - t_neg))**2``, with ``t`` the teacher's
+    scores in ``labels``.
+    """
+    if loss == "bce":
+        target = torch.tensor(labels, dtype=torch.float32)
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+    parts = torch.split(logits, sizes)
+    if loss == "listwise":
+        return torch.stack([-torch.log_softmax(p, 0)[0] for p in parts]).mean()
+    teacher = torch.split(torch.tensor(labels, dtype=torch.float32), sizes)
+    student_margins = torch.cat([p[0] - p[1:] for p in parts])
+    teacher_margins = torch.cat([t[0] - t[1:] for t in teacher])
+    return torch.nn.functional.mse_loss(student_margins, teacher_margins)
+
+
+def score_with_teacher(
+    groups: list[Group], teacher: Any, show_progress: bool | None = None
+) -> list[Group]:
+    """``groups`` with ``teacher`` (a :class:`~embedstack.rerank.Reranker` giving raw
+    scores) scores attached; one ``score`` call per group."""
+    import dataclasses
+
+    scored = []
+    with _progress(show_progress, sum(g.size for g in groups), "teacher scoring") as advance:
+        for group in groups:
+            values = teacher.score(group.query, [group.positive, *group.negatives])
+            scored.append(dataclasses.replace(group, teacher=tuple(float(v) for v in values)))
+            advance(group.size, math.nan)
+    return scored
+
+
+def _teacher(teacher: Any, threads: int) -> Any:
+    """A reranker returning raw scores (logits): margins of probabilities would saturate."""
+    if not isinstance(teacher, str | os.PathLike):
+        return teacher
+    from embedstack.rerank import load_reranker
+
+    return load_reranker(teacher, activation="none", threads=threads, show_progress=False)
 
 
 def _check(**values: Any) -> None:
@@ -230,6 +290,7 @@ def train_reranker(
     split: str = "train",
     base: str | os.PathLike[str] = DEFAULT_MODEL,
     miner: str | TextEncoder | None = DEFAULT_MODEL,
+    teacher: str | os.PathLike[str] | Any | None = None,
     epochs: int = 1,
     max_pairs: int | None = None,
     negatives_per_query: int = 7,
@@ -261,6 +322,9 @@ def train_reranker(
             cross-encoder; a sentence-transformers folder contributes its transformer.
         miner: Dense model for hard negatives and the false-negative rule (name or encoder);
             None mines with BM25 only.
+        teacher: Cross-encoder (folder, HF id, or a loaded reranker) whose raw scores on
+            every training pair are the targets of ``loss="margin-mse"``; required by that
+            loss and refused by the others. Scored once, before training (ONNX).
         epochs: Passes over the training groups.
         max_pairs: Cap on (query, document) pairs per epoch (whole groups are kept,
             a fresh random subset each epoch); None uses every group.
@@ -272,7 +336,8 @@ def train_reranker(
             (Karpukhin et al. 2020). 0 (default): hard negatives only.
         mining_depth: Candidates taken from each retriever when mining.
         max_ratio: False-negative rule of :mod:`embedstack.train.negatives`.
-        loss: ``"bce"`` (pointwise) or ``"listwise"`` (softmax over each group).
+        loss: ``"bce"`` (pointwise), ``"listwise"`` (softmax over each group) or
+            ``"margin-mse"`` (distil ``teacher``'s margins; see the module docstring).
         batch_size: Pairs per optimizer step (listwise: whole groups fitting in it, >= 1).
         lr: Peak learning rate of AdamW.
         warmup: Fraction of the steps spent warming the learning rate up linearly.
@@ -305,8 +370,11 @@ def train_reranker(
     """
     from embedstack.eval.datasets import load_beir, load_corpus
 
-    if loss not in ("bce", "listwise"):
-        raise InvalidInput(f"unknown loss {loss!r}; choose 'bce' or 'listwise'")
+    if loss not in LOSSES:
+        raise InvalidInput(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+    if (loss == "margin-mse") != (teacher is not None):
+        raise InvalidInput("loss='margin-mse' distils a teacher: pass teacher= (--teacher) with "
+                           "it, and only with it")  # fmt: skip
     _check(epochs=epochs, max_pairs=max_pairs, negatives_per_query=negatives_per_query,
            mining_depth=mining_depth, batch_size=batch_size, lr=lr, max_length=max_length,
            threads=threads, log_every=log_every, layers=layers)  # fmt: skip
@@ -333,6 +401,7 @@ def train_reranker(
     args = {k: (str(v) if isinstance(v, Path | os.PathLike) else v) for k, v in given.items()
             if k in _ARG_NAMES}  # fmt: skip
     args["miner"] = getattr(miner, "model_id", miner)
+    args["teacher"] = getattr(teacher, "model_id", None if teacher is None else str(teacher))
     args["base_folder"] = str(base_dir)
 
     # -- data ----------------------------------------------------------------------------
@@ -362,6 +431,13 @@ def train_reranker(
     if not groups:
         raise InvalidInput("no training group could be built (no negatives mined)")
     mining_seconds = time.perf_counter() - started
+    if teacher is not None:
+        teaching = time.perf_counter()
+        teacher_model = _teacher(teacher, threads)
+        args["teacher"] = getattr(teacher_model, "model_id", args["teacher"])
+        groups = score_with_teacher(groups, teacher_model, show_progress)
+        del teacher_model
+        args["teacher_seconds"] = round(time.perf_counter() - teaching, 2)
     args.update(
         groups=len(groups),
         dropped_negatives=mined.dropped,
@@ -410,12 +486,7 @@ def train_reranker(
                     feed = {k: torch.from_numpy(v) for k, v in batch.items()}
                     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                         logits = model(**feed).logits[:, 0].float()
-                    if loss == "bce":
-                        target = torch.tensor(labels, dtype=torch.float32)
-                        value = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
-                    else:  # softmax cross-entropy per group, the positive first
-                        parts = torch.split(logits, sizes)
-                        value = torch.stack([-torch.log_softmax(p, 0)[0] for p in parts]).mean()
+                    value = group_loss(torch, loss, logits, labels, sizes)
                     optimizer.zero_grad(set_to_none=True)
                     value.backward()
                     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -613,9 +684,10 @@ class _Loop:
 class _progress:
     """A rich progress bar over training pairs (a no-op when disabled)."""
 
-    def __init__(self, show: bool | None, total: int) -> None:
+    def __init__(self, show: bool | None, total: int, label: str = "training") -> None:
         self.show = progress_enabled(show)
         self.total = total
+        self.label = label
         self._progress: Any = None
 
     def __enter__(self) -> Any:
@@ -623,12 +695,13 @@ class _progress:
             return lambda n, loss: None
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self._progress = Progress(
-            TextColumn("training"), BarColumn(), TextColumn("{task.completed}/{task.total} pairs"),
-            TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), transient=True,
-        )  # fmt: skip
+        columns = [TextColumn(self.label), BarColumn(),
+                   TextColumn("{task.completed}/{task.total} pairs")]  # fmt: skip
+        if self.label == "training":
+            columns.append(TextColumn("loss {task.fields[loss]:.4f}"))
+        self._progress = Progress(*columns, TimeRemainingColumn(), transient=True)
         self._progress.__enter__()
-        task = self._progress.add_task("training", total=self.total, loss=float("nan"))
+        task = self._progress.add_task(self.label, total=self.total, loss=float("nan"))
 
         def advance(n: int, loss: float) -> None:
             self._progress.update(task, advance=n, loss=loss)
