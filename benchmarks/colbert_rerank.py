@@ -14,9 +14,15 @@ all-MiniLM-L6-v2, RRF k=60), top 50 per query. Each candidate list is reordered 
 * latency per query of the stateless ``ColbertReranker`` (encodes the 50 documents on every
   call) on the first ``--cold`` queries.
 
+``--model-dir DIR`` evaluates a trained ColBERT folder (``embedstack train colbert``)
+instead of zero-shot MiniLM: its head, ``[MASK]`` augmentation and lengths are the folder's,
+the comparison row turns augmentation off, and the report goes to
+``results/colbert_rerank-<folder name>.json`` unless ``--out`` says otherwise.
+
 Example:
     .venv/bin/python benchmarks/colbert_rerank.py --datasets ../shared/datasets \\
         --index /tmp/embedstack-sparse-bench/scifact
+    .venv/bin/python benchmarks/colbert_rerank.py --model-dir ./colbert-scifact
 """
 
 from __future__ import annotations
@@ -67,9 +73,18 @@ def main() -> None:
         help="only encode the corpus' token vectors (reused later)",
     )
     parser.add_argument(
-        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "colbert_rerank.json"
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="a trained ColBERT folder to evaluate (default: zero-shot all-MiniLM-L6-v2)",
     )
+    parser.add_argument("--out", type=Path, default=None, help="report path (.json)")
     args = parser.parse_args()
+    results = ROOT / "benchmarks" / "results"
+    if args.out is None:
+        suffix = "" if args.model_dir is None else f"-{args.model_dir.resolve().name}"
+        args.out = results / f"colbert_rerank{suffix}.json"
+    model = "all-MiniLM-L6-v2" if args.model_dir is None else str(args.model_dir)
 
     from embedstack.encoders.colbert import ColbertIndex, ColbertReranker, LateInteractionEncoder
     from embedstack.encoders.multivector import maxsim
@@ -84,10 +99,12 @@ def main() -> None:
             "loadavg": [round(x, 2) for x in os.getloadavg()],
         },
     }
-    encoder = LateInteractionEncoder("all-MiniLM-L6-v2", backend=args.backend)
+    encoder = LateInteractionEncoder(model, backend=args.backend)
+    report["model"] = encoder.model_id
     texts = {d.id: d.full_text for d in iter_corpus(dataset)}
     wanted = sorted(texts)
-    store = args.work / f"colbert-minilm-{args.backend}"
+    tag = "minilm" if args.model_dir is None else encoder.weights_hash[:16]
+    store = args.work / f"colbert-{tag}-{args.backend}"
     stamp = store / "encode-seconds.json"
     try:
         index = ColbertIndex.load(store, encoder)
@@ -124,8 +141,10 @@ def main() -> None:
     runs: dict[str, dict[str, dict[str, float]]] = {
         p: {} for p in ("float32", "float16", "int8", "augmented", "rrf")
     }
+    # the other setting of [MASK] query augmentation: on for zero-shot MiniLM, off for a
+    # trained folder (whose default is on)
     augmented = LateInteractionEncoder(
-        "all-MiniLM-L6-v2", backend=args.backend, query_augmentation=True
+        model, backend=args.backend, query_augmentation=not encoder.query_augmentation
     )
     served = index.vectors.astype("float16")  # what a deployment keeps: half the float32 bytes
     positions = {doc: i for i, doc in enumerate(index.ids)}
@@ -152,7 +171,8 @@ def main() -> None:
         p: f"ColBERT MaxSim rerank top-{args.depth} ({p} tokens)"
         for p in ("float32", "float16", "int8")
     }
-    labels["augmented"] = f"ColBERT MaxSim rerank top-{args.depth}, [MASK] query augmentation"
+    toggled = "[MASK] query augmentation" if augmented.query_augmentation else "no [MASK] padding"
+    labels["augmented"] = f"ColBERT MaxSim rerank top-{args.depth}, {toggled}"
     labels["rrf"] = f"RRF(hybrid rank, MaxSim rank) over the top-{args.depth}"
     for p, run in runs.items():
         report["ndcg@10"][labels[p]] = evaluate(dataset.qrels, run, [10])["ndcg@10"]
@@ -183,7 +203,7 @@ def main() -> None:
         f"| ColbertReranker, encodes {args.depth} docs ({c['queries']} queries) | "
         f"{c['latency_ms_p50']:.1f} | {c['latency_ms_p99']:.1f} |",
         f"\n({report['env']['cpus']} CPUs, load average at start "
-        f"{report['env']['loadavg']}; backend {args.backend})",
+        f"{report['env']['loadavg']}; backend {args.backend}; model {encoder.model_id})",
     ]
     table = "\n".join(lines)
     args.out.with_suffix(".md").write_text(table + "\n")

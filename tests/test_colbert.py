@@ -195,6 +195,31 @@ def test_no_head_and_no_markers(tmp_path: Path) -> None:
         LateInteractionEncoder(str(folder), dim=128)
 
 
+def test_maxlens_come_from_artifact_metadata(tiny: Path, tmp_path: Path) -> None:
+    """ColBERT's artifact.metadata sets the default lengths; explicit options win."""
+    import json
+    import shutil
+
+    from embedstack import ModelNotFound
+
+    folder = tmp_path / "meta"
+    shutil.copytree(tiny, folder)
+    plain = LateInteractionEncoder(str(folder))
+    assert (plain.query_maxlen, plain.doc_maxlen) == (32, 180)  # no file: the defaults
+    (folder / "artifact.metadata").write_text(json.dumps({"query_maxlen": 10, "doc_maxlen": 20}))
+    enc = LateInteractionEncoder(str(folder))
+    assert (enc.query_maxlen, enc.doc_maxlen) == (10, 20)
+    assert enc.encode_queries(["cats"]).lengths.tolist() == [10]
+    assert enc.encode_documents(["the sea " * 20]).lengths.tolist() == [20]
+    assert LateInteractionEncoder(str(folder), query_maxlen=12).query_maxlen == 12
+    (folder / "artifact.metadata").write_text(json.dumps({"doc_maxlen": 2}))
+    with pytest.raises(InvalidInput, match=r"artifact.metadata: doc_maxlen must be an int"):
+        LateInteractionEncoder(str(folder))
+    (folder / "artifact.metadata").write_text("{not json")
+    with pytest.raises(ModelNotFound, match="artifact.metadata"):
+        LateInteractionEncoder(str(folder))
+
+
 def test_onnx_matches_torch(tiny: Path, encoder: LateInteractionEncoder, tmp_path: Path) -> None:
     onnx = LateInteractionEncoder(
         str(tiny), backend="onnx", query_maxlen=12, doc_maxlen=16, cache_dir=tmp_path

@@ -105,3 +105,79 @@ def reranker(
         f"({result.pairs_per_second:.1f} pairs/s), loss {result.first_loss:.4f} -> "
         f"{result.last_loss:.4f}; saved {result.out}"
     )
+
+
+@train_app.command("colbert")
+def colbert(
+    dataset_dir: Annotated[Path, typer.Argument(help="BEIR folder (corpus/queries/qrels).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to save the model to.")],
+    split: Annotated[str, typer.Option(help="qrels split to train on.")] = "train",
+    base: Annotated[
+        str, typer.Option(help="BERT-family model whose body starts the training.")
+    ] = DEFAULT_MODEL,
+    miner: Annotated[
+        str, typer.Option(help="Dense model mining hard negatives ('none': BM25 only).")
+    ] = DEFAULT_MODEL,
+    dim: Annotated[int, typer.Option(help="Token vector dimension (the linear head's).")] = 128,
+    epochs: Annotated[int, typer.Option(help="Passes over the training groups.")] = 1,
+    max_pairs: Annotated[
+        int | None, typer.Option(help="Cap on (query, document) pairs per epoch.")
+    ] = None,
+    negatives: Annotated[
+        int, typer.Option("--negatives", help="Hard negatives per judged pair.")
+    ] = 1,
+    batch_size: Annotated[
+        int, typer.Option(help="Queries per optimizer step (in-batch negatives).")
+    ] = 16,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 5e-5,
+    temperature: Annotated[
+        float, typer.Option(help="MaxSim scores are divided by it in the softmax.")
+    ] = 1.0,
+    query_maxlen: Annotated[
+        int, typer.Option(help="Query tokens ([MASK]-padded to this length).")
+    ] = 32,
+    doc_maxlen: Annotated[int, typer.Option(help="Document tokens.")] = 180,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    threads: Annotated[int, typer.Option(help="torch threads.")] = 2,
+    bf16: Annotated[bool, typer.Option(help="bfloat16 autocast (CPUs with bf16 units).")] = False,
+    negatives_file: Annotated[
+        Path | None,
+        typer.Option(help="Reuse the hard_negatives.jsonl of an earlier training."),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier training's --out.")] = False,
+) -> None:
+    """Train a ColBERT late-interaction model on DATASET_DIR's qrels/<split>.tsv and save it
+    to --out (a folder that `LateInteractionEncoder` and `ColbertReranker` load)."""
+    from embedstack.train import train_colbert
+
+    result = train_colbert(
+        dataset_dir,
+        out=out_dir,
+        split=split,
+        base=base,
+        miner=None if miner.lower() == "none" else miner,
+        dim=dim,
+        query_maxlen=query_maxlen,
+        doc_maxlen=doc_maxlen,
+        epochs=epochs,
+        max_pairs=max_pairs,
+        negatives_per_query=negatives,
+        batch_size=batch_size,
+        lr=lr,
+        temperature=temperature,
+        seed=seed,
+        threads=threads,
+        bf16=bf16,
+        negatives_file=negatives_file,
+        overwrite=overwrite,
+        show_progress=None,
+    )
+    err.print(
+        f"mined negatives in {result.mining_seconds:.0f} s ({result.groups} groups, "
+        f"{result.dropped_negatives} likely false negatives dropped)"
+    )
+    out.print(
+        f"trained {result.steps} steps on {result.pairs} pairs in {result.seconds:.0f} s "
+        f"({result.pairs_per_second:.1f} pairs/s), loss {result.first_loss:.4f} -> "
+        f"{result.last_loss:.4f}; saved {result.out}"
+    )

@@ -8,8 +8,13 @@
   expansion of the query); the markers are the vocabulary's ``[unused0]`` / ``[unused1]``;
 * documents: ``[CLS] [D] tokens [SEP]`` up to ``doc_maxlen``, punctuation tokens dropped;
 * an optional linear head (ColBERTv2 checkpoints store ``linear.weight`` in
-  ``model.safetensors``; a ``colbert_linear.safetensors`` or PyLate's ``1_Dense/`` also
-  works), then every token vector is L2-normalised.
+  ``model.safetensors``; a ``colbert_linear.safetensors``, as
+  :func:`embedstack.train.train_colbert` writes, or PyLate's ``1_Dense/`` also works), then
+  every token vector is L2-normalised;
+* ``query_maxlen``/``doc_maxlen`` default to the folder's ColBERT ``artifact.metadata``.
+
+The token ids come from :class:`~embedstack.encoders.colbert_format.ColbertTokenizer`, the
+code path training uses too.
 
 Without a head (e.g. all-MiniLM-L6-v2) the encoder is a zero-shot MaxSim over the model's
 own contextual token vectors. :class:`ColbertReranker` rescores a first stage's candidates
@@ -27,7 +32,6 @@ from __future__ import annotations
 
 import json
 import os
-import string
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +41,14 @@ import numpy as np
 from embedstack._typing import FloatArray
 from embedstack.encoders.backends import BackendOptions, make_backend
 from embedstack.encoders.base import validate_texts
+from embedstack.encoders.colbert_format import (
+    HEAD_FILE,
+    METADATA_FILE,
+    ColbertInputs,
+    ColbertTokenizer,
+    check_maxlen,
+    read_metadata,
+)
 from embedstack.encoders.loading import load_model_config, resolve_model_dir, weights_hash
 from embedstack.encoders.multivector import (
     TOKEN_PRECISIONS,
@@ -50,13 +62,12 @@ from embedstack.errors import (
     IndexCorrupt,
     InvalidInput,
     ModelMismatch,
-    ModelNotFound,
 )
 from embedstack.settings import cache_dir as default_cache_dir
 
 __all__ = ["ColbertIndex", "ColbertReranker", "LateInteractionEncoder", "read_linear_head"]
 
-_HEAD_FILES = ("model.safetensors", "colbert_linear.safetensors", "1_Dense/model.safetensors")
+_HEAD_FILES = ("model.safetensors", HEAD_FILE, "1_Dense/model.safetensors")
 _HEAD_KEYS = ("linear.weight", "weight")
 _ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
 
@@ -105,8 +116,10 @@ class LateInteractionEncoder:
         dim: expected output dimension (the head's, else the hidden size); a model that
             produces another one raises :class:`DimensionMismatch`. None accepts any.
         query_maxlen: query tokens, markers included (queries are padded to it with
-            ``[MASK]`` when ``query_augmentation``).
-        doc_maxlen: document tokens before punctuation masking.
+            ``[MASK]`` when ``query_augmentation``). None: the ``query_maxlen`` of the
+            folder's ColBERT ``artifact.metadata`` (the length it was trained with), else 32.
+        doc_maxlen: document tokens before punctuation masking. None: the metadata's
+            ``doc_maxlen``, else 180.
         query_augmentation: pad queries with ``[MASK]`` tokens; None (default) does so
             when the folder has a trained ColBERT head. Augmentation is learned: on zero-shot
             MiniLM token vectors it lowers SciFact nDCG@10 of a top-50 rerank from 0.698 to
@@ -118,7 +131,8 @@ class LateInteractionEncoder:
         cache_dir: ONNX export cache root.
 
     Raises:
-        ModelNotFound: no weights, or no ``tokenizer.json``.
+        ModelNotFound: no weights, no ``tokenizer.json``, or an unreadable
+            ``artifact.metadata``.
         InvalidInput: an option out of range, or a vocabulary without the marker tokens.
     """
 
@@ -128,8 +142,8 @@ class LateInteractionEncoder:
         *,
         backend: Literal["torch", "onnx"] | str = "torch",
         dim: int | None = None,
-        query_maxlen: int = 32,
-        doc_maxlen: int = 180,
+        query_maxlen: int | None = None,
+        doc_maxlen: int | None = None,
         query_augmentation: bool | None = None,
         markers: bool = True,
         mask_punctuation: bool = True,
@@ -144,17 +158,27 @@ class LateInteractionEncoder:
                 "max_position_embeddings", 512
             )
         )
-        for label, value in (("query_maxlen", query_maxlen), ("doc_maxlen", doc_maxlen)):
-            if isinstance(value, bool) or not isinstance(value, int) or not 4 <= value <= limit:
-                raise InvalidInput(f"{label} must be an int in [4, {limit}], got {value!r}")
+        folder = config.transformer_path
+        meta_dir = next((d for d in (folder, path) if (d / METADATA_FILE).is_file()), folder)
+        meta = read_metadata(meta_dir)
+        lengths: dict[str, int] = {}
+        for label, value, default in (
+            ("query_maxlen", query_maxlen, 32),
+            ("doc_maxlen", doc_maxlen, 180),
+        ):
+            if value is None and label in meta:
+                where = f"{meta_dir / METADATA_FILE}: {label}"
+                lengths[label] = check_maxlen(where, meta[label], limit)
+            else:
+                lengths[label] = check_maxlen(label, default if value is None else value, limit)
+        query_maxlen, doc_maxlen = lengths["query_maxlen"], lengths["doc_maxlen"]
         if batch_size < 1:
             raise InvalidInput("batch_size must be >= 1")
         self.name = spec.name if spec else os.fspath(name_or_path)
         self.query_maxlen, self.doc_maxlen = query_maxlen, doc_maxlen
         self.markers = markers
         self.mask_punctuation, self.batch_size = mask_punctuation, batch_size
-        folder = config.transformer_path
-        self.weights_hash = weights_hash(folder)
+        self.weights_hash = weights_hash(folder, extra=(HEAD_FILE,))  # the head too
         hidden = int(config.dim or 0)
         head = read_linear_head(folder, hidden)
         if head is None and path != folder:
@@ -162,7 +186,14 @@ class LateInteractionEncoder:
         self.head = head
         augment = head is not None if query_augmentation is None else bool(query_augmentation)
         self.query_augmentation = augment
-        self._tokenizer = self._load_tokenizer(folder)
+        self._inputs = ColbertTokenizer(
+            folder,
+            query_maxlen=query_maxlen,
+            doc_maxlen=doc_maxlen,
+            query_augmentation=augment,
+            markers=markers,
+            mask_punctuation=mask_punctuation,
+        )
         self._model = make_backend(
             backend,
             BackendOptions(
@@ -178,28 +209,6 @@ class LateInteractionEncoder:
         if dim is not None and dim != self.dim:
             raise DimensionMismatch(f"{self.name} produces {self.dim}-d token vectors, not {dim}")
 
-    def _load_tokenizer(self, folder: Path) -> Any:
-        from tokenizers import Tokenizer
-
-        file = folder / "tokenizer.json"
-        if not file.is_file():
-            raise ModelNotFound(f"{folder} has no tokenizer.json; save a fast tokenizer there")
-        tok = Tokenizer.from_file(str(file))
-        tok.no_padding()
-        ids = {t: tok.token_to_id(t) for t in ("[unused0]", "[unused1]", "[MASK]", "[PAD]")}
-        needed = ["[MASK]"] * self.query_augmentation + ["[unused0]", "[unused1]"] * self.markers
-        missing = [t for t in needed if ids[t] is None]
-        if missing:
-            raise InvalidInput(
-                f"{folder}: the vocabulary has no {missing}; pass "
-                "markers=False / query_augmentation=False"
-            )
-        self._q_marker, self._d_marker = ids["[unused0]"] or 0, ids["[unused1]"] or 0
-        self._mask_id, self._pad_id = ids["[MASK]"] or 0, ids["[PAD]"] or 0
-        skip = {tok.token_to_id(c) for c in string.punctuation}
-        self._skiplist = np.array(sorted(i for i in skip if i is not None), dtype=np.int64)
-        return tok
-
     @property
     def model_id(self) -> str:
         """Name plus the first 16 hex digits of the weights' SHA-256."""
@@ -208,20 +217,18 @@ class LateInteractionEncoder:
     @property
     def tokenizer(self) -> Any:
         """The ``tokenizers.Tokenizer``."""
-        return self._tokenizer
+        return self._inputs.tokenizer
+
+    @property
+    def inputs(self) -> ColbertTokenizer:
+        """The :class:`~embedstack.encoders.colbert_format.ColbertTokenizer` building the
+        token ids (shared with :func:`embedstack.train.train_colbert`)."""
+        return self._inputs
 
     def __repr__(self) -> str:
         return f"LateInteractionEncoder({self.name!r}, backend={self.backend_name!r})"
 
     # --- encoding --------------------------------------------------------------------------
-
-    def _ids(self, texts: list[str], maxlen: int, marker: int) -> list[list[int]]:
-        room = maxlen - 1 if self.markers else maxlen
-        self._tokenizer.enable_truncation(room)
-        encoded = self._tokenizer.encode_batch(texts, add_special_tokens=True)
-        if not self.markers:
-            return [list(e.ids) for e in encoded]
-        return [[e.ids[0], marker, *e.ids[1:]] for e in encoded]
 
     def encode_queries(self, texts: Sequence[str]) -> TokenVectors:
         """``query_maxlen`` L2-normalised token vectors per query (fewer without
@@ -230,12 +237,7 @@ class LateInteractionEncoder:
         Raises:
             InvalidInput: empty input or a non-str/blank item.
         """
-        items = self._check(texts)
-        ids = self._ids(items, self.query_maxlen, self._q_marker)
-        attend = [len(x) for x in ids]
-        if self.query_augmentation:
-            ids = [x + [self._mask_id] * (self.query_maxlen - len(x)) for x in ids]
-        return self._run(ids, attend, keep_punctuation=True)
+        return self._run(self._inputs.queries(self._check(texts)))
 
     def encode_documents(self, texts: Sequence[str]) -> TokenVectors:
         """L2-normalised token vectors of each document (punctuation dropped), float32.
@@ -243,9 +245,7 @@ class LateInteractionEncoder:
         Raises:
             InvalidInput: empty input or a non-str/blank item.
         """
-        items = self._check(texts)
-        ids = self._ids(items, self.doc_maxlen, self._d_marker)
-        return self._run(ids, [len(x) for x in ids], keep_punctuation=not self.mask_punctuation)
+        return self._run(self._inputs.documents(self._check(texts)))
 
     @staticmethod
     def _check(texts: Sequence[str]) -> list[str]:
@@ -254,28 +254,18 @@ class LateInteractionEncoder:
             raise InvalidInput("nothing to encode: pass at least one text")
         return items
 
-    def _run(self, ids: list[list[int]], attend: list[int], keep_punctuation: bool) -> TokenVectors:
-        lengths = np.array([len(x) for x in ids])
+    def _run(self, inputs: ColbertInputs) -> TokenVectors:
+        lengths = np.array([len(x) for x in inputs.ids])
         order = np.argsort(-lengths, kind="stable")
-        out: list[np.ndarray | None] = [None] * len(ids)
-        for b0 in range(0, len(ids), self.batch_size):
+        out: list[np.ndarray | None] = [None] * len(inputs)
+        for b0 in range(0, len(inputs), self.batch_size):
             rows = order[b0 : b0 + self.batch_size]
-            width = int(lengths[rows].max())
-            batch = {
-                n: np.zeros((len(rows), width), dtype=np.int64)
-                for n in ("input_ids", "attention_mask", "token_type_ids")
-            }
-            batch["input_ids"][:] = self._pad_id
-            for r, i in enumerate(rows):
-                batch["input_ids"][r, : lengths[i]] = ids[i]
-                batch["attention_mask"][r, : attend[i]] = 1
+            batch, keep = inputs.pad(rows.tolist())
             hidden = self._model(batch)
             if self.head is not None:
                 hidden = hidden @ self.head.T
             for r, i in enumerate(rows):
-                vecs = hidden[r, : lengths[i]]
-                if not keep_punctuation:
-                    vecs = vecs[~np.isin(np.asarray(ids[i]), self._skiplist)]
+                vecs = hidden[r][keep[r]]
                 norms = np.linalg.norm(vecs, axis=1, keepdims=True)
                 out[i] = (vecs / np.maximum(norms, 1e-12)).astype(np.float32)
         return TokenVectors.from_arrays([o for o in out if o is not None])

@@ -185,11 +185,15 @@ def load_model_config(path: Path, spec: ModelSpec | None = None) -> ModelConfig:
     )
 
 
-def weights_hash(path: Path) -> str:
-    """SHA-256 over the folder's weight and config files, identifying the exact weights."""
+def weights_hash(path: Path, extra: tuple[str, ...] = ()) -> str:
+    """SHA-256 over the folder's weight and config files, identifying the exact weights.
+
+    ``extra`` names further files of the folder to hash when present (e.g. a separate
+    ColBERT head); a folder without them hashes as before.
+    """
     digest = hashlib.sha256()
     found = False
-    for name in (*WEIGHT_FILES, "config.json", "tokenizer.json"):
+    for name in (*WEIGHT_FILES, "config.json", "tokenizer.json", *extra):
         file = path / name
         if not file.is_file():
             continue
