@@ -14,6 +14,8 @@ all-MiniLM-L6-v2, RRF k=60), top 50 per query. Each candidate list is reordered 
 * latency per query of the stateless ``ColbertReranker`` (encodes the 50 documents on every
   call) on the first ``--cold`` queries.
 
+``--dataset NAME`` runs another BEIR folder's test split (default SciFact).
+
 ``--model-dir DIR`` evaluates a trained ColBERT folder (``embedstack train colbert``)
 instead of zero-shot MiniLM: its head, ``[MASK]`` augmentation and lengths are the folder's,
 the comparison row turns augmentation off, and the report goes to
@@ -51,7 +53,9 @@ def first_stage(args: argparse.Namespace, dataset: Any) -> dict[str, list[tuple[
         index = Index.open(args.index, readonly=True)
     else:
         index = build_or_open_index(
-            dataset, args.work / "hybrid-index", create_options={"encoder": "all-MiniLM-L6-v2"}
+            dataset,
+            args.work / f"hybrid-index-{args.dataset}",
+            create_options={"encoder": "all-MiniLM-L6-v2"},
         )
     with index:
         qids = list(dataset.queries)
@@ -62,7 +66,13 @@ def first_stage(args: argparse.Namespace, dataset: Any) -> dict[str, list[tuple[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", type=Path, default=ROOT.parent / "shared" / "datasets")
-    parser.add_argument("--index", type=Path, default=Path("/tmp/embedstack-sparse-bench/scifact"))
+    parser.add_argument("--dataset", default="scifact", help="BEIR folder under --datasets")
+    parser.add_argument(
+        "--index",
+        type=Path,
+        default=None,
+        help="hybrid index (default /tmp/embedstack-sparse-bench/DATASET)",
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/embedstack-colbert-bench"))
     parser.add_argument("--depth", type=int, default=50)
     parser.add_argument("--cold", type=int, default=20, help="queries timed without a cache")
@@ -80,17 +90,20 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=None, help="report path (.json)")
     args = parser.parse_args()
+    if args.index is None:
+        args.index = Path("/tmp/embedstack-sparse-bench") / args.dataset
     results = ROOT / "benchmarks" / "results"
     if args.out is None:
         suffix = "" if args.model_dir is None else f"-{args.model_dir.resolve().name}"
-        args.out = results / f"colbert_rerank{suffix}.json"
+        name = "" if args.dataset == "scifact" else f"_{args.dataset}"
+        args.out = results / f"colbert_rerank{name}{suffix}.json"
     model = "all-MiniLM-L6-v2" if args.model_dir is None else str(args.model_dir)
 
     from embedstack.encoders.colbert import ColbertIndex, ColbertReranker, LateInteractionEncoder
     from embedstack.encoders.multivector import maxsim
     from embedstack.eval import evaluate, iter_corpus, latency_summary, load_beir
 
-    dataset = load_beir(args.datasets / "scifact", split="test")
+    dataset = load_beir(args.datasets / args.dataset, split="test")
     report: dict[str, Any] = {
         "command": shlex.join([sys.executable.split("/")[-1], *sys.argv]),
         "env": {
@@ -104,7 +117,8 @@ def main() -> None:
     texts = {d.id: d.full_text for d in iter_corpus(dataset)}
     wanted = sorted(texts)
     tag = "minilm" if args.model_dir is None else encoder.weights_hash[:16]
-    store = args.work / f"colbert-{tag}-{args.backend}"
+    corpus = "" if args.dataset == "scifact" else f"-{args.dataset}"  # SciFact: earlier stores
+    store = args.work / f"colbert{corpus}-{tag}-{args.backend}"
     stamp = store / "encode-seconds.json"
     try:
         index = ColbertIndex.load(store, encoder)
@@ -191,7 +205,7 @@ def main() -> None:
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    lines = ["| SciFact test (300 queries) | nDCG@10 |", "|---|---|"]
+    lines = [f"| {args.dataset} test ({report['queries']} queries) | nDCG@10 |", "|---|---|"]
     lines += [f"| {k} | {v:.4f} |" for k, v in report["ndcg@10"].items()]
     s, c = report["latency_stored_tokens"], report["latency_reranker_encoding_docs"]
     lines += [
