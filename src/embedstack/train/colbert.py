@@ -359,18 +359,7 @@ def train_colbert(
         (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", "utf-8")
     finally:
         torch.set_num_threads(previous_threads)
-    result = TrainResult(
-        out=out_dir,
-        steps=state.step,
-        pairs=state.pairs,
-        seconds=round(seconds, 2),
-        pairs_per_second=round(state.pairs / max(seconds, 1e-9), 2),
-        first_loss=state.first_loss,
-        last_loss=state.last_loss,
-        mining_seconds=round(mining_seconds, 2),
-        groups=len(groups),
-        dropped_negatives=mined.dropped,
-    )
+    result = state.result(out_dir, seconds, mining_seconds, len(groups), mined.dropped)
     write_args(out_dir, args, result)
     return result
 

@@ -404,6 +404,23 @@ class TrainingLog:
     def recent_loss(self) -> float:
         return float(np.mean(self.window)) if self.window else self.last_loss
 
+    def result(
+        self, out: Path, seconds: float, mining_seconds: float, groups: int, dropped: int
+    ) -> TrainResult:
+        """The :class:`TrainResult` of a finished run (``seconds``: its training time)."""
+        return TrainResult(
+            out=out,
+            steps=self.step,
+            pairs=self.pairs,
+            seconds=round(seconds, 2),
+            pairs_per_second=round(self.pairs / max(seconds, 1e-9), 2),
+            first_loss=self.first_loss,
+            last_loss=self.last_loss,
+            mining_seconds=round(mining_seconds, 2),
+            groups=groups,
+            dropped_negatives=dropped,
+        )
+
     def record(self, loss: float, pairs: int, epoch: int, lr: float) -> None:
         if not math.isfinite(loss):
             raise InvalidInput(f"training diverged at step {self.step + 1} (loss {loss}); "
