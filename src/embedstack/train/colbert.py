@@ -73,6 +73,7 @@ from embedstack.train.common import (
     adamw_with_warmup,
     base_folder,
     check_positive,
+    check_schedule,
     epoch_groups,
     prepare_out,
     quiet_transformers,
@@ -270,10 +271,7 @@ def train_colbert(
     check_positive(dim=dim, epochs=epochs, max_pairs=max_pairs,
                    negatives_per_query=negatives_per_query, batch_size=batch_size, lr=lr,
                    temperature=temperature, threads=threads, log_every=log_every)  # fmt: skip
-    if not 0.0 <= warmup < 1.0 or weight_decay < 0:
-        raise InvalidInput(
-            f"need 0 <= warmup < 1 and weight_decay >= 0, got {warmup}, {weight_decay}"
-        )
+    check_schedule(warmup, weight_decay)
     torch = require("torch", "torch", "training a ColBERT model")
     transformers = require("transformers", "torch", "training a ColBERT model")
     dataset = load_beir(dataset_dir, split=split)

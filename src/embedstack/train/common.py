@@ -35,6 +35,7 @@ __all__ = [
     "base_folder",
     "build_groups",
     "check_positive",
+    "check_schedule",
     "epoch_groups",
     "load_miner",
     "prepare_out",
@@ -263,6 +264,18 @@ def training_data(
     if not groups:
         raise InvalidInput("no training group could be built (no negatives mined)")
     return TrainingData(corpus, positives, queries, mined, groups)
+
+
+def check_schedule(warmup: float, weight_decay: float) -> None:
+    """Refuse a warm-up fraction outside ``[0, 1)`` or a negative weight decay.
+
+    Raises:
+        InvalidInput: either is out of range.
+    """
+    if not 0.0 <= warmup < 1.0 or weight_decay < 0:
+        raise InvalidInput(
+            f"need 0 <= warmup < 1 and weight_decay >= 0, got {warmup}, {weight_decay}"
+        )
 
 
 def adamw_with_warmup(

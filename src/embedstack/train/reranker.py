@@ -54,6 +54,7 @@ from embedstack.train.common import (
     base_folder,
     build_groups,
     check_positive,
+    check_schedule,
     epoch_groups,
     prepare_out,
     quiet_transformers,
@@ -241,10 +242,7 @@ def train_reranker(
            threads=threads, log_every=log_every, layers=layers)  # fmt: skip
     if type(random_negatives) is not int or random_negatives < 0:
         raise InvalidInput(f"random_negatives must be an int >= 0, got {random_negatives!r}")
-    if not 0.0 <= warmup < 1.0 or weight_decay < 0:
-        raise InvalidInput(
-            f"need 0 <= warmup < 1 and weight_decay >= 0, got {warmup}, {weight_decay}"
-        )
+    check_schedule(warmup, weight_decay)
     if max_length < 16:
         raise InvalidInput(f"max_length must be >= 16, got {max_length}")
     torch = require("torch", "torch", "training a reranker")
