@@ -45,6 +45,16 @@ def create(
         str | None,
         typer.Option(help="Also store SPLADE postings: a sparse model name or folder."),
     ] = None,
+    colbert: Annotated[
+        str | None,
+        typer.Option(
+            help="Also store ColBERT token vectors of every chunk (ColBERT rerank stages "
+            "then encode only the query): a ColBERT model name or folder.",
+        ),
+    ] = None,
+    colbert_precision: Annotated[
+        str, typer.Option(help="Stored precision of the ColBERT vectors: float32, float16, int8.")
+    ] = "float16",
 ) -> None:
     """Create an empty index in DIRECTORY."""
     from embedstack.index import BM25Params, ChunkingParams, Index
@@ -58,6 +68,8 @@ def create(
         chunking=ChunkingParams(max_tokens=chunk_tokens, overlap=chunk_overlap),
         ann=ann,  # type: ignore[arg-type]
         sparse=sparse,
+        colbert=colbert,
+        colbert_precision=colbert_precision,  # type: ignore[arg-type]
     )
     index.close()
     out.print(f"created {directory}")

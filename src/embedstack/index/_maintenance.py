@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from embedstack.errors import EmbedstackError, IndexCorrupt
-from embedstack.index import dense, manifest
+from embedstack.index import dense, late, manifest
 from embedstack.index import sparse as sparse_index
 from embedstack.index._types import IndexStats
 
@@ -28,7 +28,8 @@ def reconcile(index: Index) -> None:
 
     BM25 documents whose keys SQLite does not have (a batch that crashed before its SQLite
     commit, or deletes committed in SQLite but not yet tombstoned) are deleted from BM25;
-    dense and sparse files of unregistered segments and temporary files are removed.
+    dense, sparse and ColBERT files of unregistered segments and temporary files are
+    removed.
     """
     live = index._store.live_keys()
     stray = np.setdiff1d(index._lexical.keys(), live)
@@ -49,6 +50,8 @@ def reconcile(index: Index) -> None:
         manifest.fsync_dir(root)
     if index._sparse is not None:
         sparse_index.remove_unregistered(index.path / sparse_index.DIR, registered)
+    if index._colbert is not None:
+        late.remove_unregistered(index.path / late.DIR, registered, index._colbert.precision)
     index._state = index._load_state()
 
 
@@ -64,6 +67,8 @@ def stats(index: Index) -> IndexStats:
              "lexical": _dir_bytes(index.path / "lexical")}  # fmt: skip
     if index._sparse is not None:
         sizes["sparse"] = _dir_bytes(index.path / sparse_index.DIR)
+    if index._colbert is not None:
+        sizes["colbert"] = _dir_bytes(index.path / late.DIR)
     sizes["total"] = sum(sizes.values())
     masks = index.live_masks()
     enc = index.manifest["encoder"]
@@ -85,7 +90,8 @@ def check(index: Index) -> None:
     path = index.path
     meta = manifest.read_manifest(path)
     if (meta["encoder"] != index.manifest["encoder"] or meta["precision"] != index.precision
-            or meta.get("sparse") != index.manifest.get("sparse")):  # fmt: skip
+            or meta.get("sparse") != index.manifest.get("sparse")
+            or meta.get("colbert") != index.manifest.get("colbert")):  # fmt: skip
         raise IndexCorrupt(f"{path / manifest.FILE} changed under the open index")
     problems = index._store.integrity()
     if problems:
@@ -119,6 +125,10 @@ def check(index: Index) -> None:
             root = path / sparse_index.DIR
             sparse_index.validate(sparse_index.load_segment(root, seg, n, index._sparse.vocab),
                                   root)  # fmt: skip
+        if index._colbert is not None:
+            cache = index._colbert
+            late.validate(late.load_segment(cache.root, seg, n, cache.dim, cache.precision),
+                          cache.root)  # fmt: skip
     try:
         index._lexical.check()
         from embedstack.index.lexical import LexicalIndex
@@ -142,9 +152,9 @@ def compact(index: Index) -> None:
 
     Each dense segment with dead rows is rewritten under a new segment number with only its
     live rows (keeping its own int8 calibration, so nothing is re-quantized; its sparse
-    postings, if any, are rewritten alike, without re-encoding); the SQLite
-    transaction that repoints the chunks and swaps the registrations is the commit point,
-    after which the old files are deleted. Then BM25 merges its segments and SQLite is
+    postings and ColBERT token vectors, if any, are rewritten alike, without re-encoding);
+    the SQLite transaction that repoints the chunks and swaps the registrations is the commit
+    point, after which the old files are deleted. Then BM25 merges its segments and SQLite is
     vacuumed.
     """
     st = index._state
@@ -162,6 +172,7 @@ def compact(index: Index) -> None:
         rewrites.append((seg, mask, new_id))
     written: list[str] = []
     sparse_root = index.path / sparse_index.DIR
+    late_root = index.path / late.DIR
     new_ids = [new_id for _, _, new_id in rewrites]
     try:
         for seg, mask, new_id in rewrites:
@@ -169,6 +180,8 @@ def compact(index: Index) -> None:
             if index._sparse is not None:
                 old = index._sparse.get([seg])[0]
                 sparse_index.write_rows(sparse_root, old, mask, new_id)
+            if index._colbert is not None:
+                late.write_rows(late_root, index._colbert.get(seg.id, len(seg)), mask, new_id)
         with index._store.transaction():
             for seg, mask, new_id in rewrites:
                 rows = np.flatnonzero(mask)
@@ -184,6 +197,7 @@ def compact(index: Index) -> None:
         for name in written:
             (root / name).unlink(missing_ok=True)
         sparse_index.remove_segments(sparse_root, new_ids)
+        late.remove_segments(late_root, new_ids)
         raise
     for seg_id in [s.id for s, _, _ in rewrites] + dropped:
         for name in dense.segment_files(seg_id, index.precision):
@@ -192,6 +206,10 @@ def compact(index: Index) -> None:
     if index._sparse is not None:
         sparse_index.remove_segments(sparse_root, [s.id for s, _, _ in rewrites] + dropped)
         manifest.fsync_dir(sparse_root)
+    if index._colbert is not None:
+        late.remove_segments(late_root, [s.id for s, _, _ in rewrites] + dropped)
+        manifest.fsync_dir(late_root)
+        index._colbert.retain(set())  # unmap the deleted files: their space is freed now
     index._lexical.compact()
     index._store.vacuum()
 

@@ -99,7 +99,8 @@ class IndexStats:
         n_chunks: live chunks (dense vectors that can be returned).
         n_deleted: deleted or replaced documents whose data is still on disk; :meth:`compact`
             reclaims them.
-        bytes: bytes on disk by component: ``{"sqlite", "dense", "lexical", "total"}``.
+        bytes: bytes on disk by component: ``{"sqlite", "dense", "lexical", "total"}``, plus
+            ``"sparse"`` and ``"colbert"`` for indexes that store them.
         segments: dense segment files.
         model: the encoder's name; ``model_id`` the identity of its weights.
         model_id: see ``model``.

@@ -10,7 +10,7 @@ from embedstack import vectors
 from embedstack._typing import FloatArray
 from embedstack.encoders.splade import SparseVectors
 from embedstack.errors import DimensionMismatch
-from embedstack.index import dense
+from embedstack.index import dense, late, late_model
 from embedstack.index import sparse as sparse_index
 from embedstack.index._state import State
 from embedstack.index._validate import NewDoc
@@ -49,6 +49,10 @@ def write_batch(index: Index, batch: Sequence[NewDoc], replaced: list[int]) -> i
     postings = None
     if index._sparse is not None:
         postings = _sparse_embed(index, [c.embed for c in chunks])
+    tokens = None
+    if index._colbert is not None:
+        tokens = late.encode_chunks(late_model.encoder_of(index), [c.embed for c in chunks],
+                                    index._colbert.dim, index._colbert.precision)  # fmt: skip
     first, seg_id = index._store.reserve(len(batch))
     keys = np.arange(first, first + len(batch), dtype=np.int64)
     row_keys = keys[[c.doc for c in chunks]]
@@ -58,11 +62,14 @@ def write_batch(index: Index, batch: Sequence[NewDoc], replaced: list[int]) -> i
         segment = dense.write_segment(root, seg_id, emb, index.precision, row_keys)
         if postings is not None:
             sparse_index.write_segment(index.path / sparse_index.DIR, seg_id, postings)
+        if tokens is not None:
+            late.write_segment(index.path / late.DIR, seg_id, tokens)
         index._lexical.add(keys, [d.full_text for d in batch])
     except BaseException:
         for f in files:
             (root / f).unlink(missing_ok=True)
         sparse_index.remove_segments(index.path / sparse_index.DIR, [seg_id])
+        late.remove_segments(index.path / late.DIR, [seg_id])
         raise
     try:
         with index._store.transaction():
@@ -81,6 +88,7 @@ def write_batch(index: Index, batch: Sequence[NewDoc], replaced: list[int]) -> i
         for f in files:
             (root / f).unlink(missing_ok=True)
         sparse_index.remove_segments(index.path / sparse_index.DIR, [seg_id])
+        late.remove_segments(index.path / late.DIR, [seg_id])
         raise
     if replaced:
         index._lexical.delete(replaced)

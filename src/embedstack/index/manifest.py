@@ -11,6 +11,8 @@ Fields::
     ann: null | "hnsw"
     sparse: null | {name, model_id, vocab_size, options}   SPLADE postings (optional; an
             index written before sparse support has no such field and reads as null)
+    colbert: null | {name, model_id, dim, precision, options, doc_maxlen, markers,
+             mask_punctuation}   ColBERT token vectors (optional, absent reads as null)
 
 The manifest changes only at :meth:`Index.create` and when parameters change; it is
 replaced with write-to-temporary, fsync, rename, fsync of the directory, so a reader sees

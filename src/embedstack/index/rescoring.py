@@ -24,12 +24,18 @@ from embedstack.errors import InvalidInput
 if TYPE_CHECKING:
     from embedstack.index.core import Index
 
-__all__ = ["dense_scores"]
+__all__ = ["candidate_rows", "check_request", "dense_scores"]
 
 _BATCH = 500  # keys per IN (...) query
 
 
-def _check(query: object, doc_ids: object) -> list[str]:
+def check_request(query: object, doc_ids: object) -> list[str]:
+    """The ids of a rescoring request, after checking the query and every id.
+
+    Raises:
+        InvalidInput: a non-str or blank query, ``doc_ids`` a single string or not
+            iterable, or a non-str id.
+    """
     if not isinstance(query, str):
         raise InvalidInput(f"a query must be str, got {type(query).__name__}")
     if not query.strip():
@@ -46,15 +52,15 @@ def _check(query: object, doc_ids: object) -> list[str]:
     return [str(doc_id) for doc_id in ids]
 
 
-def dense_scores(index: Index, query: str, doc_ids: Sequence[str]) -> FloatArray:
-    """See :meth:`Index.dense_scores`."""
-    ids = _check(query, doc_ids)
-    out = np.full(len(ids), -np.inf, dtype=np.float32)
-    if not ids:
-        return out
-    q = np.asarray(index.encoder.encode_queries([query]), dtype=np.float32)
-    if q.shape[1] != index.dim:
-        q = vectors.truncate(q, index.dim)
+def candidate_rows(
+    index: Index, ids: Sequence[str]
+) -> tuple[dict[str, int], dict[int, list[tuple[int, int]]]]:
+    """The chunk rows of the live documents among ``ids``.
+
+    Returns:
+        ``{doc id: key}`` of the ids the index holds, and ``{segment: [(row, key)]}`` of
+        the chunks of the live ones (looked up in SQLite by ``doc_key``).
+    """
     keys = {doc_id: key for doc_id, (key, _) in index._store.existing(ids).items()}
     live = index._state.live
     wanted = sorted({key for key in keys.values() if _is_live(live, key)})
@@ -66,6 +72,19 @@ def dense_scores(index: Index, query: str, doc_ids: Sequence[str]) -> FloatArray
         query_sql = f"SELECT segment, row, doc_key FROM chunks WHERE doc_key IN ({marks})"
         for seg, row, key in conn.execute(query_sql, part):
             rows[int(seg)].append((int(row), int(key)))
+    return keys, rows
+
+
+def dense_scores(index: Index, query: str, doc_ids: Sequence[str]) -> FloatArray:
+    """See :meth:`Index.dense_scores`."""
+    ids = check_request(query, doc_ids)
+    out = np.full(len(ids), -np.inf, dtype=np.float32)
+    if not ids:
+        return out
+    q = np.asarray(index.encoder.encode_queries([query]), dtype=np.float32)
+    if q.shape[1] != index.dim:
+        q = vectors.truncate(q, index.dim)
+    keys, rows = candidate_rows(index, ids)
     best: dict[int, float] = {}
     segments = {seg.id: seg for seg in index._state.segments}
     for seg_id, pairs in rows.items():
@@ -82,9 +101,9 @@ def dense_scores(index: Index, query: str, doc_ids: Sequence[str]) -> FloatArray
             if score > best.get(key, -np.inf):
                 best[key] = float(score)
     for i, doc_id in enumerate(ids):
-        key = keys.get(doc_id)
-        if key is not None and key in best:
-            out[i] = best[key]
+        found = keys.get(doc_id)
+        if found is not None and found in best:
+            out[i] = best[found]
     return out
 
 

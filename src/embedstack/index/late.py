@@ -1,0 +1,343 @@
+"""ColBERT token vectors of an :class:`~embedstack.index.Index`, for late-interaction scoring.
+
+An index created with ``colbert="NAME_OR_DIR"`` (or any :class:`LateEncoder`, such as a
+:class:`~embedstack.encoders.colbert.LateInteractionEncoder`) stores, next to each dense
+segment, the ColBERT document token vectors of the same chunks (the text the dense side
+embeds, title included, passed to ``encode_documents``), so that
+:meth:`Index.colbert_scores` scores candidates by MaxSim with only the query encoded. Files
+under ``colbert/`` (all ``allow_pickle=False``, memory-mapped when read)::
+
+    seg-000001.vectors.npy   (n_tokens, dim) float32 | float16 | int8   the rows' tokens
+    seg-000001.offsets.npy   (rows + 1,) int64    row i owns tokens [offsets[i], offsets[i+1])
+    seg-000001.scales.npy    (n_tokens,) float32  int8 only: token ≈ code × scale
+
+Segment ``N`` here has exactly the rows of dense segment ``N`` (same chunks, same order),
+so everything the dense side knows applies unchanged: a row is live when a ``chunks`` row
+in SQLite points at it, and deletes need nothing here. The files follow the dense commit
+protocol: written and fsynced before the SQLite commit that registers segment ``N``,
+removed when that commit fails, and removed by the next writer when SQLite does not
+register ``N``. Compaction rewrites the live rows under the new segment number without
+re-encoding or re-quantising them.
+
+Precision (``colbert_precision``): ``"float16"`` (default) halves the bytes of float32 and
+gives the same SciFact nDCG@10 in a top-50 rerank; ``"int8"`` (symmetric per-token scale,
+as :meth:`~embedstack.encoders.multivector.TokenVectors.astype`) quarters them
+(``benchmarks/results/colbert_rerank*.md``). ColBERTv2 (Santhanam et al. 2022) compresses
+further with centroids and residuals; plain per-token storage keeps scoring exact at
+float32 and needs no training.
+
+Scoring is MaxSim (Khattab & Zaharia 2020, ``S(q, d) = Σ_i max_j q_i · d_j``) of the query's
+token vectors against each candidate chunk, and a document scores the maximum over its live
+chunks (as dense search does). Only the candidates' rows are read: their token ranges are
+gathered from the memory-mapped files, so the cost is one query encoding plus
+``O(candidate tokens)``, independent of the corpus size.
+
+The encoder side (``colbert=`` arguments, the manifest record, loading the recorded model)
+is :mod:`embedstack.index.late_model`'s.
+
+A chunk is encoded with the encoder's ``doc_maxlen``: a chunk window longer than that (the
+dense window is set by the dense encoder) is scored on its first ``doc_maxlen`` tokens.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from embedstack._typing import FloatArray
+from embedstack.encoders.multivector import TokenVectors, maxsim
+from embedstack.errors import DimensionMismatch, IndexCorrupt
+from embedstack.index.dense import segment_name
+from embedstack.index.late_model import LateEncoder, encoder_of, no_store
+from embedstack.index.manifest import fsync_dir
+from embedstack.index.rescoring import candidate_rows, check_request
+
+if TYPE_CHECKING:
+    from embedstack.index.core import Index
+
+__all__ = [
+    "DIR",
+    "LateSegment",
+    "SegmentCache",
+    "cache_for",
+    "colbert_scores",
+    "encode_chunks",
+    "load_segment",
+    "remove_segments",
+    "remove_unregistered",
+    "segment_files",
+    "validate",
+    "write_rows",
+    "write_segment",
+]
+
+DIR = "colbert"
+_PARTS = ("vectors", "offsets", "scales")
+_DTYPES = {"float32": np.float32, "float16": np.float16, "int8": np.int8}
+_ENCODE_BATCH = 256  # chunks per encode_documents call (bounds the float32 peak)
+_CHECK_BLOCK = 1 << 16  # tokens per finiteness check in validate()
+
+
+# --- segments --------------------------------------------------------------------------------
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(s, s + n)`` of every (start, length), as one int64 array."""
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    shift = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return np.arange(total, dtype=np.int64) + shift
+
+
+@dataclass
+class LateSegment:
+    """The token vectors of one segment (memory-mapped when loaded).
+
+    Attributes:
+        id: segment number (shared with the dense segment).
+        n_rows: chunk rows in the segment.
+        vectors: ``(n_tokens, dim)`` float32 | float16 | int8 codes.
+        offsets: ``(n_rows + 1,)`` int64; row ``i`` owns tokens
+            ``offsets[i]:offsets[i + 1]``.
+        scales: ``(n_tokens,)`` float32 per-token scales for int8, else None.
+    """
+
+    id: int
+    n_rows: int
+    vectors: np.ndarray
+    offsets: np.ndarray
+    scales: np.ndarray | None
+
+    def gather(self, rows: np.ndarray) -> TokenVectors:
+        """The token vectors of ``rows`` (any order), reading only their token ranges."""
+        r = np.asarray(rows, dtype=np.int64)
+        starts = np.asarray(self.offsets[r], dtype=np.int64)
+        lengths = np.asarray(self.offsets[r + 1], dtype=np.int64) - starts
+        idx = _ranges(starts, lengths)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        scales = None if self.scales is None else np.asarray(self.scales[idx], dtype=np.float32)
+        return TokenVectors(np.asarray(self.vectors[idx]), offsets, scales)
+
+
+def segment_files(segment: int, precision: str) -> list[str]:
+    """File names of ColBERT segment ``segment`` stored at ``precision``."""
+    parts = _PARTS if precision == "int8" else _PARTS[:2]
+    return [f"{segment_name(segment)}.{part}.npy" for part in parts]
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(".tmp-" + path.name)
+    with open(tmp, "wb") as f:
+        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_segment(root: Path, segment: int, tokens: TokenVectors) -> list[str]:
+    """Write one batch's token vectors (text ``i`` = chunk row ``i``, already at the stored
+    precision) durably; returns the file names.
+
+    The files are not registered anywhere: the SQLite commit of the batch registers them.
+    """
+    root.mkdir(exist_ok=True)
+    names = segment_files(segment, tokens.precision)
+    arrays = [tokens.vectors, tokens.offsets.astype(np.int64)]
+    if tokens.scales is not None:
+        arrays.append(tokens.scales.astype(np.float32))
+    for name, arr in zip(names, arrays, strict=True):
+        _save(root / name, arr)
+    fsync_dir(root)
+    return names
+
+
+def write_rows(root: Path, seg: LateSegment, mask: np.ndarray, new_id: int) -> list[str]:
+    """Compaction: write the rows selected by ``mask`` as segment ``new_id``, renumbered
+    like the dense rows (the k-th kept row becomes row k), with the same stored codes."""
+    return write_segment(root, new_id, seg.gather(np.flatnonzero(mask)))
+
+
+def _load(path: Path) -> np.ndarray:
+    try:
+        arr: np.ndarray = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise IndexCorrupt(f"cannot read {path}: {exc}") from exc
+    return arr
+
+
+def load_segment(root: Path, segment: int, n_rows: int, dim: int, precision: str) -> LateSegment:
+    """Memory-map a registered segment, checking shapes, dtypes and the offsets' ends.
+
+    Raises:
+        IndexCorrupt: a file is missing, unreadable, or of the wrong shape or dtype.
+    """
+    names = segment_files(segment, precision)
+    vectors, offsets = _load(root / names[0]), _load(root / names[1])
+    want = np.dtype(_DTYPES[precision])
+    if vectors.ndim != 2 or vectors.shape[1] != dim or vectors.dtype != want:
+        raise IndexCorrupt(
+            f"{root / names[0]} holds {vectors.dtype}{vectors.shape}, expected {want}(n, {dim})"
+        )
+    if offsets.shape != (n_rows + 1,) or offsets.dtype != np.int64:
+        raise IndexCorrupt(
+            f"{root / names[1]} holds {offsets.dtype}{offsets.shape}, expected int64"
+            f"({n_rows + 1},): one offset per row of dense segment {segment}, plus one"
+        )
+    if int(offsets[0]) != 0 or int(offsets[-1]) != len(vectors):
+        raise IndexCorrupt(f"{root / names[1]}: offsets must run from 0 to {len(vectors)}")
+    scales = None
+    if precision == "int8":
+        scales = _load(root / names[2])
+        if scales.shape != (len(vectors),) or scales.dtype != np.float32:
+            raise IndexCorrupt(
+                f"{root / names[2]} holds {scales.dtype}{scales.shape}, expected "
+                f"float32({len(vectors)},)"
+            )
+    return LateSegment(segment, n_rows, vectors, offsets, scales)
+
+
+def validate(seg: LateSegment, where: Path) -> None:
+    """Full check (``Index.check``): offsets never decrease, values finite, int8 scales > 0
+    (shapes, dtypes and row counts are checked by :func:`load_segment`)."""
+    offsets = np.asarray(seg.offsets)
+    ok = bool(np.all(np.diff(offsets) >= 0))
+    for start in range(0, len(seg.vectors), _CHECK_BLOCK):
+        if not ok:
+            break
+        block = slice(start, start + _CHECK_BLOCK)
+        if seg.scales is None:
+            ok = bool(np.isfinite(np.asarray(seg.vectors[block])).all())
+        else:
+            s = np.asarray(seg.scales[block])
+            ok = bool((np.isfinite(s) & (s > 0)).all())
+    if not ok:
+        raise IndexCorrupt(f"{where}: colbert segment {seg.id} has invalid offsets or values")
+
+
+class SegmentCache:
+    """Loaded ColBERT segments by number; numbers are never reused, so entries stay valid.
+
+    Attributes:
+        root: the ``colbert/`` folder.
+        dim: token vector dimension.
+        precision: stored precision.
+    """
+
+    def __init__(self, root: Path, dim: int, precision: str) -> None:
+        self.root = root
+        self.dim = dim
+        self.precision = precision
+        self._loaded: dict[int, LateSegment] = {}
+
+    def get(self, segment: int, n_rows: int) -> LateSegment:
+        """The segment matching dense segment ``segment`` of ``n_rows`` rows."""
+        hit = self._loaded.get(segment)
+        if hit is None:
+            hit = load_segment(self.root, segment, n_rows, self.dim, self.precision)
+            self._loaded[segment] = hit
+        return hit
+
+    def retain(self, segments: set[int]) -> None:
+        """Forget segments that are no longer registered (compacted away)."""
+        self._loaded = {k: v for k, v in self._loaded.items() if k in segments}
+
+
+def cache_for(path: Path, meta: dict[str, Any]) -> SegmentCache | None:
+    """The segment cache of an index whose manifest is ``meta`` (None: no ColBERT store)."""
+    record = meta.get("colbert")
+    if not record:
+        return None
+    return SegmentCache(path / DIR, int(record["dim"]), str(record["precision"]))
+
+
+def remove_segments(root: Path, segments: Sequence[int]) -> None:
+    """Delete the files of ``segments``, whatever their precision (missing files are fine)."""
+    for seg in segments:
+        for name in segment_files(seg, "int8"):
+            (root / name).unlink(missing_ok=True)
+
+
+def remove_unregistered(root: Path, registered: set[int], precision: str) -> bool:
+    """Recovery: delete files of segments SQLite does not register, and temporaries."""
+    if not root.is_dir():
+        return False
+    keep = {name for seg in registered for name in segment_files(seg, precision)}
+    removed = False
+    for entry in root.iterdir():
+        if entry.name not in keep:
+            entry.unlink(missing_ok=True)
+            removed = True
+    if removed:
+        fsync_dir(root)
+    return removed
+
+
+# --- writing and scoring ---------------------------------------------------------------------
+
+
+def encode_chunks(
+    encoder: LateEncoder, texts: Sequence[str], dim: int, precision: str
+) -> TokenVectors:
+    """Document token vectors of ``texts`` (one text per chunk row) at ``precision``.
+
+    Raises:
+        DimensionMismatch: the encoder returned another number of texts or dimension.
+    """
+    parts = []
+    for start in range(0, len(texts), _ENCODE_BATCH):
+        part = list(texts[start : start + _ENCODE_BATCH])
+        tokens = encoder.encode_documents(part)
+        if not isinstance(tokens, TokenVectors) or len(tokens) != len(part) or tokens.dim != dim:
+            got = (len(tokens), tokens.dim) if isinstance(tokens, TokenVectors) else tokens
+            raise DimensionMismatch(
+                f"the ColBERT encoder returned {got!r}, expected TokenVectors of {len(part)} "
+                f"texts, {dim}-d"
+            )
+        parts.append(tokens.astype(precision))
+    return TokenVectors.concat(parts)
+
+
+def colbert_scores(index: Index, query: str, doc_ids: Sequence[str]) -> FloatArray:
+    """See :meth:`Index.colbert_scores`."""
+    ids = check_request(query, doc_ids)
+    cache = index._colbert
+    if cache is None:
+        raise no_store(index.path)
+    out = np.full(len(ids), -np.inf, dtype=np.float32)
+    if not ids:
+        return out
+    keys, rows = candidate_rows(index, ids)
+    sizes = {seg.id: len(seg) for seg in index._state.segments}
+    parts: list[TokenVectors] = []
+    owners: list[int] = []
+    for seg_id in sorted(rows):
+        if seg_id not in sizes:  # committed after this reader's snapshot: not visible yet
+            continue
+        pairs = sorted(rows[seg_id])  # ascending rows: sequential reads of the mapped file
+        r = np.fromiter((row for row, _ in pairs), dtype=np.int64, count=len(pairs))
+        parts.append(cache.get(seg_id, sizes[seg_id]).gather(r))
+        owners += [key for _, key in pairs]
+    cache.retain(set(sizes))
+    if not parts:
+        return out
+    q = encoder_of(index).encode_queries([query])
+    if q.dim != cache.dim:
+        raise DimensionMismatch(
+            f"the ColBERT encoder returned {q.dim}-d query tokens, not {cache.dim}"
+        )
+    chunk_scores = maxsim(q.doc(0), TokenVectors.concat(parts))
+    best: dict[int, float] = {}
+    for key, score in zip(owners, chunk_scores.tolist(), strict=True):
+        if score > best.get(key, -np.inf):
+            best[key] = float(score)
+    for i, doc_id in enumerate(ids):
+        found = keys.get(doc_id)
+        if found is not None and found in best:
+            out[i] = best[found]
+    return out

@@ -1,0 +1,216 @@
+"""The ColBERT encoder of an :class:`~embedstack.index.Index`: checking ``Index.create``'s
+``colbert=`` arguments, the manifest's ``colbert`` record, and loading (and checking) the
+recorded model when an index is opened or first scores. The stored token vectors are
+:mod:`embedstack.index.late`'s.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from embedstack.encoders.multivector import TOKEN_PRECISIONS, TokenVectors
+from embedstack.errors import InvalidInput, ModelMismatch
+
+if TYPE_CHECKING:
+    from embedstack.index.core import Index
+
+__all__ = [
+    "DEFAULT_PRECISION",
+    "DOC_SETTINGS",
+    "LateEncoder",
+    "check_encoder",
+    "encoder_of",
+    "manifest_entry",
+    "no_store",
+    "open_encoder",
+    "prepare",
+    "resolve_encoder",
+]
+
+DEFAULT_PRECISION = "float16"
+DOC_SETTINGS = ("doc_maxlen", "markers", "mask_punctuation")  # shape the stored vectors
+_OBJECT_OPTIONS = ("query_maxlen", "query_augmentation", *DOC_SETTINGS)
+
+
+@runtime_checkable
+class LateEncoder(Protocol):
+    """What an index needs from a ColBERT encoder (a
+    :class:`~embedstack.encoders.colbert.LateInteractionEncoder` is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    def encode_queries(self, texts: Sequence[str]) -> TokenVectors: ...
+
+    def encode_documents(self, texts: Sequence[str]) -> TokenVectors: ...
+
+
+def _option_names() -> set[str]:
+    from embedstack.encoders.colbert import LateInteractionEncoder
+
+    params = inspect.signature(LateInteractionEncoder.__init__).parameters
+    return {name for name in params if name not in ("self", "name_or_path")}
+
+
+def resolve_encoder(colbert: object, options: dict[str, Any] | None) -> LateEncoder:
+    """A ColBERT encoder from a registry name / folder (built with ``options``) or as given.
+
+    Raises:
+        InvalidInput: not a name, folder or ColBERT encoder; options that
+            :class:`~embedstack.encoders.colbert.LateInteractionEncoder` does not take, or
+            options with an encoder object.
+    """
+    if isinstance(colbert, str | os.PathLike):
+        if not os.fspath(colbert).strip():
+            raise InvalidInput("colbert must name a ColBERT model or folder, got ''")
+        from embedstack.encoders.colbert import LateInteractionEncoder
+
+        unknown = sorted(set(options or {}) - _option_names())
+        if unknown:
+            raise InvalidInput(
+                f"colbert_options: unknown option(s) {unknown}; LateInteractionEncoder takes "
+                f"{sorted(_option_names())}"
+            )
+        return LateInteractionEncoder(os.fspath(colbert), **(options or {}))
+    if isinstance(colbert, LateEncoder):
+        if options:
+            raise InvalidInput(
+                "colbert_options apply only when colbert is a model name or folder; give the "
+                "options to the LateInteractionEncoder instead"
+            )
+        return colbert
+    raise InvalidInput(
+        "colbert must be a model name, a folder or a LateInteractionEncoder, got "
+        f"{type(colbert).__name__}"
+    )
+
+
+def _doc_settings(encoder: LateEncoder) -> dict[str, Any]:
+    return {key: getattr(encoder, key, None) for key in DOC_SETTINGS}
+
+
+def prepare(
+    colbert: object, options: dict[str, Any] | None, precision: object
+) -> tuple[LateEncoder | None, dict[str, Any] | None]:
+    """Check ``Index.create``'s ColBERT arguments; the encoder and manifest record, or
+    ``(None, None)`` without ``colbert``.
+
+    Raises:
+        InvalidInput: an unknown precision, options or precision without ``colbert``,
+            options that are not a JSON-serialisable dict, or a bad ``colbert``.
+    """
+    if not isinstance(precision, str) or precision not in TOKEN_PRECISIONS:
+        raise InvalidInput(
+            f"unknown colbert_precision {precision!r}; choose one of {TOKEN_PRECISIONS}"
+        )
+    if colbert is None:
+        if options is not None:
+            raise InvalidInput("colbert_options given without colbert=: name the ColBERT model")
+        if precision != DEFAULT_PRECISION:
+            raise InvalidInput(
+                "colbert_precision given without colbert=: name the ColBERT model whose token "
+                "vectors to store"
+            )
+        return None, None
+    if options is not None:
+        if not isinstance(options, dict):
+            raise InvalidInput(f"colbert_options must be a dict, got {type(options).__name__}")
+        try:
+            json.dumps(options)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"colbert_options must be JSON-serialisable: {exc}") from exc
+    encoder = resolve_encoder(colbert, options)
+    if not options and not isinstance(colbert, str | os.PathLike):
+        # an encoder object: record its settings, so that opening by name rebuilds it
+        options = {key: getattr(encoder, key) for key in _OBJECT_OPTIONS if hasattr(encoder, key)}
+        backend = getattr(encoder, "backend_name", None)
+        if isinstance(backend, str):
+            options["backend"] = backend
+    return encoder, manifest_entry(encoder, options, precision)
+
+
+def manifest_entry(
+    encoder: LateEncoder, options: dict[str, Any] | None, precision: str
+) -> dict[str, Any]:
+    """The manifest's ``colbert`` record: the model, its options, the stored precision and
+    the document-side settings that shape the stored vectors."""
+    return {
+        "name": encoder.name,
+        "model_id": encoder.model_id,
+        "dim": int(encoder.dim),
+        "precision": precision,
+        "options": dict(options or {}),
+        **_doc_settings(encoder),
+    }
+
+
+def check_encoder(encoder: LateEncoder, record: dict[str, Any], path: Path) -> None:
+    """Raise :class:`ModelMismatch` unless ``encoder`` produced the stored token vectors."""
+    if encoder.model_id != record["model_id"] or int(encoder.dim) != int(record["dim"]):
+        raise ModelMismatch(
+            f"{path} holds {record['dim']}-d ColBERT vectors from {record['model_id']}, not "
+            f"{encoder.model_id} ({encoder.dim}-d): open it with the same ColBERT model, or "
+            "without colbert= to load the recorded one"
+        )
+    want = {key: record.get(key) for key in DOC_SETTINGS}
+    if _doc_settings(encoder) != want:
+        raise ModelMismatch(
+            f"{path} holds ColBERT vectors encoded with {want}; the encoder uses "
+            f"{_doc_settings(encoder)}: open it with the recorded document settings"
+        )
+
+
+def open_encoder(colbert: object, meta: dict[str, Any], path: Path) -> LateEncoder | None:
+    """``Index.open``'s ``colbert`` argument, checked against the manifest (None: load the
+    recorded model when first needed).
+
+    Raises:
+        InvalidInput: ``colbert`` given for an index that stores no ColBERT vectors.
+        ModelMismatch: another model or other document settings than the recorded ones.
+    """
+    if colbert is None:
+        return None
+    record = meta.get("colbert")
+    if not record:
+        raise InvalidInput(f"{path} stores no ColBERT vectors: open it without colbert=")
+    named = isinstance(colbert, str | os.PathLike)
+    encoder = resolve_encoder(colbert, record.get("options") if named else None)
+    check_encoder(encoder, record, path)
+    return encoder
+
+
+def no_store(path: Path) -> InvalidInput:
+    return InvalidInput(
+        f"{path} stores no ColBERT vectors: create the index with "
+        "Index.create(..., colbert='NAME_OR_DIR') (CLI: index create --colbert) to score "
+        "with stored token vectors"
+    )
+
+
+def encoder_of(index: Index) -> LateEncoder:
+    """The index's ColBERT encoder, loaded from the manifest on first use.
+
+    Raises:
+        InvalidInput: the index stores no ColBERT vectors.
+        ModelMismatch: the recorded model's weights changed.
+    """
+    record = index.manifest.get("colbert")
+    if not record:
+        raise no_store(index.path)
+    if index._colbert_encoder is None:
+        encoder = resolve_encoder(record["name"], record.get("options"))
+        check_encoder(encoder, record, index.path)
+        index._colbert_encoder = encoder
+    found: LateEncoder = index._colbert_encoder
+    return found
