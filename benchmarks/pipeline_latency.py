@@ -2,17 +2,19 @@
 
 On one BEIR dataset (SciFact by default), every query of the split is run one at a time
 through each preset pipeline (``bm25``, ``dense``, ``hybrid``, ``hybrid-rerank``,
-``three-stage``) on a single index, with ONNX Runtime, numpy and the cross-encoder limited to
-``--threads`` (2) threads. Latency is wall-clock per query, measured around
-``Pipeline.trace``; per-stage latency comes from its timings. The first ``--warmup`` queries
-are run once before measuring. Quality is nDCG@10 / recall@100 over each pipeline's results
-(up to 100 per query).
+``three-stage``, ``hybrid-colbert``) on a single index, with ONNX Runtime, numpy and the
+cross-encoder limited to ``--threads`` (2) threads. Latency is wall-clock per query, measured
+around ``Pipeline.trace``; per-stage latency comes from its timings. The first ``--warmup``
+queries are run once before measuring. Quality is nDCG@10 / recall@100 over each pipeline's
+results (up to 100 per query).
 
 The index (default model all-MiniLM-L6-v2, float32, exact search) is built in ``--index``
 (default ``/tmp/idx-scifact-pipeline``) on the first run and reused afterwards. The rerank
 presets need ``--reranker DIR_OR_NAME`` (default ``/tmp/reranker-scifact``); when it is
-absent they are skipped with a note. Prints a Markdown table and, with ``--json``, writes the
-full report.
+absent they are skipped with a note. Pipelines with a ``colbert`` stage need ``--colbert
+DIR_OR_NAME``: the index (give it its own ``--index`` folder) is then built with that model's
+token vectors, which the stage scores, encoding only the query. Prints a Markdown table
+and, with ``--json``, writes the full report.
 
 Example:
     .venv/bin/python benchmarks/pipeline_latency.py --datasets ../shared/datasets \\
@@ -40,14 +42,19 @@ def _limit_threads(n: int) -> None:
         os.environ[var] = str(n)
 
 
-def _open_index(dataset: Any, directory: Path, model: str, threads: int) -> Any:
+def _open_index(
+    dataset: Any, directory: Path, model: str, threads: int, colbert: str | None = None
+) -> Any:
     from embedstack import Encoder
     from embedstack.eval.index_runner import build_or_open_index
     from embedstack.index import Index
 
     encoder = Encoder(model, threads=threads, show_progress=False)
+    options: dict[str, Any] = {"encoder": encoder}
+    if colbert is not None:
+        options |= {"colbert": colbert, "colbert_options": {"backend": "onnx", "threads": threads}}
     started = time.perf_counter()
-    index = build_or_open_index(dataset, directory, create_options={"encoder": encoder})
+    index = build_or_open_index(dataset, directory, create_options=options)
     built = time.perf_counter() - started
     index.close()
     print(f"index {directory}: ready in {built:.1f}s", file=sys.stderr)
@@ -113,7 +120,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--index", type=Path, default=Path("/tmp/idx-scifact-pipeline"))
     parser.add_argument("--model", default="all-MiniLM-L6-v2")
     parser.add_argument("--reranker", default="/tmp/reranker-scifact")
-    parser.add_argument("--presets", default="bm25,dense,hybrid,hybrid-rerank,three-stage")
+    parser.add_argument(
+        "--presets", default="bm25,dense,hybrid,hybrid-rerank,three-stage,hybrid-colbert"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--depth", type=int, default=100, help="results kept per query")
@@ -128,6 +137,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ort-spinning", choices=("on", "off"), default="off",
                         help="ONNX Runtime thread spinning (off: what `embedstack search "
                         "--pipeline` uses)")  # fmt: skip
+    parser.add_argument("--colbert", default=None, metavar="DIR_OR_NAME",
+                        help="build --index with this ColBERT model's token vectors; pipelines "
+                        "with a colbert stage are skipped without it")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     _limit_threads(args.threads)
@@ -135,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from embedstack.eval import load_beir
     from embedstack.pipeline import Pipeline, get_preset
+    from embedstack.pipeline.presets import PRESETS
 
     dataset = load_beir(args.datasets / args.dataset, split=args.split)
     names = [n.strip() for n in args.presets.split(",") if n.strip()]
@@ -163,7 +176,10 @@ def main(argv: list[str] | None = None) -> None:
             if args.rerank_int8:
                 options["quantize"] = "int8"
             reranker = load_reranker(args.reranker, **options)
-    index = _open_index(dataset, args.index, args.model, args.threads)
+    for name in names:
+        if "colbert(" in extras.get(name, PRESETS.get(name, "")) and args.colbert is None:
+            skipped[name] = "needs an index with ColBERT vectors (pass --colbert DIR_OR_NAME)"
+    index = _open_index(dataset, args.index, args.model, args.threads, args.colbert)
     results: dict[str, dict[str, Any]] = {}
     try:
         for name in names:
@@ -188,6 +204,7 @@ def main(argv: list[str] | None = None) -> None:
         "rerank_max_length": args.rerank_max_length,
         "rerank_int8": args.rerank_int8,
         "ort_spinning": args.ort_spinning,
+        "colbert": args.colbert,
         "limit": args.limit,
         "rerank_limit": args.rerank_limit,
         "threads": args.threads,

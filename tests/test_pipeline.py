@@ -12,6 +12,7 @@ from embedstack.errors import InvalidInput
 from embedstack.pipeline import (
     PRESETS,
     Bm25,
+    Colbert,
     Dense,
     DenseRescore,
     Pipeline,
@@ -159,12 +160,15 @@ def test_direct_construction_raises_invalid_input() -> None:
 
 
 def test_presets() -> None:
-    assert list(list_presets()) == ["bm25", "dense", "hybrid", "hybrid-rerank", "three-stage"]
+    assert list(list_presets()) == [
+        "bm25", "dense", "hybrid", "hybrid-rerank", "three-stage", "hybrid-colbert"
+    ]  # fmt: skip
     assert get_preset("bm25") == PipelineConfig(generators=[Bm25(top=100)], k=10)
     assert get_preset("dense") == PipelineConfig(generators=[Dense(top=100)], k=10)
     hybrid = PipelineConfig(generators=[Bm25(top=100), Dense(top=100)], fusion=Rrf(k=60), k=10)
     assert get_preset("hybrid") == hybrid
     assert get_preset("hybrid-rerank") == hybrid.model_copy(update={"stages": (Rerank(top=50),)})
+    assert get_preset("hybrid-colbert") == hybrid.model_copy(update={"stages": (Colbert(top=50),)})
     three = get_preset("three-stage")
     assert three.generators == (Bm25(top=100),) and three.fusion is None
     assert three.stages == (DenseRescore(top=100), Rerank(top=20))
@@ -209,9 +213,10 @@ def test_rerank_preset_without_reranker_says_how_to_get_one(name: str) -> None:
     assert Pipeline(name, reranker=Reverse()).models == {"rerank": "reverse"}
 
 
-def test_colbert_stage_needs_a_model() -> None:
-    with pytest.raises(InvalidInput, match=r"stages\.0 \(colbert\).*colbert=NAME_OR_DIR"):
-        Pipeline("bm25 -> colbert(top=10) -> top 5")
+def test_colbert_stage_without_a_model_reads_the_index() -> None:
+    # No model: the stage scores the index's stored token vectors (checked when it runs,
+    # tests/test_pipeline_run.py), so building the pipeline needs no model.
+    assert Pipeline("bm25 -> colbert(top=10) -> top 5").models == {"colbert": "colbert:index"}
 
 
 def test_reranker_object_must_score() -> None:

@@ -172,3 +172,25 @@ def test_eval_rerank_pipeline(
     assert list(report["stage_latency"]) == ["bm25", "dense_rescore", "rerank", "total"]
     assert report["config"]["models"] == {"rerank": "reverse"}
     assert report["n_queries"] == 3
+
+
+def test_eval_colbert_pipeline_on_stored_vectors(
+    tmp_path: Path, hash_model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from test_splade_helpers import build_tiny_bert
+
+    data = _beir(tmp_path)
+    folder = build_tiny_bert(tmp_path / "colbert", linear_dim=12)
+    common = ["eval", str(data), "--model", hash_model, "--pipeline", "hybrid-colbert"]
+    assert run([*common, "--index", str(tmp_path / "plain")]) == 2
+    assert "stores no ColBERT vectors" in capsys.readouterr().err
+    assert run(["eval", str(data), "--model", hash_model, "--colbert", str(folder)]) == 2
+    assert "--colbert needs --pipeline" in capsys.readouterr().err
+    out = tmp_path / "c.json"
+    ix = tmp_path / "cix"
+    assert run([*common, "--colbert", str(folder), "--index", str(ix), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert sorted(report["stage_latency"]) == ["bm25", "colbert", "dense", "rrf", "total"]
+    assert report["config"]["models"] == {"colbert": "colbert:index"}
+    assert report["config"]["colbert"] == Index.open(ix, readonly=True).colbert_model
+    assert report["config"]["colbert"].startswith(str(folder) + "@")

@@ -337,3 +337,77 @@ def test_rerank_fused_with_the_arrival_order_by_rrf(idx: Index) -> None:
         assert hit.scores["rerank"] == model[hit.doc_id]
     with pytest.raises(InvalidInput, match="fuse"):
         parse_pipeline("bm25(top=20) -> rerank(top=8, fuse=max) -> top 5")
+
+
+# --- ColBERT stages on stored token vectors --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_colbert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from test_splade_helpers import build_tiny_bert
+
+    return build_tiny_bert(tmp_path_factory.mktemp("colbert") / "m", linear_dim=12)
+
+
+@pytest.fixture()
+def colbert_idx(tmp_path: Path, hash_model: str, tiny_colbert: Path) -> Iterator[Index]:
+    index = Index.create(tmp_path / "cidx", encoder=hash_model, chunking=SMALL_CHUNKS,
+                         colbert=str(tiny_colbert), colbert_precision="float32")  # fmt: skip
+    index.add(corpus(30))
+    yield index
+    index.close()
+
+
+def test_colbert_stage_without_a_model_needs_stored_vectors(idx: Index) -> None:
+    p = Pipeline("bm25 -> colbert(top=10) -> top 5")
+    assert p.uses_stored_vectors(idx) == []
+    with pytest.raises(InvalidInput, match=r"stages\.0 \(colbert\).*stores no ColBERT vectors"):
+        p.run(idx, QUERIES[0])
+
+
+def test_colbert_stage_scores_stored_vectors_without_encoding_documents(
+    colbert_idx: Index, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from embedstack.encoders.colbert import LateInteractionEncoder
+
+    p = Pipeline("bm25(top=20) -> colbert(top=12) -> top 12")
+    assert p.uses_stored_vectors(colbert_idx) == ["colbert"]
+    first = {q: _ids(colbert_idx.search(q, mode="bm25", k=20)) for q in QUERIES}
+
+    def no_documents(self: object, texts: Sequence[str]) -> object:
+        raise AssertionError("a stored-vector stage encoded documents at query time")
+
+    monkeypatch.setattr(LateInteractionEncoder, "encode_documents", no_documents)
+    for q in QUERIES:
+        hits = p.run(colbert_idx, q)
+        head = first[q][:12]
+        assert sorted(_ids(hits)) == sorted(head)  # the stage reorders bm25's top 12
+        expected = colbert_idx.colbert_scores(q, head)
+        got = np.array([h.scores["colbert"] for h in hits])
+        np.testing.assert_allclose(got, expected[[head.index(h.doc_id) for h in hits]])
+        assert np.all(np.diff(got) <= 0) and len(set(got.round(6))) > 1
+
+
+def test_colbert_stage_with_the_index_model_reads_stored_vectors(
+    colbert_idx: Index, tiny_colbert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from embedstack.encoders.colbert import LateInteractionEncoder
+    from test_splade_helpers import build_tiny_bert
+
+    spec = "bm25(top=20) -> colbert(top=12) -> top 12"
+    same = Pipeline(spec, colbert=str(tiny_colbert))
+    other = Pipeline(spec, colbert=str(build_tiny_bert(tmp_path / "o", seed=5, linear_dim=12)))
+    assert same.uses_stored_vectors(colbert_idx) == ["colbert"]
+    assert other.uses_stored_vectors(colbert_idx) == []
+    stored = Pipeline(spec).run(colbert_idx, QUERIES[1])
+    calls: list[int] = []
+    encode = LateInteractionEncoder.encode_documents
+
+    def counted(self: LateInteractionEncoder, texts: Sequence[str]) -> object:
+        calls.append(len(texts))
+        return encode(self, texts)
+
+    monkeypatch.setattr(LateInteractionEncoder, "encode_documents", counted)
+    assert _ids(same.run(colbert_idx, QUERIES[1])) == _ids(stored) and calls == []
+    other.run(colbert_idx, QUERIES[1])
+    assert calls == [12]  # another model encodes the candidates on every query

@@ -65,6 +65,13 @@ def eval_retrieval(
     reranker: Annotated[
         str | None, typer.Option(help="Cross-encoder name or folder for the pipeline's rerank.")
     ] = None,
+    colbert: Annotated[
+        str | None,
+        typer.Option(
+            help="ColBERT model name or folder: the evaluation index also stores its token "
+            "vectors, which the pipeline's colbert stages score (e.g. --pipeline hybrid-colbert)."
+        ),
+    ] = None,
     json_out: JsonOpt = None,
 ) -> None:
     """Evaluate retrieval on a BEIR dataset: nDCG@10, recall@100, MRR@10, MAP@100, latency."""
@@ -78,11 +85,13 @@ def eval_retrieval(
         raise InvalidInput(f"--depth must be >= 1, got {depth}")
     if reranker is not None and pipeline is None:
         raise InvalidInput("--reranker needs --pipeline (e.g. --pipeline hybrid-rerank)")
+    if colbert is not None and pipeline is None:
+        raise InvalidInput("--colbert needs --pipeline (e.g. --pipeline hybrid-colbert)")
     dataset = load_beir(dataset_dir, split=split)
     if retriever != "dense" or pipeline is not None:
         report = _eval_index(
             dataset, retriever, model, dim, precision, fusion, alpha, index_dir, backend, quantize,
-            pipeline=(pipeline, reranker),
+            pipeline=(pipeline, reranker), colbert=colbert,
         )  # fmt: skip
         if pipeline is not None:
             retriever = f"pipeline {report['config']['pipeline']}"
@@ -149,6 +158,7 @@ def _eval_index(
     backend: str,
     quantize: str | None,
     pipeline: tuple[str | None, str | None] = (None, None),
+    colbert: str | None = None,
 ) -> dict[str, Any]:
     from embedstack.eval.index_runner import build_or_open_index, evaluate_index
     from embedstack.settings import cache_dir
@@ -160,8 +170,15 @@ def _eval_index(
 
         avoid_ort_spinning()
     encoder = _encoder(model, backend, quantize)
-    directory = index_dir or cache_dir() / "eval-indexes" / f"{dataset.name}-{encoder.name}"
-    options = {"encoder": encoder, "dim": dim, "precision": precision}
+    options: dict[str, Any] = {"encoder": encoder, "dim": dim, "precision": precision}
+    name = f"{dataset.name}-{encoder.name}"
+    if colbert is not None:  # its own folder: the plain evaluation index stays as it is
+        from embedstack.encoders.colbert import LateInteractionEncoder
+
+        late = LateInteractionEncoder(colbert, backend=backend)
+        options["colbert"] = late
+        name += f"-colbert-{late.weights_hash[:16]}"
+    directory = index_dir or cache_dir() / "eval-indexes" / name
     index = build_or_open_index(dataset, directory, create_options=options)
     search_options: dict[str, Any] = {}
     if retriever == "hybrid":
@@ -178,4 +195,6 @@ def _eval_index(
         index.close()
     report["config"].update(model=encoder.name, model_id=encoder.model_id, precision=precision)
     report["config"]["index_dir"] = str(directory)
+    if "colbert" in options:
+        report["config"]["colbert"] = options["colbert"].model_id
     return report

@@ -176,8 +176,12 @@ class Rerank(_Spec):
 
 class Colbert(_Spec):
     """Late-interaction rescoring (ColBERTv2, Santhanam et al. 2022) of the ``top``
-    candidates' ``title + " " + text``; ``model`` and ``fuse`` as for :class:`Rerank`
-    (``colbert=``)."""
+    candidates; ``model`` and ``fuse`` as for :class:`Rerank` (``colbert=``).
+
+    On an index that stores ColBERT token vectors (created with ``colbert=``), a stage with
+    no model, or with the index's model, scores the stored vectors of the candidates' chunks
+    (each document its best chunk, like dense search); otherwise the model encodes the
+    candidates' ``title + " " + text`` on every query."""
 
     kind: Literal["colbert"] = "colbert"
     model: ModelRef | None = None

@@ -12,6 +12,9 @@ Presets (each in the compact form of :mod:`embedstack.pipeline.grammar`):
 ``three-stage``    ``bm25(top=100) -> dense_rescore(top=100) -> rerank(top=20) -> top 10``:
                    BM25's 100 are rescored with the stored dense vectors, and the
                    cross-encoder reads the dense top 20 (k=5 keeps its top 5)
+``hybrid-colbert`` ``hybrid -> colbert(top=50) -> top 10``: ColBERT MaxSim over the token
+                   vectors the index stores (an index created with ``colbert=``) reorders
+                   the 50 best fused candidates; only the query is encoded
 =================  ==================================================================
 
 A pipeline saved with an index is ``INDEX/pipelines/NAME.json`` (the JSON form of
@@ -57,6 +60,7 @@ PRESETS: dict[str, str] = {
     "hybrid": "bm25(top=100) + dense(top=100) -> rrf(k=60) -> top 10",
     "hybrid-rerank": "bm25(top=100) + dense(top=100) -> rrf(k=60) -> rerank(top=50) -> top 10",
     "three-stage": "bm25(top=100) -> dense_rescore(top=100) -> rerank(top=20) -> top 10",
+    "hybrid-colbert": "bm25(top=100) + dense(top=100) -> rrf(k=60) -> colbert(top=50) -> top 10",
 }
 
 

@@ -7,6 +7,9 @@ stage the document went through (``{"bm25": 3, "dense": 1, "rrf": 1, "rerank": 2
 whose ``score`` is the last stage's. Ties keep the previous order (generators and fusion
 break ties by document id, like :meth:`Index.search`).
 
+A ``colbert`` stage reads the candidates' token vectors from the index when the index stores
+them (see :meth:`Pipeline.uses_stored_vectors`); only the query is encoded then.
+
 Time spent in each stage is measured per query (a batched generator's time is split evenly
 among the batch's queries) and returned by :meth:`Pipeline.trace` /
 :meth:`Pipeline.trace_many` as :class:`PipelineResult` ``timings``.
@@ -129,6 +132,33 @@ def _as_scorer(
     )
 
 
+class _Stored:
+    """The scorer of a ``colbert`` stage with no model: the index's stored token vectors."""
+
+    name = "colbert:index"
+
+    def score(self, query: str, documents: Sequence[str]) -> np.ndarray:
+        raise EmbedstackError("the stored-vector ColBERT scorer scores through the index")
+
+
+STORED: Scorer = _Stored()
+
+
+def _stored(index: Index, scorer: Scorer | None) -> bool:
+    """Whether a ``colbert`` stage's ``scorer`` runs on ``index``'s stored token vectors: it
+    has no model of its own, or its encoder's weights are the index's (the weights hash of
+    ``model_id``, so another path to the same folder counts as the same model)."""
+    if scorer is None:
+        return False
+    recorded = getattr(index, "colbert_model", None)
+    if recorded is None:
+        return False
+    if scorer is STORED:
+        return True
+    weights = getattr(getattr(scorer, "encoder", None), "weights_hash", None)
+    return isinstance(weights, str) and str(recorded).rpartition("@")[2] == weights[:16]
+
+
 def _passage(hit: Hit) -> str:
     return f"{hit.title} {hit.text}" if hit.title.strip() else hit.text
 
@@ -143,7 +173,11 @@ class Pipeline:
         reranker: the cross-encoder of every ``rerank`` stage: a
             :mod:`embedstack.rerank` model name or folder, or an object with ``name`` and
             ``score(query, documents)``; overrides the stages' ``model``.
-        colbert: likewise for ``colbert`` stages.
+        colbert: likewise for ``colbert`` stages. A ``colbert`` stage with no model scores
+            the token vectors stored in the index (an index created with ``colbert=``); one
+            whose model is the index's ColBERT model (same ``model_id``) does too, its query
+            encoded by the index's encoder. Any other model encodes the candidates on every
+            query.
         reranker_options: keyword options for loading models by name (e.g. ``threads``).
 
     Raises:
@@ -190,10 +224,8 @@ class Pipeline:
                         f"stages.{i} (rerank) of pipeline {self.name!r} has no cross-encoder: "
                         + TRAIN_HINT
                     )
-                raise InvalidInput(
-                    f"stages.{i} (colbert) of pipeline {self.name!r} has no ColBERT model: pass "
-                    "colbert=NAME_OR_DIR or set the stage's model"
-                )
+                self._scorers.append(STORED)  # the index's own token vectors, at run time
+                continue
             load = _load_reranker if isinstance(stage, Rerank) else _load_colbert
             key = (stage.kind, os.fspath(source)) if isinstance(source, str | os.PathLike) else None
             if key is not None and key in cache:
@@ -211,6 +243,14 @@ class Pipeline:
         labels = self.labels[len(self.labels) - len(self._scorers) :]
         pairs = zip(labels, self._scorers, strict=True)
         return {label: str(scorer.name) for label, scorer in pairs if scorer is not None}
+
+    def uses_stored_vectors(self, index: Index) -> list[str]:
+        """Labels of the ``colbert`` stages that score ``index``'s stored token vectors
+        (the stage has no model, or the index's ColBERT model is the stage's) instead of
+        encoding the candidates at query time."""
+        labels = self.labels[len(self.labels) - len(self._scorers) :]
+        return [label for label, scorer in zip(labels, self._scorers, strict=True)
+                if _stored(index, scorer)]  # fmt: skip
 
     def __repr__(self) -> str:
         return f"Pipeline({self.name!r}: {self.config.to_string()})"
@@ -345,6 +385,16 @@ class Pipeline:
         if scorer is None:  # dense_rescore
             raw = index.dense_scores(query, [c.doc_id for c in head])
             name = "dense_rescore"
+        elif _stored(index, scorer):
+            raw = index.colbert_scores(query, [c.doc_id for c in head])
+            name = f"colbert vectors of index {getattr(index, 'path', '?')}"
+        elif scorer is STORED:
+            raise InvalidInput(
+                f"stages.{i} (colbert) of pipeline {self.name!r} has no ColBERT model and the "
+                f"index {getattr(index, 'path', '?')} stores no ColBERT vectors: create the "
+                "index with colbert=NAME_OR_DIR (CLI: index create --colbert), or pass "
+                "colbert=NAME_OR_DIR or set the stage's model to encode candidates at query time"
+            )
         else:
             raw = scorer.score(query, [_passage(c.hit) for c in head])
             name = f"{stage.kind} model {getattr(scorer, 'name', '?')!r}"
