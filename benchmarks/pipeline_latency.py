@@ -2,11 +2,11 @@
 
 On one BEIR dataset (SciFact by default), every query of the split is run one at a time
 through each preset pipeline (``bm25``, ``dense``, ``hybrid``, ``hybrid-rerank``,
-``three-stage``, ``hybrid-colbert``) on a single index, with ONNX Runtime, numpy and the
-cross-encoder limited to ``--threads`` (2) threads. Latency is wall-clock per query, measured
-around ``Pipeline.trace``; per-stage latency comes from its timings. The first ``--warmup``
-queries are run once before measuring. Quality is nDCG@10 / recall@100 over each pipeline's
-results (up to 100 per query).
+``three-stage``, ``hybrid-colbert``, ``three-stage-colbert``) on a single index, with ONNX
+Runtime, numpy and the cross-encoder limited to ``--threads`` (2) threads. Latency is
+wall-clock per query, measured around ``Pipeline.trace``; per-stage latency comes from its
+timings. The first ``--warmup`` queries are run once before measuring. Quality is nDCG@10 /
+recall@100 over each pipeline's results (up to 100 per query).
 
 The index (default model all-MiniLM-L6-v2, float32, exact search) is built in ``--index``
 (default ``/tmp/idx-scifact-pipeline``) on the first run and reused afterwards. The rerank
@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="all-MiniLM-L6-v2")
     parser.add_argument("--reranker", default="/tmp/reranker-scifact")
     parser.add_argument(
-        "--presets", default="bm25,dense,hybrid,hybrid-rerank,three-stage,hybrid-colbert"
+        "--presets",
+        default="bm25,dense,hybrid,hybrid-rerank,three-stage,hybrid-colbert,three-stage-colbert",
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=5)

@@ -161,7 +161,8 @@ def test_direct_construction_raises_invalid_input() -> None:
 
 def test_presets() -> None:
     assert list(list_presets()) == [
-        "bm25", "dense", "hybrid", "hybrid-rerank", "three-stage", "hybrid-colbert"
+        "bm25", "dense", "hybrid", "hybrid-rerank", "three-stage", "hybrid-colbert",
+        "three-stage-colbert",
     ]  # fmt: skip
     assert get_preset("bm25") == PipelineConfig(generators=[Bm25(top=100)], k=10)
     assert get_preset("dense") == PipelineConfig(generators=[Dense(top=100)], k=10)
@@ -173,6 +174,9 @@ def test_presets() -> None:
     assert three.generators == (Bm25(top=100),) and three.fusion is None
     assert three.stages == (DenseRescore(top=100), Rerank(top=20))
     assert get_preset("three-stage", k=5).k == 5
+    colbert3 = get_preset("three-stage-colbert")
+    assert colbert3.generators == three.generators and colbert3.fusion is None
+    assert colbert3.stages == (DenseRescore(top=100), Colbert(top=20))
     with pytest.raises(InvalidInput, match="k: 21 results asked but at most 20 come from rerank"):
         get_preset("three-stage", k=21)
     with pytest.raises(InvalidInput, match="unknown preset 'hybird'; presets: bm25, dense"):

@@ -6,7 +6,7 @@ JSON, or in a compact string form::
     bm25(top=100) + dense(top=100) -> rrf(k=60) -> rerank(top=20) -> top 10
 
 Named presets (``bm25``, ``dense``, ``hybrid``, ``hybrid-rerank``, ``three-stage``,
-``hybrid-colbert``) and
+``hybrid-colbert``, ``three-stage-colbert``) and
 pipelines saved with an index (``INDEX/pipelines/NAME.json``) are found by name.
 :class:`Pipeline` loads the models a config names and runs it against an
 :class:`~embedstack.index.Index`, recording each stage's latency.

@@ -15,6 +15,9 @@ Presets (each in the compact form of :mod:`embedstack.pipeline.grammar`):
 ``hybrid-colbert`` ``hybrid -> colbert(top=50) -> top 10``: ColBERT MaxSim over the token
                    vectors the index stores (an index created with ``colbert=``) reorders
                    the 50 best fused candidates; only the query is encoded
+``three-stage-     ``bm25(top=100) -> dense_rescore(top=100) -> colbert(top=20) -> top 10``:
+colbert``          ``three-stage`` with ColBERT over stored token vectors as the precision
+                   stage (SciFact on 2 cores: p99 37 ms against the cross-encoder's 309)
 =================  ==================================================================
 
 A pipeline saved with an index is ``INDEX/pipelines/NAME.json`` (the JSON form of
@@ -61,6 +64,7 @@ PRESETS: dict[str, str] = {
     "hybrid-rerank": "bm25(top=100) + dense(top=100) -> rrf(k=60) -> rerank(top=50) -> top 10",
     "three-stage": "bm25(top=100) -> dense_rescore(top=100) -> rerank(top=20) -> top 10",
     "hybrid-colbert": "bm25(top=100) + dense(top=100) -> rrf(k=60) -> colbert(top=50) -> top 10",
+    "three-stage-colbert": "bm25(top=100) -> dense_rescore(top=100) -> colbert(top=20) -> top 10",
 }
 
 
