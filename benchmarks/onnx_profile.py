@@ -12,6 +12,13 @@ batches (sorted by length, 4,096-token budget, 256 tokens max), with ``--threads
    ``FastGelu``, the tanh approximation ONNX Runtime's optimizer offers as
    ``enable_gelu_approximation``), with the min cosine of its mean-pooled vectors to the
    default's.
+3. **Graph variants** (``--graph-variants``, int8 only), rebuilt from the cached unfused
+   export the way :mod:`embedstack.encoders.onnx_export` builds the default (ONNX Runtime's
+   BERT optimizer, then dynamic per-channel int8), changing one fusion option:
+   ``multi-head-attention`` (``use_multi_head_attention``: the Q/K/V projections stay
+   separate int8 MatMuls and attention runs in the ``MultiHeadAttention`` kernel instead of
+   ``QAttention``) and ``unfused-attention`` (``enable_attention=False``: attention as
+   plain MatMul/Softmax nodes).
 
 Prints one JSON object (also written to ``--out``).
 
@@ -90,6 +97,34 @@ def _fast_gelu(model: Path, out: Path) -> int:
     return replaced
 
 
+def _graph_variant(source: Path, out: Path, option: str, value: bool) -> None:
+    """``source`` (the unfused export) optimized with one fusion option changed, then
+    quantized as the default int8 variant is."""
+    import logging
+    import warnings
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    options = FusionOptions("bert")
+    setattr(options, option, value)
+    logging.getLogger().addHandler(logging.NullHandler())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fused = out.with_suffix(".opt.onnx")
+        graph = optimize_model(
+            str(source), model_type="bert", num_heads=12, hidden_size=384, opt_level=1,
+            optimization_options=options,
+        )  # fmt: skip
+        graph.save_model_to_file(str(fused))
+        quantize_dynamic(
+            str(fused), str(out), weight_type=QuantType.QInt8, per_channel=True,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )  # fmt: skip
+
+
 def _pooled(outputs: list[np.ndarray], feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
     vectors = []
     for hidden, feed in zip(outputs, feeds, strict=True):
@@ -108,6 +143,11 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--graph-variants",
+        action="store_true",
+        help="also time the multi-head-attention / unfused-attention graphs",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -142,6 +182,15 @@ def main() -> None:
         replaced = _fast_gelu(model, fast)
         sessions = {"default": base, "denormal-zero": _session(model, args.threads, denormal=True),
                     "fast-gelu": _session(fast, args.threads)}  # fmt: skip
+        if args.graph_variants:
+            if args.variant != "int8":
+                parser.error("--graph-variants rebuilds int8 graphs: use --variant int8")
+            graphs = [("multi-head-attention", "use_multi_head_attention", True),
+                      ("unfused-attention", "enable_attention", False)]  # fmt: skip
+            for name, option, value in graphs:
+                built = Path(tmp) / f"{name}.onnx"
+                _graph_variant(model.with_name("model.onnx"), built, option, value)
+                sessions[name] = _session(built, args.threads)
         names = list(sessions)
         rates: dict[str, list[float]] = {n: [] for n in names}
         outputs: dict[str, list[np.ndarray]] = {}
