@@ -18,7 +18,6 @@ chunk scores are aggregated to documents by their maximum (MaxP, Dai & Callan 20
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import numpy as np
 from embedstack import vectors
 from embedstack._typing import FloatArray, IntArray
 from embedstack.errors import IndexCorrupt
-from embedstack.index.manifest import fsync_dir
+from embedstack.index.manifest import fsync_dir, save_npy
 
 __all__ = [
     "DenseSegment",
@@ -75,15 +74,6 @@ def segment_name(segment: int) -> str:
     return f"seg-{segment:06d}"
 
 
-def _save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(".tmp-" + path.name)
-    with open(tmp, "wb") as f:
-        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_segment(
     root: Path, segment: int, embeddings: FloatArray, precision: str, row_keys: IntArray
 ) -> DenseSegment:
@@ -104,11 +94,11 @@ def write_segment(
             data = q8
         else:
             data, codes = vectors.quantize_binary(embeddings), q8
-    _save(root / f"{name}.npy", data)
+    save_npy(root / f"{name}.npy", data)
     if cal is not None:
-        _save(root / f"{name}.cal.npy", np.stack([cal.low, cal.high]).astype(np.float32))
+        save_npy(root / f"{name}.cal.npy", np.stack([cal.low, cal.high]).astype(np.float32))
     if codes is not None:
-        _save(root / f"{name}.codes.npy", codes)
+        save_npy(root / f"{name}.codes.npy", codes)
     fsync_dir(root)
     return DenseSegment(segment, data, cal, codes, row_keys)
 

@@ -41,7 +41,6 @@ dense window is set by the dense encoder) is scored on its first ``doc_maxlen`` 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,8 +53,8 @@ from embedstack.encoders.multivector import TokenVectors, maxsim
 from embedstack.errors import DimensionMismatch, IndexCorrupt
 from embedstack.index.dense import segment_name
 from embedstack.index.late_model import LateEncoder, encoder_of, no_store
-from embedstack.index.manifest import fsync_dir
-from embedstack.index.rescoring import candidate_rows, check_request
+from embedstack.index.manifest import fsync_dir, save_npy
+from embedstack.index.rescoring import best_per_document, candidate_rows, check_request
 
 if TYPE_CHECKING:
     from embedstack.index.core import Index
@@ -131,15 +130,6 @@ def segment_files(segment: int, precision: str) -> list[str]:
     return [f"{segment_name(segment)}.{part}.npy" for part in parts]
 
 
-def _save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(".tmp-" + path.name)
-    with open(tmp, "wb") as f:
-        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_segment(root: Path, segment: int, tokens: TokenVectors) -> list[str]:
     """Write one batch's token vectors (text ``i`` = chunk row ``i``, already at the stored
     precision) durably; returns the file names.
@@ -152,7 +142,7 @@ def write_segment(root: Path, segment: int, tokens: TokenVectors) -> list[str]:
     if tokens.scales is not None:
         arrays.append(tokens.scales.astype(np.float32))
     for name, arr in zip(names, arrays, strict=True):
-        _save(root / name, arr)
+        save_npy(root / name, arr)
     fsync_dir(root)
     return names
 
@@ -332,12 +322,4 @@ def colbert_scores(index: Index, query: str, doc_ids: Sequence[str]) -> FloatArr
             f"the ColBERT encoder returned {q.dim}-d query tokens, not {cache.dim}"
         )
     chunk_scores = maxsim(q.doc(0), TokenVectors.concat(parts))
-    best: dict[int, float] = {}
-    for key, score in zip(owners, chunk_scores.tolist(), strict=True):
-        if score > best.get(key, -np.inf):
-            best[key] = float(score)
-    for i, doc_id in enumerate(ids):
-        found = keys.get(doc_id)
-        if found is not None and found in best:
-            out[i] = best[found]
-    return out
+    return best_per_document(ids, keys, zip(owners, chunk_scores.tolist(), strict=True))

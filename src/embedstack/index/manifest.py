@@ -27,9 +27,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from embedstack.errors import IndexCorrupt
 
-__all__ = ["FILE", "FORMAT", "FORMAT_VERSION", "read_manifest", "write_manifest"]
+__all__ = [
+    "FILE",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "fsync_dir",
+    "read_manifest",
+    "save_npy",
+    "write_manifest",
+]
 
 FILE = "manifest.json"
 FORMAT = "embedstack-index"
@@ -50,6 +60,17 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` to ``path`` durably (``allow_pickle=False``): a temporary file in the
+    same folder, fsynced, then renamed over ``path``. The caller fsyncs the folder."""
+    tmp = path.with_name(".tmp-" + path.name)
+    with open(tmp, "wb") as f:
+        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def write_manifest(path: Path, manifest: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ its chunks (MaxP, Dai & Callan 2019). The cost is one query encoding plus
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,7 +24,7 @@ from embedstack.errors import InvalidInput
 if TYPE_CHECKING:
     from embedstack.index.core import Index
 
-__all__ = ["candidate_rows", "check_request", "dense_scores"]
+__all__ = ["best_per_document", "candidate_rows", "check_request", "dense_scores"]
 
 _BATCH = 500  # keys per IN (...) query
 
@@ -78,14 +78,13 @@ def candidate_rows(
 def dense_scores(index: Index, query: str, doc_ids: Sequence[str]) -> FloatArray:
     """See :meth:`Index.dense_scores`."""
     ids = check_request(query, doc_ids)
-    out = np.full(len(ids), -np.inf, dtype=np.float32)
     if not ids:
-        return out
+        return np.zeros(0, dtype=np.float32)
     q = np.asarray(index.encoder.encode_queries([query]), dtype=np.float32)
     if q.shape[1] != index.dim:
         q = vectors.truncate(q, index.dim)
     keys, rows = candidate_rows(index, ids)
-    best: dict[int, float] = {}
+    scored: list[tuple[int, float]] = []
     segments = {seg.id: seg for seg in index._state.segments}
     for seg_id, pairs in rows.items():
         seg = segments.get(seg_id)
@@ -97,9 +96,25 @@ def dense_scores(index: Index, query: str, doc_ids: Sequence[str]) -> FloatArray
         else:
             codes = seg.data if seg.codes is None else seg.codes
             s = vectors.int8_scores(q, np.asarray(codes[r]), seg.calibration)[0]
-        for (_, key), score in zip(pairs, s.tolist(), strict=True):
-            if score > best.get(key, -np.inf):
-                best[key] = float(score)
+        scored += zip((key for _, key in pairs), s.tolist(), strict=True)
+    return best_per_document(ids, keys, scored)
+
+
+def best_per_document(
+    ids: Sequence[str], keys: dict[str, int], scored: Iterable[tuple[int, float]]
+) -> FloatArray:
+    """Document scores from chunk scores: each id gets the maximum over its chunks'
+    ``(doc key, score)`` pairs in ``scored``.
+
+    Returns:
+        ``(len(ids),)`` float32, ``-inf`` for an id without a key in ``keys`` or without a
+        scored chunk.
+    """
+    best: dict[int, float] = {}
+    for key, score in scored:
+        if score > best.get(key, -np.inf):
+            best[key] = float(score)
+    out = np.full(len(ids), -np.inf, dtype=np.float32)
     for i, doc_id in enumerate(ids):
         found = keys.get(doc_id)
         if found is not None and found in best:

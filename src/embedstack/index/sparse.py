@@ -37,7 +37,7 @@ from embedstack._typing import IntArray
 from embedstack.encoders.splade import SparseTextEncoder, SparseVectors
 from embedstack.errors import DimensionMismatch, IndexCorrupt, InvalidInput, ModelMismatch
 from embedstack.index.dense import DocHits, aggregate, segment_name
-from embedstack.index.manifest import fsync_dir
+from embedstack.index.manifest import fsync_dir, save_npy
 
 if TYPE_CHECKING:
     from embedstack.index.core import Index
@@ -101,15 +101,6 @@ def segment_files(segment: int) -> list[str]:
     return [f"{name}.{part}.npy" for part in _PARTS]
 
 
-def _save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(".tmp-" + path.name)
-    with open(tmp, "wb") as f:
-        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _invert(
     row_ids: np.ndarray, term_ids: np.ndarray, weights: np.ndarray, vocab: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -124,7 +115,7 @@ def _write(
 ) -> SparseSegment:
     root.mkdir(exist_ok=True)
     for name, arr in zip(segment_files(segment), arrays, strict=True):
-        _save(root / name, arr)
+        save_npy(root / name, arr)
     fsync_dir(root)
     return SparseSegment(segment, n_rows, *arrays)
 
