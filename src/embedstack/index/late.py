@@ -53,7 +53,7 @@ from embedstack.encoders.multivector import TokenVectors, maxsim
 from embedstack.errors import DimensionMismatch, IndexCorrupt
 from embedstack.index.dense import segment_name
 from embedstack.index.late_model import LateEncoder, encoder_of, no_store
-from embedstack.index.manifest import fsync_dir, save_npy
+from embedstack.index.manifest import fsync_dir, remove_all_but, save_npy
 from embedstack.index.rescoring import best_per_document, candidate_rows, check_request
 
 if TYPE_CHECKING:
@@ -255,17 +255,8 @@ def remove_segments(root: Path, segments: Sequence[int]) -> None:
 
 def remove_unregistered(root: Path, registered: set[int], precision: str) -> bool:
     """Recovery: delete files of segments SQLite does not register, and temporaries."""
-    if not root.is_dir():
-        return False
     keep = {name for seg in registered for name in segment_files(seg, precision)}
-    removed = False
-    for entry in root.iterdir():
-        if entry.name not in keep:
-            entry.unlink(missing_ok=True)
-            removed = True
-    if removed:
-        fsync_dir(root)
-    return removed
+    return remove_all_but(root, keep)
 
 
 # --- writing and scoring ---------------------------------------------------------------------

@@ -37,6 +37,7 @@ __all__ = [
     "FORMAT_VERSION",
     "fsync_dir",
     "read_manifest",
+    "remove_all_but",
     "save_npy",
     "write_manifest",
 ]
@@ -71,6 +72,22 @@ def save_npy(path: Path, array: np.ndarray) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def remove_all_but(root: Path, keep: set[str]) -> bool:
+    """Recovery: delete every file in ``root`` not named in ``keep`` (unregistered segments,
+    temporaries), fsyncing ``root`` when anything went; False when nothing did or ``root``
+    does not exist."""
+    if not root.is_dir():
+        return False
+    removed = False
+    for entry in root.iterdir():
+        if entry.name not in keep:
+            entry.unlink(missing_ok=True)
+            removed = True
+    if removed:
+        fsync_dir(root)
+    return removed
 
 
 def write_manifest(path: Path, manifest: dict[str, Any]) -> None:

@@ -37,7 +37,7 @@ from embedstack._typing import IntArray
 from embedstack.encoders.splade import SparseTextEncoder, SparseVectors
 from embedstack.errors import DimensionMismatch, IndexCorrupt, InvalidInput, ModelMismatch
 from embedstack.index.dense import DocHits, aggregate, segment_name
-from embedstack.index.manifest import fsync_dir, save_npy
+from embedstack.index.manifest import fsync_dir, remove_all_but, save_npy
 
 if TYPE_CHECKING:
     from embedstack.index.core import Index
@@ -217,17 +217,7 @@ def remove_segments(root: Path, segments: Sequence[int]) -> None:
 
 def remove_unregistered(root: Path, registered: set[int]) -> bool:
     """Recovery: delete files of segments SQLite does not register, and temporaries."""
-    if not root.is_dir():
-        return False
-    keep = {name for seg in registered for name in segment_files(seg)}
-    removed = False
-    for entry in root.iterdir():
-        if entry.name not in keep:
-            entry.unlink(missing_ok=True)
-            removed = True
-    if removed:
-        fsync_dir(root)
-    return removed
+    return remove_all_but(root, {name for seg in registered for name in segment_files(seg)})
 
 
 def search_docs(
