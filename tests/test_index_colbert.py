@@ -474,6 +474,7 @@ def test_cli_creates_an_index_with_colbert_vectors(
     assert json.loads(capsys.readouterr().out)["bytes_colbert"] > 0
     with Index.open(path, readonly=True) as idx:
         assert idx.manifest["colbert"]["precision"] == "int8"
+        assert idx.manifest["colbert"]["options"] == {"backend": "onnx"}
         assert str(idx.colbert_model).startswith(f"{head_model}@")
         scores = idx.colbert_scores("cats purr", ["a", "b", "c"])
         assert np.isfinite(scores[:2]).all() and np.isneginf(scores[2]) and scores[0] != scores[1]

@@ -49,7 +49,7 @@ def create(
         str | None,
         typer.Option(
             help="Also store ColBERT token vectors of every chunk (ColBERT rerank stages "
-            "then encode only the query): a ColBERT model name or folder.",
+            "then encode only the query): a ColBERT model name or folder, run with ONNX.",
         ),
     ] = None,
     colbert_precision: Annotated[
@@ -69,6 +69,8 @@ def create(
         ann=ann,  # type: ignore[arg-type]
         sparse=sparse,
         colbert=colbert,
+        # ONNX, like the dense and sparse encoders: it encodes every chunk, then each query
+        colbert_options=None if colbert is None else {"backend": "onnx"},
         colbert_precision=colbert_precision,  # type: ignore[arg-type]
     )
     index.close()
