@@ -16,7 +16,7 @@ from embedstack.cli import run
 from embedstack.encoders.colbert import ColbertReranker, LateInteractionEncoder
 from embedstack.encoders.multivector import TokenVectors, maxsim
 from embedstack.index import Index, late, late_model
-from test_index_helpers import SMALL_CHUNKS, corpus, snapshot
+from test_index_helpers import SMALL_CHUNKS, committed_batches, corpus, sigkill_rounds, snapshot
 from test_splade_helpers import build_tiny_bert
 
 OPTIONS = {"query_maxlen": 12, "doc_maxlen": 64, "threads": 1}  # 1 thread: 50x faster here
@@ -514,39 +514,15 @@ def test_sigkill_during_colbert_adds(
 ) -> None:
     """A writer killed at random moments: acknowledged batches score as brute force, no
     batch is partial, and the ColBERT files are exactly those of the registered segments."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     docs = corpus(8 * 100, seed=9)
     batches = [docs[i : i + 8] for i in range(0, len(docs), 8)]
     (tmp_path / "b.json").write_text(json.dumps(batches))
     _create(tmp_path / "idx", head_model).close()
-    rng = np.random.default_rng(0)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    acked: set[int] = set()
-    kills = 0
-    for _ in range(4):
-        child = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(tmp_path / "idx"), str(tmp_path / "b.json")],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        )  # fmt: skip
-        assert child.stdout is not None and child.stdout.readline().strip() == "open"
-        time.sleep(float(rng.uniform(0.05, 1.0)))
-        child.send_signal(signal.SIGKILL)
-        out, _ = child.communicate()
-        acked |= {int(x) for x in out.split() if x.isdigit()}
-        kills += "all" not in out.split()
+    for log in sigkill_rounds(CHILD, [str(tmp_path / "idx"), str(tmp_path / "b.json")]):
         with _open(tmp_path / "idx") as idx:
             idx.check()
             assert set(_files(tmp_path / "idx")) == _registered_files(idx)
-            present = [[idx.get(d["id"]) is not None for d in b] for b in batches]
-            assert all(all(p) or not any(p) for p in present)
-            assert all(all(present[b]) for b in acked)
-            live = {d["id"]: d for b, batch in enumerate(batches) if all(present[b])
-                    for d in batch}  # fmt: skip
-            sample = [batches[b][0]["id"] for b in sorted(acked)][-20:] + [docs[-1]["id"]]
+            live = committed_batches(idx, batches, log.acked)
+            sample = [batches[b][0]["id"] for b in sorted(log.acked)][-20:] + [docs[-1]["id"]]
             _assert_scores(idx, oracle, live, sample)
-    assert kills >= 1 and acked
+    assert log.kills >= 1 and log.acked

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +92,53 @@ def results(
     return [
         [(h.doc_id, h.score) for h in hits] for hits in idx.search_many(queries, mode=mode, k=k)
     ]
+
+
+@dataclass
+class KillLog:
+    """What :func:`sigkill_rounds` saw so far: acknowledged batch numbers and how many runs
+    were killed before they finished."""
+
+    acked: set[int] = field(default_factory=set)
+    kills: int = 0
+
+
+def sigkill_rounds(
+    script: str, args: list[str], rounds: int = 4, seed: int = 0
+) -> Iterator[KillLog]:
+    """Run ``python -c script *args`` (a writer that prints ``open``, then each batch
+    number it committed, then ``all``) ``rounds`` times, SIGKILLing it at a random moment
+    after ``open``. After each kill yields the (updated) :class:`KillLog`, for the caller to
+    check the index."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rng = np.random.default_rng(seed)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    log = KillLog()
+    for _ in range(rounds):
+        child = subprocess.Popen(
+            [sys.executable, "-c", script, *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        assert child.stdout is not None and child.stdout.readline().strip() == "open"
+        time.sleep(float(rng.uniform(0.05, 1.0)))
+        child.send_signal(signal.SIGKILL)
+        out, _ = child.communicate()
+        log.acked |= {int(x) for x in out.split() if x.isdigit()}
+        log.kills += "all" not in out.split()
+        yield log
+
+
+def committed_batches(
+    idx: Index, batches: list[list[dict[str, Any]]], acked: set[int]
+) -> dict[str, dict[str, Any]]:
+    """Assert no batch is partly committed and every acknowledged one is; return the
+    documents of the committed batches by id."""
+    present = [[idx.get(d["id"]) is not None for d in b] for b in batches]
+    assert all(all(p) or not any(p) for p in present)
+    assert all(all(present[b]) for b in acked)
+    return {d["id"]: d for b, batch in enumerate(batches) if all(present[b]) for d in batch}

@@ -17,7 +17,7 @@ from embedstack import DimensionMismatch, HashEncoder, IndexCorrupt, InvalidInpu
 from embedstack.encoders.splade import SparseVectors
 from embedstack.index import Index
 from embedstack.index import sparse as sparse_index
-from test_index_helpers import SMALL_CHUNKS, corpus
+from test_index_helpers import SMALL_CHUNKS, committed_batches, corpus, sigkill_rounds
 
 VOCAB = 97
 
@@ -350,41 +350,17 @@ print("all", flush=True)
 def test_sigkill_during_sparse_adds(tmp_path: Path) -> None:
     """A writer killed at random moments: acknowledged batches are searchable by sparse
     postings equal to brute force, no batch is partial, no unregistered sparse file stays."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     docs = corpus(8 * 150, seed=9)
     batches = [docs[i : i + 8] for i in range(0, len(docs), 8)]
     (tmp_path / "b.json").write_text(json.dumps(batches))
     _create(tmp_path / "idx").close()
-    rng = np.random.default_rng(0)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    acked: set[int] = set()
-    kills = 0
     tests = str(Path(__file__).resolve().parent)
-    for _ in range(4):
-        child = subprocess.Popen(
-            [sys.executable, "-c", CHILD, tests, str(tmp_path / "idx"), str(tmp_path / "b.json")],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        )  # fmt: skip
-        assert child.stdout is not None and child.stdout.readline().strip() == "open"
-        time.sleep(float(rng.uniform(0.05, 1.0)))
-        child.send_signal(signal.SIGKILL)
-        out, _ = child.communicate()
-        acked |= {int(x) for x in out.split() if x.isdigit()}
-        kills += "all" not in out.split()
+    args = [tests, str(tmp_path / "idx"), str(tmp_path / "b.json")]
+    for log in sigkill_rounds(CHILD, args):
         with _open(tmp_path / "idx") as idx:
             idx.check()
             registered = {seg for seg, _, _ in idx._store.segments()}
             files = {p.name for p in (tmp_path / "idx" / "sparse").iterdir()}
             assert files == {n for seg in registered for n in sparse_index.segment_files(seg)}
-            present = [[idx.get(d["id"]) is not None for d in b] for b in batches]
-            assert all(all(p) or not any(p) for p in present)
-            assert all(all(present[b]) for b in acked)
-            live = {d["id"]: d for b, batch in enumerate(batches) if all(present[b])
-                    for d in batch}  # fmt: skip
-            _assert_matches(idx, live)
-    assert kills >= 1 and acked
+            _assert_matches(idx, committed_batches(idx, batches, log.acked))
+    assert log.kills >= 1 and log.acked
