@@ -78,11 +78,111 @@ def test_second_encoder_reuses_the_cache(onnx_fp32: Encoder, cache: Path) -> Non
     np.testing.assert_array_equal(again.encode(TEXTS[:2]), onnx_fp32.encode(TEXTS[:2]))
 
 
-def test_int8_close_to_fp32(onnx_fp32: Encoder, cache: Path) -> None:
-    int8 = Encoder(backend="onnx", quantize="int8", threads=1, cache_dir=cache)
+@pytest.fixture(scope="session")
+def onnx_int8(cache: Path) -> Encoder:
+    return Encoder(backend="onnx", quantize="int8", threads=1, cache_dir=cache, show_progress=False)
+
+
+def test_int8_close_to_fp32(onnx_fp32: Encoder, onnx_int8: Encoder, cache: Path) -> None:
     assert (_entry(cache) / "model.int8.onnx").is_file()
-    cos = np.einsum("ij,ij->i", int8.encode(TEXTS), onnx_fp32.encode(TEXTS))
+    cos = np.einsum("ij,ij->i", onnx_int8.encode(TEXTS), onnx_fp32.encode(TEXTS))
     assert cos.min() >= 0.98
+
+
+# Eight texts far beyond 256 tokens: one unpadded batch of 8 x 256 tokens.
+LONG = [" ".join(f"gene{i * j} regulates pathway {j % 11} in tissue" for j in range(90))
+        for i in range(1, 9)]  # fmt: skip
+
+
+def test_int8_long_unpadded_batches_run_the_flash_graph(
+    onnx_fp32: Encoder, onnx_int8: Encoder
+) -> None:
+    model = onnx_int8._model
+    assert model.unpadded_path is not None and model.unpadded_path.is_file()  # type: ignore[attr-defined]
+    flash = onnx_int8.encode(LONG)
+    assert model._unpadded is not None  # type: ignore[attr-defined]
+    assert np.einsum("ij,ij->i", flash, onnx_fp32.encode(LONG)).min() >= 0.98
+    saved, model.unpadded_path = model.unpadded_path, None  # type: ignore[attr-defined]
+    try:
+        padded_graph = onnx_int8.encode(LONG)
+    finally:
+        model.unpadded_path = saved  # type: ignore[attr-defined]
+    assert np.einsum("ij,ij->i", flash, padded_graph).min() >= 0.99
+
+
+@pytest.mark.parametrize(
+    ("rows", "width", "padded", "flash"),
+    [(8, 256, False, True), (16, 64, False, True), (8, 256, True, False),
+     (1, 256, False, False), (32, 32, False, False)],
+    ids=["long", "narrowest", "padded", "single-text", "too-narrow"],
+)  # fmt: skip
+def test_int8_routes_only_long_unpadded_batches_to_the_flash_graph(
+    onnx_int8: Encoder, rows: int, width: int, padded: bool, flash: bool
+) -> None:
+    model = onnx_int8._model
+    mask = np.ones((rows, width), np.int64)
+    if padded:
+        mask[-1, width // 2 :] = 0
+    session, _ = model._session_for({"attention_mask": mask})  # type: ignore[attr-defined]
+    assert (session is not model.session) is flash  # type: ignore[attr-defined]
+
+
+def test_unpadded_graph_drops_only_the_padding_mask(tiny_bert: Path, tmp_path: Path) -> None:
+    import onnx
+
+    from embedstack.encoders.backends import ort_session
+
+    weights = "cd" * 32
+    path = ensure_onnx(
+        tiny_bert, name="tiny", weights=weights, cache_root=tmp_path, variant="int8-unpadded"
+    )
+    assert path is not None and path.name == "model.unpadded.int8.onnx"
+    attention = [n for n in onnx.load(str(path)).graph.node if "Attention" in n.op_type]
+    assert [n.op_type for n in attention] == ["MultiHeadAttention"] * 2
+    assert all(list(n.input[:4]) == [x for x in n.input[:4] if x] for n in attention)
+    assert all(len(n.input) <= 4 or n.input[4] == "" for n in attention)
+    manifest = json.loads((path.parent / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["unpadded"] is True and path.name in manifest["variants"]
+    stamp = path.stat().st_mtime_ns
+    again = ensure_onnx(
+        tiny_bert, name="tiny", weights=weights, cache_root=tmp_path, variant="int8-unpadded"
+    )
+    assert again == path and path.stat().st_mtime_ns == stamp
+
+    # On a batch without padding it computes what the padded int8 graph computes.
+    padded = ensure_onnx(tiny_bert, name="tiny", weights=weights, cache_root=tmp_path,
+                         variant="int8")  # fmt: skip
+    assert padded is not None
+    ids = np.random.default_rng(0).integers(5, 1000, size=(3, 40))
+    batch = {"input_ids": ids, "attention_mask": np.ones_like(ids),
+             "token_type_ids": np.zeros_like(ids)}  # fmt: skip
+    outputs = []
+    for file in (padded, path):
+        session = ort_session(file, 1)
+        outputs.append(session.run(None, {i.name: batch[i.name] for i in session.get_inputs()})[0])
+    a, b = (o.reshape(-1, o.shape[-1]) for o in outputs)
+    cos = np.einsum("ij,ij->i", a, b) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() >= 0.999
+
+
+def test_unfusable_model_gets_no_unpadded_graph_and_no_retry(
+    tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from embedstack.encoders import onnx_export
+
+    monkeypatch.setattr(onnx_export, "_optimize", lambda *args, **kwargs: False)
+    weights = "ef" * 32
+    first = ensure_onnx(
+        tiny_bert, name="tiny", weights=weights, cache_root=tmp_path, variant="int8-unpadded"
+    )
+    assert first is None
+    manifest_file = _entry(tmp_path) / "manifest.json"
+    assert json.loads(manifest_file.read_text(encoding="utf-8"))["unpadded"] is False
+    stamp = manifest_file.stat().st_mtime_ns
+    again = ensure_onnx(
+        tiny_bert, name="tiny", weights=weights, cache_root=tmp_path, variant="int8-unpadded"
+    )
+    assert again is None and manifest_file.stat().st_mtime_ns == stamp
 
 
 @pytest.fixture(scope="session")

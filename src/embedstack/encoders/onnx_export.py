@@ -5,6 +5,13 @@ The cache entry lives under ``<cache_dir>/onnx/<name>-<weights hash[:16]>/`` and
 Runtime's transformer optimizer), ``model.int8.onnx`` (dynamic int8 quantization of the
 fused graph) and ``manifest.json`` (source weights hash, opset, library versions). An entry
 is reused only when its manifest matches the weights hash and format version.
+
+``model.unpadded.int8.onnx`` holds the same int8 weights with the attention fused into ONNX
+Runtime's ``MultiHeadAttention`` kernel and the padding mask removed: valid only for batches
+without padding, where that kernel runs its CPU flash attention (tiled, never materializing
+the sequence x sequence score matrix). The int8 encoder uses it for long unpadded batches
+(see :class:`~embedstack.encoders.backends.OnnxModel`); a model whose attention does not fuse
+gets none (the manifest records ``"unpadded": false``).
 """
 
 from __future__ import annotations
@@ -27,14 +34,24 @@ logger = logging.getLogger(__name__)
 ONNX_FORMAT_VERSION = 1
 OPSET = 17
 OPTIMIZABLE = {"bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra", "deberta-v2"}
-Variant = Literal["fp32", "int8"]
+Variant = Literal["fp32", "int8", "int8-unpadded"]
+FILES: dict[str, str] = {
+    "fp32": "model.opt.onnx",
+    "int8": "model.int8.onnx",
+    "int8-unpadded": "model.unpadded.int8.onnx",
+}
 
 
-def _manifest_ok(folder: Path, weights: str) -> bool:
+def _manifest(folder: Path) -> dict[str, Any]:
     try:
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
-        return False
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def _manifest_ok(folder: Path, weights: str) -> bool:
+    manifest = _manifest(folder)
     return bool(
         manifest.get("format_version") == ONNX_FORMAT_VERSION
         and manifest.get("weights_sha256") == weights
@@ -101,16 +118,20 @@ def _export(transformer_path: Path, out: Path, trust_remote_code: bool) -> dict[
         "model_type": str(model.config.model_type),
         "num_heads": int(getattr(model.config, "num_attention_heads", 0)),
         "hidden_size": int(getattr(model.config, "hidden_size", 0)),
+        "num_layers": int(getattr(model.config, "num_hidden_layers", 0)),
         "torch": str(torch.__version__),
         "transformers": str(transformers.__version__),
     }
 
 
-def _optimize(src: Path, dst: Path, info: dict[str, Any]) -> bool:
+def _optimize(src: Path, dst: Path, info: dict[str, Any], *, multi_head: bool = False) -> bool:
     if info["model_type"] not in OPTIMIZABLE:
         return False
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
+    options = FusionOptions("bert")
+    options.use_multi_head_attention = multi_head
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         optimized = optimize_model(
@@ -119,9 +140,42 @@ def _optimize(src: Path, dst: Path, info: dict[str, Any]) -> bool:
             num_heads=info["num_heads"],
             hidden_size=info["hidden_size"],
             opt_level=1,
+            optimization_options=options,
         )
         optimized.save_model_to_file(str(dst))
     return True
+
+
+def _without_padding_mask(src: Path, dst: Path, info: dict[str, Any]) -> bool:
+    """Write ``src`` fused into ``MultiHeadAttention`` nodes without their padding mask to
+    ``dst`` (fp32); False (and nothing written) when the attention does not fuse so."""
+    import onnx
+
+    if not _optimize(src, dst, info, multi_head=True):
+        return False
+    graph = onnx.load(str(dst))
+    attention = [n for n in graph.graph.node if n.op_type == "MultiHeadAttention"]
+    if not attention or len(attention) != (info.get("num_layers") or len(attention)):
+        dst.unlink()
+        return False
+    for node in attention:
+        if len(node.input) > 4:
+            node.input[4] = ""  # key_padding_mask: absent selects the flash kernel
+    onnx.save(graph, str(dst))
+    return True
+
+
+def _unpadded(src: Path, dst: Path, info: dict[str, Any]) -> bool:
+    """Write the int8 graph for unpadded batches to ``dst``; False (and nothing written)
+    when the model's attention does not fuse into ``MultiHeadAttention``."""
+    fused = dst.with_name("unpadded.fp32.tmp")
+    try:
+        if not _without_padding_mask(src, fused, info):
+            return False
+        _quantize(fused, dst)
+        return True
+    finally:
+        fused.unlink(missing_ok=True)
 
 
 def _quantize(src: Path, dst: Path) -> None:
@@ -154,7 +208,7 @@ def ensure_onnx(
     cache_root: Path,
     variant: Variant = "fp32",
     trust_remote_code: bool = False,
-) -> Path:
+) -> Path | None:
     """Return the cached ONNX file for these weights, exporting it first if needed.
 
     Args:
@@ -162,17 +216,25 @@ def ensure_onnx(
         name: Human-readable model name used in the cache folder name.
         weights: SHA-256 of the weights (see :func:`~embedstack.encoders.loading.weights_hash`).
         cache_root: Root cache folder (``settings.cache_dir()``).
-        variant: ``"fp32"`` (fused graph) or ``"int8"`` (dynamic int8 quantization).
+        variant: ``"fp32"`` (fused graph), ``"int8"`` (dynamic int8 quantization) or
+            ``"int8-unpadded"`` (int8, for batches without padding; see the module docstring).
         trust_remote_code: Passed to transformers for models with custom code.
+
+    Returns:
+        The file, or None for an ``-unpadded`` variant the model's graph cannot have (the
+        ``fp32`` and ``int8`` variants always exist).
 
     Raises:
         MissingDependency: the export needs torch and transformers (extra ``torch``).
     """
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[-60:]
     folder = cache_root / "onnx" / f"{safe}-{weights[:16]}"
-    files = {"fp32": "model.opt.onnx", "int8": "model.int8.onnx"}
-    if _manifest_ok(folder, weights) and (folder / files[variant]).is_file():
-        return folder / files[variant]
+    unpadded = variant.endswith("-unpadded")
+    if _manifest_ok(folder, weights):
+        if (folder / FILES[variant]).is_file():
+            return folder / FILES[variant]
+        if unpadded and _manifest(folder).get("unpadded") is False:
+            return None
     folder.parent.mkdir(parents=True, exist_ok=True)
     logger.info("exporting %s to ONNX under %s (once per weights)", name, folder)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
@@ -180,13 +242,15 @@ def ensure_onnx(
         if _manifest_ok(folder, weights):  # reuse what exists, add the missing variant
             for item in folder.iterdir():
                 shutil.copy2(item, staging / item.name)
-            info = json.loads((staging / "manifest.json").read_text(encoding="utf-8"))
+            info = _manifest(staging)
         else:
             info = _export(transformer_path, staging / "model.onnx", trust_remote_code)
             if not _optimize(staging / "model.onnx", staging / "model.opt.onnx", info):
                 shutil.copy2(staging / "model.onnx", staging / "model.opt.onnx")
-        if variant == "int8" and not (staging / "model.int8.onnx").is_file():
-            _quantize(staging / "model.opt.onnx", staging / "model.int8.onnx")
+        if unpadded and not (staging / FILES[variant]).is_file():
+            info["unpadded"] = _unpadded(staging / "model.onnx", staging / FILES[variant], info)
+        if variant == "int8" and not (staging / FILES[variant]).is_file():
+            _quantize(staging / "model.opt.onnx", staging / FILES[variant])
         import onnx
         import onnxruntime
 
@@ -209,11 +273,12 @@ def ensure_onnx(
         try:
             staging.rename(folder)
         except OSError:  # another process published the same export first
-            if not (_manifest_ok(folder, weights) and (folder / files[variant]).is_file()):
+            if not (_manifest_ok(folder, weights) and (folder / FILES[variant]).is_file()):
                 raise
             shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(backup, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return folder / files[variant]
+    path = folder / FILES[variant]
+    return path if path.is_file() or not unpadded else None
