@@ -19,11 +19,19 @@ batches (sorted by length, 4,096-token budget, 256 tokens max), with ``--threads
    separate int8 MatMuls and attention runs in the ``MultiHeadAttention`` kernel instead of
    ``QAttention``) and ``unfused-attention`` (``enable_attention=False``: attention as
    plain MatMul/Softmax nodes).
+4. **Unpadded sweep** (``--unpadded-sweep``): the graph the encoder runs for batches without
+   padding (``MultiHeadAttention`` with no padding mask, i.e. ONNX Runtime's CPU flash
+   attention; the cached ``model.unpadded.int8.onnx`` for int8, built the same way without
+   quantization for fp32) against the default graph, on random token ids without padding at
+   widths 8-256, one text per batch and ``4096 // width`` texts per batch, ``--repeats``
+   alternating timings each. This is the measurement behind the encoder's
+   ``UNPADDED_MIN_WIDTH`` / ``UNPADDED_MIN_TOKENS`` and behind int8 alone using the graph.
 
 Prints one JSON object (also written to ``--out``).
 
 Example:
     .venv/bin/python benchmarks/onnx_profile.py --variant int8 --limit 1000 --repeats 6
+    .venv/bin/python benchmarks/onnx_profile.py --variant int8 --unpadded-sweep --repeats 5
 """
 
 from __future__ import annotations
@@ -125,6 +133,50 @@ def _graph_variant(source: Path, out: Path, option: str, value: bool) -> None:
         )  # fmt: skip
 
 
+def _unpadded_sweep(encoder: Any, variant: str, threads: int, repeats: int) -> list[dict[str, Any]]:
+    from embedstack.encoders.onnx_export import _manifest, _without_padding_mask
+
+    model = encoder._model
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        if variant == "int8":
+            unpadded = model.unpadded_path
+        else:
+            unpadded = Path(tmp) / "unpadded.onnx"
+            if not _without_padding_mask(model.path.with_name("model.onnx"), unpadded,
+                                         _manifest(model.path.parent)):  # fmt: skip
+                unpadded = None
+        if unpadded is None:
+            raise SystemExit("this model has no unpadded graph (its attention does not fuse)")
+        sessions = {
+            "default": _session(model.path, threads),
+            "unpadded": _session(unpadded, threads),
+        }
+        rows = []
+        for width in (8, 16, 32, 64, 96, 128, 192, 256):
+            for batch in (1, 4096 // width):
+                ids = rng.integers(1000, 20000, size=(batch, width))
+                ids[:, 0], ids[:, -1] = 101, 102
+                full = {"input_ids": ids, "attention_mask": np.ones_like(ids),
+                        "token_type_ids": np.zeros_like(ids)}  # fmt: skip
+                loops = max(3, int(200 * 64 / (batch * width)))
+                ms: dict[str, list[float]] = {"default": [], "unpadded": []}
+                for rep in range(repeats):
+                    for name in ("default", "unpadded")[:: 1 if rep % 2 == 0 else -1]:
+                        session = sessions[name]
+                        feed = {i.name: full[i.name] for i in session.get_inputs()}
+                        started = time.perf_counter()
+                        for _ in range(loops):
+                            session.run(None, feed)
+                        ms[name].append((time.perf_counter() - started) / loops * 1e3)
+                default, flash = statistics.median(ms["default"]), statistics.median(ms["unpadded"])
+                rows.append({"width": width, "batch": batch, "default_ms": round(default, 3),
+                             "unpadded_ms": round(flash, 3),
+                             "speedup": round(default / flash, 3)})  # fmt: skip
+                print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
 def _pooled(outputs: list[np.ndarray], feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
     vectors = []
     for hidden, feed in zip(outputs, feeds, strict=True):
@@ -148,6 +200,11 @@ def main() -> None:
         action="store_true",
         help="also time the multi-head-attention / unfused-attention graphs",
     )
+    parser.add_argument(
+        "--unpadded-sweep",
+        action="store_true",
+        help="only time the unpadded (flash-attention) graph against the default by width",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -157,6 +214,12 @@ def main() -> None:
     encoder = Encoder("all-MiniLM-L6-v2", backend="onnx",
                       quantize="int8" if args.variant == "int8" else None,
                       threads=args.threads, show_progress=False)  # fmt: skip
+    if args.unpadded_sweep:
+        sweep = _unpadded_sweep(encoder, args.variant, args.threads, args.repeats)
+        _write({"command": " ".join([".venv/bin/python", *sys.argv]), "cpus": os.cpu_count(),
+                "loadavg": os.getloadavg(), "variant": args.variant,
+                "unpadded_sweep": sweep}, args.out)  # fmt: skip
+        return
     model = Path(encoder._model.path)
     folder = Path(encoder.config.transformer_path)
     _, texts = load_corpus(args.datasets / args.dataset)
@@ -221,11 +284,15 @@ def main() -> None:
         },  # fmt: skip
         "fast_gelu_nodes": replaced,
     }
+    _write(report, args.out)
+
+
+def _write(report: dict[str, Any], out: Path | None) -> None:
     text = json.dumps(report, indent=2)
     print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
 
 
 if __name__ == "__main__":
