@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -143,18 +142,18 @@ class OnnxModel:
         from embedstack.encoders.onnx_export import ensure_onnx
 
         int8 = options.quantize == "int8"
-        export = partial(
-            ensure_onnx,
-            options.transformer_path,
-            name=options.name,
-            weights=options.weights,
-            cache_root=options.cache_dir,
-            trust_remote_code=options.trust_remote_code,
-        )
-        path = export(variant="int8" if int8 else "fp32")
-        assert path is not None  # the padded variants always exist
-        self.path: Path = path
-        self.unpadded_path: Path | None = export(variant="int8-unpadded") if int8 else None
+        path, name, weights = options.transformer_path, options.name, options.weights
+        cache, trust = options.cache_dir, options.trust_remote_code
+        self.path: Path = ensure_onnx(
+            path, name=name, weights=weights, cache_root=cache, trust_remote_code=trust,
+            variant="int8" if int8 else "fp32",
+        )  # fmt: skip
+        self.unpadded_path: Path | None = None
+        if int8:
+            self.unpadded_path = ensure_onnx(
+                path, name=name, weights=weights, cache_root=cache, trust_remote_code=trust,
+                variant="int8-unpadded",
+            )  # fmt: skip
         self._threads = options.threads
         self.session = ort_session(self.path, options.threads)
         self.input_names = tuple(i.name for i in self.session.get_inputs())

@@ -23,7 +23,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from embedstack.errors import require
 
@@ -198,6 +198,30 @@ def _quantize(src: Path, dst: Path) -> None:
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
     root.removeHandler(guard)
+
+
+@overload
+def ensure_onnx(
+    transformer_path: Path,
+    *,
+    name: str,
+    weights: str,
+    cache_root: Path,
+    variant: Literal["fp32", "int8"] = "fp32",
+    trust_remote_code: bool = False,
+) -> Path: ...
+
+
+@overload
+def ensure_onnx(
+    transformer_path: Path,
+    *,
+    name: str,
+    weights: str,
+    cache_root: Path,
+    variant: Literal["int8-unpadded"],
+    trust_remote_code: bool = False,
+) -> Path | None: ...
 
 
 def ensure_onnx(
