@@ -164,12 +164,25 @@ def test_unpadded_graph_drops_only_the_padding_mask(tiny_bert: Path, tmp_path: P
     assert cos.min() >= 0.999
 
 
+def _optimizer_fails(*args: Any, **kwargs: Any) -> bool:
+    raise RuntimeError("fusion crashed")
+
+
+@pytest.mark.parametrize(
+    ("target", "replacement"),
+    [("_optimize", lambda *args, **kwargs: False), ("_without_padding_mask", _optimizer_fails)],
+    ids=["unfusable", "fusion-crashes"],
+)
 def test_unfusable_model_gets_no_unpadded_graph_and_no_retry(
-    tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_bert: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    target: str,
+    replacement: Callable[..., bool],
 ) -> None:
     from embedstack.encoders import onnx_export
 
-    monkeypatch.setattr(onnx_export, "_optimize", lambda *args, **kwargs: False)
+    monkeypatch.setattr(onnx_export, target, replacement)
     weights = "ef" * 32
     first = ensure_onnx(
         tiny_bert, name="tiny", weights=weights, cache_root=tmp_path, variant="int8-unpadded"
@@ -182,6 +195,7 @@ def test_unfusable_model_gets_no_unpadded_graph_and_no_retry(
         tiny_bert, name="tiny", weights=weights, cache_root=tmp_path, variant="int8-unpadded"
     )
     assert again is None and manifest_file.stat().st_mtime_ns == stamp
+    assert not list(_entry(tmp_path).glob("*unpadded*"))
 
 
 @pytest.fixture(scope="session")

@@ -272,7 +272,13 @@ def ensure_onnx(
             if not _optimize(staging / "model.onnx", staging / "model.opt.onnx", info):
                 shutil.copy2(staging / "model.onnx", staging / "model.opt.onnx")
         if unpadded and not (staging / FILES[variant]).is_file():
-            info["unpadded"] = _unpadded(staging / "model.onnx", staging / FILES[variant], info)
+            try:
+                built = _unpadded(staging / "model.onnx", staging / FILES[variant], info)
+            except Exception as exc:  # noqa: BLE001 - an optional speed-up: never block loading
+                logger.warning("no unpadded graph for %s: %s", name, exc)
+                (staging / FILES[variant]).unlink(missing_ok=True)
+                built = False
+            info["unpadded"] = built
         if variant == "int8" and not (staging / FILES[variant]).is_file():
             _quantize(staging / "model.opt.onnx", staging / FILES[variant])
         import onnx
