@@ -16,7 +16,14 @@ from embedstack.cli import run
 from embedstack.encoders.colbert import ColbertReranker, LateInteractionEncoder
 from embedstack.encoders.multivector import TokenVectors, maxsim
 from embedstack.index import Index, late, late_model
-from test_index_helpers import SMALL_CHUNKS, committed_batches, corpus, sigkill_rounds, snapshot
+from test_index_helpers import (
+    SMALL_CHUNKS,
+    WRITER_LOOP,
+    committed_batches,
+    corpus,
+    sigkill_rounds,
+    snapshot,
+)
 from test_splade_helpers import build_tiny_bert
 
 OPTIONS = {"query_maxlen": 12, "doc_maxlen": 64, "threads": 1}  # 1 thread: 50x faster here
@@ -492,20 +499,17 @@ def test_cli_creates_an_index_with_colbert_vectors(
         assert not (tmp_path / "new").exists()
 
 
-CHILD = r"""
+CHILD = (
+    r"""
 import json, sys
 from embedstack import HashEncoder
 from embedstack.index import Index, late_model
 batches = json.load(open(sys.argv[2]))
 idx = Index.open(sys.argv[1], encoder=HashEncoder(64, name="h"))
 late_model.encoder_of(idx)  # load the ColBERT model now: the kills then land during adds
-print("open", flush=True)
-for b, batch in enumerate(batches):
-    if idx.get(batch[0]["id"]) is None:
-        idx.add(batch)
-    print(b, flush=True)
-print("all", flush=True)
 """
+    + WRITER_LOOP
+)
 
 
 @pytest.mark.slow

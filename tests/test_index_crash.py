@@ -21,12 +21,14 @@ import pytest
 
 from embedstack import HashEncoder
 from embedstack.index import ChunkingParams, Index
+from test_index_helpers import WRITER_LOOP
 
 TESTS = Path(__file__).resolve().parent
 DATASETS = TESTS.parents[0].parent / "shared" / "datasets"
 CHUNKS = ChunkingParams(max_tokens=32, overlap=8, allow_any=True)
 
-CHILD = r"""
+CHILD = (
+    r"""
 import json, sys
 sys.path.insert(0, sys.argv[1])
 from embedstack import HashEncoder
@@ -34,13 +36,9 @@ from embedstack.index import Index
 path, batches_file = sys.argv[2], sys.argv[3]
 batches = json.load(open(batches_file))
 idx = Index.open(path, encoder=HashEncoder(64, name="crash-hash"))
-print("open", flush=True)
-for b, batch in enumerate(batches):
-    if idx.get(batch[0]["id"]) is None:
-        idx.add(batch)
-    print(b, flush=True)
-print("all", flush=True)
 """
+    + WRITER_LOOP
+)
 
 
 def _synthetic_batches(n_batches: int, size: int) -> list[list[dict]]:

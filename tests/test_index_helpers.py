@@ -23,6 +23,18 @@ WORDS = (
 ).split()
 
 
+WRITER_LOOP = r"""
+print("open", flush=True)
+for b, batch in enumerate(batches):
+    if idx.get(batch[0]["id"]) is None:
+        idx.add(batch)
+    print(b, flush=True)
+print("all", flush=True)
+"""
+"""Tail of a SIGKILL-test writer script: given ``idx`` and ``batches``, add each batch not yet
+stored and acknowledge it ("open", then the batch number, then "all") on stdout."""
+
+
 def corpus(n: int, seed: int = 0, prefix: str = "d") -> list[dict[str, Any]]:
     """Synthetic documents with titles, multi-sentence texts and metadata."""
     rng = np.random.default_rng(seed)

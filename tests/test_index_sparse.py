@@ -17,7 +17,7 @@ from embedstack import DimensionMismatch, HashEncoder, IndexCorrupt, InvalidInpu
 from embedstack.encoders.splade import SparseVectors
 from embedstack.index import Index
 from embedstack.index import sparse as sparse_index
-from test_index_helpers import SMALL_CHUNKS, committed_batches, corpus, sigkill_rounds
+from test_index_helpers import SMALL_CHUNKS, WRITER_LOOP, committed_batches, corpus, sigkill_rounds
 
 VOCAB = 97
 
@@ -328,7 +328,8 @@ def test_real_splade_encoder_in_an_index(tmp_path: Path) -> None:
         ]
 
 
-CHILD = r"""
+CHILD = (
+    r"""
 import sys
 sys.path.insert(0, sys.argv[1])
 import json
@@ -337,13 +338,9 @@ from embedstack import HashEncoder
 from embedstack.index import Index
 batches = json.load(open(sys.argv[3]))
 idx = Index.open(sys.argv[2], encoder=HashEncoder(64, name="h"), sparse=CountSparse())
-print("open", flush=True)
-for b, batch in enumerate(batches):
-    if idx.get(batch[0]["id"]) is None:
-        idx.add(batch)
-    print(b, flush=True)
-print("all", flush=True)
 """
+    + WRITER_LOOP
+)
 
 
 @pytest.mark.slow
