@@ -49,6 +49,16 @@ def reranker(
     layers: Annotated[
         int | None, typer.Option(help="Keep the base's first N layers (faster reranker).")
     ] = None,
+    split_layer: Annotated[
+        int | None,
+        typer.Option(
+            help="Read query and document apart below layer N (PreTTR: an index "
+            "stores documents' states there, reranks run the layers above)."
+        ),
+    ] = None,
+    query_length: Annotated[
+        int, typer.Option(help="With --split-layer: tokens of the query segment.")
+    ] = 32,
     max_ratio: Annotated[
         float, typer.Option(help="Drop negatives the miner scores above this x positive.")
     ] = 0.95,
@@ -87,6 +97,8 @@ def reranker(
         lr=lr,
         max_length=max_length,
         layers=layers,
+        split_layer=split_layer,
+        query_length=query_length,
         max_ratio=max_ratio,
         mining_depth=mining_depth,
         seed=seed,

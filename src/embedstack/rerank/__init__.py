@@ -16,12 +16,22 @@ from typing import Any
 from embedstack.errors import InvalidInput
 from embedstack.rerank.base import Reranker, rank, validate_query_documents
 from embedstack.rerank.cross import CrossEncoder
+from embedstack.rerank.split_encoder import SplitCrossEncoder, is_split
 
-__all__ = ["CrossEncoder", "Reranker", "load_reranker", "rank", "validate_query_documents"]
+__all__ = [
+    "CrossEncoder",
+    "Reranker",
+    "SplitCrossEncoder",
+    "load_reranker",
+    "rank",
+    "validate_query_documents",
+]
 
 
 def load_reranker(name_or_path: str | os.PathLike[str], **options: Any) -> Reranker:
-    """Build the reranker for a model folder or Hugging Face id.
+    """Build the reranker for a model folder or Hugging Face id: a
+    :class:`SplitCrossEncoder` when the folder was trained with a split
+    (``split_layer=``), else a :class:`CrossEncoder`.
 
     Args:
         name_or_path: A ``*ForSequenceClassification`` folder or Hugging Face id.
@@ -40,5 +50,9 @@ def load_reranker(name_or_path: str | os.PathLike[str], **options: Any) -> Reran
     unknown = sorted(set(options) - known)
     if unknown:
         raise InvalidInput(f"unknown reranker option(s) {unknown}; known: {sorted(known)}")
-    reranker: Reranker = CrossEncoder(name_or_path, **options)
+    from embedstack.encoders.loading import resolve_model_dir
+
+    path, _ = resolve_model_dir(name_or_path)
+    cls = SplitCrossEncoder if is_split(path) else CrossEncoder
+    reranker: Reranker = cls(name_or_path, **options)
     return reranker

@@ -84,6 +84,13 @@ def read_classifier_config(folder: Path) -> dict[str, Any]:
     }
 
 
+def _is_split(folder: Path) -> bool:
+    from embedstack.rerank.split import CONFIG_KEY
+
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    return CONFIG_KEY in config
+
+
 def _sigmoid(x: np.ndarray) -> FloatArray:
     x64 = x.astype(np.float64)
     return (0.5 * (1.0 + np.tanh(0.5 * x64))).astype(np.float32)
@@ -152,6 +159,11 @@ class CrossEncoder:
                 f"{path} holds a {', '.join(map(str, heads))}, not a *ForSequenceClassification "
                 "model: a cross-encoder needs a classification head (train one with "
                 "`embedstack train reranker`)"
+            )
+        if (path / "config.json").is_file() and _is_split(path):
+            raise InvalidInput(
+                f"{path} is a split cross-encoder (its first layers read query and document "
+                "apart): load it with load_reranker() or SplitCrossEncoder"
             )
         if info["num_labels"] not in (1, 2):
             raise InvalidInput(

@@ -166,6 +166,8 @@ def train_reranker(
     weight_decay: float = 0.01,
     max_length: int = 256,
     layers: int | None = None,
+    split_layer: int | None = None,
+    query_length: int = 32,
     seed: int = 0,
     threads: int = 2,
     bf16: bool = False,
@@ -209,6 +211,12 @@ def train_reranker(
             shallower cross-encoder costs proportionally less per pair at inference, the
             lever for tight latency budgets (cf. the 2- and 4-layer MS MARCO MiniLM
             cross-encoders next to the 6- and 12-layer ones).
+        split_layer: Train a split cross-encoder (PreTTR, :mod:`embedstack.rerank.split`):
+            the first ``split_layer`` layers read query and document apart, so an index can
+            store each document's states at that layer and a rerank runs only the layers
+            above. None (default): a plain cross-encoder.
+        query_length: With ``split_layer``: tokens of the query segment (special tokens
+            included); documents get ``max_length - query_length``.
         seed: Seeds the data order and torch's global RNG (head initialisation, dropout):
             the same inputs and thread count give the same model.
         threads: torch intra-op threads.
@@ -245,6 +253,12 @@ def train_reranker(
     check_schedule(warmup, weight_decay)
     if max_length < 16:
         raise InvalidInput(f"max_length must be >= 16, got {max_length}")
+    spec = None
+    if split_layer is not None:
+        from embedstack.rerank.split import SplitSpec
+
+        check_positive(split_layer=split_layer, query_length=query_length)
+        spec = SplitSpec(split_layer, query_length, max_length)
     torch = require("torch", "torch", "training a reranker")
     transformers = require("transformers", "torch", "training a reranker")
     dataset = load_beir(dataset_dir, split=split)
@@ -254,6 +268,14 @@ def train_reranker(
                             "num_hidden_layers", 0) or 0)  # fmt: skip
         if depth and layers > depth:
             raise InvalidInput(f"layers={layers}, but {base_dir} has only {depth} layers")
+    if spec is not None:
+        depth = layers or int(
+            getattr(transformers.AutoConfig.from_pretrained(base_dir), "num_hidden_layers", 0) or 0
+        )
+        if depth and spec.layer >= depth:
+            raise InvalidInput(
+                f"split_layer={spec.layer} must leave at least one of the {depth} layers joint"
+            )
     out_dir = Path(out)
     prepare_out(out_dir, overwrite)
     args = recorded_args(dict(locals()), _ARG_NAMES)
@@ -286,6 +308,7 @@ def train_reranker(
 
     # -- model ---------------------------------------------------------------------------
     from embedstack.rerank.pairs import PairTokenizer, pad
+    from embedstack.rerank.split import SplitTokenizer, joined_batch, split_logits
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -294,6 +317,21 @@ def train_reranker(
         model = _fresh_classifier(transformers, base_dir, layers)
         model.train()
         tokenizer = PairTokenizer(base_dir, max_length)
+        split_tokenizer = None if spec is None else SplitTokenizer(base_dir, spec)
+
+        def step_logits(pairs: list[tuple[str, str]]) -> Any:
+            if split_tokenizer is None or spec is None:
+                batch = pad(tokenizer.encode_pairs(pairs), np.arange(len(pairs)))
+                return model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits
+            joined = joined_batch(
+                split_tokenizer.queries([q for q, _ in pairs]),
+                split_tokenizer.documents([d for _, d in pairs]),
+                spec,
+            )
+            return split_logits(
+                model, spec.layer, {k: torch.from_numpy(v) for k, v in joined.items()}
+            )
+
         rng = random.Random(seed)
         plan = [epoch_groups(groups, max_pairs, rng) for _ in range(epochs)]
         steps_total = sum(
@@ -308,10 +346,8 @@ def train_reranker(
         with state, PairProgress(show_progress, total_pairs) as advance:
             for epoch, chosen in enumerate(plan):
                 for pairs, labels, sizes in _batches(chosen, loss, batch_size, rng):
-                    batch = pad(tokenizer.encode_pairs(pairs), np.arange(len(pairs)))
-                    feed = {k: torch.from_numpy(v) for k, v in batch.items()}
                     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                        logits = model(**feed).logits[:, 0].float()
+                        logits = step_logits(pairs)[:, 0].float()
                     value = group_loss(torch, loss, logits, labels, sizes)
                     optimizer.zero_grad(set_to_none=True)
                     value.backward()
@@ -325,6 +361,10 @@ def train_reranker(
             state.flush(final=True)
         seconds = state.elapsed()
         model.eval()
+        if spec is not None:
+            from embedstack.rerank.split import CONFIG_KEY
+
+            setattr(model.config, CONFIG_KEY, spec.record())
         with quiet_transformers(transformers):
             model.save_pretrained(out_dir)
         save_tokenizer(base_dir, out_dir, max_length)
@@ -337,7 +377,8 @@ def train_reranker(
 
 _ARG_NAMES = frozenset(
     "dataset_dir out split base epochs max_pairs negatives_per_query random_negatives "
-    "mining_depth max_ratio loss batch_size lr warmup weight_decay max_length layers seed "
+    "mining_depth max_ratio loss batch_size lr warmup weight_decay max_length layers split_layer "
+    "query_length seed "
     "threads bf16 log_every negatives_file".split()
 )
 

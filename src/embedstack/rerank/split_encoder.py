@@ -1,0 +1,302 @@
+"""A split cross-encoder (PreTTR) at inference: score pairs, or score stored document states.
+
+:class:`SplitCrossEncoder` loads a folder trained with ``split_layer=``
+(:mod:`embedstack.rerank.split`). It is a :class:`~embedstack.rerank.Reranker` (``score``
+runs the whole model, lower layers included) and, for an index, a token-level encoder:
+``encode_documents`` returns each document's states after the split layer (what an
+:class:`~embedstack.index.Index` created with ``colbert=`` a split cross-encoder stores),
+and ``score_states`` runs only the layers above the split over the query's states joined
+with stored document states. The two paths give the same scores.
+
+Example:
+    >>> from embedstack.rerank import load_reranker
+    >>> reranker = load_reranker("/tmp/rr-split")  # doctest: +SKIP
+    >>> states = reranker.encode_documents(["Cats purr.", "Dogs bark."])  # doctest: +SKIP
+    >>> q = reranker.encode_queries(["do cats purr?"]).doc(0)  # doctest: +SKIP
+    >>> reranker.score_states(q, states)  # doctest: +SKIP
+    array([0.97, 0.02], dtype=float32)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from embedstack._typing import Backend, FloatArray
+from embedstack.encoders.backends import _threads, ort_session
+from embedstack.encoders.loading import resolve_model_dir, weights_hash
+from embedstack.encoders.multivector import TokenVectors
+from embedstack.errors import DimensionMismatch, InvalidInput, ModelNotFound, require
+from embedstack.rerank.base import validate_query_documents
+from embedstack.rerank.cross import Activation, _sigmoid, read_classifier_config
+from embedstack.rerank.split import SplitSpec, SplitTokenizer, read_split, segment_batch
+from embedstack.settings import cache_dir as default_cache_dir
+
+__all__ = ["SplitCrossEncoder", "is_split"]
+
+Batch = dict[str, np.ndarray]
+
+
+def is_split(folder: Path) -> bool:
+    """Whether ``folder`` holds a split cross-encoder (its ``config.json`` says so)."""
+    return read_split(folder, 1 << 20) is not None
+
+
+class _TorchSplit:
+    """The reference: transformers' model, run layer by layer."""
+
+    def __init__(self, path: Path, spec: SplitSpec, threads: int | None) -> None:
+        self._torch: Any = require("torch", "torch", "the torch reranker backend")
+        transformers = require("transformers", "torch", "the torch reranker backend")
+        self.model: Any = transformers.AutoModelForSequenceClassification.from_pretrained(
+            path
+        ).eval()
+        self.layer = spec.layer
+        self.threads = _threads(threads)
+
+    def _run(self, fn: Any, *args: Any) -> FloatArray:
+        torch = self._torch
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            with torch.inference_mode():
+                return np.asarray(fn(*args).float().numpy(), dtype=np.float32)
+        finally:
+            torch.set_num_threads(previous)
+
+    def lower(self, batch: Batch) -> FloatArray:
+        from embedstack.rerank.split import lower_states
+
+        feed = {k: self._torch.from_numpy(v) for k, v in batch.items()}
+        return self._run(lower_states, self.model, self.layer, feed)
+
+    def upper(self, states: FloatArray, mask: np.ndarray) -> FloatArray:
+        from embedstack.rerank.split import upper_logits
+
+        torch = self._torch
+        return self._run(
+            upper_logits, self.model, self.layer, torch.from_numpy(states), torch.from_numpy(mask)
+        )
+
+
+class _OnnxSplit:
+    """ONNX Runtime sessions over the cached lower and upper graphs."""
+
+    def __init__(self, path: Path, spec: SplitSpec, options: dict[str, Any]) -> None:
+        from embedstack.rerank.onnx_export import ensure_split_onnx
+
+        lower, upper = ensure_split_onnx(path, layer=spec.layer, **options["export"])
+        self._lower = ort_session(lower, options["threads"])
+        self._upper = ort_session(upper, options["threads"])
+
+    def lower(self, batch: Batch) -> FloatArray:
+        return np.asarray(self._lower.run(None, batch)[0], dtype=np.float32)
+
+    def upper(self, states: FloatArray, mask: np.ndarray) -> FloatArray:
+        feed = {"states": states, "attention_mask": mask}
+        return np.asarray(self._upper.run(None, feed)[0], dtype=np.float32)
+
+
+class SplitCrossEncoder:
+    """A cross-encoder whose first layers read query and document apart.
+
+    Args:
+        model: Folder (or Hugging Face id in the local cache) of a split cross-encoder.
+        backend: ``"onnx"`` (two cached graphs) or ``"torch"`` (the reference).
+        activation: ``"sigmoid"`` (default) or ``"none"`` (raw logits), as
+            :class:`~embedstack.rerank.CrossEncoder`.
+        max_length: Tokens of a joined pair; defaults to the training length recorded in the
+            tokenizer config. The query segment keeps its trained length.
+        batch_size: Documents per forward pass.
+        threads: Inference threads; None uses every CPU available to the process.
+        quantize: ``"int8"`` for dynamically quantized weights (ONNX only), else None.
+        cache_dir: Where exported ONNX models are cached.
+        show_progress: Accepted for interface parity with ``CrossEncoder``; unused.
+
+    Raises:
+        ModelNotFound: the weights cannot be found, or the folder is not a split model.
+        InvalidInput: an option out of range, or a model with other than one label.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        *,
+        backend: Backend | str = "onnx",
+        activation: Activation | None = None,
+        max_length: int | None = None,
+        batch_size: int = 32,
+        threads: int | None = None,
+        quantize: Literal["int8"] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        show_progress: bool | None = False,
+    ) -> None:
+        if activation not in (None, "sigmoid", "none"):
+            raise InvalidInput(f"activation must be 'sigmoid', 'none' or None, got {activation!r}")
+        if quantize not in (None, "int8"):
+            raise InvalidInput(f"quantize must be None or 'int8', got {quantize!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInput(f"batch_size must be a positive integer, got {batch_size!r}")
+        if backend not in ("onnx", "torch"):
+            raise InvalidInput(f"unknown backend {backend!r}; choose 'onnx' or 'torch'")
+        if backend == "torch" and quantize is not None:
+            raise InvalidInput("quantize='int8' needs backend='onnx'")
+        path, _ = resolve_model_dir(model)
+        info = read_classifier_config(path)
+        limit = int(info["max_positions"])
+        if max_length is not None and (
+            isinstance(max_length, bool)
+            or not isinstance(max_length, int)
+            or not 8 <= max_length <= limit
+        ):
+            raise InvalidInput(f"max_length must be in [8, {limit}], got {max_length!r}")
+        spec = read_split(path, max_length or int(info["max_length"]))
+        if spec is None:
+            raise ModelNotFound(f"{path} is not a split cross-encoder (no split in config.json)")
+        if info["num_labels"] != 1:
+            raise InvalidInput(
+                f"{path}: a split cross-encoder has one label, not {info['num_labels']}"
+            )
+        self._name = os.fspath(model)
+        self.path = path
+        self.spec = spec
+        self.activation: Activation = activation or "sigmoid"
+        self.max_length = spec.max_length
+        self.batch_size = batch_size
+        self.backend_name = backend
+        self.quantize = quantize
+        self.show_progress = show_progress
+        self.weights_hash = weights_hash(path)
+        self.tokenizer = SplitTokenizer(path, spec)
+        self._dim = int(_hidden_size(path))
+        if backend == "torch":
+            self._model: Any = _TorchSplit(path, spec, threads)
+        else:
+            export = {
+                "name": self._name,
+                "weights": self.weights_hash,
+                "cache_root": Path(cache_dir) if cache_dir else default_cache_dir(),
+                "variant": "int8" if quantize == "int8" else "fp32",
+            }
+            self._model = _OnnxSplit(path, spec, {"export": export, "threads": threads})
+
+    # -- identity ---------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """Name or path the model was loaded from."""
+        return self._name
+
+    @property
+    def model_id(self) -> str:
+        """Name plus the first 16 hex digits of the weights' SHA-256."""
+        return f"{self._name}@{self.weights_hash[:16]}"
+
+    @property
+    def dim(self) -> int:
+        """Width of the states after the split layer (the hidden size)."""
+        return self._dim
+
+    @property
+    def doc_maxlen(self) -> int:
+        """Tokens of a document segment (what an index records of the stored states)."""
+        return self.spec.doc_length
+
+    def __repr__(self) -> str:
+        quant = f", quantize={self.quantize!r}" if self.quantize else ""
+        return (
+            f"SplitCrossEncoder({self._name!r}, backend={self.backend_name!r}{quant}, "
+            f"layer={self.spec.layer}, max_length={self.max_length})"
+        )
+
+    # -- states -----------------------------------------------------------------------------
+    def _states(self, ids: list[list[int]], *, document: bool) -> TokenVectors:
+        parts: list[np.ndarray] = [np.zeros((0, self._dim), np.float32)] * len(ids)
+        order = np.argsort([-len(row) for row in ids], kind="stable")
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            chosen = [ids[i] for i in rows]
+            states = self._model.lower(segment_batch(chosen, document=document, spec=self.spec))
+            for k, i in enumerate(rows):
+                parts[i] = states[k, : len(ids[i])]
+        return TokenVectors.from_arrays(parts)
+
+    def encode_queries(self, texts: Sequence[str]) -> TokenVectors:
+        """The query segments' states after the split layer (one row per token)."""
+        return self._states(self.tokenizer.queries(_texts(texts)), document=False)
+
+    def encode_documents(self, texts: Sequence[str]) -> TokenVectors:
+        """The document segments' states after the split layer; they depend on the
+        document alone, so an index can store them."""
+        return self._states(self.tokenizer.documents(_texts(texts)), document=True)
+
+    # -- scoring ----------------------------------------------------------------------------
+    def score(self, query: str, documents: Sequence[str]) -> FloatArray:
+        """Relevance of each document to ``query`` (the whole model runs).
+
+        Raises:
+            InvalidInput: blank or non-str query or document, or no documents.
+        """
+        query, docs = validate_query_documents(query, documents)
+        return self.score_states(self.encode_queries([query]).doc(0), self.encode_documents(docs))
+
+    def score_states(self, query: np.ndarray, documents: TokenVectors) -> FloatArray:
+        """Scores of stored document states against a query's states: only the layers
+        above the split run, over ``[query states; document states]`` per document.
+
+        Args:
+            query: ``(query tokens, dim)`` from :meth:`encode_queries`.
+            documents: From :meth:`encode_documents` (any precision).
+
+        Raises:
+            DimensionMismatch: states of another width.
+        """
+        q = np.asarray(query, dtype=np.float32)
+        if q.ndim != 2 or q.shape[1] != self._dim or documents.dim != self._dim:
+            raise DimensionMismatch(
+                f"states must be (tokens, {self._dim}); got query {q.shape} and documents "
+                f"of width {documents.dim}"
+            )
+        lengths = documents.lengths
+        raw = np.empty(len(documents), dtype=np.float32)
+        order = np.argsort(-lengths, kind="stable")
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            width = len(q) + int(lengths[rows].max(initial=0))
+            states = np.zeros((len(rows), width, self._dim), dtype=np.float32)
+            mask = np.zeros((len(rows), width), dtype=np.int64)
+            states[:, : len(q)] = q
+            for k, i in enumerate(rows):
+                n = int(lengths[i])
+                states[k, len(q) : len(q) + n] = documents.doc(int(i))
+                mask[k, : len(q) + n] = 1
+            raw[rows] = self._model.upper(states, mask)[:, 0]
+        return _sigmoid(raw) if self.activation == "sigmoid" else raw
+
+    def rerank(
+        self, query: str, documents: Sequence[str], top_n: int | None = None
+    ) -> list[tuple[int, float]]:
+        """Documents ordered by relevance, as :meth:`CrossEncoder.rerank`."""
+        from embedstack.rerank.base import rank
+
+        if top_n is not None and (
+            isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1
+        ):
+            raise InvalidInput(f"top_n must be a positive integer or None, got {top_n!r}")
+        return rank(self.score(query, documents), top_n)
+
+
+def _texts(texts: Sequence[str]) -> list[str]:
+    from embedstack.encoders.base import validate_texts
+
+    return list(validate_texts(texts))
+
+
+def _hidden_size(folder: Path) -> int:
+    import json
+
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    return int(config.get("hidden_size") or config.get("dim") or 0)
