@@ -565,17 +565,25 @@ class Index:
         record = self.manifest.get("colbert")
         return str(record["model_id"]) if record else None
 
-    def colbert_scores(self, query: str, doc_ids: Sequence[str]) -> np.ndarray:
+    def colbert_scores(
+        self, query: str, doc_ids: Sequence[str], *, chunks: Literal["all", "first"] = "all"
+    ) -> np.ndarray:
         """Score given documents against ``query`` by ColBERT MaxSim over their stored token
         vectors (Khattab & Zaharia 2020).
 
         Only the query is encoded (``encode_queries`` of the index's ColBERT encoder); only
         the candidates' token rows are read. Each document scores the maximum over its
-        chunks, as in dense search (see :mod:`embedstack.index.late`).
+        chunks, as in dense search (see :mod:`embedstack.index.late`). An index created with
+        a split cross-encoder (:class:`~embedstack.rerank.SplitCrossEncoder`) stores its
+        document states instead, and the score is that model's, from its layers above the
+        split.
 
         Args:
             query: a non-blank query.
             doc_ids: document ids, any order, repeats allowed.
+            chunks: ``"all"`` (max over a document's chunks) or ``"first"`` (its first
+                chunk only: title and the start of the text, the passage a cross-encoder
+                reads at query time, at a fraction of the cost for long documents).
 
         Returns:
             ``(len(doc_ids),)`` float32, ``-inf`` for an id the index does not hold.
@@ -589,7 +597,7 @@ class Index:
             array([21.3, 14.9, -inf], dtype=float32)
         """
         self._refresh()
-        return late.colbert_scores(self, query, doc_ids)
+        return late.colbert_scores(self, query, doc_ids, chunks)
 
     # --- maintenance ---------------------------------------------------------------------------
 

@@ -50,7 +50,7 @@ import numpy as np
 
 from embedstack._typing import FloatArray
 from embedstack.encoders.multivector import TokenVectors, maxsim
-from embedstack.errors import DimensionMismatch, IndexCorrupt
+from embedstack.errors import DimensionMismatch, IndexCorrupt, InvalidInput
 from embedstack.index.dense import segment_name
 from embedstack.index.late_model import LateEncoder, encoder_of, no_store
 from embedstack.index.manifest import fsync_dir, remove_all_but, save_npy
@@ -284,16 +284,20 @@ def encode_chunks(
     return TokenVectors.concat(parts)
 
 
-def colbert_scores(index: Index, query: str, doc_ids: Sequence[str]) -> FloatArray:
+def colbert_scores(
+    index: Index, query: str, doc_ids: Sequence[str], chunks: str = "all"
+) -> FloatArray:
     """See :meth:`Index.colbert_scores`."""
     ids = check_request(query, doc_ids)
+    if chunks not in ("all", "first"):
+        raise InvalidInput(f"chunks must be 'all' or 'first', got {chunks!r}")
     cache = index._colbert
     if cache is None:
         raise no_store(index.path)
     out = np.full(len(ids), -np.inf, dtype=np.float32)
     if not ids:
         return out
-    keys, rows = candidate_rows(index, ids)
+    keys, rows = candidate_rows(index, ids, first_only=chunks == "first")
     sizes = {seg.id: len(seg) for seg in index._state.segments}
     parts: list[TokenVectors] = []
     owners: list[int] = []
@@ -307,10 +311,13 @@ def colbert_scores(index: Index, query: str, doc_ids: Sequence[str]) -> FloatArr
     cache.retain(set(sizes))
     if not parts:
         return out
-    q = encoder_of(index).encode_queries([query])
+    encoder = encoder_of(index)
+    q = encoder.encode_queries([query])
     if q.dim != cache.dim:
         raise DimensionMismatch(
             f"the ColBERT encoder returned {q.dim}-d query tokens, not {cache.dim}"
         )
-    chunk_scores = maxsim(q.doc(0), TokenVectors.concat(parts))
+    stored = TokenVectors.concat(parts)
+    score_states = getattr(encoder, "score_states", None)  # a split cross-encoder's upper layers
+    chunk_scores = score_states(q.doc(0), stored) if score_states else maxsim(q.doc(0), stored)
     return best_per_document(ids, keys, zip(owners, chunk_scores.tolist(), strict=True))

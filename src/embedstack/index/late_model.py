@@ -56,15 +56,32 @@ class LateEncoder(Protocol):
     def encode_documents(self, texts: Sequence[str]) -> TokenVectors: ...
 
 
-def _option_names() -> set[str]:
-    from embedstack.encoders.colbert import LateInteractionEncoder
+def _split_folder(name: str | os.PathLike[str]) -> bool:
+    """Whether ``name`` is a local split cross-encoder folder (PreTTR: its stored "token
+    vectors" are the documents' states at the split layer)."""
+    folder = Path(name)
+    if not (folder / "config.json").is_file():
+        return False
+    from embedstack.rerank.split_encoder import is_split
 
-    params = inspect.signature(LateInteractionEncoder.__init__).parameters
-    return {name for name in params if name not in ("self", "name_or_path")}
+    return is_split(folder)
+
+
+def _option_names(split: bool = False) -> set[str]:
+    from embedstack.encoders.colbert import LateInteractionEncoder
+    from embedstack.rerank.split_encoder import SplitCrossEncoder
+
+    init = (SplitCrossEncoder if split else LateInteractionEncoder).__init__
+    params = inspect.signature(init).parameters
+    return {name for name in params if name not in ("self", "name_or_path", "model")}
 
 
 def resolve_encoder(colbert: object, options: dict[str, Any] | None) -> LateEncoder:
     """A ColBERT encoder from a registry name / folder (built with ``options``) or as given.
+
+    A split cross-encoder folder (:mod:`embedstack.rerank.split`) gives a
+    :class:`~embedstack.rerank.SplitCrossEncoder`: the index then stores the documents'
+    states at its split layer, and scoring runs its layers above the split.
 
     Raises:
         InvalidInput: not a name, folder or ColBERT encoder; options that
@@ -74,14 +91,20 @@ def resolve_encoder(colbert: object, options: dict[str, Any] | None) -> LateEnco
     if isinstance(colbert, str | os.PathLike):
         if not os.fspath(colbert).strip():
             raise InvalidInput("colbert must name a ColBERT model or folder, got ''")
+        split = _split_folder(colbert)
+        unknown = sorted(set(options or {}) - _option_names(split))
+        if unknown:
+            kind = "SplitCrossEncoder" if split else "LateInteractionEncoder"
+            raise InvalidInput(
+                f"colbert_options: unknown option(s) {unknown}; {kind} takes "
+                f"{sorted(_option_names(split))}"
+            )
+        if split:
+            from embedstack.rerank.split_encoder import SplitCrossEncoder
+
+            return SplitCrossEncoder(os.fspath(colbert), **(options or {}))
         from embedstack.encoders.colbert import LateInteractionEncoder
 
-        unknown = sorted(set(options or {}) - _option_names())
-        if unknown:
-            raise InvalidInput(
-                f"colbert_options: unknown option(s) {unknown}; LateInteractionEncoder takes "
-                f"{sorted(_option_names())}"
-            )
         return LateInteractionEncoder(os.fspath(colbert), **(options or {}))
     if isinstance(colbert, LateEncoder):
         if options:
@@ -133,7 +156,15 @@ def prepare(
     encoder = resolve_encoder(colbert, options)
     if not options and not isinstance(colbert, str | os.PathLike):
         # an encoder object: record its settings, so that opening by name rebuilds it
-        options = {key: getattr(encoder, key) for key in _OBJECT_OPTIONS if hasattr(encoder, key)}
+        if hasattr(encoder, "score_states"):  # a split cross-encoder: what shapes its states
+            options = {
+                "max_length": getattr(encoder, "max_length", None),
+                "quantize": getattr(encoder, "quantize", None),
+            }
+        else:
+            options = {
+                key: getattr(encoder, key) for key in _OBJECT_OPTIONS if hasattr(encoder, key)
+            }
         backend = getattr(encoder, "backend_name", None)
         if isinstance(backend, str):
             options["backend"] = backend

@@ -53,9 +53,10 @@ def check_request(query: object, doc_ids: object) -> list[str]:
 
 
 def candidate_rows(
-    index: Index, ids: Sequence[str]
+    index: Index, ids: Sequence[str], first_only: bool = False
 ) -> tuple[dict[str, int], dict[int, list[tuple[int, int]]]]:
-    """The chunk rows of the live documents among ``ids``.
+    """The chunk rows of the live documents among ``ids`` (only each one's first chunk,
+    title and start of the text, with ``first_only``).
 
     Returns:
         ``{doc id: key}`` of the ids the index holds, and ``{segment: [(row, key)]}`` of
@@ -70,6 +71,8 @@ def candidate_rows(
         part = wanted[i : i + _BATCH]
         marks = ",".join("?" * len(part))
         query_sql = f"SELECT segment, row, doc_key FROM chunks WHERE doc_key IN ({marks})"
+        if first_only:
+            query_sql += " AND chunk_no = 0"
         for seg, row, key in conn.execute(query_sql, part):
             rows[int(seg)].append((int(row), int(key)))
     return keys, rows

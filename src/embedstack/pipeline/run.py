@@ -8,7 +8,10 @@ whose ``score`` is the last stage's. Ties keep the previous order (generators an
 break ties by document id, like :meth:`Index.search`).
 
 A ``colbert`` stage reads the candidates' token vectors from the index when the index stores
-them (see :meth:`Pipeline.uses_stored_vectors`); only the query is encoded then.
+them (see :meth:`Pipeline.uses_stored_vectors`); only the query is encoded then. Likewise a
+``rerank`` stage whose cross-encoder is a split one (:mod:`embedstack.rerank.split`) whose
+document states the index stores: it scores each candidate's first chunk (the passage it
+would read at query time) with only the layers above the split.
 
 Time spent in each stage is measured per query (a batched generator's time is split evenly
 among the batch's queries) and returned by :meth:`Pipeline.trace` /
@@ -145,9 +148,11 @@ STORED: Scorer = _Stored()
 
 
 def _stored(index: Index, scorer: Scorer | None) -> bool:
-    """Whether a ``colbert`` stage's ``scorer`` runs on ``index``'s stored token vectors: it
-    has no model of its own, or its encoder's weights are the index's (the weights hash of
-    ``model_id``, so another path to the same folder counts as the same model)."""
+    """Whether a stage's ``scorer`` runs on ``index``'s stored token vectors: a ``colbert``
+    stage with no model of its own, or a scorer whose encoder's weights are the index's (the
+    weights hash of ``model_id``, so another path to the same folder counts as the same
+    model). The scorer is a ColBERT reranker, or a split cross-encoder in a ``rerank`` stage
+    whose document states the index stores."""
     if scorer is None:
         return False
     recorded = getattr(index, "colbert_model", None)
@@ -155,7 +160,10 @@ def _stored(index: Index, scorer: Scorer | None) -> bool:
         return False
     if scorer is STORED:
         return True
-    weights = getattr(getattr(scorer, "encoder", None), "weights_hash", None)
+    model = getattr(scorer, "encoder", None)
+    if model is None and hasattr(scorer, "score_states"):  # a split cross-encoder
+        model = scorer
+    weights = getattr(model, "weights_hash", None)
     return isinstance(weights, str) and str(recorded).rpartition("@")[2] == weights[:16]
 
 
@@ -245,9 +253,10 @@ class Pipeline:
         return {label: str(scorer.name) for label, scorer in pairs if scorer is not None}
 
     def uses_stored_vectors(self, index: Index) -> list[str]:
-        """Labels of the ``colbert`` stages that score ``index``'s stored token vectors
-        (the stage has no model, or the index's ColBERT model is the stage's) instead of
-        encoding the candidates at query time."""
+        """Labels of the stages that score ``index``'s stored token vectors instead of
+        encoding the candidates at query time: ``colbert`` stages with no model or with the
+        index's ColBERT model, and ``rerank`` stages whose split cross-encoder is the one
+        whose document states the index stores."""
         labels = self.labels[len(self.labels) - len(self._scorers) :]
         return [label for label, scorer in zip(labels, self._scorers, strict=True)
                 if _stored(index, scorer)]  # fmt: skip
@@ -386,7 +395,10 @@ class Pipeline:
             raw = index.dense_scores(query, [c.doc_id for c in head])
             name = "dense_rescore"
         elif _stored(index, scorer):
-            raw = index.colbert_scores(query, [c.doc_id for c in head])
+            # a rerank stage reads what its cross-encoder reads at query time, the first chunk
+            first = stage.kind == "rerank"
+            ids = [c.doc_id for c in head]
+            raw = index.colbert_scores(query, ids, chunks="first" if first else "all")
             name = f"colbert vectors of index {getattr(index, 'path', '?')}"
         elif scorer is STORED:
             raise InvalidInput(
