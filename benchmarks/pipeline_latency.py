@@ -13,8 +13,10 @@ The index (default model all-MiniLM-L6-v2, float32, exact search) is built in ``
 presets need ``--reranker DIR_OR_NAME`` (default ``/tmp/reranker-scifact``); when it is
 absent they are skipped with a note. Pipelines with a ``colbert`` stage need ``--colbert
 DIR_OR_NAME``: the index (give it its own ``--index`` folder) is then built with that model's
-token vectors, which the stage scores, encoding only the query. Prints a Markdown table
-and, with ``--json``, writes the full report.
+token vectors, which the stage scores, encoding only the query. ``--store-reranker`` does the
+same for a split cross-encoder given as ``--reranker`` (``embedstack train reranker
+--split-layer``): the index stores its document states and the ``rerank`` stages run only the
+layers above the split. Prints a Markdown table and, with ``--json``, writes the full report.
 
 Example:
     .venv/bin/python benchmarks/pipeline_latency.py --datasets ../shared/datasets \\
@@ -43,7 +45,12 @@ def _limit_threads(n: int) -> None:
 
 
 def _open_index(
-    dataset: Any, directory: Path, model: str, threads: int, colbert: str | None = None
+    dataset: Any,
+    directory: Path,
+    model: str,
+    threads: int,
+    colbert: str | None = None,
+    colbert_int8: bool = False,
 ) -> Any:
     from embedstack import Encoder
     from embedstack.eval.index_runner import build_or_open_index
@@ -52,7 +59,10 @@ def _open_index(
     encoder = Encoder(model, threads=threads, show_progress=False)
     options: dict[str, Any] = {"encoder": encoder}
     if colbert is not None:
-        options |= {"colbert": colbert, "colbert_options": {"backend": "onnx", "threads": threads}}
+        late = {"backend": "onnx", "threads": threads} | (
+            {"quantize": "int8"} if colbert_int8 else {}
+        )
+        options |= {"colbert": colbert, "colbert_options": late}
     started = time.perf_counter()
     index = build_or_open_index(dataset, directory, create_options=options)
     built = time.perf_counter() - started
@@ -141,6 +151,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--colbert", default=None, metavar="DIR_OR_NAME",
                         help="build --index with this ColBERT model's token vectors; pipelines "
                         "with a colbert stage are skipped without it")  # fmt: skip
+    parser.add_argument(
+        "--store-reranker",
+        action="store_true",
+        help="store the (split) --reranker's document states in the index, "
+        "which its rerank stages then read (give it its own --index)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     _limit_threads(args.threads)
@@ -180,7 +196,15 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         if "colbert(" in extras.get(name, PRESETS.get(name, "")) and args.colbert is None:
             skipped[name] = "needs an index with ColBERT vectors (pass --colbert DIR_OR_NAME)"
-    index = _open_index(dataset, args.index, args.model, args.threads, args.colbert)
+    stored = args.reranker if args.store_reranker else args.colbert
+    index = _open_index(
+        dataset,
+        args.index,
+        args.model,
+        args.threads,
+        stored,
+        colbert_int8=args.store_reranker and args.rerank_int8,
+    )
     results: dict[str, dict[str, Any]] = {}
     try:
         for name in names:
@@ -206,6 +230,7 @@ def main(argv: list[str] | None = None) -> None:
         "rerank_int8": args.rerank_int8,
         "ort_spinning": args.ort_spinning,
         "colbert": args.colbert,
+        "store_reranker": args.store_reranker,
         "limit": args.limit,
         "rerank_limit": args.rerank_limit,
         "threads": args.threads,

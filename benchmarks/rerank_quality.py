@@ -43,7 +43,7 @@ from typing import Any
 from embedstack.eval import evaluate, latency_summary, load_beir, load_corpus
 from embedstack.eval.index_runner import build_or_open_index
 from embedstack.fusion import rrf
-from embedstack.rerank import CrossEncoder
+from embedstack.rerank import load_reranker
 from embedstack.train import train_reranker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,7 +129,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
         options["max_length"] = args.max_length
     if args.quantize:
         options["quantize"] = args.quantize
-    reranker = CrossEncoder(model_dir, **options)
+    reranker = load_reranker(model_dir, **options)
     runs: dict[str, dict[str, dict[str, float]]] = {"hybrid": {}, "hybrid+rerank": {},
                                                      "hybrid+rerank (rrf)": {},
                                                      "hybrid shuffled": {}}  # fmt: skip

@@ -49,7 +49,9 @@ def create(
         str | None,
         typer.Option(
             help="Also store ColBERT token vectors of every chunk (ColBERT rerank stages "
-            "then encode only the query): a ColBERT model name or folder, run with ONNX.",
+            "then encode only the query): a ColBERT model name or folder, run with ONNX; or a "
+            "split cross-encoder folder (train reranker --split-layer), whose rerank stages "
+            "then read the stored document states.",
         ),
     ] = None,
     colbert_precision: Annotated[
