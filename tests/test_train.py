@@ -116,18 +116,22 @@ def test_loss_decreases_and_log_is_complete(trained: Path) -> None:
     assert last < 0.5 * first, (first, last)
 
 
-def training_hits(reranker: Any, data: Path) -> int:
-    """How many of the 5 training queries get their judged positive ranked first."""
-    docs = {
-        json.loads(x)["_id"]: json.loads(x)
-        for x in (data / "corpus.jsonl").read_text().splitlines()
-    }
+def read_data(data: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """``({doc id: title + text}, {query id: query})`` of a test dataset."""
+    rows = [json.loads(x) for x in (data / "corpus.jsonl").read_text().splitlines()]
+    docs = {d["_id"]: (d["title"] + " " + d["text"]).strip() for d in rows}
     queries = {
         json.loads(x)["_id"]: json.loads(x)["text"]
         for x in (data / "queries.jsonl").read_text().splitlines()
     }
+    return docs, queries
+
+
+def training_hits(reranker: Any, data: Path) -> int:
+    """How many of the 5 training queries get their judged positive ranked first."""
+    docs, queries = read_data(data)
     ids = list(docs)
-    texts = [(docs[d]["title"] + " " + docs[d]["text"]).strip() for d in ids]
+    texts = [docs[d] for d in ids]
     return sum(
         ids[reranker.rerank(queries[f"q{i}"], texts, top_n=1)[0][0]] == f"pos{i}" for i in range(5)
     )
@@ -135,23 +139,12 @@ def training_hits(reranker: Any, data: Path) -> int:
 
 def group_hits(reranker: Any, data: Path, negatives: Path) -> int:
     """How many training groups (positive + its mined negatives) get the positive first."""
-    docs = {
-        json.loads(x)["_id"]: json.loads(x)
-        for x in (data / "corpus.jsonl").read_text().splitlines()
-    }
-    queries = {
-        json.loads(x)["_id"]: json.loads(x)["text"]
-        for x in (data / "queries.jsonl").read_text().splitlines()
-    }
-
-    def text(doc_id: str) -> str:
-        return (docs[doc_id]["title"] + " " + docs[doc_id]["text"]).strip()
-
+    docs, queries = read_data(data)
     hits = 0
     for line in negatives.read_text().splitlines():
         group = json.loads(line)
         candidates = [group["positive_id"], *group["negatives"]]
-        scores = reranker.score(queries[group["query_id"]], [text(d) for d in candidates])
+        scores = reranker.score(queries[group["query_id"]], [docs[d] for d in candidates])
         hits += int(np.argmax(scores) == 0)
     return hits
 

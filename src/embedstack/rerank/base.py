@@ -10,7 +10,7 @@ import numpy as np
 from embedstack.encoders.base import validate_texts
 from embedstack.errors import InvalidInput
 
-__all__ = ["Reranker", "rank", "validate_query_documents"]
+__all__ = ["Reranker", "check_top_n", "rank", "validate_query_documents"]
 
 
 @runtime_checkable
@@ -87,3 +87,9 @@ def rank(scores: np.ndarray, top_n: int | None = None) -> list[tuple[int, float]
     if top_n is not None:
         order = order[:top_n]
     return [(int(i), float(values[i])) for i in order]
+
+
+def check_top_n(top_n: object) -> None:
+    """Raise :class:`InvalidInput` unless ``top_n`` is None or a positive integer."""
+    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
+        raise InvalidInput(f"top_n must be a positive integer or None, got {top_n!r}")

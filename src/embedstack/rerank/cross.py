@@ -31,7 +31,7 @@ from embedstack._typing import Backend, FloatArray
 from embedstack.encoders.loading import resolve_model_dir, weights_hash
 from embedstack.errors import InvalidInput, ModelNotFound
 from embedstack.rerank.backends import ClassifierOptions, make_classifier
-from embedstack.rerank.base import rank, validate_query_documents
+from embedstack.rerank.base import check_top_n, rank, validate_query_documents
 from embedstack.rerank.pairs import PairTokenizer, length_batches, pad
 from embedstack.settings import cache_dir as default_cache_dir
 from embedstack.settings import progress_enabled
@@ -82,6 +82,33 @@ def read_classifier_config(folder: Path) -> dict[str, Any]:
         "model_type": str(config.get("model_type", "")),
         "architectures": list(config.get("architectures") or []),
     }
+
+
+def check_options(
+    *, backend: str, activation: object, quantize: object, batch_size: object
+) -> None:
+    """The options every cross-encoder class takes, checked before any model is loaded.
+
+    Raises:
+        InvalidInput: naming the bad option.
+    """
+    if activation not in (None, "sigmoid", "none"):
+        raise InvalidInput(f"activation must be 'sigmoid', 'none' or None, got {activation!r}")
+    if quantize not in (None, "int8"):
+        raise InvalidInput(f"quantize must be None or 'int8', got {quantize!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidInput(f"batch_size must be a positive integer, got {batch_size!r}")
+    if backend not in ("onnx", "torch"):
+        raise InvalidInput(f"unknown backend {backend!r}; choose 'onnx' or 'torch'")
+
+
+def check_max_length(max_length: object, limit: int) -> None:
+    """Raise :class:`InvalidInput` unless ``max_length`` is None or an int in ``[8, limit]``."""
+    if max_length is not None and (
+        isinstance(max_length, bool) or not isinstance(max_length, int)
+        or not 8 <= max_length <= limit
+    ):  # fmt: skip
+        raise InvalidInput(f"max_length must be in [8, {limit}], got {max_length!r}")
 
 
 def _is_split(folder: Path) -> bool:
@@ -143,14 +170,8 @@ class CrossEncoder:
         cache_dir: str | os.PathLike[str] | None = None,
         show_progress: bool | None = False,
     ) -> None:
-        if activation not in (None, "sigmoid", "none"):
-            raise InvalidInput(f"activation must be 'sigmoid', 'none' or None, got {activation!r}")
-        if quantize not in (None, "int8"):
-            raise InvalidInput(f"quantize must be None or 'int8', got {quantize!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidInput(f"batch_size must be a positive integer, got {batch_size!r}")
-        if backend not in ("onnx", "torch"):
-            raise InvalidInput(f"unknown backend {backend!r}; choose 'onnx' or 'torch'")
+        check_options(backend=backend, activation=activation, quantize=quantize,
+                      batch_size=batch_size)  # fmt: skip
         path, _ = resolve_model_dir(model)
         info = read_classifier_config(path)
         heads = info["architectures"]
@@ -170,12 +191,7 @@ class CrossEncoder:
                 f"{path} is a classifier with {info['num_labels']} labels; a reranker needs "
                 "1 (relevance score) or 2 (not relevant / relevant)"
             )
-        model_max = int(info["max_positions"])
-        if max_length is not None and (
-            isinstance(max_length, bool) or not isinstance(max_length, int)
-            or not 8 <= max_length <= model_max
-        ):  # fmt: skip
-            raise InvalidInput(f"max_length must be in [8, {model_max}], got {max_length!r}")
+        check_max_length(max_length, int(info["max_positions"]))
         self._name = os.fspath(model)
         self.path = path
         self.num_labels = int(info["num_labels"])
@@ -246,10 +262,7 @@ class CrossEncoder:
         Raises:
             InvalidInput: as :meth:`score`, or ``top_n`` not a positive integer.
         """
-        if top_n is not None and (
-            isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1
-        ):
-            raise InvalidInput(f"top_n must be a positive integer or None, got {top_n!r}")
+        check_top_n(top_n)
         return rank(self.score(query, documents), top_n)
 
     def _raw_scores(self, query: str, docs: list[str]) -> FloatArray:

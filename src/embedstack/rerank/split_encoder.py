@@ -31,8 +31,14 @@ from embedstack.encoders.backends import _threads, ort_session
 from embedstack.encoders.loading import resolve_model_dir, weights_hash
 from embedstack.encoders.multivector import TokenVectors
 from embedstack.errors import DimensionMismatch, InvalidInput, ModelNotFound, require
-from embedstack.rerank.base import validate_query_documents
-from embedstack.rerank.cross import Activation, _sigmoid, read_classifier_config
+from embedstack.rerank.base import check_top_n, rank, validate_query_documents
+from embedstack.rerank.cross import (
+    Activation,
+    _sigmoid,
+    check_max_length,
+    check_options,
+    read_classifier_config,
+)
 from embedstack.rerank.split import SplitSpec, SplitTokenizer, read_split, segment_batch
 from embedstack.settings import cache_dir as default_cache_dir
 
@@ -135,25 +141,13 @@ class SplitCrossEncoder:
         cache_dir: str | os.PathLike[str] | None = None,
         show_progress: bool | None = False,
     ) -> None:
-        if activation not in (None, "sigmoid", "none"):
-            raise InvalidInput(f"activation must be 'sigmoid', 'none' or None, got {activation!r}")
-        if quantize not in (None, "int8"):
-            raise InvalidInput(f"quantize must be None or 'int8', got {quantize!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidInput(f"batch_size must be a positive integer, got {batch_size!r}")
-        if backend not in ("onnx", "torch"):
-            raise InvalidInput(f"unknown backend {backend!r}; choose 'onnx' or 'torch'")
+        check_options(backend=backend, activation=activation, quantize=quantize,
+                      batch_size=batch_size)  # fmt: skip
         if backend == "torch" and quantize is not None:
             raise InvalidInput("quantize='int8' needs backend='onnx'")
         path, _ = resolve_model_dir(model)
         info = read_classifier_config(path)
-        limit = int(info["max_positions"])
-        if max_length is not None and (
-            isinstance(max_length, bool)
-            or not isinstance(max_length, int)
-            or not 8 <= max_length <= limit
-        ):
-            raise InvalidInput(f"max_length must be in [8, {limit}], got {max_length!r}")
+        check_max_length(max_length, int(info["max_positions"]))
         spec = read_split(path, max_length or int(info["max_length"]))
         if spec is None:
             raise ModelNotFound(f"{path} is not a split cross-encoder (no split in config.json)")
@@ -280,12 +274,7 @@ class SplitCrossEncoder:
         self, query: str, documents: Sequence[str], top_n: int | None = None
     ) -> list[tuple[int, float]]:
         """Documents ordered by relevance, as :meth:`CrossEncoder.rerank`."""
-        from embedstack.rerank.base import rank
-
-        if top_n is not None and (
-            isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1
-        ):
-            raise InvalidInput(f"top_n must be a positive integer or None, got {top_n!r}")
+        check_top_n(top_n)
         return rank(self.score(query, documents), top_n)
 
 
