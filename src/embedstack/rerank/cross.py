@@ -33,6 +33,7 @@ from embedstack.errors import InvalidInput, ModelNotFound
 from embedstack.rerank.backends import ClassifierOptions, make_classifier
 from embedstack.rerank.base import check_top_n, rank, validate_query_documents
 from embedstack.rerank.pairs import PairTokenizer, length_batches, pad
+from embedstack.rerank.split import CONFIG_KEY
 from embedstack.settings import cache_dir as default_cache_dir
 from embedstack.settings import progress_enabled
 
@@ -45,7 +46,8 @@ MAX_LENGTH_CAP = 512
 
 
 def read_classifier_config(folder: Path) -> dict[str, Any]:
-    """What a classifier folder says about itself: ``num_labels`` and its length limits.
+    """What a classifier folder says about itself: ``num_labels``, its length limits,
+    ``hidden_size`` and whether it is a split cross-encoder (``split``).
 
     ``max_positions`` (the hard limit) is the smaller of the position embeddings and 512;
     ``max_length`` (the default) is also capped by the tokenizer's ``model_max_length``
@@ -80,6 +82,8 @@ def read_classifier_config(folder: Path) -> dict[str, Any]:
         "max_length": min(limits),
         "max_positions": positions,
         "model_type": str(config.get("model_type", "")),
+        "hidden_size": int(config.get("hidden_size") or config.get("dim") or 0),
+        "split": CONFIG_KEY in config,
         "architectures": list(config.get("architectures") or []),
     }
 
@@ -109,13 +113,6 @@ def check_max_length(max_length: object, limit: int) -> None:
         or not 8 <= max_length <= limit
     ):  # fmt: skip
         raise InvalidInput(f"max_length must be in [8, {limit}], got {max_length!r}")
-
-
-def _is_split(folder: Path) -> bool:
-    from embedstack.rerank.split import CONFIG_KEY
-
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    return CONFIG_KEY in config
 
 
 def _sigmoid(x: np.ndarray) -> FloatArray:
@@ -181,7 +178,7 @@ class CrossEncoder:
                 "model: a cross-encoder needs a classification head (train one with "
                 "`embedstack train reranker`)"
             )
-        if (path / "config.json").is_file() and _is_split(path):
+        if info["split"]:
             raise InvalidInput(
                 f"{path} is a split cross-encoder (its first layers read query and document "
                 "apart): load it with load_reranker() or SplitCrossEncoder"

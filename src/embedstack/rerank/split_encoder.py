@@ -48,8 +48,12 @@ Batch = dict[str, np.ndarray]
 
 
 def is_split(folder: Path) -> bool:
-    """Whether ``folder`` holds a split cross-encoder (its ``config.json`` says so)."""
-    return read_split(folder, 1 << 20) is not None
+    """Whether ``folder`` holds a split cross-encoder (its ``config.json`` says so).
+
+    Raises:
+        ModelNotFound: no readable ``config.json``.
+    """
+    return bool(read_classifier_config(folder)["split"])
 
 
 class _TorchSplit:
@@ -166,7 +170,7 @@ class SplitCrossEncoder:
         self.show_progress = show_progress
         self.weights_hash = weights_hash(path)
         self.tokenizer = SplitTokenizer(path, spec)
-        self._dim = int(_hidden_size(path))
+        self._dim = int(info["hidden_size"])
         if backend == "torch":
             self._model: Any = _TorchSplit(path, spec, threads)
         else:
@@ -282,10 +286,3 @@ def _texts(texts: Sequence[str]) -> list[str]:
     from embedstack.encoders.base import validate_texts
 
     return list(validate_texts(texts))
-
-
-def _hidden_size(folder: Path) -> int:
-    import json
-
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    return int(config.get("hidden_size") or config.get("dim") or 0)
