@@ -87,7 +87,11 @@ class SearchOptions:
         if isinstance(a, bool) or not isinstance(a, int | float) or not 0 <= a <= 1:
             raise InvalidInput(f"alpha must be a number in [0, 1], got {a!r}")
         r = self.rrf_k
-        if isinstance(r, bool) or not isinstance(r, int | float) or not (math.isfinite(r) and r > 0):
+        if (
+            isinstance(r, bool)
+            or not isinstance(r, int | float)
+            or not (math.isfinite(r) and r > 0)
+        ):
             raise InvalidInput(f"rrf_k must be a positive number, got {r!r}")
         if self.filter is not None and not isinstance(self.filter, dict):
             raise InvalidInput(f"filter must be a dict, got {type(self.filter).__name__}")
