@@ -5,7 +5,8 @@ can catch one type; edges (CLI, server) map each subclass to an exit code or HTT
 
     EmbedstackError
     ├── InvalidInput            bad user input: empty text, wrong type, bad option value
-    │   └── DimensionMismatch   a dimension that does not fit the model or index
+    │   ├── DimensionMismatch   a dimension that does not fit the model or index
+    │   └── IndexNotFound       no index at the path (or URI) given
     ├── ModelNotFound           weights not found locally (offline) or unknown model name
     ├── ModelMismatch           an index built with another model than the one asked for
     ├── IndexCorrupt            an index directory that fails its integrity checks
@@ -22,6 +23,7 @@ __all__ = [
     "EmbedstackError",
     "IndexCorrupt",
     "IndexLocked",
+    "IndexNotFound",
     "InvalidInput",
     "MissingDependency",
     "ModelMismatch",
@@ -41,6 +43,14 @@ class DimensionMismatch(InvalidInput):
     """A vector dimension that does not fit the model, the index, or the other operand."""
 
 
+class IndexNotFound(InvalidInput):
+    """No index at the given location; :attr:`location` is the path or URI asked for."""
+
+    def __init__(self, message: str, location: str = "") -> None:
+        super().__init__(message)
+        self.location = location
+
+
 class ModelNotFound(EmbedstackError, LookupError):
     """A model name or path that cannot be resolved to weights on this machine."""
 
@@ -54,7 +64,18 @@ class IndexCorrupt(EmbedstackError):
 
 
 class IndexLocked(EmbedstackError):
-    """Another process holds the index's write lock."""
+    """Another process holds the index's write lock.
+
+    Attributes:
+        location: the index's path.
+        holder: what the lock file says about the writer holding it (for example
+            ``"pid 4242: embedstack serve --index my-index"``), or ``""`` when unknown.
+    """
+
+    def __init__(self, message: str, location: str = "", holder: str = "") -> None:
+        super().__init__(message)
+        self.location = location
+        self.holder = holder
 
 
 class MissingDependency(EmbedstackError, ImportError):
