@@ -35,6 +35,10 @@ contrastive loss) use. MaxSim sums ``query_maxlen`` cosines, so its logits alrea
 (about 0.05 on one cosine) is not needed, and dividing further makes the softmax saturate on
 the first hard negatives.
 
+The options are a :class:`~embedstack.train.config.ColbertConfig`: the shared
+:class:`~embedstack.train.config.TrainConfig` plus the head's ``dim``, the query and
+document lengths and the temperature.
+
 Example:
     >>> from embedstack.train import train_colbert
     >>> result = train_colbert("../shared/datasets/scifact", out="/tmp/colbert",
@@ -55,7 +59,6 @@ from typing import Any
 
 import numpy as np
 
-from embedstack.encoders.base import TextEncoder
 from embedstack.encoders.colbert_format import (
     HEAD_FILE,
     METADATA_FILE,
@@ -63,8 +66,7 @@ from embedstack.encoders.colbert_format import (
     ColbertTokenizer,
     check_maxlen,
 )
-from embedstack.encoders.registry import DEFAULT_MODEL
-from embedstack.errors import InvalidInput, require
+from embedstack.errors import require
 from embedstack.train.common import (
     Group,
     PairProgress,
@@ -72,30 +74,24 @@ from embedstack.train.common import (
     TrainResult,
     adamw_with_warmup,
     base_folder,
-    check_positive,
-    check_schedule,
+    check_layers,
     epoch_groups,
     prepare_out,
     quiet_transformers,
-    recorded_args,
     save_tokenizer,
     training_data,
     write_args,
 )
+from embedstack.train.config import ColbertConfig
 
 __all__ = [
+    "ColbertConfig",
     "late_interaction_loss",
     "maxsim_scores",
     "step_candidates",
     "token_vectors",
     "train_colbert",
 ]
-
-_ARG_NAMES = frozenset(
-    "dataset_dir out split base dim query_maxlen doc_maxlen epochs max_pairs "
-    "negatives_per_query batch_size lr warmup weight_decay temperature seed threads bf16 "
-    "log_every negatives_file".split()
-)
 
 
 def maxsim_scores(
@@ -194,107 +190,49 @@ def token_vectors(torch: Any, bert: Any, linear: Any, inputs: ColbertInputs) -> 
     return torch.nn.functional.normalize(projected, dim=-1), torch.from_numpy(keep)
 
 
-def train_colbert(
-    dataset_dir: str | os.PathLike[str],
-    *,
-    out: str | os.PathLike[str],
-    split: str = "train",
-    base: str | os.PathLike[str] = DEFAULT_MODEL,
-    miner: str | TextEncoder | None = DEFAULT_MODEL,
-    dim: int = 128,
-    query_maxlen: int = 32,
-    doc_maxlen: int = 180,
-    epochs: int = 1,
-    max_pairs: int | None = None,
-    negatives_per_query: int = 1,
-    batch_size: int = 16,
-    lr: float = 5e-5,
-    warmup: float = 0.1,
-    weight_decay: float = 0.01,
-    temperature: float = 1.0,
-    seed: int = 0,
-    threads: int = 2,
-    bf16: bool = False,
-    log_every: int = 10,
-    negatives_file: str | os.PathLike[str] | None = None,
-    overwrite: bool = False,
-    show_progress: bool | None = None,
-) -> TrainResult:
+def train_colbert(config: ColbertConfig | str | os.PathLike[str], /, **options: Any) -> TrainResult:
     """Train a ColBERT model on ``qrels/<split>.tsv`` of a BEIR folder and save it to ``out``.
 
     Args:
-        dataset_dir: BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``).
-        out: Output folder (created; must be empty unless ``overwrite``).
-        split: The qrels split to train on; only this split is read.
-        base: BERT-family model (registry name, folder or HF id) whose body starts the
-            training; its vocabulary needs ``[unused0]``, ``[unused1]`` and ``[MASK]``.
-        miner: Dense model for hard negatives (name or encoder); None mines with BM25 only.
-        dim: Output dimension of the linear head (ColBERTv2: 128).
-        query_maxlen: Query tokens, markers and ``[MASK]`` padding included.
-        doc_maxlen: Document tokens, markers included.
-        epochs: Passes over the training groups.
-        max_pairs: Cap on (query, document) pairs of the groups per epoch (whole groups, a
-            fresh random subset each epoch); None uses every group.
-        negatives_per_query: Hard negatives per (query, positive) group.
-        batch_size: Groups (queries) per optimizer step; every document of the step is a
-            candidate for every query, so larger batches bring more in-batch negatives.
-        lr: Peak learning rate of AdamW (5e-5: a short run from a pre-trained body with a
-            fresh head; ColBERT's long MS MARCO runs use 3e-6 to 1e-5).
-        warmup: Fraction of the steps spent warming the learning rate up linearly.
-        weight_decay: AdamW weight decay.
-        temperature: MaxSim scores are divided by it before the softmax (module docstring).
-        seed: Seeds the data order and torch's global RNG (head initialisation, dropout).
-        threads: torch intra-op threads.
-        bf16: Run the model under bfloat16 autocast (the loss stays float32).
-        log_every: Steps per line of ``training_log.jsonl``.
-        negatives_file: Reuse a ``hard_negatives.jsonl`` saved by an earlier training (same
-            dataset and split; a reranker's works) instead of mining again.
-        overwrite: Replace ``out`` if it holds an earlier training's output.
-        show_progress: rich progress bar; None means "when stderr is a terminal".
+        config: A :class:`~embedstack.train.config.ColbertConfig`, or the BEIR folder
+            (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``) with the config's
+            fields as keywords: ``train_colbert(folder, out="colbert", dim=96)``. The base's
+            vocabulary needs ``[unused0]``, ``[unused1]`` and ``[MASK]``.
+        **options: Fields of the config (replacing those of a given config).
 
     Returns:
         A :class:`~embedstack.train.TrainResult` (``pairs`` counts each group's own
         (query, document) pairs, not the in-batch ones).
 
     Raises:
-        InvalidInput: bad dataset folder or split, bad parameters, a base vocabulary without
-            ColBERT's marker tokens, a non-empty ``out``, or no usable training group.
+        InvalidInput: bad dataset folder or split, bad options (checked before any work), a
+            base vocabulary without ColBERT's marker tokens, a non-empty ``out``, or no
+            usable training group.
         ModelNotFound: ``base`` or ``miner`` cannot be found.
         MissingDependency: torch/transformers are not installed (extra ``torch``).
     """
     from embedstack.eval.datasets import load_beir
 
-    for name, value in (("dim", dim), ("epochs", epochs), ("batch_size", batch_size),
-                        ("negatives_per_query", negatives_per_query)):  # fmt: skip
-        if type(value) is not int:
-            raise InvalidInput(f"{name} must be a positive int, got {value!r}")
-    check_positive(dim=dim, epochs=epochs, max_pairs=max_pairs,
-                   negatives_per_query=negatives_per_query, batch_size=batch_size, lr=lr,
-                   temperature=temperature, threads=threads, log_every=log_every)  # fmt: skip
-    check_schedule(warmup, weight_decay)
+    cfg = ColbertConfig.build(config, **options)
     torch = require("torch", "torch", "training a ColBERT model")
     transformers = require("transformers", "torch", "training a ColBERT model")
-    dataset = load_beir(dataset_dir, split=split)
-    base_dir = base_folder(base)
+    dataset = load_beir(cfg.dataset_dir, split=cfg.split)
+    base_dir = base_folder(cfg.base)
+    check_layers(transformers, base_dir, cfg.layers)
     base_config = transformers.AutoConfig.from_pretrained(base_dir)
     limit = int(getattr(base_config, "max_position_embeddings", 512) or 512)
-    check_maxlen("query_maxlen", query_maxlen, limit)
-    check_maxlen("doc_maxlen", doc_maxlen, limit)
-    tokenizer = ColbertTokenizer(base_dir, query_maxlen=query_maxlen, doc_maxlen=doc_maxlen,
-                                 query_augmentation=True)  # fmt: skip
-    out_dir = Path(out)
-    prepare_out(out_dir, overwrite, kind="a model folder made by embedstack's training")
-    args = recorded_args(dict(locals()), _ARG_NAMES)
-    args["miner"] = getattr(miner, "model_id", miner)
-    args["base_folder"] = str(base_dir)
+    check_maxlen("query_maxlen", cfg.query_maxlen, limit)
+    check_maxlen("doc_maxlen", cfg.doc_maxlen, limit)
+    tokenizer = ColbertTokenizer(base_dir, query_maxlen=cfg.query_maxlen,
+                                 doc_maxlen=cfg.doc_maxlen, query_augmentation=True)  # fmt: skip
+    out_dir = cfg.out
+    prepare_out(out_dir, cfg.overwrite, kind="a model folder made by embedstack's training")
+    args = {"trainer": "colbert", **cfg.record(), "base_folder": str(base_dir)}
     args["loss"] = "softmax cross-entropy of MaxSim, hard and in-batch negatives"
 
     # -- data ----------------------------------------------------------------------------
     started = time.perf_counter()
-    data = training_data(dataset, dataset_dir, split, out_dir, miner=miner,
-                         negatives_per_query=negatives_per_query, mining_depth=30,
-                         max_ratio=0.95, negatives_file=negatives_file, random_negatives=0,
-                         seed=seed)  # fmt: skip
+    data = training_data(dataset, cfg)
     groups, mined = data.groups, data.mined
     judged: dict[str, set[str]] = {}
     for qid, text in data.queries.items():
@@ -307,28 +245,29 @@ def train_colbert(
 
     # -- model ---------------------------------------------------------------------------
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(cfg.threads)
     try:
-        torch.manual_seed(seed)
+        torch.manual_seed(cfg.seed)
+        depth = {} if cfg.layers is None else {"num_hidden_layers": cfg.layers}
         with quiet_transformers(transformers):
-            bert = transformers.AutoModel.from_pretrained(base_dir)
-        linear = torch.nn.Linear(int(base_config.hidden_size), dim, bias=False)
+            bert = transformers.AutoModel.from_pretrained(base_dir, **depth)
+        linear = torch.nn.Linear(int(base_config.hidden_size), cfg.dim, bias=False)
         bert.train()
-        rng = random.Random(seed)
-        plan = [epoch_groups(groups, max_pairs, rng) for _ in range(epochs)]
-        steps_total = sum(math.ceil(len(p) / batch_size) for p in plan)
+        rng = random.Random(cfg.seed)
+        plan = [epoch_groups(groups, cfg.max_pairs, rng) for _ in range(cfg.epochs)]
+        steps_total = sum(math.ceil(len(p) / cfg.batch_size) for p in plan)
         named = [*bert.named_parameters(), *(("linear." + n, p) for n, p in
                                              linear.named_parameters())]  # fmt: skip
-        optimizer, scheduler = adamw_with_warmup(torch, named, lr=lr, weight_decay=weight_decay,
-                                                 warmup=warmup, steps=steps_total)  # fmt: skip
-        state = TrainingLog(out_dir / "training_log.jsonl", log_every, started=time.perf_counter())
+        optimizer, scheduler = adamw_with_warmup(torch, named, cfg, steps_total)
+        log_path = out_dir / "training_log.jsonl"
+        state = TrainingLog(log_path, cfg.log_every, started=time.perf_counter())
         total_pairs = sum(g.size for p in plan for g in p)
-        with state, PairProgress(show_progress, total_pairs) as advance:
+        with state, PairProgress(cfg.show_progress, total_pairs) as advance:
             for epoch, chosen in enumerate(plan):
-                for start in range(0, len(chosen), batch_size):
-                    chunk = chosen[start : start + batch_size]
+                for start in range(0, len(chosen), cfg.batch_size):
+                    chunk = chosen[start : start + cfg.batch_size]
                     docs, targets, excluded = step_candidates(chunk, judged)
-                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                         q, q_mask = token_vectors(
                             torch, bert, linear, tokenizer.queries([g.query for g in chunk])
                         )
@@ -336,7 +275,7 @@ def train_colbert(
                     value = late_interaction_loss(torch, q, q_mask, d, d_mask,
                                                   torch.tensor(targets),
                                                   torch.from_numpy(excluded),
-                                                  temperature)  # fmt: skip
+                                                  cfg.temperature)  # fmt: skip
                     optimizer.zero_grad(set_to_none=True)
                     value.backward()
                     torch.nn.utils.clip_grad_norm_([p for _, p in named], 1.0)
@@ -349,11 +288,11 @@ def train_colbert(
         seconds = state.elapsed()
         bert.eval()
         _save_model(transformers, bert, linear, out_dir)
-        save_tokenizer(base_dir, out_dir, doc_maxlen)
-        metadata = {"query_maxlen": query_maxlen, "doc_maxlen": doc_maxlen, "dim": dim,
-                    "similarity": "cosine", "mask_punctuation": True,
+        save_tokenizer(base_dir, out_dir, cfg.doc_maxlen)
+        metadata = {"query_maxlen": cfg.query_maxlen, "doc_maxlen": cfg.doc_maxlen,
+                    "dim": cfg.dim, "similarity": "cosine", "mask_punctuation": True,
                     "attend_to_mask_tokens": False, "query_token_id": "[unused0]",
-                    "doc_token_id": "[unused1]", "checkpoint": str(base)}  # fmt: skip
+                    "doc_token_id": "[unused1]", "checkpoint": cfg.base}  # fmt: skip
         (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", "utf-8")
     finally:
         torch.set_num_threads(previous_threads)

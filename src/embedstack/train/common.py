@@ -1,7 +1,7 @@
-"""Plumbing the trainers share: training groups from qrels and mined negatives, the
-negatives file, output folders and ``training_args.json``, AdamW with warm-up, the training
-log and the progress bar. :mod:`embedstack.train.reranker` and
-:mod:`embedstack.train.colbert` build on it.
+"""Plumbing the trainers share: the base model folder and its depth, output folders and
+``training_args.json``, AdamW with warm-up, the training log and the progress bar.
+:mod:`embedstack.train.reranker` and :mod:`embedstack.train.colbert` build on it and on
+:mod:`embedstack.train.data` (groups and negatives), re-exported here.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import contextlib
 import json
 import math
 import os
-import random
 import shutil
 import time
 from collections.abc import Iterable, Iterator
@@ -20,9 +19,20 @@ from typing import Any
 
 import numpy as np
 
-from embedstack.encoders.base import TextEncoder
 from embedstack.errors import InvalidInput
 from embedstack.settings import progress_enabled
+from embedstack.train.config import TrainConfig
+from embedstack.train.data import (
+    NEGATIVES_FILE,
+    Group,
+    TrainingData,
+    build_groups,
+    epoch_groups,
+    load_miner,
+    read_negatives,
+    training_data,
+    write_negatives,
+)
 
 __all__ = [
     "NEGATIVES_FILE",
@@ -34,14 +44,12 @@ __all__ = [
     "adamw_with_warmup",
     "base_folder",
     "build_groups",
-    "check_positive",
-    "check_schedule",
+    "check_layers",
     "epoch_groups",
     "load_miner",
     "prepare_out",
     "quiet_transformers",
     "read_negatives",
-    "recorded_args",
     "save_tokenizer",
     "training_data",
     "write_args",
@@ -49,29 +57,12 @@ __all__ = [
 ]
 
 
-NEGATIVES_FILE = "hard_negatives.jsonl"
 TOKENIZER_FILES = (
     "tokenizer.json",
     "vocab.txt",
     "special_tokens_map.json",
     "tokenizer_config.json",
 )
-
-
-@dataclass(frozen=True)
-class Group:
-    """One training unit: a query, one judged positive and its mined negatives."""
-
-    query: str
-    positive: str
-    negatives: tuple[str, ...]
-    teacher: tuple[float, ...] | None = None
-    """A teacher's scores for ``(positive, *negatives)`` (Margin-MSE distillation)."""
-
-    @property
-    def size(self) -> int:
-        """Number of (query, document) pairs in the group."""
-        return 1 + len(self.negatives)
 
 
 @dataclass(frozen=True)
@@ -103,71 +94,17 @@ class TrainResult:
     dropped_negatives: int
 
 
-def build_groups(
-    queries: dict[str, str],
-    qrels: dict[str, dict[str, int]],
-    corpus: dict[str, str],
-    negatives: dict[str, dict[str, list[str]]],
-    *,
-    random_negatives: int = 0,
-    rng: random.Random | None = None,
-) -> list[Group]:
-    """One :class:`Group` per judged (query, positive) pair whose document is in the corpus.
+def check_layers(transformers: Any, base_dir: Path, layers: int | None) -> int:
+    """The depth of the base at ``base_dir`` (0 when its config does not say).
 
-    ``negatives`` is ``{query_id: {positive_id: [doc_id, ...]}}``. ``random_negatives``
-    documents drawn uniformly from the corpus (never a judged positive of the query, nor one
-    of the group's hard negatives) are added to each group, seeded by ``rng``. A pair without
-    any negative yields no group (nothing to contrast).
+    Raises:
+        InvalidInput: ``layers`` asks for more layers than the base has.
     """
-    rng = rng or random.Random(0)
-    doc_ids = list(corpus) if random_negatives else []
-    groups = []
-    for qid, judged in qrels.items():
-        if qid not in queries:
-            continue
-        judged_positive = {d for d, r in judged.items() if r > 0}
-        for doc, rel in judged.items():
-            if rel <= 0 or doc not in corpus:
-                continue
-            mined = [d for d in negatives.get(qid, {}).get(doc, []) if d in corpus]
-            excluded = judged_positive | set(mined)
-            drawn: list[str] = []
-            # Rejection sampling: the excluded set is tiny next to any real corpus; the
-            # attempt cap only guards degenerate corpora made of positives.
-            for _ in range(20 * random_negatives):
-                if len(drawn) >= random_negatives:
-                    break
-                cand = doc_ids[rng.randrange(len(doc_ids))]
-                if cand not in excluded:
-                    excluded.add(cand)
-                    drawn.append(cand)
-            negs = tuple(corpus[d] for d in (*mined, *drawn))
-            if negs:
-                groups.append(Group(queries[qid], corpus[doc], negs))
-    return groups
-
-
-def epoch_groups(groups: list[Group], max_pairs: int | None, rng: random.Random) -> list[Group]:
-    order = groups[:]
-    rng.shuffle(order)
-    if max_pairs is None:
-        return order
-    chosen: list[Group] = []
-    total = 0
-    for group in order:
-        if total + group.size > max_pairs and chosen:
-            break
-        chosen.append(group)
-        total += group.size
-    return chosen
-
-
-def check_positive(**values: Any) -> None:
-    for name, value in values.items():
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise InvalidInput(f"{name} must be a positive number, got {value!r}")
+    config = transformers.AutoConfig.from_pretrained(base_dir)
+    depth = int(getattr(config, "num_hidden_layers", 0) or 0)
+    if layers is not None and depth and layers > depth:
+        raise InvalidInput(f"layers={layers}, but {base_dir} has only {depth} layers")
+    return depth
 
 
 def base_folder(base: str | os.PathLike[str]) -> Path:
@@ -205,85 +142,13 @@ def save_tokenizer(src: Path, out: Path, max_length: int) -> None:
     config_file.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
-@dataclass(frozen=True)
-class TrainingData:
-    """A run's training data: the corpus, each query's judged positives, the queries with
-    one, the negatives (mined or read) and the groups built from them."""
-
-    corpus: dict[str, str]
-    positives: dict[str, set[str]]
-    queries: dict[str, str]
-    mined: Any
-    groups: list[Group]
-
-
-def training_data(
-    dataset: Any,
-    dataset_dir: str | os.PathLike[str],
-    split: str,
-    out_dir: Path,
-    *,
-    miner: str | TextEncoder | None,
-    negatives_per_query: int,
-    mining_depth: int,
-    max_ratio: float,
-    negatives_file: str | os.PathLike[str] | None,
-    random_negatives: int,
-    seed: int,
-) -> TrainingData:
-    """Groups from ``dataset``'s qrels, with negatives mined (or read from
-    ``negatives_file``) and saved to ``out_dir/hard_negatives.jsonl``.
-
-    Raises:
-        InvalidInput: no query with a judged positive, or no group could be built.
-    """
-    from embedstack.eval.datasets import load_corpus
-
-    doc_ids, doc_texts = load_corpus(dataset)
-    corpus = dict(zip(doc_ids, doc_texts, strict=True))
-    positives = {q: {d for d, r in judged.items() if r > 0 and d in corpus}
-                 for q, judged in dataset.qrels.items()}  # fmt: skip
-    queries = {q: t for q, t in dataset.queries.items() if positives.get(q) and t.strip()}
-    if not queries:
-        raise InvalidInput(f"{dataset_dir}: split {split!r} has no query with a judged positive "
-                           "document in the corpus; nothing to train on")  # fmt: skip
-    from embedstack.train.negatives import mine_hard_negatives
-
-    if negatives_file is not None:
-        mined = read_negatives(Path(negatives_file), positives, corpus, negatives_per_query)
-    else:
-        encoder = load_miner(miner)
-        mined = mine_hard_negatives(queries, positives, doc_ids, doc_texts, encoder=encoder,
-                                    per_query=negatives_per_query, depth=mining_depth,
-                                    max_ratio=max_ratio)  # fmt: skip
-        del encoder
-    write_negatives(out_dir / NEGATIVES_FILE, mined.negatives)
-    draw = random.Random(seed + 1)
-    groups = build_groups(queries, dataset.qrels, corpus, mined.negatives,
-                          random_negatives=random_negatives, rng=draw)  # fmt: skip
-    if not groups:
-        raise InvalidInput("no training group could be built (no negatives mined)")
-    return TrainingData(corpus, positives, queries, mined, groups)
-
-
-def check_schedule(warmup: float, weight_decay: float) -> None:
-    """Refuse a warm-up fraction outside ``[0, 1)`` or a negative weight decay.
-
-    Raises:
-        InvalidInput: either is out of range.
-    """
-    if not 0.0 <= warmup < 1.0 or weight_decay < 0:
-        raise InvalidInput(
-            f"need 0 <= warmup < 1 and weight_decay >= 0, got {warmup}, {weight_decay}"
-        )
-
-
 def adamw_with_warmup(
-    torch: Any, named_parameters: Iterable[tuple[str, Any]], *, lr: float,
-    weight_decay: float, warmup: float, steps: int,
-) -> tuple[Any, Any]:  # fmt: skip
-    """AdamW (no weight decay on biases and LayerNorm weights) and its schedule: linear
-    warm-up over the first ``warmup`` fraction of ``steps``, then linear decay to 0."""
+    torch: Any, named_parameters: Iterable[tuple[str, Any]], config: TrainConfig, steps: int
+) -> tuple[Any, Any]:
+    """AdamW at ``config.lr`` (``config.weight_decay``, none on biases and LayerNorm weights)
+    and its schedule: linear warm-up over the first ``config.warmup`` fraction of ``steps``,
+    then linear decay to 0."""
+    lr, weight_decay, warmup = config.lr, config.weight_decay, config.warmup
     decay: list[Any] = []
     no_decay: list[Any] = []
     for name, param in named_parameters:
@@ -301,65 +166,12 @@ def adamw_with_warmup(
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
-def recorded_args(given: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:
-    """The arguments in ``names`` for ``training_args.json`` (paths as strings)."""
-    return {k: (str(v) if isinstance(v, Path | os.PathLike) else v) for k, v in given.items()
-            if k in names}  # fmt: skip
-
-
 def write_args(out_dir: Path, args: dict[str, Any], result: Any = None) -> None:
     """Write ``training_args.json`` (with the result's fields once there is one)."""
     if result is not None:
         args["result"] = {k: (str(v) if isinstance(v, Path) else v)
                           for k, v in asdict(result).items()}  # fmt: skip
     (out_dir / "training_args.json").write_text(json.dumps(args, indent=2) + "\n", "utf-8")
-
-
-def write_negatives(path: Path, negatives: dict[str, dict[str, list[str]]]) -> None:
-    with path.open("w", encoding="utf-8") as handle:
-        for qid, groups in negatives.items():
-            for pid, docs in groups.items():
-                record = {"query_id": qid, "positive_id": pid, "negatives": docs}
-                handle.write(json.dumps(record) + "\n")
-
-
-def read_negatives(
-    path: Path, positives: dict[str, set[str]], corpus: dict[str, str], per_query: int
-) -> Any:
-    """Negatives saved by an earlier training, checked against this dataset.
-
-    A line without ``positive_id`` (files of versions that mined per query) serves every
-    positive of its query.
-    """
-    from embedstack.train.negatives import MinedNegatives
-
-    negatives: dict[str, dict[str, list[str]]] = {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise InvalidInput(f"cannot read negatives file {path}: {exc.strerror}") from None
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            qid, docs = str(record["query_id"]), [str(d) for d in record["negatives"]]
-            pid = record.get("positive_id")
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-            raise InvalidInput(f'{path}:{lineno}: expected {{"query_id": ..., "positive_id": '
-                               '..., "negatives": [...]}}') from None  # fmt: skip
-        unknown = [d for d in docs if d not in corpus]
-        if unknown:
-            raise InvalidInput(f"{path}:{lineno}: documents {unknown[:3]} are not in the corpus; "
-                               "the file belongs to another dataset")  # fmt: skip
-        judged = positives.get(qid, set())
-        targets = sorted(judged) if pid is None else [str(pid)] if str(pid) in judged else []
-        for target in targets:
-            negatives.setdefault(qid, {})[target] = docs[:per_query]
-    if not negatives:
-        raise InvalidInput(f"{path} holds no negatives for the queries of this split")
-    total = sum(len(docs) for groups in negatives.values() for docs in groups.values())
-    return MinedNegatives(negatives=negatives, dropped=0, sources={"file": total})
 
 
 @contextlib.contextmanager
@@ -376,14 +188,6 @@ def quiet_transformers(transformers: Any) -> Iterator[None]:
         tf_logging.set_verbosity(verbosity)
         if bars:
             tf_logging.enable_progress_bar()
-
-
-def load_miner(miner: str | TextEncoder | None) -> TextEncoder | None:
-    if miner is None or not isinstance(miner, str):
-        return miner
-    from embedstack.encoders import load_encoder
-
-    return load_encoder(miner, show_progress=False)
 
 
 class TrainingLog:
