@@ -17,7 +17,12 @@ pytest.importorskip("transformers")
 from embedstack import HashEncoder  # noqa: E402
 from embedstack.errors import InvalidInput  # noqa: E402
 from embedstack.rerank import CrossEncoder, SplitCrossEncoder, load_reranker  # noqa: E402
-from embedstack.train import mine_hard_negatives, select_negatives, train_reranker  # noqa: E402
+from embedstack.train import (  # noqa: E402
+    RerankerConfig,
+    mine_hard_negatives,
+    select_negatives,
+    train_reranker,
+)
 from embedstack.train.negatives import false_negative_threshold  # noqa: E402
 from embedstack.train.reranker import Group, build_groups  # noqa: E402
 from test_rerank import build_tiny_classifier  # noqa: E402
@@ -208,6 +213,29 @@ def test_saved_negatives_can_be_reused(
     bad.write_text(json.dumps({"query_id": "q0", "negatives": ["not-a-doc"]}) + "\n")
     with pytest.raises(InvalidInput, match="not in the corpus"):
         train_reranker(data, out=tmp_path / "x", base=base, negatives_file=bad)
+
+
+def test_a_config_trains_as_its_keywords_do(
+    trained: Path, setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``train_reranker(config)`` and ``train_reranker(folder, **fields)`` are one run:
+    training_args.json records every option of the config (the same seed gives the same
+    log), and keywords given with a config replace its fields."""
+    data, base = setup
+    options = {"base": base, "miner": None, "negatives_file": trained / "hard_negatives.jsonl",
+               "negatives_per_query": 2, "max_length": 32, "threads": 1, "log_every": 1,
+               "show_progress": False}  # fmt: skip
+    config = RerankerConfig(dataset_dir=data, out=tmp_path / "a", **options)
+    first = train_reranker(config)
+    second = train_reranker(data, out=tmp_path / "b", **options)
+    third = train_reranker(config, out=tmp_path / "c", epochs=2)
+    assert first.pairs == second.pairs == 5 * (1 + 2) and third.pairs == 2 * first.pairs
+    recorded = json.loads((tmp_path / "a" / "training_args.json").read_text())
+    assert recorded["trainer"] == "reranker"
+    assert {k: recorded[k] for k in config.record()} == config.record()
+    losses = [[json.loads(x)["loss"] for x in (tmp_path / d / "training_log.jsonl").read_text()
+               .splitlines()] for d in ("a", "b")]  # fmt: skip
+    assert losses[0] == losses[1]
 
 
 def test_listwise_loss_trains(setup: tuple[Path, Path], tmp_path: Path) -> None:

@@ -21,8 +21,8 @@ from embedstack.encoders.colbert import (  # noqa: E402
 )
 from embedstack.encoders.colbert_format import ColbertInputs  # noqa: E402
 from embedstack.errors import InvalidInput  # noqa: E402
+from embedstack.train import ColbertConfig, train_colbert  # noqa: E402
 from embedstack.train import colbert as colbert_train  # noqa: E402
-from embedstack.train import train_colbert  # noqa: E402
 from embedstack.train.common import Group  # noqa: E402
 from test_rerank import build_tiny_classifier  # noqa: E402
 from test_splade_helpers import build_tiny_bert  # noqa: E402
@@ -262,6 +262,31 @@ def test_training_scores_are_the_inference_scores(trained: Trained) -> None:
         train_scores = colbert_train.maxsim_scores(torch, q, q_mask, d, d_mask)[0].numpy()
     np.testing.assert_allclose(train_scores, ColbertReranker(enc).score(queries["q0"], texts),
                                rtol=1e-4, atol=1e-4)  # fmt: skip
+
+
+def test_shared_options_reach_the_colbert_trainer(trained: Trained, tmp_path: Path) -> None:
+    """Options ColBERT shares with the reranker through TrainConfig act on it: ``layers``
+    keeps the base's first layers, ``random_negatives`` adds corpus documents to every group,
+    ``log_every`` sets the log's cadence; the run is recorded in training_args.json."""
+    out = tmp_path / "shallow"
+    config = ColbertConfig(dataset_dir=trained.data, out=out, base=trained.base, miner=None,
+                           dim=DIM, query_maxlen=QUERY_MAXLEN, doc_maxlen=DOC_MAXLEN, layers=1,
+                           random_negatives=2, negatives_per_query=1, log_every=1, batch_size=5,
+                           negatives_file=trained.out / "hard_negatives.jsonl",
+                           **FAST)  # fmt: skip
+    result = train_colbert(config)
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 1
+    assert result.pairs == 5 * (1 + 1 + 2) and result.steps == 1
+    args = json.loads((out / "training_args.json").read_text())
+    assert {k: args[k] for k in ("trainer", "layers", "random_negatives", "negatives_per_query")
+            } == {"trainer": "colbert", "layers": 1, "random_negatives": 2,
+                  "negatives_per_query": 1}  # fmt: skip
+    assert len((out / "training_log.jsonl").read_text().splitlines()) == 1
+    assert LateInteractionEncoder(out, threads=1).encode_queries(["cats?"]).dim == DIM
+    depth = json.loads((trained.base / "config.json").read_text())["num_hidden_layers"]
+    with pytest.raises(InvalidInput, match=f"only {depth} layers"):
+        train_colbert(config, out=tmp_path / "deep", layers=depth + 1, miner=NoMiner())
+    assert not (tmp_path / "deep").exists()
 
 
 class NoMiner:
