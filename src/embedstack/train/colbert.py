@@ -52,8 +52,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -70,17 +68,13 @@ from embedstack.errors import require
 from embedstack.train.common import (
     Group,
     PairProgress,
-    TrainingLog,
+    TrainingRun,
     TrainResult,
     adamw_with_warmup,
     base_folder,
     check_layers,
-    epoch_groups,
-    prepare_out,
     quiet_transformers,
     save_tokenizer,
-    training_data,
-    write_args,
 )
 from embedstack.train.config import ColbertConfig
 
@@ -225,42 +219,29 @@ def train_colbert(config: ColbertConfig | str | os.PathLike[str], /, **options: 
     check_maxlen("doc_maxlen", cfg.doc_maxlen, limit)
     tokenizer = ColbertTokenizer(base_dir, query_maxlen=cfg.query_maxlen,
                                  doc_maxlen=cfg.doc_maxlen, query_augmentation=True)  # fmt: skip
-    out_dir = cfg.out
-    prepare_out(out_dir, cfg.overwrite, kind="a model folder made by embedstack's training")
-    args = {"trainer": "colbert", **cfg.record(), "base_folder": str(base_dir)}
-    args["loss"] = "softmax cross-entropy of MaxSim, hard and in-batch negatives"
+    run = TrainingRun(cfg, "colbert", base_dir, kind="a model folder made by embedstack's training")
+    run.args["loss"] = "softmax cross-entropy of MaxSim, hard and in-batch negatives"
 
     # -- data ----------------------------------------------------------------------------
-    started = time.perf_counter()
-    data = training_data(dataset, cfg)
-    groups, mined = data.groups, data.mined
+    data = run.load_data(dataset)
     judged: dict[str, set[str]] = {}
     for qid, text in data.queries.items():
         judged.setdefault(text, set()).update(data.corpus[d] for d in data.positives[qid])
-    mining_seconds = time.perf_counter() - started
-    args.update(groups=len(groups), dropped_negatives=mined.dropped,
-                negative_sources=mined.sources,
-                mining_seconds=round(mining_seconds, 2))  # fmt: skip
-    write_args(out_dir, args)
+    run.save_args()
 
     # -- model ---------------------------------------------------------------------------
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
-    try:
-        torch.manual_seed(cfg.seed)
+    with run.torch(torch):
         depth = {} if cfg.layers is None else {"num_hidden_layers": cfg.layers}
         with quiet_transformers(transformers):
             bert = transformers.AutoModel.from_pretrained(base_dir, **depth)
         linear = torch.nn.Linear(int(base_config.hidden_size), cfg.dim, bias=False)
         bert.train()
-        rng = random.Random(cfg.seed)
-        plan = [epoch_groups(groups, cfg.max_pairs, rng) for _ in range(cfg.epochs)]
+        plan, _ = run.plan(data.groups)
         steps_total = sum(math.ceil(len(p) / cfg.batch_size) for p in plan)
         named = [*bert.named_parameters(), *(("linear." + n, p) for n, p in
                                              linear.named_parameters())]  # fmt: skip
         optimizer, scheduler = adamw_with_warmup(torch, named, cfg, steps_total)
-        log_path = out_dir / "training_log.jsonl"
-        state = TrainingLog(log_path, cfg.log_every, started=time.perf_counter())
+        state = run.log()
         total_pairs = sum(g.size for p in plan for g in p)
         with state, PairProgress(cfg.show_progress, total_pairs) as advance:
             for epoch, chosen in enumerate(plan):
@@ -287,18 +268,14 @@ def train_colbert(config: ColbertConfig | str | os.PathLike[str], /, **options: 
             state.flush(final=True)
         seconds = state.elapsed()
         bert.eval()
-        _save_model(transformers, bert, linear, out_dir)
-        save_tokenizer(base_dir, out_dir, cfg.doc_maxlen)
+        _save_model(transformers, bert, linear, cfg.out)
+        save_tokenizer(base_dir, cfg.out, cfg.doc_maxlen)
         metadata = {"query_maxlen": cfg.query_maxlen, "doc_maxlen": cfg.doc_maxlen,
                     "dim": cfg.dim, "similarity": "cosine", "mask_punctuation": True,
                     "attend_to_mask_tokens": False, "query_token_id": "[unused0]",
                     "doc_token_id": "[unused1]", "checkpoint": cfg.base}  # fmt: skip
-        (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", "utf-8")
-    finally:
-        torch.set_num_threads(previous_threads)
-    result = state.result(out_dir, seconds, mining_seconds, len(groups), mined.dropped)
-    write_args(out_dir, args, result)
-    return result
+        (cfg.out / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", "utf-8")
+    return run.finish(state, data, seconds)
 
 
 def _save_model(transformers: Any, bert: Any, linear: Any, out_dir: Path) -> None:

@@ -10,6 +10,7 @@ import contextlib
 import json
 import math
 import os
+import random
 import shutil
 import time
 from collections.abc import Iterable, Iterator
@@ -36,6 +37,7 @@ from embedstack.train.data import (
 
 __all__ = [
     "NEGATIVES_FILE",
+    "TrainingRun",
     "PairProgress",
     "Group",
     "TrainResult",
@@ -303,3 +305,73 @@ class PairProgress:
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
             self._progress.__exit__(*exc)
+
+
+class TrainingRun:
+    """What every training run does around its model: the output folder and
+    ``training_args.json``, the timed data phase, torch's threads and seed, each epoch's
+    groups, the log, and the result. A trainer adds its model, its steps and its files.
+
+    Example:
+        >>> run = TrainingRun(config, "reranker", base_dir)  # doctest: +SKIP
+        >>> data = run.load_data(dataset)  # doctest: +SKIP
+        >>> run.save_args()  # doctest: +SKIP
+        >>> with run.torch(torch):  # doctest: +SKIP
+        ...     plan, rng = run.plan(data.groups)
+        ...     with run.log() as state: ...
+        >>> result = run.finish(state, data, seconds)  # doctest: +SKIP
+    """
+
+    def __init__(self, config: TrainConfig, trainer: str, base_dir: Path, kind: str) -> None:
+        """Create ``config.out`` (empty, see :func:`prepare_out`) and the run's record."""
+        prepare_out(config.out, config.overwrite, kind)
+        self.config = config
+        self.args: dict[str, Any] = {"trainer": trainer, **config.record(),
+                                     "base_folder": str(base_dir)}  # fmt: skip
+        self.mining_seconds = 0.0
+
+    def load_data(self, dataset: Any) -> TrainingData:
+        """:func:`training_data`, timed and recorded (groups, negatives, mining time)."""
+        started = time.perf_counter()
+        data = training_data(dataset, self.config)
+        self.mining_seconds = time.perf_counter() - started
+        self.args.update(groups=len(data.groups), dropped_negatives=data.mined.dropped,
+                         negative_sources=data.mined.sources,
+                         mining_seconds=round(self.mining_seconds, 2))  # fmt: skip
+        return data
+
+    def save_args(self, result: TrainResult | None = None) -> None:
+        """Write ``training_args.json`` (with ``result`` once there is one)."""
+        write_args(self.config.out, self.args, result)
+
+    @contextlib.contextmanager
+    def torch(self, torch: Any) -> Iterator[None]:
+        """torch with ``config.threads`` threads and seeded with ``config.seed`` for the
+        block; the previous thread count comes back after it."""
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.config.threads)
+        try:
+            torch.manual_seed(self.config.seed)
+            yield
+        finally:
+            torch.set_num_threads(previous)
+
+    def plan(self, groups: list[Group]) -> tuple[list[list[Group]], random.Random]:
+        """Each epoch's groups (``config.max_pairs`` at most) and the seeded generator that
+        drew them, for whatever else the trainer shuffles."""
+        rng = random.Random(self.config.seed)
+        plan = [epoch_groups(groups, self.config.max_pairs, rng) for _ in range(self.config.epochs)]
+        return plan, rng
+
+    def log(self) -> TrainingLog:
+        """The run's ``training_log.jsonl``; its clock starts now."""
+        path = self.config.out / "training_log.jsonl"
+        return TrainingLog(path, self.config.log_every, started=time.perf_counter())
+
+    def finish(self, state: TrainingLog, data: TrainingData, seconds: float) -> TrainResult:
+        """The :class:`TrainResult` of ``seconds`` of training, also written to
+        ``training_args.json``."""
+        result = state.result(self.config.out, seconds, self.mining_seconds,
+                              len(data.groups), data.mined.dropped)  # fmt: skip
+        self.save_args(result)
+        return result

@@ -52,18 +52,14 @@ from embedstack.errors import InvalidInput, require
 from embedstack.train.common import (
     Group,
     PairProgress,
-    TrainingLog,
+    TrainingRun,
     TrainResult,
     adamw_with_warmup,
     base_folder,
     build_groups,
     check_layers,
-    epoch_groups,
-    prepare_out,
     quiet_transformers,
     save_tokenizer,
-    training_data,
-    write_args,
 )
 from embedstack.train.config import LOSSES, Loss, RerankerConfig
 
@@ -181,38 +177,25 @@ def train_reranker(
         raise InvalidInput(
             f"split_layer={spec.layer} must leave at least one of the {depth} layers joint"
         )
-    out_dir = cfg.out
-    prepare_out(out_dir, cfg.overwrite)
-    args = {"trainer": "reranker", **cfg.record(), "base_folder": str(base_dir)}
+    run = TrainingRun(cfg, "reranker", base_dir, kind="a reranker folder made by train_reranker")
 
     # -- data ----------------------------------------------------------------------------
-    started = time.perf_counter()
-    data = training_data(dataset, cfg)
-    groups, mined = data.groups, data.mined
-    mining_seconds = time.perf_counter() - started
+    data = run.load_data(dataset)
+    groups = data.groups
     if cfg.teacher is not None:
         teaching = time.perf_counter()
         teacher_model = _teacher(cfg.teacher, cfg.threads)
-        args["teacher"] = getattr(teacher_model, "model_id", args["teacher"])
+        run.args["teacher"] = getattr(teacher_model, "model_id", run.args["teacher"])
         groups = score_with_teacher(groups, teacher_model, cfg.show_progress)
         del teacher_model
-        args["teacher_seconds"] = round(time.perf_counter() - teaching, 2)
-    args.update(
-        groups=len(groups),
-        dropped_negatives=mined.dropped,
-        negative_sources=mined.sources,
-        mining_seconds=round(mining_seconds, 2),
-    )
-    write_args(out_dir, args)
+        run.args["teacher_seconds"] = round(time.perf_counter() - teaching, 2)
+    run.save_args()
 
     # -- model ---------------------------------------------------------------------------
     from embedstack.rerank.pairs import PairTokenizer, pad
     from embedstack.rerank.split import SplitTokenizer, joined_batch, split_logits
 
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
-    try:
-        torch.manual_seed(cfg.seed)
+    with run.torch(torch):
         model = _fresh_classifier(transformers, base_dir, cfg.layers)
         model.train()
         tokenizer = PairTokenizer(base_dir, cfg.max_length)
@@ -231,15 +214,13 @@ def train_reranker(
                 model, spec.layer, {k: torch.from_numpy(v) for k, v in joined.items()}
             )
 
-        rng = random.Random(cfg.seed)
-        plan = [epoch_groups(groups, cfg.max_pairs, rng) for _ in range(cfg.epochs)]
+        plan, rng = run.plan(groups)
         steps_total = sum(
             sum(1 for _ in _batches(p, cfg.loss, cfg.batch_size, random.Random(0))) for p in plan
         )
         optimizer, scheduler = adamw_with_warmup(torch, model.named_parameters(), cfg,
                                                  steps_total)  # fmt: skip
-        log_path = out_dir / "training_log.jsonl"
-        state = TrainingLog(log_path, cfg.log_every, started=time.perf_counter())
+        state = run.log()
         total_pairs = sum(g.size for p in plan for g in p)
         with state, PairProgress(cfg.show_progress, total_pairs) as advance:
             for epoch, chosen in enumerate(plan):
@@ -264,13 +245,9 @@ def train_reranker(
 
             setattr(model.config, CONFIG_KEY, spec.record())
         with quiet_transformers(transformers):
-            model.save_pretrained(out_dir)
-        save_tokenizer(base_dir, out_dir, cfg.max_length)
-    finally:
-        torch.set_num_threads(previous_threads)
-    result = state.result(out_dir, seconds, mining_seconds, len(groups), mined.dropped)
-    write_args(out_dir, args, result)
-    return result
+            model.save_pretrained(cfg.out)
+        save_tokenizer(base_dir, cfg.out, cfg.max_length)
+    return run.finish(state, data, seconds)
 
 
 def _fresh_classifier(transformers: Any, base_dir: Path, layers: int | None = None) -> Any:
