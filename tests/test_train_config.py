@@ -112,6 +112,13 @@ def test_build_takes_a_config_or_a_folder_and_keywords() -> None:
     again = RerankerConfig.build(config, epochs=3)
     assert again.epochs == 3 and again.out == config.out and config.epochs == 2
     assert RerankerConfig.build("data", out="model", epochs=2) == config
+    assert RerankerConfig.build(dataset_dir="data", out="model", epochs=2) == config
+    with pytest.raises(InvalidInput, match="given twice"):
+        RerankerConfig.build("data", dataset_dir="other", out="model")
+    with pytest.raises(InvalidInput, match="RerankerConfig needs dataset_dir"):
+        RerankerConfig.build(out="model")
+    with pytest.raises(InvalidInput, match="ColbertConfig needs out"):
+        ColbertConfig.build("data")
     with pytest.raises(InvalidInput, match="unknown option 'temperature' for RerankerConfig"):
         RerankerConfig.build("data", out="model", temperature=0.5)
     with pytest.raises(InvalidInput, match="expected a RerankerConfig, got a ColbertConfig"):

@@ -41,9 +41,7 @@ def _parameters(config: type[TrainConfig]) -> list[inspect.Parameter]:
     return params
 
 
-def _command(
-    name: str, config: type[TrainConfig], trainer: Callable[[Any], Any], doc: str
-) -> None:
+def _command(name: str, config: type[TrainConfig], trainer: Callable[[Any], Any], doc: str) -> None:
     """Register ``train <name>``: its options are ``config``'s CLI fields; it builds the
     config, runs ``trainer`` on it and prints the result."""
 

@@ -184,7 +184,9 @@ def token_vectors(torch: Any, bert: Any, linear: Any, inputs: ColbertInputs) -> 
     return torch.nn.functional.normalize(projected, dim=-1), torch.from_numpy(keep)
 
 
-def train_colbert(config: ColbertConfig | str | os.PathLike[str], /, **options: Any) -> TrainResult:
+def train_colbert(
+    config: ColbertConfig | str | os.PathLike[str] | None = None, /, **options: Any
+) -> TrainResult:
     """Train a ColBERT model on ``qrels/<split>.tsv`` of a BEIR folder and save it to ``out``.
 
     Args:

@@ -239,23 +239,35 @@ class TrainConfig:
         return f"{name} ({flag(spec)})"
 
     @classmethod
-    def build(cls: type[C], config: C | str | os.PathLike[str], /, **options: Any) -> C:
-        """``config`` itself, ``config`` with ``options`` replaced, or, given a dataset folder,
-        the config of it and ``options`` (the trainers' keyword-argument form).
+    def build(
+        cls: type[C], config: C | str | os.PathLike[str] | None = None, /, **options: Any
+    ) -> C:
+        """``config`` itself, ``config`` with ``options`` replaced, or, given a dataset folder
+        (or None and ``dataset_dir=`` among the options), the config of it and ``options``
+        (the trainers' keyword-argument form).
 
         Raises:
-            InvalidInput: an option this config does not have, or a bad value.
+            InvalidInput: an option this config does not have, a missing one (``out``), or
+                a bad value.
         """
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
             raise InvalidInput(f"unknown option {unknown[0]!r} for {cls.__name__}; options: "
-                               f"{', '.join(sorted(known - {'dataset_dir'}))}")  # fmt: skip
+                               f"{', '.join(sorted(known))}")  # fmt: skip
         if isinstance(config, TrainConfig):
             if not isinstance(config, cls):
                 raise InvalidInput(f"expected a {cls.__name__}, got a {type(config).__name__}")
             return dataclasses.replace(config, **options) if options else config
-        return cls(dataset_dir=config, **options)  # type: ignore[arg-type]
+        if config is not None:
+            if "dataset_dir" in options:
+                raise InvalidInput("the dataset folder is given twice (and dataset_dir=)")
+            options["dataset_dir"] = config
+        missing = [f.name for f in fields(cls) if f.default is dataclasses.MISSING
+                   and f.name not in options]  # fmt: skip
+        if missing:
+            raise InvalidInput(f"{cls.__name__} needs {' and '.join(missing)}")
+        return cls(**options)
 
     def record(self) -> dict[str, Any]:
         """The options for ``training_args.json``: paths as strings, a miner or teacher

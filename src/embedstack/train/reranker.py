@@ -144,7 +144,7 @@ def _teacher(teacher: Any, threads: int) -> Any:
 
 
 def train_reranker(
-    config: RerankerConfig | str | os.PathLike[str], /, **options: Any
+    config: RerankerConfig | str | os.PathLike[str] | None = None, /, **options: Any
 ) -> TrainResult:
     """Train a cross-encoder on ``qrels/<split>.tsv`` of a BEIR folder and save it to ``out``.
 
