@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import doctest
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,8 @@ def test_shared_options_are_checked_once_for_every_trainer(
         (ColbertConfig, {"temperature": 0}, "temperature (--temperature) must be a positive"),
         (RerankerConfig, {"dataset_dir": 3}, "dataset_dir must be a path"),
         (ColbertConfig, {"show_progress": "auto"}, "show_progress must be true or false"),
+        (ColbertConfig, {"miner": 3}, "miner (--miner) must be a model name or an encoder"),
+        (RerankerConfig, {"loss": "margin-mse", "teacher": 3}, "teacher (--teacher) must be"),
     ],
 )
 def test_trainer_options_are_checked(
@@ -148,6 +151,9 @@ def test_record_keeps_the_training_args_shape() -> None:
     class Miner:
         model_id = "hash@0123"
 
+        def encode_documents(self, texts: list[str]) -> None:
+            raise AssertionError("not called")
+
     assert RerankerConfig(**REQUIRED, miner=Miner()).record()["miner"] == "hash@0123"
 
 
@@ -189,3 +195,10 @@ def test_cli_reports_a_bad_shared_option_in_one_line(
         err = capsys.readouterr().err.strip()
         assert code == 2 and err == "error: warmup (--warmup) must be a number in [0, 1), got 1.0"
     assert not (tmp_path / "m").exists()
+
+
+def test_module_example_runs() -> None:
+    from embedstack.train import config
+
+    result = doctest.testmod(config)
+    assert result.failed == 0 and result.attempted >= 3

@@ -76,6 +76,10 @@ NON_NEGATIVE = (lambda v: _number(v) and v >= 0, "a number >= 0")
 FRACTION = (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)")
 BOOL = (lambda v: isinstance(v, bool), "true or false")
 TEXT = (lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")
+ENCODER = (lambda v: isinstance(v, str) or hasattr(v, "encode_documents"),
+           "a model name or an encoder")  # fmt: skip
+RERANKER = (lambda v: isinstance(v, str | os.PathLike) or hasattr(v, "score"),
+            "a model folder, HF id or reranker")  # fmt: skip
 
 
 def at_least(low: int) -> tuple[Check, str]:
@@ -162,7 +166,8 @@ class TrainConfig:
     base: str = option(DEFAULT_MODEL, check=TEXT,
                        help="BERT-family model (name, folder or HF id) whose body starts the "
                        "training.")  # fmt: skip
-    miner: str | TextEncoder | None = option(DEFAULT_MODEL, cli_type=str,
+    miner: str | TextEncoder | None = option(DEFAULT_MODEL, cli_type=str, check=ENCODER,
+                                             optional=True,
                                              help="Dense model mining hard negatives ('none': "
                                              "BM25 only).")  # fmt: skip
     epochs: int = option(1, help="Passes over the training groups.", check=POSITIVE_INT)
@@ -303,7 +308,7 @@ class RerankerConfig(TrainConfig):
 
     loss: Loss = option("bce", help="bce, listwise, or margin-mse (distil --teacher).",
                         check=one_of(LOSSES), cli_type=str)  # fmt: skip
-    teacher: Any = option(None, cli_type=str | None,
+    teacher: Any = option(None, cli_type=str | None, check=RERANKER, optional=True,
                           help="Cross-encoder whose scores margin-mse distils (folder or HF "
                           "id).")  # fmt: skip
     max_length: int = option(256, help="Tokens per (query, document) pair.", check=at_least(16))
