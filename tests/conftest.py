@@ -3,16 +3,34 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-# Tests only write under temporary folders: the ONNX export cache included.
-_CACHE = tempfile.mkdtemp(prefix="embedstack-test-cache-")
-os.environ.setdefault("EMBEDSTACK_CACHE_DIR", _CACHE)
-os.environ.setdefault("EMBEDSTACK_NO_PROGRESS", "1")
+# Tests only write under one temporary folder of this session, removed when it ends: the ONNX
+# export cache and every cache a library may write (Hugging Face, XDG). These are overridden,
+# never defaulted, so a user's EMBEDSTACK_CACHE_DIR or HF_HOME is neither read nor written.
+# Set here, at import, so that modules reading them at import time see the test values too.
+SESSION_TMP = Path(tempfile.mkdtemp(prefix="embedstack-test-cache-"))
+CACHE_ENV = {
+    "EMBEDSTACK_CACHE_DIR": SESSION_TMP / "embedstack",
+    "XDG_CACHE_HOME": SESSION_TMP / "xdg",
+    "HF_HOME": SESSION_TMP / "huggingface",
+}
+for _name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "HF_DATASETS_CACHE"):
+    os.environ.pop(_name, None)  # these would win over HF_HOME
+for _name, _path in CACHE_ENV.items():
+    os.environ[_name] = str(_path)
+os.environ["EMBEDSTACK_NO_PROGRESS"] = "1"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the session's caches (about 0.5 GB of exported ONNX models after a full run)."""
+    shutil.rmtree(SESSION_TMP, ignore_errors=True)
+
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
