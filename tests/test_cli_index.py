@@ -454,3 +454,28 @@ def test_filter_in_operator(
         assert run(["search", str(path), "cats", "--filter", condition, "--json"]) == 0
         ids = sorted(json.loads(x)["id"] for x in capsys.readouterr().out.splitlines())
         assert ids == expected, condition
+
+
+def test_parse_filter_args_in_and_ranges() -> None:
+    from embedstack.errors import InvalidInput
+    from embedstack.index.filters import parse_filter_args
+
+    assert parse_filter_args(["lang in en, de", "year not in 2019"]) == {
+        "lang": {"$in": ["en", "de"]},
+        "year": {"$nin": [2019]},
+    }
+    assert parse_filter_args(["date>=2021-01-01", 'name<"m"', "note=x in y"]) == {
+        "date": {"$gte": "2021-01-01"},
+        "name": {"$lt": "m"},
+        "note": "x in y",
+    }
+    for bad in ("year=>2020", "year>=", "year>=abc", "lang=", "year=<3", "tag in x,"):
+        with pytest.raises(InvalidInput, match="cannot parse filter"):
+            parse_filter_args([bad])
+
+
+def test_html_to_text_drops_markup_scripts_and_styles() -> None:
+    from embedstack.index.sources import html_to_text
+
+    assert html_to_text(HTML) == ("Cat care", "Cats\nCats purr & sleep.")
+    assert html_to_text("<h1>Only <b>h1</b></h1><p>x</p>") == ("Only h1", "Only h1\nx")
