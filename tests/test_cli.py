@@ -273,6 +273,7 @@ def test_eval_default_mode_is_hybrid_and_retriever_is_an_alias(
         (["--pipeline", "three-stage", "--reranker", "./missing"], "./missing"),
         (["--pipeline", "hybrid-colbert", "--colbert", "./nope"], "./nope"),
         (["--pipeline", "nonsense-preset"], "unknown pipeline"),
+        (["--pipeline", "hybrid-colbert"], "stores no ColBERT vectors: pass --colbert"),
         (["--mode", "hybrid", "--fusion", "max"], "fusion"),
         (["--mode", "hybrid", "--alpha", "2"], "alpha"),
         (["--backend", "tpu"], "backend"),

@@ -144,6 +144,12 @@ def eval_retrieval(
         avoid_ort_spinning()  # several models take turns on the same cores
         saved = index_dir if index_dir is not None and index_dir.is_dir() else None
         runner = Pipeline(pipeline, index=saved, reranker=reranker)
+        stored = [s for s in runner.config.stages if s.kind == "colbert" and s.model is None]
+        if stored and colbert is None:
+            raise InvalidInput(
+                f"pipeline {runner.name!r} scores stored ColBERT vectors, but the evaluation "
+                "index stores no ColBERT vectors: pass --colbert MODEL to store them"
+            )
     encoder = _encoder(model, backend, quantize)
     if dim is not None and not 1 <= dim <= encoder.dim:
         from embedstack.errors import DimensionMismatch

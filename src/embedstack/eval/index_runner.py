@@ -203,6 +203,7 @@ def evaluate_index(
             "dataset": dataset.name,
             "split": dataset.split,
             "retriever": mode,
+            "mode": mode,
             "depth": depth,
             **{k: v for k, v in options.items() if v is not None},
             "index": stats.as_dict() if hasattr(stats, "as_dict") else str(stats),
