@@ -146,7 +146,9 @@ def test_sparse_index_from_the_cli(
     assert run(["index", "add", str(plain), str(docs)]) == 0
     capsys.readouterr()
     assert run(["search", str(plain), "cats", "--mode", "sparse"]) != 0
-    assert "sparse" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "sparse" in err
+    assert "`embedstack index create NEW_DIR --sparse splade-tiny`" in err  # not Python
 
 
 # --- issue 15: what a new user hit ------------------------------------------------------------

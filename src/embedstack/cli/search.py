@@ -75,6 +75,16 @@ def search(
             hits = runner.run(index, query, k, filter=where)
             label = f"pipeline {runner.name}"
         else:
+            manifest = getattr(index, "manifest", None)
+            if (
+                options.mode == "sparse"
+                and isinstance(manifest, dict)
+                and not manifest.get("sparse")
+            ):
+                raise InvalidInput(
+                    f"{directory} has no sparse postings: create an index with `embedstack "
+                    "index create NEW_DIR --sparse splade-tiny` to search with --mode sparse"
+                )
             hits = index.search(
                 query, mode=options.mode, k=options.k, filter=options.filter,
                 fusion=options.fusion, alpha=options.alpha,
