@@ -8,7 +8,7 @@ says the command to run instead. Exit codes:
 * ``3`` — something to install or download: a model or an optional dependency missing on
   this machine.
 * ``1`` — anything else (an index that fails its integrity checks).
-* ``130`` — ``index add`` interrupted (Ctrl-C): what was committed is printed.
+* ``130`` — interrupted (Ctrl-C); ``index add`` says what it committed first.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ EXIT_INTERRUPTED = 130
 EXIT_CODES = (
     "Exit codes: 0 success; 2 a user error (bad arguments or input, no index at the path, "
     "an index locked by another writer); 3 a model or optional dependency missing on this "
-    "machine; 1 anything else (an index failing its checks); 130 index add interrupted (Ctrl-C)."
+    "machine; 1 anything else (an index failing its checks); 130 interrupted (Ctrl-C)."
 )
 
 
