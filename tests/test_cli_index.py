@@ -481,3 +481,14 @@ def test_html_to_text_drops_markup_scripts_and_styles() -> None:
 
     assert html_to_text(HTML) == ("Cat care", "Cats\nCats purr & sleep.")
     assert html_to_text("<h1>Only <b>h1</b></h1><p>x</p>") == ("Only h1", "Only h1\nx")
+
+
+def test_a_line_that_is_not_utf8_is_a_problem_not_a_traceback(
+    tmp_path: Path, hash_model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _index(tmp_path, hash_model)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(GOOD[0].encode() + b"\n" + '{"id": "x", "text": "caf\xe9"}'.encode("latin-1"))
+    capsys.readouterr()
+    assert run(["index", "add", str(path), str(bad)]) == 2
+    assert "bad.jsonl:2: not UTF-8 text" in capsys.readouterr().err

@@ -270,8 +270,13 @@ def _walk(paths: Sequence[Path], options: SourceOptions, skipped: Counter[str]) 
     for file, root, prefix in _inputs(paths, options, skipped):
         suffix = file.suffix.lower()
         if suffix == ".jsonl":
-            with file.open(encoding="utf-8", errors="replace") as handle:
-                for number, line in enumerate(handle, start=1):
+            with file.open("rb") as handle:
+                for number, raw in enumerate(handle, start=1):
+                    try:
+                        line = raw.decode("utf-8")
+                    except UnicodeDecodeError:
+                        yield file, number, None, "not UTF-8 text"
+                        continue
                     if not line.strip():
                         continue
                     try:
