@@ -492,3 +492,20 @@ def test_a_line_that_is_not_utf8_is_a_problem_not_a_traceback(
     capsys.readouterr()
     assert run(["index", "add", str(path), str(bad)]) == 2
     assert "bad.jsonl:2: not UTF-8 text" in capsys.readouterr().err
+
+
+def test_ids_of_an_earlier_version_are_pointed_out(
+    tmp_path: Path, hash_model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Files indexed with the old ids (relative to the folder) are named, not duplicated
+    silently."""
+    path = _index(tmp_path, hash_model)
+    docs = _tree(tmp_path / "docs", {"README.md": "# Readme\nhello", "other.md": "other"})
+    with Index.open(path) as index:  # what `index add IDX docs/` stored before
+        index.add([{"id": "README.md", "text": "# Readme\nhello",
+                    "metadata": {"path": str(docs / "README.md"), "suffix": ".md"}}])  # fmt: skip
+    capsys.readouterr()
+    assert run(["index", "add", str(path), str(docs)]) == 0
+    err = capsys.readouterr().err
+    assert "note: 1 of these files are also stored under the ids an earlier version" in err
+    assert f"`embedstack index delete {path} README.md`" in err

@@ -113,6 +113,7 @@ def add(
         SourceOptions,
         describe_skipped,
         find_conflicts,
+        find_earlier_ids,
         iter_documents,
         scan_documents,
     )
@@ -125,6 +126,15 @@ def add(
     if skipped:
         err.print(skipped, soft_wrap=True)
     with open_index(directory) as index:
+        earlier = find_earlier_ids(index, scan)
+        if earlier:
+            shown = " ".join(earlier[:3]) + (" …" if len(earlier) > 3 else "")
+            err.print(
+                f"note: {len(earlier)} of these files are also stored under the ids an earlier "
+                f"version gave them ({shown}); remove those with `embedstack index delete "
+                f"{directory} {shown}`",
+                soft_wrap=True,
+            )
         clashes = find_conflicts(index, scan.file_sources)
         problems = scan.problems + list(clashes.values())
         conflicts = frozenset(clashes)

@@ -45,6 +45,7 @@ __all__ = [
     "SourceScan",
     "describe_skipped",
     "find_conflicts",
+    "find_earlier_ids",
     "html_to_text",
     "iter_documents",
     "scan_documents",
@@ -99,6 +100,7 @@ class SourceScan:
     problems: list[Problem] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)
     file_sources: dict[str, str] = field(default_factory=dict)
+    earlier_ids: dict[str, str] = field(default_factory=dict)
 
 
 def _matches(rel: str, globs: Sequence[str]) -> bool:
@@ -320,6 +322,8 @@ def scan_documents(paths: Sequence[Path], options: SourceOptions | None = None) 
         seen[doc["id"]] = (file, line)
         if "source" in doc["metadata"] and line is None:
             scan.file_sources[doc["id"]] = doc["metadata"]["source"]
+            if options.id_prefix is None and "/" in doc["id"]:  # the id before the prefix
+                scan.earlier_ids[doc["id"]] = doc["id"].split("/", 1)[1]
         scan.n_documents += 1
         scan.n_chars += len(doc["text"])
     return scan
@@ -360,6 +364,24 @@ def find_conflicts(index: Any, file_sources: Mapping[str, str]) -> dict[str, Pro
             what = f"a document from {held}" if held else "a document not read from a file"
             problems[doc_id] = Problem(Path(source), None, f"id {doc_id!r} already holds {what}")
     return problems
+
+
+def find_earlier_ids(index: Any, scan: SourceScan) -> list[str]:
+    """Ids under which an index built by an earlier version holds these same files.
+
+    Before ids carried the folder's name, ``index add IDX docs/`` stored ``README.md``; added
+    again, the file is now ``docs/README.md`` and the old document would linger as a
+    duplicate. Returns the old ids (metadata ``path`` naming the same file, no ``source``).
+    """
+    found = []
+    for doc_id, earlier in scan.earlier_ids.items():
+        existing = index.get(earlier)
+        meta = (existing or {}).get("metadata") or {}
+        if existing is None or "source" in meta or not isinstance(meta.get("path"), str):
+            continue
+        if Path(meta["path"]).resolve().as_posix() == scan.file_sources[doc_id]:
+            found.append(earlier)
+    return found
 
 
 def iter_documents(
