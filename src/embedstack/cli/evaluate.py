@@ -123,8 +123,10 @@ def eval_retrieval(
         raise InvalidInput(f"unknown precision {precision!r}; choose float32, int8 or binary")
     if depth < 1:
         raise InvalidInput(f"--depth must be >= 1, got {depth}")
-    if backend not in ("onnx", "torch"):
-        raise InvalidInput(f"unknown backend {backend!r}; choose onnx or torch")
+    from embedstack.encoders.backends import list_backends
+
+    if backend not in list_backends():
+        raise InvalidInput(f"unknown backend {backend!r}; choose {', '.join(list_backends())}")
     SearchOptions(mode=mode, fusion=fusion, alpha=alpha)  # the same checks as a search
     if reranker is not None and pipeline is None:
         raise InvalidInput("--reranker needs --pipeline (e.g. --pipeline hybrid-rerank)")
