@@ -37,7 +37,9 @@ def test_eval_json_contract(
     tmp_path: Path, hash_model: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "report.json"
-    code = run(["eval", str(_beir(tmp_path)), "--model", hash_model, "--json", str(out)])
+    code = run(
+        ["eval", str(_beir(tmp_path)), "--model", hash_model, "--mode", "dense", "--json", str(out)]
+    )
     assert code == 0
     report = json.loads(out.read_text())
     for key in (
@@ -60,7 +62,7 @@ def test_eval_json_contract(
 
 def test_eval_binary_precision_and_dim(tmp_path: Path, hash_model: str) -> None:
     out = tmp_path / "r.json"
-    args = ["eval", str(_beir(tmp_path)), "--model", hash_model, "--dim", "32"]
+    args = ["eval", str(_beir(tmp_path)), "--model", hash_model, "--mode", "dense", "--dim", "32"]
     assert run([*args, "--precision", "binary", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["config"]["dim"] == 32 and report["config"]["precision"] == "binary"
@@ -169,3 +171,126 @@ def test_demo_without_docs_is_a_one_line_error(
     code = run(["demo", "--root", str(tmp_path), "--index", str(tmp_path / "i")])
     assert code == 2
     assert "has no README.md or docs/" in capsys.readouterr().err
+
+
+# --- issue 15: what a new user hit ------------------------------------------------------------
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from embedstack import __version__
+
+    assert run(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"embedstack {__version__}"
+
+
+def test_help_documents_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["--help"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "Exit codes: 0 success; 2 a user error" in shown
+
+
+def test_models_names_are_whole_in_80_columns() -> None:
+    from embedstack.encoders import list_models
+
+    proc = subprocess.run(
+        [sys.executable, "-c", "from embedstack.cli import main; main()", "models"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**__import__("os").environ, "COLUMNS": "80"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    words = {word for line in lines for word in line.split()}
+    assert all(spec.name in words for spec in list_models())
+
+
+def _count_encodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    from embedstack.encoders.hashing import HashEncoder
+
+    calls: list[int] = []
+    original = HashEncoder.encode_documents
+
+    def counting(self: HashEncoder, texts: object) -> object:
+        texts = list(texts)  # type: ignore[call-overload]
+        calls.append(len(texts))
+        return original(self, texts)
+
+    monkeypatch.setattr(HashEncoder, "encode_documents", counting)
+    return calls
+
+
+@pytest.mark.parametrize("mode", ["dense", "hybrid"])
+def test_eval_caches_the_corpus_work_for_every_mode(
+    tmp_path: Path, hash_model: str, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """A second run on the same corpus and model encodes no document (dense and hybrid)."""
+    monkeypatch.setenv("EMBEDSTACK_CACHE_DIR", str(tmp_path / "cache"))
+    data = _beir(tmp_path)
+    calls = _count_encodes(monkeypatch)
+    first, second = tmp_path / "1.json", tmp_path / "2.json"
+    args = ["eval", str(data), "--model", hash_model, "--mode", mode]
+    assert run([*args, "--json", str(first)]) == 0
+    assert sum(calls) == 4
+    assert run([*args, "--json", str(second)]) == 0
+    assert sum(calls) == 4  # nothing re-encoded
+    a, b = json.loads(first.read_text()), json.loads(second.read_text())
+    assert a["ndcg@10"] == b["ndcg@10"] and a["config"]["retriever"] == mode
+    # another corpus (the file changes) is encoded again, not served stale vectors
+    with (data / "corpus.jsonl").open("a") as f:
+        f.write(json.dumps({"_id": "d5", "title": "", "text": "a fifth document"}) + "\n")
+    assert run([*args, "--json", str(second)]) == 0
+    assert sum(calls) == 4 + 5
+
+
+def test_eval_default_mode_is_hybrid_and_retriever_is_an_alias(
+    tmp_path: Path, hash_model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from embedstack.index.protocols import DEFAULT_MODE
+
+    data = _beir(tmp_path)
+    out = tmp_path / "r.json"
+    assert run(["eval", str(data), "--model", hash_model, "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["config"]["retriever"] == DEFAULT_MODE == "hybrid"
+    by_mode, by_alias = tmp_path / "m.json", tmp_path / "a.json"
+    assert run(["eval", str(data), "--model", hash_model, "--mode", "bm25", "--json",
+                str(by_mode)]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert run(["eval", str(data), "--model", hash_model, "--retriever", "bm25", "--json",
+                str(by_alias)]) == 0  # fmt: skip
+    assert "--retriever is deprecated: use --mode" in capsys.readouterr().err
+    m, a = json.loads(by_mode.read_text()), json.loads(by_alias.read_text())
+    assert m["config"]["retriever"] == a["config"]["retriever"] == "bm25"
+    assert m["ndcg@10"] == a["ndcg@10"]
+    assert run(["eval", "--help"]) == 0
+    assert "--retriever" not in capsys.readouterr().out  # hidden
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--pipeline", "three-stage", "--reranker", "./missing"], "./missing"),
+        (["--pipeline", "hybrid-colbert", "--colbert", "./nope"], "./nope"),
+        (["--pipeline", "nonsense-preset"], "unknown pipeline"),
+        (["--pipeline", "hybrid-colbert"], "stores no ColBERT vectors: pass --colbert"),
+        (["--mode", "hybrid", "--fusion", "max"], "fusion"),
+        (["--mode", "hybrid", "--alpha", "2"], "alpha"),
+        (["--backend", "tpu"], "backend"),
+    ],
+)
+def test_eval_checks_every_argument_before_any_work(
+    tmp_path: Path,
+    hash_model: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    needle: str,
+) -> None:
+    monkeypatch.setenv("EMBEDSTACK_CACHE_DIR", str(tmp_path / "cache"))
+    calls = _count_encodes(monkeypatch)
+    ix = tmp_path / "ix"
+    code = run(["eval", str(_beir(tmp_path)), "--model", hash_model, "--index", str(ix), *extra])
+    err = capsys.readouterr().err.strip()
+    assert code in (2, 3) and err.startswith("error:") and needle in err
+    assert calls == [] and not ix.exists() and not (tmp_path / "cache").exists()

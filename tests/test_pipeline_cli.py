@@ -12,7 +12,7 @@ import pytest
 
 from embedstack.cli import run
 from embedstack.index import Index
-from embedstack.pipeline import save_pipeline
+from embedstack.pipeline import Pipeline, save_pipeline
 from test_index_helpers import SMALL_CHUNKS, corpus
 
 QUERY = "protein gene therapy"
@@ -90,7 +90,7 @@ def test_search_pipeline_file_saved_name_and_string(
     ]
     assert rows[0] == rows[1] == rows[2] and len(rows[0]) == 4
     with Index.open(index_dir, readonly=True) as index:
-        expected = index.search(QUERY, pipeline=spec, k=4)
+        expected = Pipeline(spec, index=index).run(index, QUERY, 4)
     assert [r["id"] for r in rows[0]] == [h.doc_id for h in expected]
     table = run(["search", str(index_dir), QUERY, "--pipeline", "saved"])
     assert table == 0 and "pipeline saved" in capsys.readouterr().out
@@ -116,7 +116,8 @@ def test_search_with_reranker(
     rows = _search(capsys, *args, "-k", "5")
     assert fake_reranker == ["fake"]
     with Index.open(index_dir, readonly=True) as index:
-        dense_order = index.search(QUERY, pipeline="bm25(top=100) -> dense_rescore(top=100)", k=20)
+        spec = "bm25(top=100) -> dense_rescore(top=100)"
+        dense_order = Pipeline(spec, index=index).run(index, QUERY, 20)
     assert [r["id"] for r in rows] == [h.doc_id for h in dense_order][::-1][:5]
 
 

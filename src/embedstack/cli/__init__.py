@@ -1,7 +1,8 @@
 """Command-line interface (typer + rich): parses, calls the library, formats.
 
-Errors of the library surface as one line on stderr and a non-zero exit code, never a
-traceback: 2 for bad input, 3 for a missing model or dependency, 1 for anything else.
+Errors of the library surface as one line on stderr and a documented exit code, never a
+traceback (see :mod:`embedstack.cli.errors`): 2 for a user error, 3 for a missing model or
+dependency, 1 for anything else, 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -11,24 +12,12 @@ import sys
 from collections.abc import Sequence
 
 # Importing the command modules registers their commands on `app`.
-from embedstack.cli import demo, evaluate, index_cmds, serve, train  # noqa: F401
+from embedstack.cli import demo, evaluate, index_cmds, search, serve, train  # noqa: F401
 from embedstack.cli.app import app
-from embedstack.errors import (
-    EmbedstackError,
-    InvalidInput,
-    MissingDependency,
-    ModelNotFound,
-)
+from embedstack.cli.errors import EXIT_INTERRUPTED, exit_code, message
+from embedstack.errors import EmbedstackError
 
 __all__ = ["app", "main", "run"]
-
-
-def _exit_code(error: EmbedstackError) -> int:
-    if isinstance(error, InvalidInput):
-        return 2
-    if isinstance(error, ModelNotFound | MissingDependency):
-        return 3
-    return 1
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -40,12 +29,12 @@ def run(argv: Sequence[str] | None = None) -> int:
         app(args=list(argv) if argv is not None else None, standalone_mode=True)
     except SystemExit as done:
         return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
-    except EmbedstackError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return _exit_code(error)
+    except (EmbedstackError, OSError) as error:
+        print(f"error: {message(error)}", file=sys.stderr)
+        return exit_code(error)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     return 0
 
 

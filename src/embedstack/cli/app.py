@@ -8,10 +8,12 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from embedstack import vectors
+from embedstack.cli.errors import EXIT_CODES
 from embedstack.encoders import list_models, load_encoder
 from embedstack.encoders.base import validate_texts
 from embedstack.encoders.registry import DEFAULT_MODEL, ModelSpec
@@ -20,6 +22,7 @@ from embedstack.errors import InvalidInput
 app = typer.Typer(
     name="embedstack",
     help="Embed, index, search and evaluate text retrieval, offline and fast on CPU.",
+    epilog=EXIT_CODES,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -36,6 +39,26 @@ QuantizeOpt = Annotated[
 DimOpt = Annotated[int | None, typer.Option(help="Matryoshka truncation to this dimension.")]
 PrecisionOpt = Annotated[str, typer.Option(help="float32, int8 or binary.")]
 JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the report to this file.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from embedstack import __version__
+
+        out.print(f"embedstack {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Embed, index, search and evaluate text retrieval, offline and fast on CPU."""
 
 
 def _encoder(model: str, backend: str = "onnx", quantize: str | None = None) -> Any:
@@ -91,22 +114,24 @@ def models(
             }
             out.print(json.dumps(item), soft_wrap=True)
         return
-    table = Table(title="embedstack models")
-    for column in ("name", "dim", "max len", "pooling", "query prefix", "matryoshka", "license"):
-        table.add_column(column)
-    table.add_column("local")
+    # names never shrink (they are what users copy); a terminal too narrow for the long
+    # columns (prefix, Matryoshka dims) leaves them out and says where to see them
+    wide = out.width >= 120
+    table = Table(title="embedstack models", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("name", no_wrap=True, min_width=max(len(s.name) for s, _ in rows))
+    columns = ["dim", "max len", "pooling"]
+    columns += ["query prefix", "matryoshka"] if wide else []
+    for column in (*columns, "license", "local"):
+        table.add_column(column, overflow="fold")
     for spec, ok in rows:
-        table.add_row(
-            spec.name,
-            str(spec.dim),
-            str(spec.max_length),
-            spec.pooling,
-            repr(spec.query_prefix) if spec.query_prefix else "",
-            ",".join(map(str, spec.matryoshka_dims)),
-            spec.license,
-            "yes" if ok else "no",
-        )
+        cells = [str(spec.dim), str(spec.max_length), spec.pooling]
+        if wide:
+            prefix = repr(spec.query_prefix) if spec.query_prefix else ""
+            cells += [prefix, ",".join(map(str, spec.matryoshka_dims))]
+        table.add_row(spec.name, *cells, spec.license, "yes" if ok else "no")
     out.print(table)
+    if not wide:
+        out.print("query prefixes and Matryoshka dims: widen the terminal or use --json")
 
 
 @app.command()

@@ -101,6 +101,6 @@ def demo(
 
 
 def _label(hit: object) -> str:
-    from embedstack.cli.index_cmds import _snippet
+    from embedstack.cli.search import snippet
 
-    return f"[dim]{hit.score:.3f}[/] {_snippet(hit, 140)}"  # type: ignore[attr-defined]
+    return f"[dim]{hit.score:.3f}[/] {snippet(hit, 140)}"  # type: ignore[attr-defined]

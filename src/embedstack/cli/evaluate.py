@@ -19,10 +19,13 @@ from embedstack.cli.app import (
     _encoder,
     _write_json,
     app,
+    err,
     out,
 )
 from embedstack.encoders.registry import DEFAULT_MODEL
 from embedstack.errors import InvalidInput
+from embedstack.index.protocols import DEFAULT_MODE
+from embedstack.settings import cache_dir
 
 HEADLINE = ("ndcg@10", "recall@100", "mrr@10", "map@100")
 
@@ -37,29 +40,56 @@ def _show(title: str, report: dict[str, Any], keys: tuple[str, ...]) -> None:
     out.print(table)
 
 
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip("._") or "model"
+
+
+def _check_path(option: str, value: str | None) -> None:
+    """A value written as a path (``./x``, ``../x``, ``/x``, ``~/x``) must exist."""
+    if value is None or not value.startswith((".", "/", "~")):
+        return
+    if not Path(value).expanduser().exists():
+        raise InvalidInput(f"{option} {value}: no such file or folder")
+
+
+def _check_out(option: str, path: Path | None) -> None:
+    if path is not None and (path.is_dir() or (path.parent.exists() and not path.parent.is_dir())):
+        raise InvalidInput(f"{option} {path}: cannot write a file there")
+
+
 @app.command("eval")
 def eval_retrieval(
     dataset_dir: Annotated[Path, typer.Argument(help="BEIR folder (corpus/queries/qrels).")],
-    retriever: Annotated[str, typer.Option(help="dense, bm25 or hybrid.")] = "dense",
+    mode: Annotated[
+        str | None,
+        typer.Option(help=f"dense, bm25 or hybrid [default: {DEFAULT_MODE}]."),
+    ] = None,
+    retriever: Annotated[
+        str | None, typer.Option(hidden=True, help="Deprecated: use --mode.")
+    ] = None,
     fusion: Annotated[str, typer.Option(help="Hybrid fusion: rrf or weighted.")] = "rrf",
     alpha: Annotated[float, typer.Option(help="Dense weight for weighted fusion.")] = 0.5,
     index_dir: Annotated[
         Path | None,
-        typer.Option("--index", help="Index folder to build or reuse (bm25/hybrid)."),
+        typer.Option(
+            "--index",
+            help="Index folder to build or reuse (bm25, hybrid, pipelines) [default: in the "
+            "cache folder; dense caches the corpus vectors there too].",
+        ),
     ] = None,
     model: ModelOpt = DEFAULT_MODEL,
     dim: DimOpt = None,
     precision: PrecisionOpt = "float32",
     rescore: Annotated[bool, typer.Option(help="Rescore binary candidates with int8.")] = True,
     split: Annotated[str, typer.Option(help="qrels split to evaluate.")] = "test",
-    depth: Annotated[int, typer.Option(help="Documents ranked per query.")] = 1000,
+    depth: Annotated[int, typer.Option(help="Documents ranked per query (dense).")] = 1000,
     backend: BackendOpt = "onnx",
     quantize: QuantizeOpt = None,
     pipeline: Annotated[
         str | None,
         typer.Option(
             help="Evaluate a pipeline (preset, saved name, JSON file or string) "
-            "instead of --retriever; adds per-stage latency."
+            "instead of --mode; adds per-stage latency."
         ),
     ] = None,
     reranker: Annotated[
@@ -74,53 +104,102 @@ def eval_retrieval(
     ] = None,
     json_out: JsonOpt = None,
 ) -> None:
-    """Evaluate retrieval on a BEIR dataset: nDCG@10, recall@100, MRR@10, MAP@100, latency."""
-    from embedstack.eval import evaluate_dense, load_beir
+    """Evaluate retrieval on a BEIR dataset: nDCG@10, recall@100, MRR@10, MAP@100, latency.
 
-    if retriever not in ("dense", "bm25", "hybrid"):
-        raise InvalidInput(f"unknown retriever {retriever!r}; choose dense, bm25 or hybrid")
+    Every argument is checked (choices, paths, the pipeline and its models) before the
+    corpus is read; the corpus vectors (dense) or the index (bm25, hybrid, pipelines) are
+    cached and reused by the next run with the same corpus and model."""
+    from embedstack.eval import load_beir
+    from embedstack.index.protocols import SearchOptions
+
+    if retriever is not None:
+        err.print("--retriever is deprecated: use --mode")
+        if mode is not None and mode != retriever:
+            raise InvalidInput(f"--mode {mode} and --retriever {retriever} disagree; use --mode")
+    mode = mode or retriever or DEFAULT_MODE
+    if mode not in ("dense", "bm25", "hybrid"):
+        raise InvalidInput(f"unknown mode {mode!r}; choose dense, bm25 or hybrid")
     if precision not in ("float32", "int8", "binary"):
         raise InvalidInput(f"unknown precision {precision!r}; choose float32, int8 or binary")
     if depth < 1:
         raise InvalidInput(f"--depth must be >= 1, got {depth}")
+    from embedstack.encoders.backends import list_backends
+
+    if backend not in list_backends():
+        raise InvalidInput(f"unknown backend {backend!r}; choose {', '.join(list_backends())}")
+    SearchOptions(mode=mode, fusion=fusion, alpha=alpha)  # the same checks as a search
     if reranker is not None and pipeline is None:
         raise InvalidInput("--reranker needs --pipeline (e.g. --pipeline hybrid-rerank)")
     if colbert is not None and pipeline is None:
         raise InvalidInput("--colbert needs --pipeline (e.g. --pipeline hybrid-colbert)")
+    _check_path("--reranker", reranker)
+    _check_path("--colbert", colbert)
+    _check_out("--json", json_out)
+    if index_dir is not None and index_dir.exists() and not index_dir.is_dir():
+        raise InvalidInput(f"--index {index_dir}: not a folder")
     dataset = load_beir(dataset_dir, split=split)
-    if retriever != "dense" or pipeline is not None:
-        report = _eval_index(
-            dataset, retriever, model, dim, precision, fusion, alpha, index_dir, backend, quantize,
-            pipeline=(pipeline, reranker), colbert=colbert,
-        )  # fmt: skip
-        if pipeline is not None:
-            retriever = f"pipeline {report['config']['pipeline']}"
-        _show(
-            f"{dataset.name} ({split}, {report['n_queries']} queries) — {retriever}",
-            report,
-            (*HEADLINE, "latency_ms_p50", "latency_ms_p99", "index_bytes"),
-        )
-        _write_json(json_out, report)
-        return
+    runner = None
+    if pipeline is not None:  # parse it and load its models now, not after indexing
+        from embedstack.encoders.backends import avoid_ort_spinning
+        from embedstack.pipeline import Pipeline
+
+        avoid_ort_spinning()  # several models take turns on the same cores
+        saved = index_dir if index_dir is not None and index_dir.is_dir() else None
+        runner = Pipeline(pipeline, index=saved, reranker=reranker)
+        stored = [s for s in runner.config.stages if s.kind == "colbert" and s.model is None]
+        if stored and colbert is None:
+            raise InvalidInput(
+                f"pipeline {runner.name!r} scores stored ColBERT vectors, but the evaluation "
+                "index stores no ColBERT vectors: pass --colbert MODEL to store them"
+            )
     encoder = _encoder(model, backend, quantize)
     if dim is not None and not 1 <= dim <= encoder.dim:
         from embedstack.errors import DimensionMismatch
 
         raise DimensionMismatch(f"--dim must be in [1, {encoder.dim}], got {dim}")
-    report = evaluate_dense(
-        encoder,
-        dataset,
-        dim=dim,
-        precision=cast(Precision, precision),
-        rescore=rescore,
-        depth=depth,
-    )
+    late = None
+    if colbert is not None:
+        from embedstack.encoders.colbert import LateInteractionEncoder
+
+        late = LateInteractionEncoder(colbert, backend=backend)
+    if mode == "dense" and runner is None:
+        report = _eval_dense(dataset, encoder, dim, precision, rescore, depth)
+        title = encoder.name
+    else:
+        from embedstack.eval.index_runner import evaluate_on_index
+
+        name = _slug(f"{dataset.name}-{encoder.name}")
+        if late is not None:  # its own folder: the plain evaluation index stays as it is
+            name += f"-colbert-{late.weights_hash[:16]}"
+        report = evaluate_on_index(
+            dataset, encoder, mode=mode, dim=dim, precision=precision, pipeline=runner,
+            directory=index_dir or cache_dir() / "eval-indexes" / name, colbert=late,
+            search_options={"fusion": fusion, "alpha": alpha} if mode == "hybrid" else None,
+        )  # fmt: skip
+        title = mode if runner is None else f"pipeline {report['config']['pipeline']}"
     _show(
-        f"{dataset.name} ({split}, {report['n_queries']} queries) — {encoder.name}",
+        f"{dataset.name} ({split}, {report['n_queries']} queries) — {title}",
         report,
         (*HEADLINE, "latency_ms_p50", "latency_ms_p99", "index_bytes"),
     )
     _write_json(json_out, report)
+
+
+def _eval_dense(
+    dataset: Any, encoder: Any, dim: int | None, precision: str, rescore: bool, depth: int
+) -> dict[str, Any]:
+    """Exact dense retrieval on corpus vectors encoded once per (corpus, model) and cached."""
+    from embedstack.eval import evaluate_dense
+    from embedstack.eval.index_runner import cached_corpus_embeddings
+
+    folder = cache_dir() / "eval-embeddings" / _slug(f"{dataset.name}-{encoder.name}")
+    embeddings = cached_corpus_embeddings(encoder, dataset, folder)
+    report = evaluate_dense(
+        encoder, dataset, dim=dim, precision=cast(Precision, precision), rescore=rescore,
+        depth=depth, doc_embeddings=embeddings,
+    )  # fmt: skip
+    report["config"]["embeddings_dir"] = str(folder)
+    return report
 
 
 @app.command("eval-sts")
@@ -144,57 +223,3 @@ def eval_sts(
     report = evaluate_sts(encoder, data, dim=dim)
     _show(f"STS — {encoder.name}", report, ("spearman", "n_pairs"))
     _write_json(json_out, report)
-
-
-def _eval_index(
-    dataset: Any,
-    retriever: str,
-    model: str,
-    dim: int | None,
-    precision: str,
-    fusion: str,
-    alpha: float,
-    index_dir: Path | None,
-    backend: str,
-    quantize: str | None,
-    pipeline: tuple[str | None, str | None] = (None, None),
-    colbert: str | None = None,
-) -> dict[str, Any]:
-    from embedstack.eval.index_runner import build_or_open_index, evaluate_index
-    from embedstack.settings import cache_dir
-
-    if fusion not in ("rrf", "weighted"):
-        raise InvalidInput(f"unknown fusion {fusion!r}; choose rrf or weighted")
-    if pipeline[0] is not None:  # several models take turns on the same cores
-        from embedstack.encoders.backends import avoid_ort_spinning
-
-        avoid_ort_spinning()
-    encoder = _encoder(model, backend, quantize)
-    options: dict[str, Any] = {"encoder": encoder, "dim": dim, "precision": precision}
-    name = f"{dataset.name}-{encoder.name}"
-    if colbert is not None:  # its own folder: the plain evaluation index stays as it is
-        from embedstack.encoders.colbert import LateInteractionEncoder
-
-        late = LateInteractionEncoder(colbert, backend=backend)
-        options["colbert"] = late
-        name += f"-colbert-{late.weights_hash[:16]}"
-    directory = index_dir or cache_dir() / "eval-indexes" / name
-    index = build_or_open_index(dataset, directory, create_options=options)
-    search_options: dict[str, Any] = {}
-    if retriever == "hybrid":
-        search_options = {"fusion": fusion, "alpha": alpha}
-    try:
-        if pipeline[0] is not None:
-            from embedstack.pipeline import Pipeline
-
-            runner = Pipeline(pipeline[0], index=index, reranker=pipeline[1])
-            report = evaluate_index(index, dataset, mode="pipeline", pipeline=runner)
-        else:
-            report = evaluate_index(index, dataset, mode=retriever, search_options=search_options)
-    finally:
-        index.close()
-    report["config"].update(model=encoder.name, model_id=encoder.model_id, precision=precision)
-    report["config"]["index_dir"] = str(directory)
-    if "colbert" in options:
-        report["config"]["colbert"] = options["colbert"].model_id
-    return report

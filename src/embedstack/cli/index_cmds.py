@@ -1,17 +1,18 @@
-"""``embedstack index ...`` and ``embedstack search``: thin wrappers over :class:`Index`."""
+"""``embedstack index ...``: thin wrappers over :class:`~embedstack.index.Index`."""
 
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from embedstack.cli.app import DimOpt, ModelOpt, PrecisionOpt, app, err, out
-from embedstack.encoders.backends import avoid_ort_spinning
+from embedstack.cli.errors import EXIT_INTERRUPTED, open_index
+from embedstack.cli.progress import Progress
 from embedstack.encoders.registry import DEFAULT_MODEL
 from embedstack.errors import InvalidInput
 
@@ -19,15 +20,6 @@ index_app = typer.Typer(help="Create, fill and maintain a local index.", no_args
 app.add_typer(index_app, name="index")
 
 DirArg = Annotated[Path, typer.Argument(help="Index directory.")]
-ModeOpt = Annotated[
-    str, typer.Option(help="dense, bm25, sparse (an index created with --sparse) or hybrid.")
-]
-FusionOpt = Annotated[str, typer.Option(help="rrf or weighted (hybrid mode).")]
-AlphaOpt = Annotated[float, typer.Option(help="Dense weight in weighted fusion, 0..1.")]
-FilterOpt = Annotated[
-    list[str] | None,
-    typer.Option("--filter", help="key=value, key>=number, key<number … (repeat = and)."),
-]
 
 
 @index_app.command("create")
@@ -59,8 +51,14 @@ def create(
     ] = "float16",
 ) -> None:
     """Create an empty index in DIRECTORY."""
-    from embedstack.index import BM25Params, ChunkingParams, Index
+    from embedstack.index import BM25Params, ChunkingParams, Index, manifest
 
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        held = " (it holds an index)" if (directory / manifest.FILE).is_file() else ""
+        raise InvalidInput(
+            f"{directory} exists and is not an empty directory{held}: add documents to an "
+            f"index with `embedstack index add {directory} FILES`, or pick a new directory"
+        )
     index = Index.create(
         directory,
         encoder=model,
@@ -82,92 +80,103 @@ def create(
 @index_app.command("add")
 def add(
     directory: DirArg,
-    paths: Annotated[list[Path], typer.Argument(help="Folders of .txt/.md, .jsonl files.")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Files or folders: .txt, .md, .rst, .html, .jsonl, or a BEIR folder. Ids of "
+            "files are FOLDER-NAME/RELATIVE-PATH."
+        ),
+    ],
+    include: Annotated[
+        list[str] | None,
+        typer.Option("--include", help="Only read files matching this glob (repeatable)."),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option("--exclude", help="Leave out files matching this glob (repeatable)."),
+    ] = None,
+    id_prefix: Annotated[
+        str | None,
+        typer.Option(help="First part of file ids instead of the folder's name ('' for none)."),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Documents per atomic batch.")] = 256,
     skip_invalid: Annotated[
         bool, typer.Option(help="Keep valid documents and report invalid lines.")
     ] = False,
 ) -> None:
     """Add or update documents. Inputs are validated first: without --skip-invalid any
-    malformed line refuses the whole command and the index is left unchanged."""
-    from embedstack.index import Index
-    from embedstack.index.sources import iter_documents, scan_documents
+    malformed line refuses the whole command and the index is left unchanged. Hidden folders
+    (.git, .venv) and node_modules are not read; every skipped file is counted on stderr.
+    A file whose id the index holds for another file is refused (pass --id-prefix)."""
+    from embedstack.encoders.base import batched
+    from embedstack.index.sources import (
+        SourceOptions,
+        describe_skipped,
+        find_conflicts,
+        find_earlier_ids,
+        iter_documents,
+        scan_documents,
+    )
 
     if batch_size < 1:
         raise InvalidInput(f"--batch-size must be >= 1, got {batch_size}")
-    scan = scan_documents(paths)
-    if scan.problems:
-        shown = "; ".join(str(p) for p in scan.problems[:5])
-        more = f" (and {len(scan.problems) - 5} more)" if len(scan.problems) > 5 else ""
-        if not skip_invalid:
-            raise InvalidInput(
-                f"{len(scan.problems)} invalid input(s), nothing was added: {shown}{more}. "
-                "Fix them, or pass --skip-invalid to add the valid documents only"
+    options = SourceOptions(tuple(include or ()), tuple(exclude or ()), id_prefix)
+    scan = scan_documents(paths, options)
+    skipped = describe_skipped(scan)
+    if skipped:
+        err.print(skipped, soft_wrap=True)
+    with open_index(directory) as index:
+        earlier = find_earlier_ids(index, scan)
+        if earlier:
+            shown = " ".join(earlier[:3]) + (" …" if len(earlier) > 3 else "")
+            err.print(
+                f"note: {len(earlier)} of these files are also stored under the ids an earlier "
+                f"version gave them ({shown}); remove those with `embedstack index delete "
+                f"{directory} {shown}`",
+                soft_wrap=True,
             )
-        err.print(f"skipping {len(scan.problems)} invalid input(s): {shown}{more}")
-    totals = {"added": 0, "updated": 0, "unchanged": 0}
-    started = time.perf_counter()
-    with Index.open(directory) as index:
-        from embedstack.encoders.base import batched
-
-        docs = iter_documents(paths, skip_invalid=skip_invalid)
-        with _progress(scan.n_documents) as advance:
-            for batch in batched(docs, batch_size):
-                result = index.upsert(batch)
-                for key in totals:
-                    totals[key] += int(getattr(result, key, 0))
-                advance(len(batch))
+        clashes = find_conflicts(index, scan.file_sources)
+        problems = scan.problems + list(clashes.values())
+        conflicts = frozenset(clashes)
+        if problems:
+            shown = "; ".join(str(p) for p in problems[:5])
+            more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+            hint = " (pass --id-prefix to name these files apart)" if conflicts else ""
+            if not skip_invalid:
+                raise InvalidInput(
+                    f"{len(problems)} invalid input(s), nothing was added: {shown}{more}{hint}. "
+                    "Fix them, or pass --skip-invalid to add the valid documents only"
+                )
+            err.print(f"skipping {len(problems)} invalid input(s): {shown}{more}", soft_wrap=True)
+        if scan.n_documents - len(conflicts) <= 0 and not problems:
+            raise InvalidInput(
+                "nothing to add: no supported files in "
+                + ", ".join(map(str, paths))
+                + (f" ({skipped})" if skipped else "")
+                + "; supported: .txt, .md, .rst, .html, .jsonl and BEIR folders"
+            )
+        totals = {"added": 0, "updated": 0, "unchanged": 0}
+        started = time.perf_counter()
+        docs = iter_documents(paths, options, skip_invalid=skip_invalid, skip_ids=conflicts)
+        try:
+            with Progress(scan.n_documents - len(conflicts), scan.n_chars, console=err) as bar:
+                for batch in batched(docs, batch_size):
+                    result = index.upsert(batch)
+                    for key in totals:
+                        totals[key] += int(getattr(result, key, 0))
+                    bar.advance(len(batch), sum(len(d["text"]) for d in batch))
+        except KeyboardInterrupt:
+            err.print(
+                f"interrupted: {_totals(totals)} committed before Ctrl-C; the batch in progress "
+                "was not written. Run the same command again to add the rest."
+            )
+            raise typer.Exit(EXIT_INTERRUPTED) from None
     seconds = time.perf_counter() - started
-    out.print(
-        f"{totals['added']} added, {totals['updated']} updated, {totals['unchanged']} unchanged "
-        f"in {seconds:.1f}s"
-    )
+    out.print(f"{_totals(totals)} in {seconds:.1f}s")
 
 
-class _progress:
-    """A rich progress bar with docs/s and ETA when stderr is a terminal."""
-
-    def __init__(self, total: int) -> None:
-        from embedstack.settings import progress_enabled
-
-        self.total = total
-        self.enabled = progress_enabled(None)
-        self._bar: Any = None
-
-    def __enter__(self) -> Any:
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        self._bar = Progress(
-            TextColumn("indexing"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]} docs/s"),
-            TimeRemainingColumn(),
-            console=err,
-        )
-        self._bar.__enter__()
-        task = self._bar.add_task("indexing", total=self.total, rate="-")
-        start = time.perf_counter()
-        done = [0]
-
-        def advance(n: int) -> None:
-            done[0] += n
-            rate = done[0] / max(time.perf_counter() - start, 1e-9)
-            self._bar.update(task, advance=n, rate=f"{rate:.0f}")
-
-        return advance
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
+def _totals(totals: dict[str, int]) -> str:
+    return f"{totals['added']} added, {totals['updated']} updated, {totals['unchanged']} unchanged"
 
 
 @index_app.command("delete")
@@ -176,9 +185,7 @@ def delete(
     ids: Annotated[list[str], typer.Argument(help="Document ids to delete.")],
 ) -> None:
     """Delete documents by id (all or nothing: an unknown id deletes none)."""
-    from embedstack.index import Index
-
-    with Index.open(directory) as index:
+    with open_index(directory) as index:
         removed = index.delete(ids)
     out.print(f"deleted {removed}")
 
@@ -186,9 +193,7 @@ def delete(
 @index_app.command("stats")
 def stats(directory: DirArg, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Show document, chunk and byte counts."""
-    from embedstack.index import Index
-
-    with Index.open(directory, readonly=True) as index:
+    with open_index(directory, readonly=True) as index:
         info = index.stats().as_dict()
     if as_json:
         out.print(json.dumps(info, indent=2, sort_keys=True, default=str), soft_wrap=True)
@@ -204,9 +209,7 @@ def stats(directory: DirArg, as_json: Annotated[bool, typer.Option("--json")] = 
 @index_app.command("compact")
 def compact(directory: DirArg) -> None:
     """Merge segments and reclaim the space of deleted documents."""
-    from embedstack.index import Index
-
-    with Index.open(directory) as index:
+    with open_index(directory) as index:
         before = index.stats().bytes_total
         index.compact()
         after = index.stats().bytes_total
@@ -216,83 +219,6 @@ def compact(directory: DirArg) -> None:
 @index_app.command("check")
 def check(directory: DirArg) -> None:
     """Verify the index's integrity (exit code 1 with the problem if it fails)."""
-    from embedstack.index import Index
-
-    with Index.open(directory, readonly=True) as index:
+    with open_index(directory, readonly=True) as index:
         index.check()
     out.print("ok")
-
-
-@app.command()
-def search(
-    directory: DirArg,
-    query: Annotated[str, typer.Argument(help="The search query.")],
-    mode: ModeOpt = "hybrid",
-    k: Annotated[
-        int | None, typer.Option("-k", help="Number of results [default: 10, or the pipeline's].")
-    ] = None,
-    filters: FilterOpt = None,
-    fusion: FusionOpt = "rrf",
-    alpha: AlphaOpt = 0.5,
-    pipeline: Annotated[
-        str | None,
-        typer.Option(
-            help="Run a pipeline instead of --mode: preset, saved name, JSON file or "
-            "string, e.g. 'bm25(top=100) -> rerank(top=20) -> top 10'."
-        ),
-    ] = None,
-    reranker: Annotated[
-        str | None, typer.Option(help="Cross-encoder name or folder for the pipeline's rerank.")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
-) -> None:
-    """Search an index (dense, BM25, hybrid, or a retrieval pipeline)."""
-    from embedstack.index import Index
-    from embedstack.index.filters import parse_filter_args
-
-    if reranker is not None and pipeline is None:
-        raise InvalidInput("--reranker needs --pipeline (e.g. --pipeline hybrid-rerank)")
-    where = parse_filter_args(filters or [])
-    if pipeline is not None:  # several models take turns on the same cores
-        avoid_ort_spinning()
-    with Index.open(directory, readonly=True) as index:
-        if pipeline is not None:
-            from embedstack.pipeline import Pipeline
-
-            runner = Pipeline(pipeline, index=index, reranker=reranker)
-            hits = runner.run(index, query, k, filter=where)
-            mode = f"pipeline {runner.name}"
-        else:
-            hits = index.search(
-                query, mode=mode, k=10 if k is None else k, filter=where, fusion=fusion,  # type: ignore[arg-type]
-                alpha=alpha,
-            )  # fmt: skip
-    if as_json:
-        for hit in hits:
-            row = {
-                "rank": hit.rank,
-                "id": hit.doc_id,
-                "score": hit.score,
-                "title": hit.title,
-                "span": hit.span,
-                "ranks": hit.ranks,
-                "metadata": hit.metadata,
-            }
-            out.print(json.dumps(row, default=str), soft_wrap=True)
-        return
-    table = Table(title=f"{mode}: {query}")
-    for column in ("#", "id", "score", "title / snippet"):
-        table.add_column(column)
-    for hit in hits:
-        table.add_row(str(hit.rank), hit.doc_id, f"{hit.score:.4f}", _snippet(hit))
-    out.print(table)
-
-
-def _snippet(hit: Any, width: int = 90) -> str:
-    text = hit.text
-    if hit.span:
-        text = text[hit.span[0] : hit.span[1]]
-    text = " ".join(text.split())
-    head = f"{hit.title}: " if hit.title else ""
-    body = text[: max(20, width - len(head))]
-    return head + body + ("…" if len(text) > len(body) else "")

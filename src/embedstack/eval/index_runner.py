@@ -1,23 +1,41 @@
-"""Evaluate an :class:`~embedstack.index.Index` (dense, BM25 or hybrid) on a BEIR dataset.
+"""Evaluate on a BEIR dataset with work cached across runs: an index, or corpus vectors.
 
-The corpus is ingested into an index once (or an existing one is reused when it holds the
-same documents with the same configuration); every query is then searched one at a time so
-the latency percentiles are what a user pays per request.
+* :func:`evaluate_on_index` — ``bm25``/``hybrid`` (and pipelines): the corpus is ingested
+  into an :class:`~embedstack.index.Index` once, and an existing one is reused when it holds
+  the same corpus with the same configuration.
+* :func:`cached_corpus_embeddings` — exact ``dense`` evaluation
+  (:func:`~embedstack.eval.runner.evaluate_dense`): the corpus is encoded once per model and
+  its vectors kept as ``.npy``, reused the same way (every dimension and precision is
+  derived from the full-dimension float32 vectors).
+
+Both caches live under ``$EMBEDSTACK_CACHE_DIR/eval-*`` unless a folder is given, and both
+are keyed by the corpus file (path, size, modification time) and the model's identity.
+Every query is searched one at a time so the latency percentiles are what a user pays per
+request.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from embedstack.eval.datasets import BeirDataset, iter_corpus
 from embedstack.eval.metrics import evaluate, latency_summary
 
-__all__ = ["build_or_open_index", "corpus_documents", "evaluate_index"]
+__all__ = [
+    "build_or_open_index",
+    "cached_corpus_embeddings",
+    "corpus_documents",
+    "evaluate_index",
+    "evaluate_on_index",
+]
 
 
 def corpus_documents(dataset: BeirDataset) -> Iterator[dict[str, Any]]:
@@ -28,8 +46,49 @@ def corpus_documents(dataset: BeirDataset) -> Iterator[dict[str, Any]]:
 
 
 def _config_key(dataset: BeirDataset, options: dict[str, Any]) -> str:
-    blob = json.dumps({"corpus": str(dataset.corpus_path), **options}, sort_keys=True)
+    path = Path(dataset.corpus_path)
+    info = path.stat()
+    corpus = {"corpus": str(path.resolve()), "size": info.st_size, "mtime": info.st_mtime_ns}
+    blob = json.dumps({**corpus, **options}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _stamp_matches(stamp: Path, key: str) -> bool:
+    try:
+        return bool(json.loads(stamp.read_text(encoding="utf-8")).get("key") == key)
+    except (OSError, ValueError):
+        return False
+
+
+def cached_corpus_embeddings(
+    encoder: Any, dataset: BeirDataset, directory: Path, *, show_progress: bool | None = None
+) -> tuple[list[str], np.ndarray]:
+    """The corpus's ``(ids, (n_docs, full_dim) float32 document vectors)``, encoded once.
+
+    ``directory`` keeps ``ids.json``, ``embeddings.npy`` and ``eval-source.json`` (the key:
+    corpus file and ``encoder.model_id``); a later call with the same key loads them instead
+    of encoding. Files are written to temporary names and renamed, the key last.
+    """
+    from embedstack.eval.runner import _embed_corpus
+
+    stamp = directory / "eval-source.json"
+    key = _config_key(dataset, {"model_id": encoder.model_id, "kind": "corpus-embeddings"})
+    if _stamp_matches(stamp, key):
+        ids = json.loads((directory / "ids.json").read_text(encoding="utf-8"))
+        matrix = np.load(directory / "embeddings.npy", allow_pickle=False)
+        if isinstance(ids, list) and matrix.ndim == 2 and len(ids) == matrix.shape[0]:
+            return [str(i) for i in ids], matrix
+    ids, matrix = _embed_corpus(encoder, dataset, show_progress)
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp.unlink(missing_ok=True)
+    with open(directory / "embeddings.npy.tmp", "wb") as handle:
+        np.save(handle, matrix, allow_pickle=False)
+    os.replace(directory / "embeddings.npy.tmp", directory / "embeddings.npy")
+    (directory / "ids.json.tmp").write_text(json.dumps(ids), encoding="utf-8")
+    os.replace(directory / "ids.json.tmp", directory / "ids.json")
+    stamp.write_text(json.dumps({"key": key, "corpus": str(dataset.corpus_path)}), "utf-8")
+    return ids, matrix
 
 
 def build_or_open_index(
@@ -51,7 +110,7 @@ def build_or_open_index(
     key = _config_key(
         dataset, {k: getattr(v, "model_id", repr(v)) for k, v in create_options.items()}
     )
-    if stamp.is_file() and json.loads(stamp.read_text(encoding="utf-8")).get("key") == key:
+    if _stamp_matches(stamp, key):
         return Index.open(directory)
     if directory.exists() and any(directory.iterdir()):
         import shutil
@@ -144,8 +203,54 @@ def evaluate_index(
             "dataset": dataset.name,
             "split": dataset.split,
             "retriever": mode,
+            "mode": mode,
             "depth": depth,
             **{k: v for k, v in options.items() if v is not None},
             "index": stats.as_dict() if hasattr(stats, "as_dict") else str(stats),
         },
     }
+
+
+def evaluate_on_index(
+    dataset: BeirDataset,
+    encoder: Any,
+    *,
+    mode: str,
+    directory: Path,
+    dim: int | None = None,
+    precision: str = "float32",
+    search_options: dict[str, Any] | None = None,
+    pipeline: Any = None,
+    colbert: Any = None,
+) -> dict[str, Any]:
+    """Build (or reuse) the evaluation index in ``directory`` and evaluate ``mode`` on it.
+
+    Args:
+        encoder: the dense encoder the index stores vectors of.
+        mode: ``"bm25"``, ``"dense"`` or ``"hybrid"`` (ignored with ``pipeline``).
+        directory: the index folder (rebuilt when it holds another corpus or configuration).
+        search_options: extra ``Index.search`` options (``fusion``, ``alpha``).
+        pipeline: a built :class:`~embedstack.pipeline.Pipeline` to run instead of ``mode``.
+        colbert: a :class:`~embedstack.encoders.colbert.LateInteractionEncoder` whose token
+            vectors the index also stores (for ``colbert`` stages).
+
+    Returns:
+        The report of :func:`evaluate_index`, its ``config`` completed with the model, its
+        identity, the precision, the index folder and the ColBERT model.
+    """
+    options: dict[str, Any] = {"encoder": encoder, "dim": dim, "precision": precision}
+    if colbert is not None:
+        options["colbert"] = colbert
+    index = build_or_open_index(dataset, directory, create_options=options)
+    try:
+        if pipeline is not None:
+            report = evaluate_index(index, dataset, mode="pipeline", pipeline=pipeline)
+        else:
+            report = evaluate_index(index, dataset, mode=mode, search_options=search_options)
+    finally:
+        index.close()
+    report["config"].update(model=encoder.name, model_id=encoder.model_id, precision=precision)
+    report["config"]["index_dir"] = str(directory)
+    if colbert is not None:
+        report["config"]["colbert"] = colbert.model_id
+    return report

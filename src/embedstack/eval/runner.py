@@ -136,6 +136,7 @@ def evaluate_dense(
             "dataset": dataset.name,
             "split": dataset.split,
             "retriever": "dense",
+            "mode": "dense",
             "dim": dim or encoder.dim,
             "precision": precision,
             "rescore": bool(rescore and precision == "binary"),

@@ -176,8 +176,13 @@ def compile_filter(flt: Mapping[str, Any]) -> tuple[str, list[Any], list[str]]:
     return sql, params, keys
 
 
-_ARG = re.compile(r"^\s*([^=<>!]+?)\s*(>=|<=|!=|=|>|<)\s*(.*?)\s*$")
+_ARG = re.compile(r"^\s*([^=<>!\s]+?)\s*(>=|<=|!=|=|>|<)\s*(.*?)\s*$")
+_IN = re.compile(r"^\s*(\S+)\s+(not\s+in|in)\s+(.*?)\s*$")
 _ARG_OPS = {">=": "$gte", "<=": "$lte", ">": "$gt", "<": "$lt", "!=": "$ne"}
+_SYNTAX = (
+    "use key=value, key!=value, key>=n, key>n, key<=n, key<n, 'key in a,b' or 'key not in a,b'"
+)
+_BARE_RANGE = re.compile(r"^\d[\w:.+-]*$")  # dates and versions: 2021-01-01, 2024-05-01T10:00
 
 
 def _parse_value(raw: str) -> Any:
@@ -188,35 +193,70 @@ def _parse_value(raw: str) -> Any:
         return raw
 
 
+def _bad(arg: str, why: str) -> InvalidInput:
+    return InvalidInput(f"cannot parse filter {arg!r}: {why}; {_SYNTAX}")
+
+
+def _condition(arg: str) -> tuple[str, Any]:
+    """``(key, condition)`` of one command-line condition."""
+    m = _IN.match(arg)
+    if m is not None and not any(c in m.group(1) for c in "=<>!"):
+        key, op, raw = m.groups()
+        items = [item.strip() for item in raw.split(",")]
+        if not raw or any(not item for item in items):
+            raise _bad(arg, f"'{op}' needs a comma-separated list of values, e.g. {key} in a,b")
+        values = [_parse_value(item) for item in items]
+        return key, {"$nin" if op.startswith("not") else "$in": values}
+    m = _ARG.match(arg)
+    if m is None:
+        raise _bad(arg, "no operator")
+    key, op, raw = m.groups()
+    if not raw:
+        raise _bad(arg, f'no value after {op!r} (use {key}{op}"" for the empty string)')
+    if raw[0] in "=<>!":
+        hint = {"=>": ">=", "=<": "<="}.get(op + raw[0])
+        better = f"; did you mean {key}{hint}{raw[1:]}?" if hint else ""
+        raise _bad(arg, f"the value {raw!r} starts with an operator{better}")
+    value = _parse_value(raw)
+    if op == "=":
+        return key, ({"$in": value} if isinstance(value, list) else value)
+    if op in ("<", "<=", ">", ">=") and not (
+        (isinstance(value, int | float) and not isinstance(value, bool))
+        or (isinstance(value, str) and (raw.startswith('"') or _BARE_RANGE.match(raw)))
+    ):
+        raise _bad(
+            arg,
+            f"{op} needs a number, a date such as 2021-01-01, or a quoted string "
+            f'({key}{op}"{raw}") to compare text',
+        )
+    return key, {_ARG_OPS[op]: value}
+
+
 def parse_filter_args(args: Sequence[str]) -> dict[str, Any]:
     """Build a filter dict from command-line style conditions, ANDed together.
 
-    ``key=value``, ``key!=value``, ``key>=n``, ``key>n``, ``key<=n``, ``key<n``; values are
-    read as JSON when they parse (``2020``, ``true``, ``["a","b"]``) and as plain strings
-    otherwise. ``key=[...]`` (a JSON list) means ``$in``.
+    ``key=value``, ``key!=value``, ``key>=n``, ``key>n``, ``key<=n``, ``key<n``,
+    ``key in a,b`` (``$in``) and ``key not in a,b`` (``$nin``); values are read as JSON when
+    they parse (``2020``, ``true``, ``["a","b"]``) and as plain strings otherwise.
+    ``key=[...]`` (a JSON list) means ``$in``. A range needs a number, a date-like value
+    (``2021-01-01``) or a quoted string, so a typo never silently matches nothing.
 
     Raises:
-        InvalidInput: a condition that does not parse, naming it.
+        InvalidInput: a condition that does not parse (``year=>2020``, ``year>=``,
+            ``year>=abc``), naming it and the syntax.
 
     Example:
         >>> parse_filter_args(["tag=[\\"a\\",\\"b\\"]", "year<2024", "year>=2020"])
         {'tag': {'$in': ['a', 'b']}, 'year': {'$lt': 2024, '$gte': 2020}}
+        >>> parse_filter_args(["lang in en,de"])
+        {'lang': {'$in': ['en', 'de']}}
     """
     out: dict[str, Any] = {}
     for arg in args:
-        m = _ARG.match(arg) if isinstance(arg, str) else None
-        if m is None:
-            raise InvalidInput(
-                f"cannot parse filter {arg!r}: use key=value, key!=value, key>=n, key>n, "
-                "key<=n or key<n"
-            )
-        key, op, raw = m.groups()
+        if not isinstance(arg, str):
+            raise InvalidInput(f"a filter condition must be a string, got {arg!r}")
+        key, cond = _condition(arg)
         json_path(key)
-        value = _parse_value(raw)
-        if op == "=":
-            cond: Any = {"$in": value} if isinstance(value, list) else value
-        else:
-            cond = {_ARG_OPS[op]: value}
         if key not in out:
             out[key] = cond
             continue
