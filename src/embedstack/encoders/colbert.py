@@ -39,7 +39,6 @@ from typing import Any, Literal
 import numpy as np
 
 from embedstack._typing import FloatArray
-from embedstack.encoders.backends import BackendOptions, make_backend
 from embedstack.encoders.base import validate_texts
 from embedstack.encoders.colbert_format import (
     HEAD_FILE,
@@ -49,7 +48,7 @@ from embedstack.encoders.colbert_format import (
     check_maxlen,
     read_metadata,
 )
-from embedstack.encoders.loading import load_model_config, resolve_model_dir, weights_hash
+from embedstack.encoders.loading import load_model_config
 from embedstack.encoders.multivector import (
     TOKEN_PRECISIONS,
     TokenPrecision,
@@ -57,6 +56,7 @@ from embedstack.encoders.multivector import (
     maxsim,
     save_manifest,
 )
+from embedstack.encoders.runtime import HIDDEN_STATES, RuntimeOptions, make_runner, open_model
 from embedstack.errors import (
     DimensionMismatch,
     IndexCorrupt,
@@ -151,8 +151,9 @@ class LateInteractionEncoder:
         threads: int | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        path, spec = resolve_model_dir(name_or_path)
-        config = load_model_config(path, spec)
+        found = open_model(name_or_path)
+        path = found.path
+        config = load_model_config(path, found.spec)
         limit = int(
             json.loads((config.transformer_path / "config.json").read_text("utf-8")).get(
                 "max_position_embeddings", 512
@@ -174,11 +175,12 @@ class LateInteractionEncoder:
         query_maxlen, doc_maxlen = lengths["query_maxlen"], lengths["doc_maxlen"]
         if batch_size < 1:
             raise InvalidInput("batch_size must be >= 1")
-        self.name = spec.name if spec else os.fspath(name_or_path)
+        self.identity = found.identify(config.transformer_path, extra=(HEAD_FILE,))  # + head
+        self.name = self.identity.name
         self.query_maxlen, self.doc_maxlen = query_maxlen, doc_maxlen
         self.markers = markers
         self.mask_punctuation, self.batch_size = mask_punctuation, batch_size
-        self.weights_hash = weights_hash(folder, extra=(HEAD_FILE,))  # the head too
+        self.weights_hash = self.identity.weights_hash
         hidden = int(config.dim or 0)
         head = read_linear_head(folder, hidden)
         if head is None and path != folder:
@@ -194,16 +196,9 @@ class LateInteractionEncoder:
             markers=markers,
             mask_punctuation=mask_punctuation,
         )
-        self._model = make_backend(
-            backend,
-            BackendOptions(
-                transformer_path=folder,
-                name=self.name,
-                weights=self.weights_hash,
-                cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
-                threads=threads,
-            ),
-        )
+        cache = Path(cache_dir) if cache_dir else default_cache_dir()
+        options = RuntimeOptions(folder, self.identity, cache, threads=threads)
+        self._model = make_runner(backend, HIDDEN_STATES, options)
         self.backend_name = backend
         self.dim = int(self.head.shape[0]) if self.head is not None else hidden
         if dim is not None and dim != self.dim:
@@ -212,7 +207,7 @@ class LateInteractionEncoder:
     @property
     def model_id(self) -> str:
         """Name plus the first 16 hex digits of the weights' SHA-256."""
-        return f"{self.name}@{self.weights_hash[:16]}"
+        return str(self.identity)
 
     @property
     def tokenizer(self) -> Any:

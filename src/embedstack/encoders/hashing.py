@@ -18,6 +18,7 @@ from embedstack import vectors
 from embedstack._typing import FloatArray
 from embedstack.encoders.base import validate_texts
 from embedstack.encoders.registry import ModelSpec
+from embedstack.encoders.runtime.identity import ModelId
 from embedstack.errors import InvalidInput
 
 __all__ = ["HashEncoder"]
@@ -42,7 +43,7 @@ class HashEncoder:
         if dim < 1:
             raise InvalidInput(f"dim must be >= 1, got {dim}")
         self._dim = dim
-        self._name = name or f"hash-{dim}"
+        self.identity = ModelId(name or f"hash-{dim}", "hash-v1")  # no weights: a version
         self._cache: dict[str, tuple[int, float]] = {}
 
     @classmethod
@@ -52,11 +53,11 @@ class HashEncoder:
 
     @property
     def name(self) -> str:
-        return self._name
+        return self.identity.name
 
     @property
     def model_id(self) -> str:
-        return f"{self._name}@hash-v1"
+        return str(self.identity)
 
     @property
     def dim(self) -> int:

@@ -28,9 +28,15 @@ from typing import Any, Literal
 import numpy as np
 
 from embedstack._typing import Backend, FloatArray
-from embedstack.encoders.loading import resolve_model_dir, weights_hash
+from embedstack.encoders.runtime import (
+    CLASSIFIER,
+    ModelId,
+    RuntimeOptions,
+    list_backends,
+    make_runner,
+    open_model,
+)
 from embedstack.errors import InvalidInput, ModelNotFound
-from embedstack.rerank.backends import ClassifierOptions, make_classifier
 from embedstack.rerank.base import check_top_n, rank, validate_query_documents
 from embedstack.rerank.pairs import PairTokenizer, length_batches, pad
 from embedstack.rerank.split import CONFIG_KEY
@@ -102,8 +108,8 @@ def check_options(
         raise InvalidInput(f"quantize must be None or 'int8', got {quantize!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidInput(f"batch_size must be a positive integer, got {batch_size!r}")
-    if backend not in ("onnx", "torch"):
-        raise InvalidInput(f"unknown backend {backend!r}; choose 'onnx' or 'torch'")
+    if backend not in list_backends():
+        raise InvalidInput(f"unknown backend {backend!r}; choose one of {list_backends()}")
 
 
 def check_max_length(max_length: object, limit: int) -> None:
@@ -169,7 +175,8 @@ class CrossEncoder:
     ) -> None:
         check_options(backend=backend, activation=activation, quantize=quantize,
                       batch_size=batch_size)  # fmt: skip
-        path, _ = resolve_model_dir(model)
+        found = open_model(model, keep_name=True)
+        path = found.path
         info = read_classifier_config(path)
         heads = info["architectures"]
         if heads and not any(str(a).endswith("ForSequenceClassification") for a in heads):
@@ -189,7 +196,6 @@ class CrossEncoder:
                 "1 (relevance score) or 2 (not relevant / relevant)"
             )
         check_max_length(max_length, int(info["max_positions"]))
-        self._name = os.fspath(model)
         self.path = path
         self.num_labels = int(info["num_labels"])
         self.activation: Activation = activation or "sigmoid"
@@ -198,35 +204,28 @@ class CrossEncoder:
         self.backend_name = backend
         self.quantize = quantize
         self.show_progress = show_progress
-        self.weights_hash = weights_hash(path)
+        self.identity: ModelId = found.identify()
+        self.weights_hash = self.identity.weights_hash
         self.tokenizer = PairTokenizer(path, self.max_length)
-        self._model = make_classifier(
-            backend,
-            ClassifierOptions(
-                model_path=path,
-                name=self._name,
-                weights=self.weights_hash,
-                cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
-                quantize=quantize,
-                threads=threads,
-            ),
-        )
+        cache = Path(cache_dir) if cache_dir else default_cache_dir()
+        options = RuntimeOptions(path, self.identity, cache, quantize, threads)
+        self._model = make_runner(backend, CLASSIFIER, options)
 
     # -- identity ---------------------------------------------------------------------------
     @property
     def name(self) -> str:
         """Name or path the model was loaded from."""
-        return self._name
+        return self.identity.name
 
     @property
     def model_id(self) -> str:
         """Name plus the first 16 hex digits of the weights' SHA-256."""
-        return f"{self._name}@{self.weights_hash[:16]}"
+        return str(self.identity)
 
     def __repr__(self) -> str:
         quant = f", quantize={self.quantize!r}" if self.quantize else ""
         return (
-            f"CrossEncoder({self._name!r}, backend={self.backend_name!r}{quant}, "
+            f"CrossEncoder({self.name!r}, backend={self.backend_name!r}{quant}, "
             f"max_length={self.max_length})"
         )
 
