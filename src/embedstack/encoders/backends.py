@@ -1,33 +1,12 @@
-"""Inference backends: the model runtime's one registry, under its historical import path.
+"""Inference backends, under their historical import path.
 
-The CLI and server import :func:`avoid_ort_spinning` from here; the implementation lives in
-:mod:`embedstack.encoders.runtime.backends`.
+The one backend registry (``onnx`` / ``torch``, :func:`register_backend`) and the ONNX
+Runtime session settings live in :mod:`embedstack.encoders.runtime.backends`; the CLI and
+server import :func:`avoid_ort_spinning` from here.
 """
 
 from __future__ import annotations
 
-from embedstack.encoders.runtime.backends import (
-    UNPADDED_MIN_TOKENS,
-    UNPADDED_MIN_WIDTH,
-    Runner,
-    RuntimeOptions,
-    avoid_ort_spinning,
-    list_backends,
-    make_runner,
-    ort_session,
-    ort_spinning,
-    register_backend,
-)
+from embedstack.encoders.runtime.backends import avoid_ort_spinning, list_backends, register_backend
 
-__all__ = [
-    "UNPADDED_MIN_TOKENS",
-    "UNPADDED_MIN_WIDTH",
-    "Runner",
-    "RuntimeOptions",
-    "avoid_ort_spinning",
-    "list_backends",
-    "make_runner",
-    "ort_session",
-    "ort_spinning",
-    "register_backend",
-]
+__all__ = ["avoid_ort_spinning", "list_backends", "register_backend"]

@@ -57,6 +57,7 @@ from embedstack.encoders.multivector import (
     save_manifest,
 )
 from embedstack.encoders.runtime import HIDDEN_STATES, RuntimeOptions, make_runner, open_model
+from embedstack.encoders.runtime.identity import Identified
 from embedstack.errors import (
     DimensionMismatch,
     IndexCorrupt,
@@ -106,7 +107,7 @@ def read_linear_head(folder: Path, hidden: int) -> np.ndarray | None:
     return None
 
 
-class LateInteractionEncoder:
+class LateInteractionEncoder(Identified):
     """ColBERT-style token encoder; see the module docstring for the input formats.
 
     Args:
@@ -176,11 +177,9 @@ class LateInteractionEncoder:
         if batch_size < 1:
             raise InvalidInput("batch_size must be >= 1")
         self.identity = found.identify(config.transformer_path, extra=(HEAD_FILE,))  # + head
-        self.name = self.identity.name
         self.query_maxlen, self.doc_maxlen = query_maxlen, doc_maxlen
         self.markers = markers
         self.mask_punctuation, self.batch_size = mask_punctuation, batch_size
-        self.weights_hash = self.identity.weights_hash
         hidden = int(config.dim or 0)
         head = read_linear_head(folder, hidden)
         if head is None and path != folder:
@@ -203,11 +202,6 @@ class LateInteractionEncoder:
         self.dim = int(self.head.shape[0]) if self.head is not None else hidden
         if dim is not None and dim != self.dim:
             raise DimensionMismatch(f"{self.name} produces {self.dim}-d token vectors, not {dim}")
-
-    @property
-    def model_id(self) -> str:
-        """Name plus the first 16 hex digits of the weights' SHA-256."""
-        return str(self.identity)
 
     @property
     def tokenizer(self) -> Any:

@@ -30,6 +30,7 @@ from embedstack.encoders.loading import load_model_config
 from embedstack.encoders.registry import DEFAULT_MODEL, ModelSpec
 from embedstack.encoders.runtime import (
     HIDDEN_STATES,
+    Identified,
     ModelId,
     RuntimeOptions,
     load_tokenizer,
@@ -67,7 +68,7 @@ def pool(hidden: FloatArray, mask: np.ndarray, how: str) -> FloatArray:
     return (summed / np.maximum(lengths, 1)[:, None]).astype(np.float32)
 
 
-class Encoder:
+class Encoder(Identified):
     """A dense text encoder for any sentence-transformers / Hugging Face model.
 
     Args:
@@ -119,7 +120,6 @@ class Encoder:
         self.show_progress = show_progress
         self.truncated = 0
         self.identity: ModelId = found.identify(config.transformer_path)
-        self.weights_hash = self.identity.weights_hash
         self._tokenizer = load_tokenizer(config.transformer_path, self.max_length)
         options = RuntimeOptions(
             path=config.transformer_path,
@@ -133,17 +133,6 @@ class Encoder:
         self._dim = config.dim or int(self._embed([["x"]])[0].shape[1])
 
     # -- identity ---------------------------------------------------------------------------
-    @property
-    def name(self) -> str:
-        """Registry name or path of the model."""
-        return self.identity.name
-
-    @property
-    def model_id(self) -> str:
-        """Name plus the first 16 hex digits of the weights' SHA-256 (``str`` of
-        :attr:`identity`)."""
-        return str(self.identity)
-
     @property
     def dim(self) -> int:
         """Dimension of the full embedding."""

@@ -18,7 +18,7 @@ from embedstack import vectors
 from embedstack._typing import FloatArray
 from embedstack.encoders.base import validate_texts
 from embedstack.encoders.registry import ModelSpec
-from embedstack.encoders.runtime.identity import ModelId
+from embedstack.encoders.runtime.identity import Identified, ModelId
 from embedstack.errors import InvalidInput
 
 __all__ = ["HashEncoder"]
@@ -26,7 +26,7 @@ __all__ = ["HashEncoder"]
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
-class HashEncoder:
+class HashEncoder(Identified):
     """Signed feature hashing of lower-cased words and word bigrams into ``dim`` buckets.
 
     Args:
@@ -50,14 +50,6 @@ class HashEncoder:
     def from_spec(cls, spec: ModelSpec, **_: Any) -> HashEncoder:
         """Factory used by registry entries (``ModelSpec(factory=HashEncoder.from_spec)``)."""
         return cls(spec.dim, name=spec.name)
-
-    @property
-    def name(self) -> str:
-        return self.identity.name
-
-    @property
-    def model_id(self) -> str:
-        return str(self.identity)
 
     @property
     def dim(self) -> int:

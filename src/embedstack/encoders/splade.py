@@ -35,6 +35,7 @@ from embedstack.encoders.registry import find_model
 from embedstack.encoders.runtime import (
     Graph,
     Head,
+    Identified,
     ModelId,
     RuntimeOptions,
     load_tokenizer,
@@ -132,7 +133,7 @@ def resolve_sparse_model(name_or_path: str | os.PathLike[str]) -> tuple[Path, st
     return found.path, found.name
 
 
-class SparseEncoder:
+class SparseEncoder(Identified):
     """SPLADE encoder: texts → :class:`SparseVectors` over the model's vocabulary.
 
     Args:
@@ -183,13 +184,13 @@ class SparseEncoder:
                 raise InvalidInput(f"{label} must be a positive int or None, got {value!r}")
         if batch_tokens < 1 or batch_size < 1:
             raise InvalidInput("batch_tokens and batch_size must be >= 1")
-        path, self._name = resolve_sparse_model(name_or_path)
+        path, name = resolve_sparse_model(name_or_path)
         import json
 
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
         self._vocab = int(config["vocab_size"])
         positions = int(config.get("max_position_embeddings", 512))
-        spec = find_model(self._name)
+        spec = find_model(name)
         default = min(spec.max_length if spec else positions, positions)
         if max_length is not None and not 1 <= max_length <= positions:
             raise InvalidInput(f"max_length must be in [1, {positions}], got {max_length}")
@@ -200,22 +201,11 @@ class SparseEncoder:
         self.backend_name = backend
         self.path = path
         self.truncated = 0
-        self.identity = ModelId(self._name, weights_hash(path))
-        self.weights_hash = self.identity.weights_hash
+        self.identity = ModelId(name, weights_hash(path))
         self.tokenizer = load_tokenizer(path, self.max_length)
         cache = Path(cache_dir) if cache_dir else default_cache_dir()
         options = RuntimeOptions(path, self.identity, cache, threads=threads)
         self._model = make_runner(backend, SPLADE, options)
-
-    @property
-    def name(self) -> str:
-        """Registry name or path of the model."""
-        return self._name
-
-    @property
-    def model_id(self) -> str:
-        """Name plus the first 16 hex digits of the weights' SHA-256 (stored in indexes)."""
-        return str(self.identity)
 
     @property
     def vocab_size(self) -> int:
@@ -223,7 +213,7 @@ class SparseEncoder:
         return self._vocab
 
     def __repr__(self) -> str:
-        return f"SparseEncoder({self._name!r}, backend={self.backend_name!r})"
+        return f"SparseEncoder({self.name!r}, backend={self.backend_name!r})"
 
     def encode_queries(self, texts: Iterable[str]) -> SparseVectors:
         """Term weights of queries (pruned to ``query_top_k``).

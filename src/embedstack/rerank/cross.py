@@ -30,6 +30,7 @@ import numpy as np
 from embedstack._typing import Backend, FloatArray
 from embedstack.encoders.runtime import (
     CLASSIFIER,
+    Identified,
     ModelId,
     RuntimeOptions,
     list_backends,
@@ -126,7 +127,7 @@ def _sigmoid(x: np.ndarray) -> FloatArray:
     return (0.5 * (1.0 + np.tanh(0.5 * x64))).astype(np.float32)
 
 
-class CrossEncoder:
+class CrossEncoder(Identified):
     """A cross-encoder reranker for any Hugging Face sequence-classification model.
 
     Args:
@@ -205,23 +206,12 @@ class CrossEncoder:
         self.quantize = quantize
         self.show_progress = show_progress
         self.identity: ModelId = found.identify()
-        self.weights_hash = self.identity.weights_hash
         self.tokenizer = PairTokenizer(path, self.max_length)
         cache = Path(cache_dir) if cache_dir else default_cache_dir()
         options = RuntimeOptions(path, self.identity, cache, quantize, threads)
         self._model = make_runner(backend, CLASSIFIER, options)
 
     # -- identity ---------------------------------------------------------------------------
-    @property
-    def name(self) -> str:
-        """Name or path the model was loaded from."""
-        return self.identity.name
-
-    @property
-    def model_id(self) -> str:
-        """Name plus the first 16 hex digits of the weights' SHA-256."""
-        return str(self.identity)
-
     def __repr__(self) -> str:
         quant = f", quantize={self.quantize!r}" if self.quantize else ""
         return (

@@ -28,7 +28,7 @@ import numpy as np
 
 from embedstack._typing import Backend, FloatArray
 from embedstack.encoders.multivector import TokenVectors
-from embedstack.encoders.runtime import ModelId, RuntimeOptions, make_runner, open_model
+from embedstack.encoders.runtime import Identified, ModelId, RuntimeOptions, make_runner, open_model
 from embedstack.errors import DimensionMismatch, InvalidInput, ModelNotFound
 from embedstack.rerank.base import check_top_n, rank, validate_query_documents
 from embedstack.rerank.cross import (
@@ -53,7 +53,7 @@ def is_split(folder: Path) -> bool:
     return bool(read_classifier_config(folder)["split"])
 
 
-class SplitCrossEncoder:
+class SplitCrossEncoder(Identified):
     """A cross-encoder whose first layers read query and document apart.
 
     Args:
@@ -111,7 +111,6 @@ class SplitCrossEncoder:
         self.quantize = quantize
         self.show_progress = show_progress
         self.identity: ModelId = found.identify()
-        self.weights_hash = self.identity.weights_hash
         self.tokenizer = SplitTokenizer(path, spec)
         self._dim = int(info["hidden_size"])
         cache = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -119,16 +118,6 @@ class SplitCrossEncoder:
         self._model = make_runner(backend, split_head(spec.layer), options)
 
     # -- identity ---------------------------------------------------------------------------
-    @property
-    def name(self) -> str:
-        """Name or path the model was loaded from."""
-        return self.identity.name
-
-    @property
-    def model_id(self) -> str:
-        """Name plus the first 16 hex digits of the weights' SHA-256."""
-        return str(self.identity)
-
     @property
     def dim(self) -> int:
         """Width of the states after the split layer (the hidden size)."""

@@ -62,7 +62,7 @@ from embedstack.encoders.runtime.folder import (
     weights_hash,
 )
 from embedstack.encoders.runtime.heads import CLASSIFIER, HIDDEN_STATES, pad_batch
-from embedstack.encoders.runtime.identity import ModelId
+from embedstack.encoders.runtime.identity import Identified, ModelId
 
 __all__ = [
     "CLASSIFIER",
@@ -71,6 +71,7 @@ __all__ = [
     "OPSET",
     "Graph",
     "Head",
+    "Identified",
     "ModelFolder",
     "ModelId",
     "Runner",

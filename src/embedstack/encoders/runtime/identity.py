@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from embedstack.errors import InvalidInput
 
-__all__ = ["HASH_DIGITS", "ModelId"]
+__all__ = ["HASH_DIGITS", "Identified", "ModelId"]
 
 HASH_DIGITS = 16
 """Hex digits of the weights hash kept in the recorded identity."""
@@ -73,3 +73,25 @@ class ModelId:
         whatever name either was loaded by."""
         digest = other.weights_hash if isinstance(other, ModelId) else str(other)
         return bool(digest) and digest[:HASH_DIGITS] == self.short_hash
+
+
+class Identified:
+    """Mixin for every model class: ``name``, ``model_id`` and ``weights_hash`` read from
+    one :class:`ModelId` in ``self.identity``, so no class rebuilds the string itself."""
+
+    identity: ModelId
+
+    @property
+    def name(self) -> str:
+        """Registry name, Hugging Face id or path the model was loaded by."""
+        return self.identity.name
+
+    @property
+    def model_id(self) -> str:
+        """``name@hash16``: what indexes record of the model (``str`` of :attr:`identity`)."""
+        return str(self.identity)
+
+    @property
+    def weights_hash(self) -> str:
+        """SHA-256 of the weights (a version tag for weight-free encoders)."""
+        return self.identity.weights_hash
