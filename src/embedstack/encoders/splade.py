@@ -36,13 +36,12 @@ from embedstack.encoders.runtime import (
     Graph,
     Head,
     Identified,
-    ModelId,
+    ModelFolder,
     RuntimeOptions,
     load_tokenizer,
     make_runner,
     open_model,
     pad_batch,
-    weights_hash,
 )
 from embedstack.encoders.runtime.heads import count_truncated, length_batches
 from embedstack.encoders.sparse_vectors import SparseVectors, score
@@ -109,8 +108,8 @@ class SparseTextEncoder(Protocol):
     def encode_documents(self, texts: Iterable[str]) -> SparseVectors: ...
 
 
-def resolve_sparse_model(name_or_path: str | os.PathLike[str]) -> tuple[Path, str]:
-    """The folder of a sparse model and its display name.
+def resolve_sparse_model(name_or_path: str | os.PathLike[str]) -> ModelFolder:
+    """The folder of a sparse model and the name it goes by.
 
     Raises:
         ModelNotFound: a fetchable model that was not fetched yet (the message gives the
@@ -129,8 +128,7 @@ def resolve_sparse_model(name_or_path: str | os.PathLike[str]) -> tuple[Path, st
             f"model {spec.name!r} is not installed: run `embedstack models fetch {spec.name}` "
             f"(or call embedstack.encoders.fetch.fetch({spec.name!r})) once"
         )
-    found = open_model(text)
-    return found.path, found.name
+    return open_model(text)
 
 
 class SparseEncoder(Identified):
@@ -184,7 +182,8 @@ class SparseEncoder(Identified):
                 raise InvalidInput(f"{label} must be a positive int or None, got {value!r}")
         if batch_tokens < 1 or batch_size < 1:
             raise InvalidInput("batch_tokens and batch_size must be >= 1")
-        path, name = resolve_sparse_model(name_or_path)
+        found = resolve_sparse_model(name_or_path)
+        path, name = found.path, found.name
         import json
 
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
@@ -201,7 +200,7 @@ class SparseEncoder(Identified):
         self.backend_name = backend
         self.path = path
         self.truncated = 0
-        self.identity = ModelId(name, weights_hash(path))
+        self.identity = found.identify()
         self.tokenizer = load_tokenizer(path, self.max_length)
         cache = Path(cache_dir) if cache_dir else default_cache_dir()
         options = RuntimeOptions(path, self.identity, cache, threads=threads)
