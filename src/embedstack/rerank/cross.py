@@ -30,6 +30,7 @@ import numpy as np
 from embedstack._typing import Backend, FloatArray
 from embedstack.encoders.runtime import (
     CLASSIFIER,
+    Head,
     Identified,
     ModelId,
     RuntimeOptions,
@@ -44,7 +45,7 @@ from embedstack.rerank.split import CONFIG_KEY
 from embedstack.settings import cache_dir as default_cache_dir
 from embedstack.settings import progress_enabled
 
-__all__ = ["CrossEncoder", "Activation", "read_classifier_config"]
+__all__ = ["Activation", "CrossEncoder", "CrossEncoderBase", "read_classifier_config", "sigmoid"]
 
 logger = logging.getLogger("embedstack")
 
@@ -122,12 +123,61 @@ def check_max_length(max_length: object, limit: int) -> None:
         raise InvalidInput(f"max_length must be in [8, {limit}], got {max_length!r}")
 
 
-def _sigmoid(x: np.ndarray) -> FloatArray:
+def sigmoid(x: np.ndarray) -> FloatArray:
+    """The logistic function, computed in float64 (``tanh`` form: no overflow)."""
     x64 = x.astype(np.float64)
     return (0.5 * (1.0 + np.tanh(0.5 * x64))).astype(np.float32)
 
 
-class CrossEncoder(Identified):
+class CrossEncoderBase(Identified):
+    """What both cross-encoder classes share: the option checks, the model folder and its
+    identity, and the runtime; a subclass's :meth:`_prepare` checks the folder's config,
+    sets up its tokenizer and names the head to run. The options are documented on
+    :class:`CrossEncoder`."""
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        *,
+        backend: Backend | str = "onnx",
+        activation: Activation | None = None,
+        max_length: int | None = None,
+        batch_size: int = 32,
+        threads: int | None = None,
+        quantize: Literal["int8"] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        show_progress: bool | None = False,
+    ) -> None:
+        check_options(backend=backend, activation=activation, quantize=quantize,
+                      batch_size=batch_size)  # fmt: skip
+        if backend == "torch" and quantize is not None:
+            raise InvalidInput("quantize='int8' needs backend='onnx'")
+        found = open_model(model, keep_name=True)
+        info = read_classifier_config(found.path)
+        check_max_length(max_length, int(info["max_positions"]))
+        self.path = found.path
+        self.activation: Activation = activation or "sigmoid"
+        self.batch_size = batch_size
+        self.backend_name = backend
+        self.quantize = quantize
+        self.show_progress = show_progress
+        head = self._prepare(info, max_length)
+        self.identity: ModelId = found.identify()
+        cache = Path(cache_dir) if cache_dir else default_cache_dir()
+        options = RuntimeOptions(self.path, self.identity, cache, quantize, threads)
+        self._model = make_runner(backend, head, options)
+
+    def _prepare(self, info: dict[str, Any], max_length: int | None) -> Head:
+        """Check the folder's classifier config, set ``max_length`` and the tokenizer, and
+        return the head to run.
+
+        Raises:
+            InvalidInput: the folder holds another kind of model.
+        """
+        raise NotImplementedError
+
+
+class CrossEncoder(CrossEncoderBase):
     """A cross-encoder reranker for any Hugging Face sequence-classification model.
 
     Args:
@@ -161,24 +211,8 @@ class CrossEncoder(Identified):
         (2,)
     """
 
-    def __init__(
-        self,
-        model: str | os.PathLike[str],
-        *,
-        backend: Backend | str = "onnx",
-        activation: Activation | None = None,
-        max_length: int | None = None,
-        batch_size: int = 32,
-        threads: int | None = None,
-        quantize: Literal["int8"] | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
-        show_progress: bool | None = False,
-    ) -> None:
-        check_options(backend=backend, activation=activation, quantize=quantize,
-                      batch_size=batch_size)  # fmt: skip
-        found = open_model(model, keep_name=True)
-        path = found.path
-        info = read_classifier_config(path)
+    def _prepare(self, info: dict[str, Any], max_length: int | None) -> Head:
+        path = self.path
         heads = info["architectures"]
         if heads and not any(str(a).endswith("ForSequenceClassification") for a in heads):
             raise InvalidInput(
@@ -196,20 +230,10 @@ class CrossEncoder(Identified):
                 f"{path} is a classifier with {info['num_labels']} labels; a reranker needs "
                 "1 (relevance score) or 2 (not relevant / relevant)"
             )
-        check_max_length(max_length, int(info["max_positions"]))
-        self.path = path
         self.num_labels = int(info["num_labels"])
-        self.activation: Activation = activation or "sigmoid"
         self.max_length = max_length or int(info["max_length"])
-        self.batch_size = batch_size
-        self.backend_name = backend
-        self.quantize = quantize
-        self.show_progress = show_progress
-        self.identity: ModelId = found.identify()
         self.tokenizer = PairTokenizer(path, self.max_length)
-        cache = Path(cache_dir) if cache_dir else default_cache_dir()
-        options = RuntimeOptions(path, self.identity, cache, quantize, threads)
-        self._model = make_runner(backend, CLASSIFIER, options)
+        return CLASSIFIER
 
     # -- identity ---------------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -236,7 +260,7 @@ class CrossEncoder(Identified):
         """
         query, docs = validate_query_documents(query, documents)
         raw = self._raw_scores(query, docs)
-        return _sigmoid(raw) if self.activation == "sigmoid" else raw
+        return sigmoid(raw) if self.activation == "sigmoid" else raw
 
     def rerank(
         self, query: str, documents: Sequence[str], top_n: int | None = None

@@ -19,27 +19,19 @@ Example:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import numpy as np
 
-from embedstack._typing import Backend, FloatArray
+from embedstack._typing import FloatArray
 from embedstack.encoders.multivector import TokenVectors
-from embedstack.encoders.runtime import Identified, ModelId, RuntimeOptions, make_runner, open_model
+from embedstack.encoders.runtime import Head
 from embedstack.errors import DimensionMismatch, InvalidInput, ModelNotFound
 from embedstack.rerank.base import check_top_n, rank, validate_query_documents
-from embedstack.rerank.cross import (
-    Activation,
-    _sigmoid,
-    check_max_length,
-    check_options,
-    read_classifier_config,
-)
+from embedstack.rerank.cross import CrossEncoderBase, read_classifier_config, sigmoid
 from embedstack.rerank.split import SplitTokenizer, read_split, segment_batch, split_head
-from embedstack.settings import cache_dir as default_cache_dir
 
 __all__ = ["SplitCrossEncoder", "is_split"]
 
@@ -53,7 +45,7 @@ def is_split(folder: Path) -> bool:
     return bool(read_classifier_config(folder)["split"])
 
 
-class SplitCrossEncoder(Identified):
+class SplitCrossEncoder(CrossEncoderBase):
     """A cross-encoder whose first layers read query and document apart.
 
     Args:
@@ -74,48 +66,21 @@ class SplitCrossEncoder(Identified):
         InvalidInput: an option out of range, or a model with other than one label.
     """
 
-    def __init__(
-        self,
-        model: str | os.PathLike[str],
-        *,
-        backend: Backend | str = "onnx",
-        activation: Activation | None = None,
-        max_length: int | None = None,
-        batch_size: int = 32,
-        threads: int | None = None,
-        quantize: Literal["int8"] | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
-        show_progress: bool | None = False,
-    ) -> None:
-        check_options(backend=backend, activation=activation, quantize=quantize,
-                      batch_size=batch_size)  # fmt: skip
-        if backend == "torch" and quantize is not None:
-            raise InvalidInput("quantize='int8' needs backend='onnx'")
-        found = open_model(model, keep_name=True)
-        path = found.path
-        info = read_classifier_config(path)
-        check_max_length(max_length, int(info["max_positions"]))
-        spec = read_split(path, max_length or int(info["max_length"]))
+    def _prepare(self, info: dict[str, Any], max_length: int | None) -> Head:
+        spec = read_split(self.path, max_length or int(info["max_length"]))
         if spec is None:
-            raise ModelNotFound(f"{path} is not a split cross-encoder (no split in config.json)")
+            raise ModelNotFound(
+                f"{self.path} is not a split cross-encoder (no split in config.json)"
+            )
         if info["num_labels"] != 1:
             raise InvalidInput(
-                f"{path}: a split cross-encoder has one label, not {info['num_labels']}"
+                f"{self.path}: a split cross-encoder has one label, not {info['num_labels']}"
             )
-        self.path = path
         self.spec = spec
-        self.activation: Activation = activation or "sigmoid"
         self.max_length = spec.max_length
-        self.batch_size = batch_size
-        self.backend_name = backend
-        self.quantize = quantize
-        self.show_progress = show_progress
-        self.identity: ModelId = found.identify()
-        self.tokenizer = SplitTokenizer(path, spec)
+        self.tokenizer = SplitTokenizer(self.path, spec)
         self._dim = int(info["hidden_size"])
-        cache = Path(cache_dir) if cache_dir else default_cache_dir()
-        options = RuntimeOptions(path, self.identity, cache, quantize, threads)
-        self._model = make_runner(backend, split_head(spec.layer), options)
+        return split_head(spec.layer)
 
     # -- identity ---------------------------------------------------------------------------
     @property
@@ -198,7 +163,7 @@ class SplitCrossEncoder(Identified):
                 states[k, len(q) : len(q) + n] = documents.doc(int(i))
                 mask[k, : len(q) + n] = 1
             raw[rows] = self._model.run("upper", {"states": states, "attention_mask": mask})[:, 0]
-        return _sigmoid(raw) if self.activation == "sigmoid" else raw
+        return sigmoid(raw) if self.activation == "sigmoid" else raw
 
     def rerank(
         self, query: str, documents: Sequence[str], top_n: int | None = None
