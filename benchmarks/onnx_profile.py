@@ -134,7 +134,8 @@ def _graph_variant(source: Path, out: Path, option: str, value: bool) -> None:
 
 
 def _unpadded_sweep(encoder: Any, variant: str, threads: int, repeats: int) -> list[dict[str, Any]]:
-    from embedstack.encoders.onnx_export import _manifest, _without_padding_mask
+    from embedstack.encoders.runtime.cache import read_manifest as _manifest
+    from embedstack.encoders.runtime.export import _without_padding_mask
 
     model = encoder._model
     rng = np.random.default_rng(0)

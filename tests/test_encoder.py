@@ -197,3 +197,28 @@ def test_model_config_reads_pooling_and_prompts(tmp_path: Path, minilm_path: Pat
     config = load_model_config(path, spec)
     assert (config.pooling, config.normalize, config.max_length) == ("cls", False, 128)
     assert (config.query_prefix, config.document_prefix) == ("Q: ", "D: ")
+
+
+def test_model_id_round_trips_and_compares_weights() -> None:
+    from embedstack.encoders.runtime import ModelId
+
+    full = "0123456789abcdef" * 4
+    ident = ModelId("org/model@v2", full)
+    assert str(ident) == "org/model@v2@" + full[:16]
+    parsed = ModelId.parse(str(ident))
+    assert parsed == ModelId("org/model@v2", full[:16])
+    assert parsed.same_weights(ident) and ident.same_weights(full)
+    assert not parsed.same_weights("f" * 64) and not parsed.same_weights("")
+    for bad in ("no-at-sign", "@abc", "name@"):
+        with pytest.raises(InvalidInput):
+            ModelId.parse(bad)
+    with pytest.raises(InvalidInput):
+        ModelId("", full)
+
+
+def test_encoder_identity_is_one_value(minilm: Encoder) -> None:
+    from embedstack.encoders.runtime import ModelId
+
+    assert minilm.model_id == str(minilm.identity)
+    assert ModelId.parse(minilm.model_id).same_weights(minilm.weights_hash)
+    assert minilm.identity == ModelId(minilm.name, minilm.weights_hash)

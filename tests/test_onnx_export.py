@@ -20,7 +20,15 @@ pytest.importorskip("transformers")
 import onnxruntime  # noqa: E402
 
 from embedstack import Encoder  # noqa: E402
-from embedstack.encoders.onnx_export import ONNX_FORMAT_VERSION, OPSET, ensure_onnx  # noqa: E402
+from embedstack.encoders.runtime import (  # noqa: E402
+    HIDDEN_STATES,
+    MANIFEST_VERSION,
+    OPSET,
+    ModelId,
+    ensure_export,
+)
+
+ONNX_FORMAT_VERSION = MANIFEST_VERSION
 
 TEXTS = [
     "A cat sits on the mat.",
@@ -45,6 +53,14 @@ def onnx_fp32(cache: Path) -> Encoder:
 @pytest.fixture(scope="session")
 def torch_ref(cache: Path) -> Encoder:
     return Encoder(backend="torch", threads=1, cache_dir=cache, show_progress=False)
+
+
+def ensure_onnx(
+    path: Path, *, name: str, weights: str, cache_root: Path, variant: Any = "fp32"
+) -> Any:
+    """The dense head's first graph, through the runtime (None: no such variant)."""
+    files = ensure_export(HIDDEN_STATES, path, ModelId(name, weights), cache_root, variant)
+    return None if files is None else files["model"]
 
 
 def _entry(cache: Path) -> Path:
@@ -130,7 +146,7 @@ def test_int8_routes_only_long_unpadded_batches_to_the_flash_graph(
 def test_unpadded_graph_drops_only_the_padding_mask(tiny_bert: Path, tmp_path: Path) -> None:
     import onnx
 
-    from embedstack.encoders.backends import ort_session
+    from embedstack.encoders.runtime import ort_session
 
     weights = "cd" * 32
     path = ensure_onnx(
@@ -180,7 +196,7 @@ def test_unfusable_model_gets_no_unpadded_graph_and_no_retry(
     target: str,
     replacement: Callable[..., bool],
 ) -> None:
-    from embedstack.encoders import onnx_export
+    from embedstack.encoders.runtime import export as onnx_export
 
     monkeypatch.setattr(onnx_export, target, replacement)
     weights = "ef" * 32
@@ -247,6 +263,45 @@ def test_bad_manifest_triggers_reexport(
     assert rebuilt["format_version"] == ONNX_FORMAT_VERSION
 
 
+OLD_MANIFESTS = {
+    # the dense / reranker exporter's manifest before the one runtime (format_version 1)
+    "dense-v1": lambda w: {"format_version": 1, "weights_sha256": w, "opset": OPSET,
+                           "variants": ["model.onnx", "model.opt.onnx"]},
+    # the SPLADE exporter's manifest (export_version 1, no format_version)
+    "splade-v1": lambda w: {"export_version": 1, "weights_sha256": w, "pooled": True},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("old", sorted(OLD_MANIFESTS))
+def test_old_schema_cache_is_rebuilt_with_a_log_line(
+    tiny_bert: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, old: str
+) -> None:
+    weights = "9a" * 32
+    first = ensure_onnx(tiny_bert, name="tiny", weights=weights, cache_root=tmp_path)
+    manifest_file = first.parent / "manifest.json"
+    manifest_file.write_text(json.dumps(OLD_MANIFESTS[old](weights)), encoding="utf-8")
+    stamp = first.stat().st_mtime_ns
+    with caplog.at_level("INFO", logger="embedstack"):
+        again = ensure_onnx(tiny_bert, name="tiny", weights=weights, cache_root=tmp_path)
+    assert again == first and again.stat().st_mtime_ns != stamp
+    rebuilt = json.loads(manifest_file.read_text(encoding="utf-8"))
+    assert rebuilt["format_version"] == MANIFEST_VERSION
+    assert rebuilt["task"] == HIDDEN_STATES.task and rebuilt["weights_sha256"] == weights
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("rebuilding ONNX cache for tiny: manifest schema changed" in m for m in lines)
+
+
+def test_entry_of_another_head_is_not_reused(tiny_bert: Path, tmp_path: Path) -> None:
+    """One manifest schema for every head: the task recorded decides, not the folder."""
+    weights = "5e" * 32
+    first = ensure_onnx(tiny_bert, name="tiny", weights=weights, cache_root=tmp_path)
+    manifest_file = first.parent / "manifest.json"
+    manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+    manifest_file.write_text(json.dumps({**manifest, "task": "splade"}), encoding="utf-8")
+    ensure_onnx(tiny_bert, name="tiny", weights=weights, cache_root=tmp_path)
+    assert json.loads(manifest_file.read_text(encoding="utf-8"))["task"] == HIDDEN_STATES.task
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [(None, True), ("1", True), ("0", False), ("false", False), (" Off ", False), ("no", False)],
@@ -254,7 +309,7 @@ def test_bad_manifest_triggers_reexport(
 def test_ort_spinning_setting(
     monkeypatch: pytest.MonkeyPatch, value: str | None, expected: bool
 ) -> None:
-    from embedstack.encoders.backends import ort_spinning
+    from embedstack.encoders.runtime import ort_spinning
 
     if value is None:
         monkeypatch.delenv("EMBEDSTACK_ORT_SPINNING", raising=False)

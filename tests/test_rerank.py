@@ -325,3 +325,46 @@ def test_int8_onnx_keeps_the_ranking(tiny: Path, cache: Path, onnx_ce: CrossEnco
     assert approx.shape == exact.shape
     assert np.corrcoef(approx, exact)[0, 1] > 0.9
     del onnx_ce
+
+
+def test_one_backend_registry_serves_every_model_kind(
+    tiny: Path, minilm_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backend registered once is what the dense encoder, SPLADE and the cross-encoder
+    build, each handing it its own head; the runner's output goes through the kind's
+    pooling."""
+    from embedstack import Encoder
+    from embedstack.encoders.runtime import backends as runtime_backends
+    from embedstack.encoders.runtime import register_backend
+    from embedstack.encoders.splade import SparseEncoder
+    from test_splade_helpers import build_tiny_mlm
+
+    monkeypatch.setattr(runtime_backends, "_BACKENDS", dict(runtime_backends._BACKENDS))
+    built: list[str] = []
+
+    class Constant:
+        input_names = ("input_ids", "attention_mask")
+
+        def __init__(self, head: Any, options: Any) -> None:
+            built.append(head.task)
+            vocab = json.loads((options.path / "config.json").read_text())["vocab_size"]
+            self.width = {"splade": vocab, "sequence-classification": 1}.get(head.task, 384)
+
+        def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+            shape = batch["input_ids"].shape
+            if self.width == 384:
+                return np.ones((*shape, 384), np.float32)
+            return np.full((shape[0], self.width), 2.0, np.float32)
+
+        def run(self, stem: str, feed: dict[str, np.ndarray]) -> np.ndarray:
+            return self(feed)
+
+    register_backend("constant", Constant)
+    dense = Encoder(minilm_path, backend="constant", cache_dir=tmp_path)
+    vectors = dense.encode(["a cat"])
+    np.testing.assert_allclose(vectors, np.full((1, 384), 1 / np.sqrt(384)), rtol=1e-6)
+    sparse = SparseEncoder(build_tiny_mlm(tmp_path / "mlm"), backend="constant")
+    assert sparse.encode_documents(["cats purr"]).nnz == sparse.vocab_size
+    ce = CrossEncoder(tiny, backend="constant", activation="none")
+    np.testing.assert_array_equal(ce.score(QUERY, SENTENCES[:2]), [2.0, 2.0])
+    assert built == ["feature-extraction", "splade", "sequence-classification"]

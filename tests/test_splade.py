@@ -180,3 +180,20 @@ def test_unfetched_splade_tiny_says_how_to_fetch(
     assert spec.bundled_path() is None
     with pytest.raises(ModelNotFound, match="embedstack models fetch splade-tiny"):
         SparseEncoder("splade-tiny")
+
+
+def test_folder_shipping_its_own_graph_skips_the_export(mlm_dir: Path, tmp_path: Path) -> None:
+    """The runtime's ``Head.shipped`` seam: a folder's own ``splade.onnx`` replaces the
+    export, so no cache entry is written and torch is not needed."""
+    import shutil
+
+    exported = SparseEncoder(str(mlm_dir), backend="onnx", cache_dir=tmp_path / "a")
+    folder = tmp_path / "shipped"
+    shutil.copytree(mlm_dir, folder)
+    shutil.copy(exported._model.path, folder / "splade.onnx")  # type: ignore[attr-defined]
+    shipped = SparseEncoder(str(folder), backend="onnx", cache_dir=tmp_path / "b")
+    assert shipped._model.path == folder / "splade.onnx"  # type: ignore[attr-defined]
+    assert not (tmp_path / "b").exists()
+    np.testing.assert_array_equal(
+        shipped.encode_documents(TEXTS).to_dense(), exported.encode_documents(TEXTS).to_dense()
+    )

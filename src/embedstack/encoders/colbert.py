@@ -39,7 +39,6 @@ from typing import Any, Literal
 import numpy as np
 
 from embedstack._typing import FloatArray
-from embedstack.encoders.backends import BackendOptions, make_backend
 from embedstack.encoders.base import validate_texts
 from embedstack.encoders.colbert_format import (
     HEAD_FILE,
@@ -47,9 +46,10 @@ from embedstack.encoders.colbert_format import (
     ColbertInputs,
     ColbertTokenizer,
     check_maxlen,
+    read_linear_head,
     read_metadata,
 )
-from embedstack.encoders.loading import load_model_config, resolve_model_dir, weights_hash
+from embedstack.encoders.loading import load_model_config
 from embedstack.encoders.multivector import (
     TOKEN_PRECISIONS,
     TokenPrecision,
@@ -57,6 +57,8 @@ from embedstack.encoders.multivector import (
     maxsim,
     save_manifest,
 )
+from embedstack.encoders.runtime import HIDDEN_STATES, RuntimeOptions, make_runner, open_model
+from embedstack.encoders.runtime.identity import Identified
 from embedstack.errors import (
     DimensionMismatch,
     IndexCorrupt,
@@ -67,46 +69,8 @@ from embedstack.settings import cache_dir as default_cache_dir
 
 __all__ = ["ColbertIndex", "ColbertReranker", "LateInteractionEncoder", "read_linear_head"]
 
-_HEAD_FILES = ("model.safetensors", HEAD_FILE, "1_Dense/model.safetensors")
-_HEAD_KEYS = ("linear.weight", "weight")
-_ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
 
-
-def _safetensors_tensor(file: Path, key: str) -> np.ndarray | None:
-    """One tensor of a safetensors file, read with numpy (header: u64 length + JSON)."""
-    with file.open("rb") as f:
-        size = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(size))
-        entry = header.get(key)
-        if not isinstance(entry, dict) or entry.get("dtype") not in _ST_DTYPES:
-            return None
-        start, end = entry["data_offsets"]
-        f.seek(8 + size + start)
-        raw = np.frombuffer(f.read(end - start), dtype=_ST_DTYPES[entry["dtype"]])
-    if entry["dtype"] == "BF16":
-        raw = (raw.astype(np.uint32) << 16).view(np.float32)
-    return raw.astype(np.float32).reshape(entry["shape"])
-
-
-def read_linear_head(folder: Path, hidden: int) -> np.ndarray | None:
-    """The ColBERT projection ``(dim, hidden)`` float32 stored in ``folder``, or None.
-
-    Looks for ``linear.weight`` (or ``weight``) in ``model.safetensors`` (ColBERTv2),
-    ``colbert_linear.safetensors`` and ``1_Dense/model.safetensors`` (PyLate).
-    """
-    for name in _HEAD_FILES:
-        file = folder / name
-        if not file.is_file():
-            continue
-        keys = _HEAD_KEYS if name != "model.safetensors" else _HEAD_KEYS[:1]
-        for key in keys:
-            weight = _safetensors_tensor(file, key)
-            if weight is not None and weight.ndim == 2 and weight.shape[1] == hidden:
-                return weight
-    return None
-
-
-class LateInteractionEncoder:
+class LateInteractionEncoder(Identified):
     """ColBERT-style token encoder; see the module docstring for the input formats.
 
     Args:
@@ -151,8 +115,9 @@ class LateInteractionEncoder:
         threads: int | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        path, spec = resolve_model_dir(name_or_path)
-        config = load_model_config(path, spec)
+        found = open_model(name_or_path)
+        path = found.path
+        config = load_model_config(path, found.spec)
         limit = int(
             json.loads((config.transformer_path / "config.json").read_text("utf-8")).get(
                 "max_position_embeddings", 512
@@ -174,11 +139,10 @@ class LateInteractionEncoder:
         query_maxlen, doc_maxlen = lengths["query_maxlen"], lengths["doc_maxlen"]
         if batch_size < 1:
             raise InvalidInput("batch_size must be >= 1")
-        self.name = spec.name if spec else os.fspath(name_or_path)
+        self.identity = found.identify(config.transformer_path, extra=(HEAD_FILE,))  # + head
         self.query_maxlen, self.doc_maxlen = query_maxlen, doc_maxlen
         self.markers = markers
         self.mask_punctuation, self.batch_size = mask_punctuation, batch_size
-        self.weights_hash = weights_hash(folder, extra=(HEAD_FILE,))  # the head too
         hidden = int(config.dim or 0)
         head = read_linear_head(folder, hidden)
         if head is None and path != folder:
@@ -194,25 +158,13 @@ class LateInteractionEncoder:
             markers=markers,
             mask_punctuation=mask_punctuation,
         )
-        self._model = make_backend(
-            backend,
-            BackendOptions(
-                transformer_path=folder,
-                name=self.name,
-                weights=self.weights_hash,
-                cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
-                threads=threads,
-            ),
-        )
+        cache = Path(cache_dir) if cache_dir else default_cache_dir()
+        options = RuntimeOptions(folder, self.identity, cache, threads=threads)
+        self._model = make_runner(backend, HIDDEN_STATES, options)
         self.backend_name = backend
         self.dim = int(self.head.shape[0]) if self.head is not None else hidden
         if dim is not None and dim != self.dim:
             raise DimensionMismatch(f"{self.name} produces {self.dim}-d token vectors, not {dim}")
-
-    @property
-    def model_id(self) -> str:
-        """Name plus the first 16 hex digits of the weights' SHA-256."""
-        return f"{self.name}@{self.weights_hash[:16]}"
 
     @property
     def tokenizer(self) -> Any:

@@ -40,6 +40,7 @@ __all__ = [
     "ColbertInputs",
     "ColbertTokenizer",
     "check_maxlen",
+    "read_linear_head",
     "read_metadata",
 ]
 
@@ -200,3 +201,42 @@ class ColbertTokenizer:
         else:
             keep = [np.ones(len(x), dtype=bool) for x in ids]
         return ColbertInputs(ids, [len(x) for x in ids], keep, self.pad_id)
+
+
+_HEAD_FILES = ("model.safetensors", HEAD_FILE, "1_Dense/model.safetensors")
+_HEAD_KEYS = ("linear.weight", "weight")
+_ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
+
+
+def _safetensors_tensor(file: Path, key: str) -> np.ndarray | None:
+    """One tensor of a safetensors file, read with numpy (header: u64 length + JSON)."""
+    with file.open("rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+        entry = header.get(key)
+        if not isinstance(entry, dict) or entry.get("dtype") not in _ST_DTYPES:
+            return None
+        start, end = entry["data_offsets"]
+        f.seek(8 + size + start)
+        raw = np.frombuffer(f.read(end - start), dtype=_ST_DTYPES[entry["dtype"]])
+    if entry["dtype"] == "BF16":
+        raw = (raw.astype(np.uint32) << 16).view(np.float32)
+    return raw.astype(np.float32).reshape(entry["shape"])
+
+
+def read_linear_head(folder: Path, hidden: int) -> np.ndarray | None:
+    """The ColBERT projection ``(dim, hidden)`` float32 stored in ``folder``, or None.
+
+    Looks for ``linear.weight`` (or ``weight``) in ``model.safetensors`` (ColBERTv2),
+    ``colbert_linear.safetensors`` and ``1_Dense/model.safetensors`` (PyLate).
+    """
+    for name in _HEAD_FILES:
+        file = folder / name
+        if not file.is_file():
+            continue
+        keys = _HEAD_KEYS if name != "model.safetensors" else _HEAD_KEYS[:1]
+        for key in keys:
+            weight = _safetensors_tensor(file, key)
+            if weight is not None and weight.ndim == 2 and weight.shape[1] == hidden:
+                return weight
+    return None

@@ -19,17 +19,27 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
 from embedstack import vectors
 from embedstack._typing import Backend, FloatArray, IntArray, Precision
-from embedstack.encoders.backends import BackendOptions, make_backend
 from embedstack.encoders.base import batched, empty, validate_texts
-from embedstack.encoders.loading import load_model_config, resolve_model_dir, weights_hash
+from embedstack.encoders.loading import load_model_config
 from embedstack.encoders.registry import DEFAULT_MODEL, ModelSpec
-from embedstack.errors import InvalidInput, ModelNotFound
+from embedstack.encoders.runtime import (
+    HIDDEN_STATES,
+    Identified,
+    ModelId,
+    RuntimeOptions,
+    load_tokenizer,
+    make_runner,
+    open_model,
+    pad_batch,
+)
+from embedstack.encoders.runtime.heads import count_truncated, length_batches
+from embedstack.errors import InvalidInput
 from embedstack.settings import cache_dir as default_cache_dir
 from embedstack.settings import progress_enabled
 
@@ -58,7 +68,7 @@ def pool(hidden: FloatArray, mask: np.ndarray, how: str) -> FloatArray:
     return (summed / np.maximum(lengths, 1)[:, None]).astype(np.float32)
 
 
-class Encoder:
+class Encoder(Identified):
     """A dense text encoder for any sentence-transformers / Hugging Face model.
 
     Args:
@@ -95,10 +105,9 @@ class Encoder:
             raise InvalidInput(f"quantize must be None or 'int8', got {quantize!r}")
         if batch_tokens < 1 or batch_size < 1:
             raise InvalidInput("batch_tokens and batch_size must be >= 1")
-        path, spec = resolve_model_dir(model)
-        config = load_model_config(path, spec)
-        self._name = spec.name if spec else os.fspath(model)
-        self.spec: ModelSpec | None = spec
+        found = open_model(model)
+        config = load_model_config(found.path, found.spec)
+        self.spec: ModelSpec | None = found.spec
         self.config = config
         self.backend_name = backend
         self.quantize = quantize
@@ -110,47 +119,20 @@ class Encoder:
         self.batch_size = batch_size
         self.show_progress = show_progress
         self.truncated = 0
-        self.weights_hash = weights_hash(config.transformer_path)
-        self._tokenizer = self._load_tokenizer(config.transformer_path)
-        self._model = make_backend(
-            backend,
-            BackendOptions(
-                transformer_path=config.transformer_path,
-                name=self._name,
-                weights=self.weights_hash,
-                cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
-                quantize=quantize,
-                threads=threads,
-                trust_remote_code=bool(spec and spec.trust_remote_code),
-            ),
+        self.identity: ModelId = found.identify(config.transformer_path)
+        self._tokenizer = load_tokenizer(config.transformer_path, self.max_length)
+        options = RuntimeOptions(
+            path=config.transformer_path,
+            id=self.identity,
+            cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
+            quantize=quantize,
+            threads=threads,
+            trust_remote_code=bool(found.spec and found.spec.trust_remote_code),
         )
+        self._model = make_runner(backend, HIDDEN_STATES, options)
         self._dim = config.dim or int(self._embed([["x"]])[0].shape[1])
 
-    def _load_tokenizer(self, folder: Path) -> Any:
-        from tokenizers import Tokenizer
-
-        file = folder / "tokenizer.json"
-        if not file.is_file():
-            raise ModelNotFound(
-                f"{folder} has no tokenizer.json; save the model with a fast tokenizer "
-                "(transformers `tokenizer.save_pretrained`)"
-            )
-        tokenizer = Tokenizer.from_file(str(file))
-        tokenizer.no_padding()
-        tokenizer.enable_truncation(self.max_length)
-        return tokenizer
-
     # -- identity ---------------------------------------------------------------------------
-    @property
-    def name(self) -> str:
-        """Registry name or path of the model."""
-        return self._name
-
-    @property
-    def model_id(self) -> str:
-        """Name plus the first 16 hex digits of the weights' SHA-256."""
-        return f"{self._name}@{self.weights_hash[:16]}"
-
     @property
     def dim(self) -> int:
         """Dimension of the full embedding."""
@@ -168,7 +150,7 @@ class Encoder:
 
     def __repr__(self) -> str:
         quant = f", quantize={self.quantize!r}" if self.quantize else ""
-        return f"Encoder({self._name!r}, backend={self.backend_name!r}{quant}, dim={self.dim})"
+        return f"Encoder({self.name!r}, backend={self.backend_name!r}{quant}, dim={self.dim})"
 
     # -- public encoding API ----------------------------------------------------------------
     def encode(
@@ -319,47 +301,15 @@ class Encoder:
         if not texts:
             return empty(self.dim)
         encodings = self._tokenizer.encode_batch(texts, add_special_tokens=True)
-        truncated = sum(1 for e in encodings if e.overflowing)
-        if truncated:
-            self.truncated += truncated
-            logger.info(
-                "%d of %d inputs were longer than %d tokens and were truncated",
-                truncated,
-                len(texts),
-                self.max_length,
-            )
-        lengths = np.array([len(e.ids) for e in encodings])
-        order = np.argsort(-lengths, kind="stable")
+        self.truncated += count_truncated(encodings, self.max_length)
+        lengths = [len(e.ids) for e in encodings]
         result: FloatArray | None = None
-        for rows in self._plan(lengths[order]):
-            index = order[rows]
-            width = int(lengths[index].max())
-            batch = {
-                "input_ids": np.zeros((len(index), width), dtype=np.int64),
-                "attention_mask": np.zeros((len(index), width), dtype=np.int64),
-                "token_type_ids": np.zeros((len(index), width), dtype=np.int64),
-            }
-            for row, i in enumerate(index):
-                enc = encodings[i]
-                n = len(enc.ids)
-                batch["input_ids"][row, :n] = enc.ids
-                batch["attention_mask"][row, :n] = 1
-                batch["token_type_ids"][row, :n] = enc.type_ids
-            hidden = self._model(batch)
-            pooled = pool(hidden, batch["attention_mask"], self.config.pooling)
+        for index in length_batches(lengths, self.batch_size, self.batch_tokens):
+            batch = pad_batch(encodings, index)
+            pooled = pool(self._model(batch), batch["attention_mask"], self.config.pooling)
             if result is None:
                 result = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
             result[index] = pooled
         if result is None:
             return empty(self.dim)
         return vectors.normalize(result) if self.config.normalize else result
-
-    def _plan(self, sorted_lengths: np.ndarray) -> Iterator[slice]:
-        """Split rows (sorted by length, longest first) into batches under the token budget."""
-        start = 0
-        n = len(sorted_lengths)
-        while start < n:
-            width = int(sorted_lengths[start])
-            rows = max(1, min(self.batch_size, self.batch_tokens // max(width, 1)))
-            yield slice(start, min(n, start + rows))
-            start += rows

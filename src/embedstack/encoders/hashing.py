@@ -18,6 +18,7 @@ from embedstack import vectors
 from embedstack._typing import FloatArray
 from embedstack.encoders.base import validate_texts
 from embedstack.encoders.registry import ModelSpec
+from embedstack.encoders.runtime.identity import Identified, ModelId
 from embedstack.errors import InvalidInput
 
 __all__ = ["HashEncoder"]
@@ -25,7 +26,7 @@ __all__ = ["HashEncoder"]
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
-class HashEncoder:
+class HashEncoder(Identified):
     """Signed feature hashing of lower-cased words and word bigrams into ``dim`` buckets.
 
     Args:
@@ -42,21 +43,13 @@ class HashEncoder:
         if dim < 1:
             raise InvalidInput(f"dim must be >= 1, got {dim}")
         self._dim = dim
-        self._name = name or f"hash-{dim}"
+        self.identity = ModelId(name or f"hash-{dim}", "hash-v1")  # no weights: a version
         self._cache: dict[str, tuple[int, float]] = {}
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, **_: Any) -> HashEncoder:
         """Factory used by registry entries (``ModelSpec(factory=HashEncoder.from_spec)``)."""
         return cls(spec.dim, name=spec.name)
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def model_id(self) -> str:
-        return f"{self._name}@hash-v1"
 
     @property
     def dim(self) -> int:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 from embedstack import fusion as fuse
+from embedstack.encoders.runtime.identity import ModelId
 from embedstack.errors import EmbedstackError, InvalidInput
 from embedstack.pipeline.config import Colbert, Rerank, Rrf, Weighted
 from embedstack.pipeline.presets import PipelineSpec, resolve_pipeline
@@ -164,7 +165,7 @@ def _stored(index: Index, scorer: Scorer | None) -> bool:
     if model is None and hasattr(scorer, "score_states"):  # a split cross-encoder
         model = scorer
     weights = getattr(model, "weights_hash", None)
-    return isinstance(weights, str) and str(recorded).rpartition("@")[2] == weights[:16]
+    return isinstance(weights, str) and ModelId.parse(str(recorded)).same_weights(weights)
 
 
 def _passage(hit: Hit) -> str:

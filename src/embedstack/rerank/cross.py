@@ -28,16 +28,24 @@ from typing import Any, Literal
 import numpy as np
 
 from embedstack._typing import Backend, FloatArray
-from embedstack.encoders.loading import resolve_model_dir, weights_hash
+from embedstack.encoders.runtime import (
+    CLASSIFIER,
+    Head,
+    Identified,
+    ModelId,
+    RuntimeOptions,
+    list_backends,
+    make_runner,
+    open_model,
+)
 from embedstack.errors import InvalidInput, ModelNotFound
-from embedstack.rerank.backends import ClassifierOptions, make_classifier
 from embedstack.rerank.base import check_top_n, rank, validate_query_documents
 from embedstack.rerank.pairs import PairTokenizer, length_batches, pad
 from embedstack.rerank.split import CONFIG_KEY
 from embedstack.settings import cache_dir as default_cache_dir
 from embedstack.settings import progress_enabled
 
-__all__ = ["CrossEncoder", "Activation", "read_classifier_config"]
+__all__ = ["Activation", "CrossEncoder", "CrossEncoderBase", "read_classifier_config", "sigmoid"]
 
 logger = logging.getLogger("embedstack")
 
@@ -102,8 +110,8 @@ def check_options(
         raise InvalidInput(f"quantize must be None or 'int8', got {quantize!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidInput(f"batch_size must be a positive integer, got {batch_size!r}")
-    if backend not in ("onnx", "torch"):
-        raise InvalidInput(f"unknown backend {backend!r}; choose 'onnx' or 'torch'")
+    if backend not in list_backends():
+        raise InvalidInput(f"unknown backend {backend!r}; choose one of {list_backends()}")
 
 
 def check_max_length(max_length: object, limit: int) -> None:
@@ -115,12 +123,61 @@ def check_max_length(max_length: object, limit: int) -> None:
         raise InvalidInput(f"max_length must be in [8, {limit}], got {max_length!r}")
 
 
-def _sigmoid(x: np.ndarray) -> FloatArray:
+def sigmoid(x: np.ndarray) -> FloatArray:
+    """The logistic function, computed in float64 (``tanh`` form: no overflow)."""
     x64 = x.astype(np.float64)
     return (0.5 * (1.0 + np.tanh(0.5 * x64))).astype(np.float32)
 
 
-class CrossEncoder:
+class CrossEncoderBase(Identified):
+    """What both cross-encoder classes share: the option checks, the model folder and its
+    identity, and the runtime; a subclass's :meth:`_prepare` checks the folder's config,
+    sets up its tokenizer and names the head to run. The options are documented on
+    :class:`CrossEncoder`."""
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        *,
+        backend: Backend | str = "onnx",
+        activation: Activation | None = None,
+        max_length: int | None = None,
+        batch_size: int = 32,
+        threads: int | None = None,
+        quantize: Literal["int8"] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        show_progress: bool | None = False,
+    ) -> None:
+        check_options(backend=backend, activation=activation, quantize=quantize,
+                      batch_size=batch_size)  # fmt: skip
+        if backend == "torch" and quantize is not None:
+            raise InvalidInput("quantize='int8' needs backend='onnx'")
+        found = open_model(model, keep_name=True)
+        info = read_classifier_config(found.path)
+        check_max_length(max_length, int(info["max_positions"]))
+        self.path = found.path
+        self.activation: Activation = activation or "sigmoid"
+        self.batch_size = batch_size
+        self.backend_name = backend
+        self.quantize = quantize
+        self.show_progress = show_progress
+        head = self._prepare(info, max_length)
+        self.identity: ModelId = found.identify()
+        cache = Path(cache_dir) if cache_dir else default_cache_dir()
+        options = RuntimeOptions(self.path, self.identity, cache, quantize, threads)
+        self._model = make_runner(backend, head, options)
+
+    def _prepare(self, info: dict[str, Any], max_length: int | None) -> Head:
+        """Check the folder's classifier config, set ``max_length`` and the tokenizer, and
+        return the head to run.
+
+        Raises:
+            InvalidInput: the folder holds another kind of model.
+        """
+        raise NotImplementedError
+
+
+class CrossEncoder(CrossEncoderBase):
     """A cross-encoder reranker for any Hugging Face sequence-classification model.
 
     Args:
@@ -154,23 +211,8 @@ class CrossEncoder:
         (2,)
     """
 
-    def __init__(
-        self,
-        model: str | os.PathLike[str],
-        *,
-        backend: Backend | str = "onnx",
-        activation: Activation | None = None,
-        max_length: int | None = None,
-        batch_size: int = 32,
-        threads: int | None = None,
-        quantize: Literal["int8"] | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
-        show_progress: bool | None = False,
-    ) -> None:
-        check_options(backend=backend, activation=activation, quantize=quantize,
-                      batch_size=batch_size)  # fmt: skip
-        path, _ = resolve_model_dir(model)
-        info = read_classifier_config(path)
+    def _prepare(self, info: dict[str, Any], max_length: int | None) -> Head:
+        path = self.path
         heads = info["architectures"]
         if heads and not any(str(a).endswith("ForSequenceClassification") for a in heads):
             raise InvalidInput(
@@ -188,45 +230,16 @@ class CrossEncoder:
                 f"{path} is a classifier with {info['num_labels']} labels; a reranker needs "
                 "1 (relevance score) or 2 (not relevant / relevant)"
             )
-        check_max_length(max_length, int(info["max_positions"]))
-        self._name = os.fspath(model)
-        self.path = path
         self.num_labels = int(info["num_labels"])
-        self.activation: Activation = activation or "sigmoid"
         self.max_length = max_length or int(info["max_length"])
-        self.batch_size = batch_size
-        self.backend_name = backend
-        self.quantize = quantize
-        self.show_progress = show_progress
-        self.weights_hash = weights_hash(path)
         self.tokenizer = PairTokenizer(path, self.max_length)
-        self._model = make_classifier(
-            backend,
-            ClassifierOptions(
-                model_path=path,
-                name=self._name,
-                weights=self.weights_hash,
-                cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
-                quantize=quantize,
-                threads=threads,
-            ),
-        )
+        return CLASSIFIER
 
     # -- identity ---------------------------------------------------------------------------
-    @property
-    def name(self) -> str:
-        """Name or path the model was loaded from."""
-        return self._name
-
-    @property
-    def model_id(self) -> str:
-        """Name plus the first 16 hex digits of the weights' SHA-256."""
-        return f"{self._name}@{self.weights_hash[:16]}"
-
     def __repr__(self) -> str:
         quant = f", quantize={self.quantize!r}" if self.quantize else ""
         return (
-            f"CrossEncoder({self._name!r}, backend={self.backend_name!r}{quant}, "
+            f"CrossEncoder({self.name!r}, backend={self.backend_name!r}{quant}, "
             f"max_length={self.max_length})"
         )
 
@@ -247,7 +260,7 @@ class CrossEncoder:
         """
         query, docs = validate_query_documents(query, documents)
         raw = self._raw_scores(query, docs)
-        return _sigmoid(raw) if self.activation == "sigmoid" else raw
+        return sigmoid(raw) if self.activation == "sigmoid" else raw
 
     def rerank(
         self, query: str, documents: Sequence[str], top_n: int | None = None

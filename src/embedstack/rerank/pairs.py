@@ -18,7 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from embedstack.errors import InvalidInput, ModelNotFound
+from embedstack.encoders.runtime.folder import load_tokenizer
+from embedstack.encoders.runtime.heads import length_batches as _length_batches
+from embedstack.encoders.runtime.heads import pad_batch
+from embedstack.errors import InvalidInput
 
 __all__ = ["PairTokenizer", "length_batches", "pad"]
 
@@ -44,26 +47,15 @@ class PairTokenizer:
     """
 
     def __init__(self, folder: Path, max_length: int) -> None:
-        from tokenizers import Tokenizer
-
         if max_length < 8:
             raise InvalidInput(
                 f"max_length must be >= 8 for (query, document) pairs, got {max_length}"
             )
-        file = folder / "tokenizer.json"
-        if not file.is_file():
-            raise ModelNotFound(
-                f"{folder} has no tokenizer.json; save the model with a fast tokenizer "
-                "(transformers `tokenizer.save_pretrained`)"
-            )
         self.max_length = max_length
         self.query_limit = max_length // 2
-        self._tokenizer: Any = Tokenizer.from_file(str(file))
-        self._tokenizer.no_padding()
+        self._tokenizer: Any = load_tokenizer(folder, None)
         self._tokenizer.enable_truncation(max_length, strategy="only_second")
-        self._plain: Any = Tokenizer.from_file(str(file))
-        self._plain.no_padding()
-        self._plain.no_truncation()
+        self._plain: Any = load_tokenizer(folder, None)
         self._char_limit = max(4096, max_length * 100)
         self.truncated_queries = 0
 
@@ -102,29 +94,12 @@ class PairTokenizer:
 
 
 def pad(encodings: Sequence[Any], rows: Sequence[int] | np.ndarray) -> Batch:
-    """A right-padded ``(len(rows), width) int64`` batch of the chosen encodings."""
-    width = max(len(encodings[i].ids) for i in rows)
-    batch = {
-        "input_ids": np.zeros((len(rows), width), dtype=np.int64),
-        "attention_mask": np.zeros((len(rows), width), dtype=np.int64),
-        "token_type_ids": np.zeros((len(rows), width), dtype=np.int64),
-    }
-    for row, i in enumerate(rows):
-        enc = encodings[i]
-        n = len(enc.ids)
-        batch["input_ids"][row, :n] = enc.ids
-        batch["attention_mask"][row, :n] = 1
-        batch["token_type_ids"][row, :n] = enc.type_ids
-    return batch
+    """A right-padded ``(len(rows), width) int64`` batch of the chosen encodings (the
+    runtime's :func:`~embedstack.encoders.runtime.heads.pad_batch`)."""
+    return pad_batch(encodings, rows)
 
 
 def length_batches(encodings: Sequence[Any], batch_size: int) -> Iterator[np.ndarray]:
-    """Row indices in batches of at most ``batch_size``, longest pairs first.
-
-    Sorting by length keeps padding (wasted compute) small; a stable sort keeps the order
-    deterministic.
-    """
-    lengths = np.array([len(e.ids) for e in encodings], dtype=np.int64)
-    order = np.argsort(-lengths, kind="stable")
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
+    """Row indices in batches of at most ``batch_size``, longest pairs first (see
+    :func:`~embedstack.encoders.runtime.heads.length_batches`)."""
+    return _length_batches([len(e.ids) for e in encodings], batch_size)

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from embedstack.encoders.runtime import Graph, Head
 from embedstack.errors import InvalidInput, ModelNotFound
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "joined_batch",
     "lower_states",
     "read_split",
+    "split_head",
     "split_logits",
     "upper_logits",
 ]
@@ -272,3 +274,32 @@ def split_logits(model: Any, layer: int, batch: dict[str, Any]) -> Any:
     """Logits of a :func:`joined_batch` (as tensors): block-masked lower layers, joint upper."""
     hidden = lower_states(model, layer, batch, segment=batch["segment"])
     return upper_logits(model, layer, hidden, batch["attention_mask"])
+
+
+def _states_example(torch: Any, model: Any) -> dict[str, Any]:
+    return {"states": torch.randn(2, 16, int(model.config.hidden_size))}
+
+
+def split_head(layer: int) -> Head:
+    """The model runtime's head of a cross-encoder split at ``layer``: two graphs,
+    ``lower`` (token ids and positions to the states after ``layer``) and ``upper`` (joined
+    ``states`` and ``attention_mask`` to ``logits``), cached under
+    ``onnx/rerank-split<layer>-<name>-<hash16>/``; the block masks are not fused."""
+    lower = Graph("lower", "states", lambda m, t: lower_states(m, layer, t),
+                  inputs=_LOWER_INPUTS, fuse=False)  # fmt: skip
+    upper = Graph(
+        "upper",
+        "logits",
+        lambda m, t: upper_logits(m, layer, t["states"], t["attention_mask"]),
+        pooled=True,
+        inputs=("states", "attention_mask"),
+        example=_states_example,
+        fuse=False,
+    )
+    return Head(
+        task="split-sequence-classification",
+        prefix=f"rerank-split{layer}",
+        loader="AutoModelForSequenceClassification",
+        graphs=(lower, upper),
+        info=lambda m: {"num_labels": int(m.config.num_labels), "split_layer": layer},
+    )

@@ -19,32 +19,21 @@ Example:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from embedstack._typing import Backend, FloatArray
-from embedstack.encoders.backends import _threads, ort_session
-from embedstack.encoders.loading import resolve_model_dir, weights_hash
+from embedstack._typing import FloatArray
 from embedstack.encoders.multivector import TokenVectors
-from embedstack.errors import DimensionMismatch, InvalidInput, ModelNotFound, require
+from embedstack.encoders.runtime import Head
+from embedstack.errors import DimensionMismatch, InvalidInput, ModelNotFound
 from embedstack.rerank.base import check_top_n, rank, validate_query_documents
-from embedstack.rerank.cross import (
-    Activation,
-    _sigmoid,
-    check_max_length,
-    check_options,
-    read_classifier_config,
-)
-from embedstack.rerank.split import SplitSpec, SplitTokenizer, read_split, segment_batch
-from embedstack.settings import cache_dir as default_cache_dir
+from embedstack.rerank.cross import CrossEncoderBase, read_classifier_config, sigmoid
+from embedstack.rerank.split import SplitTokenizer, read_split, segment_batch, split_head
 
 __all__ = ["SplitCrossEncoder", "is_split"]
-
-Batch = dict[str, np.ndarray]
 
 
 def is_split(folder: Path) -> bool:
@@ -56,62 +45,7 @@ def is_split(folder: Path) -> bool:
     return bool(read_classifier_config(folder)["split"])
 
 
-class _TorchSplit:
-    """The reference: transformers' model, run layer by layer."""
-
-    def __init__(self, path: Path, spec: SplitSpec, threads: int | None) -> None:
-        self._torch: Any = require("torch", "torch", "the torch reranker backend")
-        transformers = require("transformers", "torch", "the torch reranker backend")
-        self.model: Any = transformers.AutoModelForSequenceClassification.from_pretrained(
-            path
-        ).eval()
-        self.layer = spec.layer
-        self.threads = _threads(threads)
-
-    def _run(self, fn: Any, *args: Any) -> FloatArray:
-        torch = self._torch
-        previous = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        try:
-            with torch.inference_mode():
-                return np.asarray(fn(*args).float().numpy(), dtype=np.float32)
-        finally:
-            torch.set_num_threads(previous)
-
-    def lower(self, batch: Batch) -> FloatArray:
-        from embedstack.rerank.split import lower_states
-
-        feed = {k: self._torch.from_numpy(v) for k, v in batch.items()}
-        return self._run(lower_states, self.model, self.layer, feed)
-
-    def upper(self, states: FloatArray, mask: np.ndarray) -> FloatArray:
-        from embedstack.rerank.split import upper_logits
-
-        torch = self._torch
-        return self._run(
-            upper_logits, self.model, self.layer, torch.from_numpy(states), torch.from_numpy(mask)
-        )
-
-
-class _OnnxSplit:
-    """ONNX Runtime sessions over the cached lower and upper graphs."""
-
-    def __init__(self, path: Path, spec: SplitSpec, options: dict[str, Any]) -> None:
-        from embedstack.rerank.onnx_export import ensure_split_onnx
-
-        lower, upper = ensure_split_onnx(path, layer=spec.layer, **options["export"])
-        self._lower = ort_session(lower, options["threads"])
-        self._upper = ort_session(upper, options["threads"])
-
-    def lower(self, batch: Batch) -> FloatArray:
-        return np.asarray(self._lower.run(None, batch)[0], dtype=np.float32)
-
-    def upper(self, states: FloatArray, mask: np.ndarray) -> FloatArray:
-        feed = {"states": states, "attention_mask": mask}
-        return np.asarray(self._upper.run(None, feed)[0], dtype=np.float32)
-
-
-class SplitCrossEncoder:
+class SplitCrossEncoder(CrossEncoderBase):
     """A cross-encoder whose first layers read query and document apart.
 
     Args:
@@ -132,67 +66,23 @@ class SplitCrossEncoder:
         InvalidInput: an option out of range, or a model with other than one label.
     """
 
-    def __init__(
-        self,
-        model: str | os.PathLike[str],
-        *,
-        backend: Backend | str = "onnx",
-        activation: Activation | None = None,
-        max_length: int | None = None,
-        batch_size: int = 32,
-        threads: int | None = None,
-        quantize: Literal["int8"] | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
-        show_progress: bool | None = False,
-    ) -> None:
-        check_options(backend=backend, activation=activation, quantize=quantize,
-                      batch_size=batch_size)  # fmt: skip
-        if backend == "torch" and quantize is not None:
-            raise InvalidInput("quantize='int8' needs backend='onnx'")
-        path, _ = resolve_model_dir(model)
-        info = read_classifier_config(path)
-        check_max_length(max_length, int(info["max_positions"]))
-        spec = read_split(path, max_length or int(info["max_length"]))
+    def _prepare(self, info: dict[str, Any], max_length: int | None) -> Head:
+        spec = read_split(self.path, max_length or int(info["max_length"]))
         if spec is None:
-            raise ModelNotFound(f"{path} is not a split cross-encoder (no split in config.json)")
+            raise ModelNotFound(
+                f"{self.path} is not a split cross-encoder (no split in config.json)"
+            )
         if info["num_labels"] != 1:
             raise InvalidInput(
-                f"{path}: a split cross-encoder has one label, not {info['num_labels']}"
+                f"{self.path}: a split cross-encoder has one label, not {info['num_labels']}"
             )
-        self._name = os.fspath(model)
-        self.path = path
         self.spec = spec
-        self.activation: Activation = activation or "sigmoid"
         self.max_length = spec.max_length
-        self.batch_size = batch_size
-        self.backend_name = backend
-        self.quantize = quantize
-        self.show_progress = show_progress
-        self.weights_hash = weights_hash(path)
-        self.tokenizer = SplitTokenizer(path, spec)
+        self.tokenizer = SplitTokenizer(self.path, spec)
         self._dim = int(info["hidden_size"])
-        if backend == "torch":
-            self._model: Any = _TorchSplit(path, spec, threads)
-        else:
-            export = {
-                "name": self._name,
-                "weights": self.weights_hash,
-                "cache_root": Path(cache_dir) if cache_dir else default_cache_dir(),
-                "variant": "int8" if quantize == "int8" else "fp32",
-            }
-            self._model = _OnnxSplit(path, spec, {"export": export, "threads": threads})
+        return split_head(spec.layer)
 
     # -- identity ---------------------------------------------------------------------------
-    @property
-    def name(self) -> str:
-        """Name or path the model was loaded from."""
-        return self._name
-
-    @property
-    def model_id(self) -> str:
-        """Name plus the first 16 hex digits of the weights' SHA-256."""
-        return f"{self._name}@{self.weights_hash[:16]}"
-
     @property
     def dim(self) -> int:
         """Width of the states after the split layer (the hidden size)."""
@@ -206,7 +96,7 @@ class SplitCrossEncoder:
     def __repr__(self) -> str:
         quant = f", quantize={self.quantize!r}" if self.quantize else ""
         return (
-            f"SplitCrossEncoder({self._name!r}, backend={self.backend_name!r}{quant}, "
+            f"SplitCrossEncoder({self.name!r}, backend={self.backend_name!r}{quant}, "
             f"layer={self.spec.layer}, max_length={self.max_length})"
         )
 
@@ -217,7 +107,8 @@ class SplitCrossEncoder:
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
             chosen = [ids[i] for i in rows]
-            states = self._model.lower(segment_batch(chosen, document=document, spec=self.spec))
+            batch = segment_batch(chosen, document=document, spec=self.spec)
+            states = self._model.run("lower", batch)
             for k, i in enumerate(rows):
                 parts[i] = states[k, : len(ids[i])]
         return TokenVectors.from_arrays(parts)
@@ -271,8 +162,8 @@ class SplitCrossEncoder:
                 n = int(lengths[i])
                 states[k, len(q) : len(q) + n] = documents.doc(int(i))
                 mask[k, : len(q) + n] = 1
-            raw[rows] = self._model.upper(states, mask)[:, 0]
-        return _sigmoid(raw) if self.activation == "sigmoid" else raw
+            raw[rows] = self._model.run("upper", {"states": states, "attention_mask": mask})[:, 0]
+        return sigmoid(raw) if self.activation == "sigmoid" else raw
 
     def rerank(
         self, query: str, documents: Sequence[str], top_n: int | None = None

@@ -1,0 +1,86 @@
+"""The heads several encoder kinds share, and the padded token batch every kind feeds.
+
+* :data:`HIDDEN_STATES`: the transformer's last hidden state ``(batch, seq, hidden)``; the
+  dense encoder pools it, ColBERT projects and normalizes each token (both in numpy);
+* :data:`CLASSIFIER`: a ``*ForSequenceClassification`` model's ``logits``
+  ``(batch, num_labels)`` (cross-encoders).
+
+SPLADE (:mod:`embedstack.encoders.splade`) and the split cross-encoder
+(:mod:`embedstack.rerank.split`) define their own heads next to their pooling.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from embedstack.encoders.runtime.export import Graph, Head
+
+__all__ = ["CLASSIFIER", "HIDDEN_STATES", "count_truncated", "length_batches", "pad_batch"]
+
+logger = logging.getLogger("embedstack")
+
+HIDDEN_STATES = Head(
+    task="feature-extraction",
+    prefix="",
+    loader="AutoModel",
+    graphs=(Graph("model", "last_hidden_state", lambda m, t: m(**t).last_hidden_state),),
+    unpadded=True,
+)
+
+
+def _num_labels(model: Any) -> dict[str, Any]:
+    return {"num_labels": int(model.config.num_labels)}
+
+
+CLASSIFIER = Head(
+    task="sequence-classification",
+    prefix="rerank",
+    loader="AutoModelForSequenceClassification",
+    graphs=(Graph("model", "logits", lambda m, t: m(**t).logits, pooled=True),),
+    info=_num_labels,
+)
+
+
+def pad_batch(encodings: Sequence[Any], rows: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
+    """A right-padded ``(len(rows), width) int64`` batch (``input_ids``, ``attention_mask``,
+    ``token_type_ids``) of the chosen ``tokenizers`` encodings, ``width`` the longest."""
+    width = max(len(encodings[i].ids) for i in rows)
+    batch = {name: np.zeros((len(rows), width), dtype=np.int64)
+             for name in ("input_ids", "attention_mask", "token_type_ids")}  # fmt: skip
+    for row, i in enumerate(rows):
+        enc = encodings[i]
+        n = len(enc.ids)
+        batch["input_ids"][row, :n] = enc.ids
+        batch["attention_mask"][row, :n] = 1
+        batch["token_type_ids"][row, :n] = enc.type_ids
+    return batch
+
+
+def length_batches(
+    lengths: Sequence[int] | np.ndarray, batch_size: int, batch_tokens: int | None = None
+) -> Iterator[np.ndarray]:
+    """Row indices in batches, longest rows first (a stable sort: deterministic), each at
+    most ``batch_size`` rows and, with ``batch_tokens``, at most that many padded tokens
+    (rows x longest); sorting keeps padding, i.e. wasted compute, small."""
+    sizes = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(-sizes, kind="stable")
+    start = 0
+    while start < len(order):
+        rows = batch_size
+        if batch_tokens is not None:
+            rows = max(1, min(batch_size, batch_tokens // max(int(sizes[order[start]]), 1)))
+        yield order[start : start + rows]
+        start += rows
+
+
+def count_truncated(encodings: Sequence[Any], max_length: int) -> int:
+    """How many ``tokenizers`` encodings lost tokens to truncation (logged when any)."""
+    truncated = sum(1 for e in encodings if e.overflowing)
+    if truncated:
+        logger.info("%d of %d inputs were longer than %d tokens and were truncated",
+                    truncated, len(encodings), max_length)  # fmt: skip
+    return truncated
