@@ -222,3 +222,18 @@ def test_encoder_identity_is_one_value(minilm: Encoder) -> None:
     assert minilm.model_id == str(minilm.identity)
     assert ModelId.parse(minilm.model_id).same_weights(minilm.weights_hash)
     assert minilm.identity == ModelId(minilm.name, minilm.weights_hash)
+
+
+def test_length_batches_bound_padding_and_cover_every_row() -> None:
+    from embedstack.encoders.runtime.heads import length_batches
+
+    lengths = [256, 3, 20, 9, 8, 256, 11, 1]
+    batches = [b.tolist() for b in length_batches(lengths, batch_size=64, batch_tokens=4096)]
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:  # no row is more than half padding
+        longest = max(lengths[i] for i in b)
+        assert all(lengths[i] >= 0.5 * longest for i in b)
+    assert batches[0] == [0, 5]  # longest first, stable
+    # the token budget still applies: 4 rows of 256 tokens in 1024
+    budget = list(length_batches([256] * 10, batch_size=64, batch_tokens=1024))
+    assert [len(b) for b in budget] == [4, 4, 2]

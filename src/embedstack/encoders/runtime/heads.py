@@ -61,18 +61,31 @@ def pad_batch(encodings: Sequence[Any], rows: Sequence[int] | np.ndarray) -> dic
 
 
 def length_batches(
-    lengths: Sequence[int] | np.ndarray, batch_size: int, batch_tokens: int | None = None
+    lengths: Sequence[int] | np.ndarray,
+    batch_size: int,
+    batch_tokens: int | None = None,
+    min_fill: float = 0.5,
 ) -> Iterator[np.ndarray]:
-    """Row indices in batches, longest rows first (a stable sort: deterministic), each at
-    most ``batch_size`` rows and, with ``batch_tokens``, at most that many padded tokens
-    (rows x longest); sorting keeps padding, i.e. wasted compute, small."""
+    """Row indices in batches, longest rows first (a stable sort: deterministic).
+
+    Each batch has at most ``batch_size`` rows and, with ``batch_tokens``, at most that many
+    padded tokens (rows x longest). A batch also ends before a row shorter than ``min_fill``
+    times its longest row, so no row is more than half padding. Padding is wasted compute,
+    and under dynamic int8 quantization (activation scales per tensor, padded positions
+    included) it also lets a short text's vector depend on the long texts batched with it.
+    """
     sizes = np.asarray(lengths, dtype=np.int64)
     order = np.argsort(-sizes, kind="stable")
     start = 0
     while start < len(order):
+        longest = max(int(sizes[order[start]]), 1)
         rows = batch_size
         if batch_tokens is not None:
-            rows = max(1, min(batch_size, batch_tokens // max(int(sizes[order[start]]), 1)))
+            rows = max(1, min(batch_size, batch_tokens // longest))
+        window = sizes[order[start : start + rows]]
+        short = np.flatnonzero(window < min_fill * longest)
+        if len(short):
+            rows = max(1, int(short[0]))
         yield order[start : start + rows]
         start += rows
 
