@@ -36,6 +36,7 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "fsync_dir",
+    "library_version",
     "read_manifest",
     "remove_all_but",
     "save_npy",
@@ -52,6 +53,17 @@ _ENCODER = ("name", "model_id", "dim", "full_dim")
 def now() -> str:
     """UTC time, ISO 8601 to the second."""
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def library_version() -> str:
+    """The installed embedstack version, recorded in manifests (``"unknown"`` when not
+    installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("embedstack")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def fsync_dir(path: Path) -> None:
