@@ -264,7 +264,7 @@ def search(
             mode = f"pipeline {runner.name}"
         else:
             hits = index.search(
-                query, mode=mode, k=10 if k is None else k, filter=where, fusion=fusion,  # type: ignore[arg-type]
+                query, mode=mode, k=10 if k is None else k, filter=where, fusion=fusion,
                 alpha=alpha,
             )  # fmt: skip
     if as_json:

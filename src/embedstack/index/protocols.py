@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -108,8 +108,32 @@ class SearchOptions:
             object.__setattr__(self, "retrievers", chosen)
 
     def with_(self, **changes: Any) -> SearchOptions:
-        """A copy with ``changes`` applied (and validated)."""
+        """A copy with ``changes`` applied (and validated).
+
+        Raises:
+            InvalidInput: an unknown option name, or a value :class:`SearchOptions` rejects.
+        """
+        names = {f.name for f in fields(SearchOptions)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise InvalidInput(
+                f"unknown search option(s) {unknown}; SearchOptions takes {sorted(names)}"
+            )
         return replace(self, **changes)
+
+    @classmethod
+    def build(cls, options: SearchOptions | None = None, **changes: Any) -> SearchOptions:
+        """``options`` (default: all defaults) with ``changes`` applied: what a method
+        taking ``options=None, **kwargs`` searches with.
+
+        Raises:
+            InvalidInput: ``options`` not a SearchOptions, or as :meth:`with_`.
+        """
+        if options is None:
+            options = cls()
+        elif not isinstance(options, SearchOptions):
+            raise InvalidInput(f"options must be a SearchOptions, got {type(options).__name__}")
+        return options.with_(**changes) if changes else options
 
 
 @runtime_checkable
