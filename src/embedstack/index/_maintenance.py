@@ -10,12 +10,13 @@ import numpy as np
 
 from embedstack.errors import IndexCorrupt
 from embedstack.index import manifest
+from embedstack.index._types import IndexStats
 from embedstack.index._writes import discard
 from embedstack.index.dense import segment_name
 from embedstack.index.docstore import DocStore
 from embedstack.index.fields.base import Field, Rewrite, Snapshot
 
-__all__ = ["check", "compact", "recover", "sizes"]
+__all__ = ["check", "compact", "recover", "stats"]
 
 
 def recover(path: Path, fields: Sequence[Field], snapshot: Snapshot) -> None:
@@ -28,9 +29,10 @@ def recover(path: Path, fields: Sequence[Field], snapshot: Snapshot) -> None:
         field.recover(snapshot)
 
 
-def sizes(path: Path, fields: Sequence[Field]) -> tuple[dict[str, int], int]:
-    """Bytes by component (``sqlite`` and each field's, with ``total``) and the documents
-    deleted but still stored."""
+def stats(path: Path, meta: dict[str, Any], fields: Sequence[Field],
+          snapshot: Snapshot) -> IndexStats:  # fmt: skip
+    """See :meth:`Index.stats`: bytes by component (``sqlite`` and each field's, with
+    ``total``), documents deleted but still stored, and the manifest's model."""
     out = {"sqlite": sum(
         (path / name).stat().st_size
         for name in ("docs.sqlite", "docs.sqlite-wal", "docs.sqlite-shm")
@@ -42,7 +44,18 @@ def sizes(path: Path, fields: Sequence[Field]) -> tuple[dict[str, int], int]:
         out.update(stats.bytes)
         deleted = max(deleted, stats.n_deleted)
     out["total"] = sum(out.values())
-    return out, deleted
+    enc = meta["encoder"]
+    return IndexStats(
+        n_docs=len(snapshot.live),
+        n_chunks=int(sum(int(m.sum()) for m in snapshot.masks())),
+        n_deleted=deleted,
+        bytes=out,
+        segments=len(snapshot.segments),
+        model=enc["name"],
+        model_id=enc["model_id"],
+        dim=int(enc["dim"]),
+        precision=meta["precision"],
+    )
 
 
 def check(path: Path, meta: dict[str, Any], store: DocStore, snapshot: Snapshot,

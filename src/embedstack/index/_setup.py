@@ -3,24 +3,31 @@ arguments, the encoders against the manifest, and the manifest of a new index.""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from embedstack.chunking import ChunkingParams
 from embedstack.encoders import TextEncoder
 from embedstack.encoders.splade import SparseTextEncoder
-from embedstack.errors import DimensionMismatch, InvalidInput, ModelMismatch
+from embedstack.errors import DimensionMismatch, IndexNotFound, InvalidInput, ModelMismatch
 from embedstack.index import late_model, manifest
 from embedstack.index import sparse as sparse_index
 from embedstack.index._embedding import Chunker
-from embedstack.index._state import resolve_encoder
+from embedstack.index._maintenance import recover
+from embedstack.index._state import chunk_args, load_snapshot, lock, resolve_encoder
 from embedstack.index._types import BM25Params
+from embedstack.index.docstore import DocStore
+from embedstack.index.fields.base import Field
+from embedstack.index.fields.local import create_fields, open_fields
 from embedstack.vectorset import PRECISIONS
 
-__all__ = ["Encoders", "check_create", "new_manifest", "open_encoders"]
+__all__ = ["Parts", "create_parts", "open_parts", "recorded_chunker"]
 
 ANN_CHOICES = (None, "hnsw")
 Encoders = tuple[TextEncoder, SparseTextEncoder | None, late_model.LateEncoder | None]
+#: What ``Index.__init__`` takes: path, manifest, encoder, store, fields, lock descriptor.
+Parts = tuple[Path, dict[str, Any], TextEncoder, DocStore, list[Field], int | None]
 
 
 def check_create(path: Path, precision: object, ann: object, bm25: object,
@@ -110,3 +117,67 @@ def open_encoders(path: Path, meta: dict[str, Any], encoder: object, sparse: obj
         senc = sparse_index.resolve_encoder(sparse, meta["sparse"].get("options"))
         sparse_index.check_encoder(senc, meta["sparse"], path)
     return enc, senc, late_model.open_encoder(colbert, meta, path)
+
+
+def create_parts(path: Path, *, encoder: object, dim: int | None, precision: str,
+                 bm25: BM25Params, chunking: ChunkingParams, ann: str | None,
+                 encoder_options: dict[str, Any] | None, sparse: object,
+                 sparse_options: dict[str, Any] | None, colbert: object,
+                 colbert_options: dict[str, Any] | None,
+                 colbert_precision: str) -> Parts:  # fmt: skip
+    """Check ``Index.create``'s arguments, then lay out the new index and take its lock."""
+    check_create(path, precision, ann, bm25, chunking)
+    cenc, colbert_record = late_model.prepare(colbert, colbert_options, colbert_precision)
+    enc = resolve_encoder(encoder, encoder_options)
+    senc = None if sparse is None else sparse_index.resolve_encoder(sparse, sparse_options)
+    meta = new_manifest(
+        enc, dim, precision=precision, bm25=bm25, chunking=chunking,
+        chunker=Chunker(enc, chunking), ann=ann, encoder_options=encoder_options, sparse=senc,
+        sparse_options=sparse_options, colbert_record=colbert_record,
+    )  # fmt: skip
+    path.mkdir(parents=True, exist_ok=True)
+    fd = lock(path)
+    try:
+        store = DocStore(path, create=True)
+        fields = create_fields(path, meta, enc, senc, cenc)
+        try:
+            manifest.write_manifest(path, meta)
+        except TypeError as exc:
+            (path / manifest.FILE).unlink(missing_ok=True)
+            raise InvalidInput(f"encoder_options must be JSON-serialisable: {exc}") from exc
+    except BaseException:
+        os.close(fd)
+        raise
+    return path, meta, enc, store, fields, fd
+
+
+def open_parts(path: Path, encoder: object, readonly: bool, sparse: object,
+               colbert: object) -> Parts:  # fmt: skip
+    """Read and check an index's manifest and encoders, take the lock (writers) and
+    recover what a crashed writer left (see :func:`~embedstack.index._maintenance.recover`).
+    """
+    if not path.is_dir():
+        raise IndexNotFound(
+            f"no index at {path}: create one with Index.create()", location=str(path)
+        )
+    meta = manifest.read_manifest(path)
+    enc, senc, cenc = open_encoders(path, meta, encoder, sparse, colbert)
+    fd = None if readonly else lock(path)
+    try:
+        store = DocStore(path, readonly=readonly)
+        fields = open_fields(path, meta, enc, readonly=readonly, sparse=senc, colbert=cenc)
+        if not readonly:
+            recover(path, fields, load_snapshot(store, fields))
+    except BaseException:
+        if fd is not None:
+            os.close(fd)
+        raise
+    return path, meta, enc, store, fields, fd
+
+
+def recorded_chunker(encoder: TextEncoder, meta: dict[str, Any]) -> Chunker:
+    """The chunker of an index: the recorded window wins, so every batch is chunked alike."""
+    chunker = Chunker(encoder, ChunkingParams(**chunk_args(meta)))
+    chunker.window = int(meta["chunking"]["effective_max_tokens"])
+    chunker.overlap = int(meta["chunking"]["effective_overlap"])
+    return chunker

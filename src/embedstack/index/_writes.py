@@ -4,18 +4,74 @@ delete, with rollback written once for every field (see the commit protocol in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from embedstack._typing import IntArray
+from embedstack.errors import InvalidInput
 from embedstack.index._embedding import Chunker
-from embedstack.index._validate import NewDoc
+from embedstack.index._types import AddResult
+from embedstack.index._validate import NewDoc, check_ids, validate_docs
 from embedstack.index.dense import segment_name
 from embedstack.index.docstore import DocStore
 from embedstack.index.fields.base import Batch, Field, SegmentRows, Snapshot
 
-__all__ = ["delete_batch", "discard", "write_batch"]
+__all__ = ["Plan", "delete_batch", "discard", "keys_of", "plan", "write_batch"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What an add or upsert will write: the new or changed documents, the keys of the
+    stored documents they replace, and how many were unchanged."""
+
+    changed: list[NewDoc]
+    replaced: list[int]
+    unchanged: int
+
+    def result(self, chunks: int) -> AddResult:
+        updated = len(self.replaced)
+        return AddResult(added=len(self.changed) - updated, updated=updated,
+                         unchanged=self.unchanged, chunks=chunks)  # fmt: skip
+
+
+def plan(store: DocStore, docs: Iterable[dict[str, Any]], *, replace: bool) -> Plan:
+    """Validate a batch against the store (nothing is written).
+
+    A document whose content hash equals the stored one is unchanged (not re-embedded).
+
+    Raises:
+        InvalidInput: a bad item, an id repeated in the batch, or (``replace`` False) an id
+            already in the index.
+    """
+    batch = validate_docs(docs)
+    existing = store.existing([d.id for d in batch])
+    if not replace:
+        for doc in batch:
+            if doc.id in existing:
+                raise InvalidInput(
+                    f"document {doc.position}: id {doc.id!r} is already in the index; use "
+                    "upsert() to replace it"
+                )
+    changed = [d for d in batch if existing.get(d.id, (0, ""))[1] != d.content_hash]
+    replaced = [existing[d.id][0] for d in changed if d.id in existing]
+    return Plan(changed, replaced, len(batch) - len(changed))
+
+
+def keys_of(store: DocStore, ids: Iterable[str]) -> list[int]:
+    """The keys of documents to delete.
+
+    Raises:
+        InvalidInput: an id not in the index (up to 5 named).
+    """
+    wanted = check_ids(ids)
+    existing = store.existing(wanted)
+    missing = [i for i in wanted if i not in existing]
+    if missing:
+        raise InvalidInput(f"ids not in the index: {missing[:5]}; nothing was deleted")
+    return [existing[i][0] for i in wanted]
 
 
 def discard(fields: Sequence[Field], segments: Sequence[int], keys: IntArray) -> None:

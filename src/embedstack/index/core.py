@@ -46,24 +46,20 @@ from embedstack.chunking import ChunkingParams
 from embedstack.encoders import TextEncoder
 from embedstack.encoders.multivector import TokenPrecision
 from embedstack.encoders.splade import SparseTextEncoder
-from embedstack.errors import IndexNotFound, InvalidInput
-from embedstack.index import _maintenance, _writes, late_model, manifest
-from embedstack.index import sparse as sparse_index
-from embedstack.index._embedding import Chunker
-from embedstack.index._setup import check_create, new_manifest, open_encoders
-from embedstack.index._state import chunk_args, load_snapshot, lock, resolve_encoder, version
+from embedstack.errors import InvalidInput
+from embedstack.index import _maintenance, _writes, late_model
+from embedstack.index._setup import Parts, create_parts, open_parts, recorded_chunker
+from embedstack.index._state import load_snapshot, version
 from embedstack.index._types import AddResult, BM25Params, Hit, IndexStats
-from embedstack.index._validate import check_ids, validate_docs
+from embedstack.index._validate import NewDoc
 from embedstack.index.docstore import DocStore
-from embedstack.index.fields.base import Field, Rescorer, Retriever, Snapshot
-from embedstack.index.fields.local import create_fields, open_fields
+from embedstack.index.fields.base import Field, Snapshot
+from embedstack.index.fields.local import not_stored
 from embedstack.index.protocols import SearchOptions, SearchPlan
-from embedstack.index.rescoring import best_per_document, candidate_rows, check_request
-from embedstack.index.search import active_retrievers, check_queries, search_many
+from embedstack.index.rescoring import check_request, rescore
+from embedstack.index.search import check_queries, search_many
 
 __all__ = ["Index"]
-
-_NOT_STORED = {"sparse": sparse_index.no_store, "colbert": late_model.no_store}
 
 
 class Index:
@@ -94,10 +90,7 @@ class Index:
         self._store = store
         self._fields = fields
         self._lock_fd = lock_fd
-        self._chunker = Chunker(encoder, ChunkingParams(**chunk_args(meta)))
-        # the recorded window wins: every batch of an index is chunked alike
-        self._chunker.window = int(meta["chunking"]["effective_max_tokens"])
-        self._chunker.overlap = int(meta["chunking"]["effective_overlap"])
+        self._chunker = recorded_chunker(encoder, meta)
         self._known_keys: set[str] = set()
         self._closed = False
         self._snap = Snapshot(np.zeros(0, np.int64), [])
@@ -138,51 +131,25 @@ class Index:
             ann: None for exact dense search, ``"hnsw"`` for a faiss HNSW graph.
             encoder_options: keyword options for :func:`load_encoder`, recorded so that
                 :meth:`open` loads the same encoder.
-            sparse: also store SPLADE postings of every chunk, for ``mode="sparse"`` and
-                sparse hybrid retrievers: a sparse model name (``"splade-tiny"``), a
-                masked-LM folder, or a :class:`~embedstack.encoders.splade.SparseEncoder`.
-            sparse_options: keyword options for the SparseEncoder, recorded like
-                ``encoder_options``.
-            colbert: also store ColBERT token vectors of every chunk, for
-                :meth:`colbert_scores` (late-interaction reranking with only the query
-                encoded): a model name or folder, or a
-                :class:`~embedstack.encoders.colbert.LateInteractionEncoder` (whose settings
-                are recorded as its options).
-            colbert_options: keyword options for the LateInteractionEncoder, recorded like
-                ``encoder_options``.
-            colbert_precision: stored precision of the token vectors: ``"float16"``
-                (default; the same SciFact nDCG@10 as float32 at half the bytes),
-                ``"float32"`` or ``"int8"`` (per-token scale).
+            sparse: also store SPLADE postings of every chunk (``mode="sparse"``): a sparse
+                model name (``"splade-tiny"``), a masked-LM folder, or a SparseEncoder.
+            sparse_options: its keyword options, recorded like ``encoder_options``.
+            colbert: also store ColBERT token vectors of every chunk (:meth:`colbert_scores`):
+                a model name or folder, or a LateInteractionEncoder (its settings recorded).
+            colbert_options: its keyword options, recorded like ``encoder_options``.
+            colbert_precision: ``"float16"`` (default; the SciFact nDCG@10 of float32 at
+                half the bytes), ``"float32"`` or ``"int8"`` (per-token scale).
 
         Raises:
             InvalidInput: ``path`` is not empty, or an argument is invalid.
             DimensionMismatch: ``dim`` larger than the encoder's.
         """
-        path = Path(path)
-        check_create(path, precision, ann, bm25, chunking)
-        cenc, colbert_record = late_model.prepare(colbert, colbert_options, colbert_precision)
-        enc = resolve_encoder(encoder, encoder_options)
-        senc = None if sparse is None else sparse_index.resolve_encoder(sparse, sparse_options)
-        chunker = Chunker(enc, chunking)
-        meta = new_manifest(
-            enc, dim, precision=precision, bm25=bm25, chunking=chunking, chunker=chunker,
-            ann=ann, encoder_options=encoder_options, sparse=senc,
-            sparse_options=sparse_options, colbert_record=colbert_record,
-        )  # fmt: skip
-        path.mkdir(parents=True, exist_ok=True)
-        fd = lock(path)
-        try:
-            store = DocStore(path, create=True)
-            fields = create_fields(path, meta, enc, senc, cenc)
-            try:
-                manifest.write_manifest(path, meta)
-            except TypeError as exc:
-                (path / manifest.FILE).unlink(missing_ok=True)
-                raise InvalidInput(f"encoder_options must be JSON-serialisable: {exc}") from exc
-            return cls(path, meta, enc, store, fields, fd)
-        except BaseException:
-            os.close(fd)
-            raise
+        return cls._assemble(create_parts(
+            Path(path), encoder=encoder, dim=dim, precision=precision, bm25=bm25,
+            chunking=chunking, ann=ann, encoder_options=encoder_options, sparse=sparse,
+            sparse_options=sparse_options, colbert=colbert, colbert_options=colbert_options,
+            colbert_precision=colbert_precision,
+        ))  # fmt: skip
 
     @classmethod
     def open(
@@ -201,40 +168,28 @@ class Index:
             encoder: None loads the recorded encoder by name (with its recorded options);
                 a name or TextEncoder must have the recorded model_id and dimension.
             readonly: search only, without taking the write lock.
-            sparse: for an index with sparse postings: None loads the recorded sparse model
-                when first needed; a name or SparseEncoder must have the recorded model_id.
-            colbert: for an index with ColBERT token vectors: None loads the recorded model
-                (with its recorded options) when first needed; a name or
-                LateInteractionEncoder must have the recorded model_id, dimension and
-                document settings.
+            sparse, colbert: None loads the recorded model when first needed; a name or
+                encoder must have the recorded model_id (ColBERT: and dimension and
+                document settings).
 
         Raises:
+            IndexNotFound: no directory at ``path``.
             IndexCorrupt: not an index, or unreadable parts.
             IndexLocked: another writer holds the lock (only when not ``readonly``).
             DimensionMismatch: the encoder's dimension differs from the recorded one.
             ModelMismatch: the encoder's (or the sparse or ColBERT model's) model_id differs
                 from the recorded one.
         """
-        path = Path(path)
-        if not path.is_dir():
-            raise IndexNotFound(
-                f"no index at {path}: create one with Index.create()", location=str(path)
-            )
-        meta = manifest.read_manifest(path)
-        enc, senc, cenc = open_encoders(path, meta, encoder, sparse, colbert)
-        fd = None if readonly else lock(path)
+        return cls._assemble(open_parts(Path(path), encoder, readonly, sparse, colbert))
+
+    @classmethod
+    def _assemble(cls, parts: Parts) -> Index:
         try:
-            store = DocStore(path, readonly=readonly)
-            fields = open_fields(path, meta, enc, readonly=readonly, sparse=senc, colbert=cenc)
-            index = cls(path, meta, enc, store, fields, fd)
-            if not readonly:
-                _maintenance.recover(path, fields, index._snap)
-                index._reload()
+            return cls(*parts)
         except BaseException:
-            if fd is not None:
-                os.close(fd)
+            if parts[-1] is not None:  # the write lock
+                os.close(parts[-1])
             raise
-        return index
 
     def close(self) -> None:
         """Release the write lock and the database connection (idempotent)."""
@@ -265,16 +220,12 @@ class Index:
 
     def field(self, name: str) -> Field:
         """The field named ``name`` (``"dense"``, ``"bm25"``, ``"sparse"``, ``"colbert"``).
-
-        Raises:
-            InvalidInput: the index has no such field.
+        Raises InvalidInput (saying how to store it) when the index has no such field.
         """
-        for f in self._fields:
-            if f.name == name:
-                return f
-        if name in _NOT_STORED:
-            raise _NOT_STORED[name](self.path)
-        raise InvalidInput(f"{self.path} has no {name!r} field")
+        found = next((f for f in self._fields if f.name == name), None)
+        if found is None:
+            raise not_stored(self.path, name)
+        return found
 
     def _use(self, snap: Snapshot) -> None:
         for f in self._fields:
@@ -315,16 +266,8 @@ class Index:
                 id already in the index (use :meth:`upsert`). Nothing is written.
         """
         self._writable()
-        batch = validate_docs(docs)
-        existing = self._store.existing([d.id for d in batch])
-        for doc in batch:
-            if doc.id in existing:
-                raise InvalidInput(
-                    f"document {doc.position}: id {doc.id!r} is already in the index; use "
-                    "upsert() to replace it"
-                )
-        n_chunks = self._write(batch, [])
-        return AddResult(added=len(batch), chunks=n_chunks)
+        plan = _writes.plan(self._store, docs, replace=False)
+        return plan.result(self._write(plan.changed, plan.replaced))
 
     def upsert(self, docs: Iterable[dict[str, Any]]) -> AddResult:
         """Add new documents and replace changed ones, as one atomic batch.
@@ -336,15 +279,10 @@ class Index:
             InvalidInput: as :meth:`add`, except that existing ids are allowed.
         """
         self._writable()
-        batch = validate_docs(docs)
-        existing = self._store.existing([d.id for d in batch])
-        changed = [d for d in batch if existing.get(d.id, (0, ""))[1] != d.content_hash]
-        replaced = [existing[d.id][0] for d in changed if d.id in existing]
-        n_chunks = self._write(changed, replaced)
-        return AddResult(added=len(changed) - len(replaced), updated=len(replaced),
-                         unchanged=len(batch) - len(changed), chunks=n_chunks)  # fmt: skip
+        plan = _writes.plan(self._store, docs, replace=True)
+        return plan.result(self._write(plan.changed, plan.replaced))
 
-    def _write(self, batch: Sequence[Any], replaced: list[int]) -> int:
+    def _write(self, batch: Sequence[NewDoc], replaced: list[int]) -> int:
         if not batch:
             return 0
         try:
@@ -364,14 +302,9 @@ class Index:
             InvalidInput: an id not in the index (all are named, up to 5); nothing changes.
         """
         self._writable()
-        wanted = check_ids(ids)
-        existing = self._store.existing(wanted)
-        missing = [i for i in wanted if i not in existing]
-        if missing:
-            raise InvalidInput(f"ids not in the index: {missing[:5]}; nothing was deleted")
-        if not wanted:
+        keys = _writes.keys_of(self._store, ids)
+        if not keys:
             return 0
-        keys = [existing[i][0] for i in wanted]
         self._use(_writes.delete_batch(self._store, self._fields, self._snap, keys))
         return len(keys)
 
@@ -422,65 +355,34 @@ class Index:
 
         Args:
             queries: non-blank query strings.
-            mode: ``"dense"`` (cosine over chunk vectors, max per document), ``"bm25"``,
-                ``"sparse"`` (SPLADE dot product over chunk postings, max per document; indexes
-                created with ``sparse=``), or ``"hybrid"`` (``retrievers``, fused).
-            k: results per query, ``>= 1``.
-            filter: a metadata filter (see :mod:`embedstack.index.filters`), applied before
-                top-k so ``k`` results come back whenever ``k`` documents match. A key no
-                document has is an error.
-            fusion: ``"rrf"`` (Cormack et al. 2009) or ``"weighted"`` (Bruch et al. 2023).
-            alpha: weighted fusion: weight of the dense scores (BM25 gets ``1 - alpha``).
-            rrf_k: RRF's constant (60, as in the paper).
-            candidates: hybrid: documents taken from each retriever before fusion (at least
-                ``k``); see :mod:`embedstack.index.search` for why 100.
-            normalization: weighted fusion: ``"minmax"`` or ``"zscore"``.
-            retrievers: hybrid: which of ``"bm25"``, ``"dense"``, ``"sparse"`` to fuse
-                (default ``("bm25", "dense")``); with weighted fusion and three retrievers
-                ``alpha`` is not used and each gets weight 1/3.
+            options: a :class:`~embedstack.index.protocols.SearchOptions` (mode, k, filter,
+                fusion, ...; each documented there); None takes its defaults (``mode``
+                :data:`~embedstack.index.protocols.DEFAULT_MODE`, ``k=10``).
+            **kwargs: the same fields as keywords, applied over ``options``
+                (``search_many(qs, mode="dense", k=5)``).
 
         Returns:
             One list of at most ``k`` :class:`Hit` per query, best first.
 
         Raises:
-            InvalidInput: an empty query, ``k <= 0``, an unknown mode, fusion, retriever or
-                normalization, a bad filter or a filter on a key no document has, or
-                ``"sparse"`` on an index without sparse postings.
+            InvalidInput: an empty query, an invalid option or filter, a filter on a key no
+                document has, or a retriever the index does not store.
         """
         opts = SearchOptions.build(options, **kwargs)
         qs = check_queries(queries)
-        retrievers: dict[str, Retriever] = {}
-        for name in active_retrievers(opts):
-            found = self.field(name)
-            if not isinstance(found, Retriever):
-                raise InvalidInput(f"the {name!r} field of {self.path} cannot rank documents")
-            retrievers[name] = found
         self._refresh()
-        return search_many(self._store, self._snap, retrievers, self._known_keys, qs, opts)
+        return search_many(self._store, self._snap, self.field, self._known_keys, qs, opts)
 
     def _rescore(self, name: str, query: str, ids: list[str], first_only: bool) -> FloatArray:
-        scorer = self.field(name)
-        if not isinstance(scorer, Rescorer):
-            raise InvalidInput(f"the {name!r} field of {self.path} cannot rescore documents")
-        keys, rows = candidate_rows(self._store, self._snap, ids, first_only)
-        return best_per_document(ids, keys, scorer.score_rows(query, self._snap, rows))
+        return rescore(self._store, self._snap, self.field(name), query, ids, first_only)
 
     def dense_scores(self, query: str, doc_ids: Sequence[str]) -> np.ndarray:
-        """Score given documents against ``query`` with their stored chunk vectors.
-
-        Only the query is encoded; each document scores the maximum over its chunks, as in
-        dense search (see :mod:`embedstack.index.rescoring`).
-
-        Args:
-            query: a non-blank query.
-            doc_ids: document ids, any order, repeats allowed.
-
-        Returns:
-            ``(len(doc_ids),)`` float32, ``-inf`` for an id the index does not hold.
-
-        Raises:
-            InvalidInput: an empty query or a non-str id.
-        """
+        """Score given documents (ids, any order, repeats allowed) against a non-blank
+        ``query`` with their stored chunk vectors: only the query is encoded; each document
+        scores the maximum over its chunks, as in dense search (see
+        :mod:`embedstack.index.rescoring`). Returns ``(len(doc_ids),)`` float32, ``-inf``
+        for an id the index does not hold; raises InvalidInput for an empty query or a
+        non-str id."""
         self._refresh()
         ids = check_request(query, doc_ids)
         if not ids:
@@ -489,8 +391,7 @@ class Index:
 
     @property
     def colbert_model(self) -> str | None:
-        """The model_id of the stored ColBERT token vectors, or None when the index stores
-        none (it was created without ``colbert=``)."""
+        """The model_id of the stored ColBERT token vectors (None: created without)."""
         record = self.manifest.get("colbert")
         return str(record["model_id"]) if record else None
 
@@ -500,26 +401,16 @@ class Index:
         """Score given documents against ``query`` by ColBERT MaxSim over their stored token
         vectors (Khattab & Zaharia 2020).
 
-        Only the query is encoded (``encode_queries`` of the index's ColBERT encoder); only
-        the candidates' token rows are read. Each document scores the maximum over its
-        chunks, as in dense search (see :mod:`embedstack.index.late`). An index created with
-        a split cross-encoder (:class:`~embedstack.rerank.SplitCrossEncoder`) stores its
-        document states instead, and the score is that model's, from its layers above the
-        split.
-
-        Args:
-            query: a non-blank query.
-            doc_ids: document ids, any order, repeats allowed.
-            chunks: ``"all"`` (max over a document's chunks) or ``"first"`` (its first
-                chunk only: title and the start of the text, the passage a cross-encoder
-                reads at query time, at a fraction of the cost for long documents).
-
-        Returns:
-            ``(len(doc_ids),)`` float32, ``-inf`` for an id the index does not hold.
+        Only the query is encoded and only the candidates' token rows are read; each
+        document scores the maximum over its chunks (see :mod:`embedstack.index.late`). An
+        index created with a split cross-encoder (:class:`~embedstack.rerank.SplitCrossEncoder`)
+        stores its document states instead, and the score is that model's upper layers'.
+        ``doc_ids`` and the result are as in :meth:`dense_scores`; ``chunks="first"``
+        scores each document's first chunk only (title and the start of the text, the
+        passage a cross-encoder reads), at a fraction of the cost for long documents.
 
         Raises:
-            InvalidInput: an empty query, a non-str id, or an index created without
-                ``colbert=``.
+            InvalidInput: as :meth:`dense_scores`, or an index created without ``colbert=``.
 
         Example:
             >>> idx.colbert_scores("do cats purr?", ["d1", "d2", "nope"])  # doctest: +SKIP
@@ -539,19 +430,7 @@ class Index:
     def stats(self) -> IndexStats:
         """Documents, chunks, pending deletions, bytes by component, segments, model."""
         self._refresh()
-        sizes, deleted = _maintenance.sizes(self.path, self._fields)
-        enc = self.manifest["encoder"]
-        return IndexStats(
-            n_docs=len(self._snap.live),
-            n_chunks=int(sum(int(m.sum()) for m in self._snap.masks())),
-            n_deleted=deleted,
-            bytes=sizes,
-            segments=len(self._snap.segments),
-            model=enc["name"],
-            model_id=enc["model_id"],
-            dim=self.dim,
-            precision=self.precision,
-        )
+        return _maintenance.stats(self.path, self.manifest, self._fields, self._snap)
 
     def check(self) -> None:
         """Verify the whole index; raises :class:`IndexCorrupt` naming what is wrong."""

@@ -29,6 +29,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from embedstack.errors import InvalidInput
+from embedstack.fusion import NORMALIZATIONS
 from embedstack.index._types import FUSIONS, MODES, RETRIEVERS, Hit, check_choice
 
 __all__ = ["DEFAULT_MODE", "SearchOptions", "SearchPlan", "Searchable"]
@@ -39,8 +40,6 @@ __all__ = ["DEFAULT_MODE", "SearchOptions", "SearchPlan", "Searchable"]
 #: and their fusion is at or near the better of the two on nearly all (Bruch et al. 2023;
 #: Pyserini's hybrid runs). Every index stores both, so the default costs no extra set-up.
 DEFAULT_MODE: Literal["hybrid"] = "hybrid"
-
-NORMALIZATIONS: tuple[str, ...] = ("minmax", "zscore")
 
 
 @dataclass(frozen=True)

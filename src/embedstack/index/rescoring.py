@@ -19,9 +19,9 @@ import numpy as np
 from embedstack._typing import FloatArray
 from embedstack.errors import InvalidInput
 from embedstack.index.docstore import DocStore
-from embedstack.index.fields.base import Snapshot
+from embedstack.index.fields.base import Field, Rescorer, Snapshot
 
-__all__ = ["best_per_document", "candidate_rows", "check_request"]
+__all__ = ["best_per_document", "candidate_rows", "check_request", "rescore"]
 
 _BATCH = 500  # keys per IN (...) query
 
@@ -94,3 +94,19 @@ def best_per_document(
         if found is not None and found in best:
             out[i] = best[found]
     return out
+
+
+def rescore(
+    store: DocStore, snapshot: Snapshot, field: Field, query: str, ids: list[str],
+    first_only: bool = False,
+) -> FloatArray:  # fmt: skip
+    """Scores of the documents ``ids`` by ``field``'s stored data (max over each document's
+    chunks, or its first chunk only); ``-inf`` for ids not live in ``snapshot``.
+
+    Raises:
+        InvalidInput: ``field`` cannot rescore.
+    """
+    if not isinstance(field, Rescorer):
+        raise InvalidInput(f"the {field.name!r} field cannot rescore documents")
+    keys, rows = candidate_rows(store, snapshot, ids, first_only)
+    return best_per_document(ids, keys, field.score_rows(query, snapshot, rows))

@@ -15,7 +15,7 @@ usable alone (``mode="sparse"``) or fused (``retrievers=("bm25", "dense", "spars
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from embedstack import fusion as fuse
 from embedstack.errors import InvalidInput
 from embedstack.index._types import RETRIEVERS, Hit
 from embedstack.index.docstore import DocStore
-from embedstack.index.fields.base import DocHits, Retriever, Snapshot
+from embedstack.index.fields.base import DocHits, Field, Retriever, Snapshot
 from embedstack.index.protocols import SearchOptions
 
 __all__ = ["active_retrievers", "check_queries", "search_many"]
@@ -56,17 +56,24 @@ def active_retrievers(options: SearchOptions) -> tuple[str, ...]:
 def search_many(
     store: DocStore,
     snapshot: Snapshot,
-    retrievers: Mapping[str, Retriever],
+    field: Callable[[str], Field],
     known_keys: set[str],
     queries: list[str],
     options: SearchOptions,
 ) -> list[list[Hit]]:
-    """Search each query with ``retrievers`` (by name, in fusion order; see
-    :func:`active_retrievers`); one list of at most ``options.k`` hits per query.
+    """Search each query with the retrievers ``options`` names (:func:`active_retrievers`,
+    looked up with ``field``); one list of at most ``options.k`` hits per query.
 
     Raises:
-        InvalidInput: a bad filter or a filter on a key no document has.
+        InvalidInput: a retriever the index does not store, a bad filter or a filter on a
+            key no document has.
     """
+    retrievers: dict[str, Retriever] = {}
+    for name in active_retrievers(options):
+        retriever = field(name)
+        if not isinstance(retriever, Retriever):
+            raise InvalidInput(f"the {name!r} field cannot rank documents")
+        retrievers[name] = retriever
     allowed = None
     if options.filter:
         allowed = np.intersect1d(store.filter_keys(options.filter, known_keys), snapshot.live)

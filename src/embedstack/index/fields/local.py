@@ -11,6 +11,9 @@ from typing import Any
 
 from embedstack.encoders import TextEncoder
 from embedstack.encoders.splade import SparseTextEncoder
+from embedstack.errors import InvalidInput
+from embedstack.index import late_model
+from embedstack.index import sparse as sparse_index
 from embedstack.index.fields.base import Field
 from embedstack.index.fields.bm25 import BM25Field
 from embedstack.index.fields.dense import DenseField
@@ -19,7 +22,7 @@ from embedstack.index.fields.tokens import TokenField
 from embedstack.index.late_model import LateEncoder
 from embedstack.index.lexical import LexicalIndex
 
-__all__ = ["create_fields", "open_fields"]
+__all__ = ["create_fields", "not_stored", "open_fields"]
 
 
 def _build(path: Path, meta: dict[str, Any], encoder: TextEncoder, lexical: LexicalIndex,
@@ -72,3 +75,12 @@ def open_fields(
     """The fields of the index at ``path`` (encoders None load when first needed)."""
     lexical = LexicalIndex.open(path / "lexical")
     return _build(path, meta, encoder, lexical, readonly, sparse, colbert)
+
+
+def not_stored(path: Path, name: str) -> InvalidInput:
+    """The error for a field the index at ``path`` does not store, saying how to get one."""
+    if name == "sparse":
+        return sparse_index.no_store(path)
+    if name == "colbert":
+        return late_model.no_store(path)
+    return InvalidInput(f"{path} has no {name!r} field")
