@@ -33,7 +33,7 @@ import numpy.typing as npt
 
 from embedstack._typing import IntArray
 from embedstack.errors import IndexCorrupt
-from embedstack.index.manifest import fsync_dir
+from embedstack.index.manifest import fsync_dir, write_text_atomic
 from embedstack.index.tokenize import Vocabulary
 
 __all__ = [
@@ -94,17 +94,8 @@ def save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def save_json_atomic(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    """Atomically replace ``path`` with ``obj`` as JSON (the manifest flip)."""
+    write_text_atomic(path, json.dumps(obj, indent=1))
 
 
 def load_npy(path: Path, dtype: type, mmap: bool = False) -> np.ndarray:

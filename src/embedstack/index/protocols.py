@@ -47,15 +47,20 @@ class SearchOptions:
     """Every search knob of an index, validated once.
 
     Attributes:
-        mode: ``"dense"``, ``"bm25"``, ``"sparse"`` or ``"hybrid"`` (default; see
-            :data:`DEFAULT_MODE`).
+        mode: ``"dense"`` (cosine over chunk vectors, max per document), ``"bm25"``,
+            ``"sparse"`` (SPLADE dot product over chunk postings, max per document; indexes
+            created with ``sparse=``) or ``"hybrid"`` (``retrievers``, fused; the default,
+            see :data:`DEFAULT_MODE`).
         k: results returned, ``>= 1``.
-        filter: a metadata filter (:mod:`embedstack.index.filters`), or None.
+        filter: a metadata filter (:mod:`embedstack.index.filters`), or None. It applies
+            before top-k, so ``k`` results come back whenever ``k`` documents match; a key
+            no document has is an error.
         fusion: hybrid: ``"rrf"`` (Cormack et al. 2009) or ``"weighted"`` (Bruch et al. 2023).
-        alpha: weighted fusion: weight of the first retriever, in ``[0, 1]``.
+        alpha: weighted fusion of two retrievers: weight of the first in fusion order
+            (dense, sparse, bm25), in ``[0, 1]``; three are weighted 1/3 each.
         rrf_k: RRF's constant, ``> 0`` (60, as in the paper).
         candidates: hybrid: documents each retriever hands to fusion, ``>= 1`` (at least
-            ``k`` are always taken).
+            ``k`` are always taken; see :mod:`embedstack.index.search` for why 100).
         normalization: weighted fusion: ``"minmax"`` or ``"zscore"``.
         retrievers: hybrid: which of ``"bm25"``, ``"dense"``, ``"sparse"`` to fuse; None is
             ``("dense", "bm25")``.

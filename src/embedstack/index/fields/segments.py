@@ -8,8 +8,9 @@ are all "delete the files of these segment numbers" (or "of every segment but th
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
+from typing import Any
 
 from embedstack._typing import IntArray
 from embedstack.index.fields.base import FieldStats, Snapshot
@@ -32,9 +33,30 @@ class SegmentFiles:
 
     name: str
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, encoder: Any = None) -> None:
         self.root = root
         self.loaded: dict[int, object] = {}
+        self._encoder = encoder
+
+    @property
+    def encoder_loaded(self) -> bool:
+        """Whether the field's own encoder is loaded (a recorded one loads when first
+        needed)."""
+        return self._encoder is not None
+
+    def _lazy_encoder(
+        self,
+        record: dict[str, Any],
+        resolve: Callable[[str, dict[str, Any] | None], Any],
+        check: Callable[[Any, dict[str, Any], Path], None],
+    ) -> Any:
+        """The encoder given at open, else the one ``record`` names (``resolve``d with its
+        recorded options and ``check``ed against it), loaded once."""
+        if self._encoder is None:
+            encoder = resolve(record["name"], record.get("options"))
+            check(encoder, record, self.root.parent)
+            self._encoder = encoder
+        return self._encoder
 
     def files(self, segment: int) -> list[str]:
         """File names of ``segment`` (every file it may have)."""

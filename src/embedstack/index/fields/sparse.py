@@ -32,15 +32,9 @@ class SparseField(SegmentFiles):
 
     def __init__(self, root: Path, record: dict[str, Any],
                  encoder: SparseTextEncoder | None = None) -> None:  # fmt: skip
-        super().__init__(root)
+        super().__init__(root, encoder)
         self.record = record
         self.vocab = int(record["vocab_size"])
-        self._encoder = encoder
-
-    @property
-    def encoder_loaded(self) -> bool:
-        """Whether the sparse encoder is loaded (it loads when first needed)."""
-        return self._encoder is not None
 
     def encoder(self) -> SparseTextEncoder:
         """The sparse encoder, loaded from the manifest record on first use.
@@ -48,11 +42,10 @@ class SparseField(SegmentFiles):
         Raises:
             ModelMismatch: the recorded model's weights changed.
         """
-        if self._encoder is None:
-            enc = sparse.resolve_encoder(self.record["name"], self.record.get("options"))
-            sparse.check_encoder(enc, self.record, self.root.parent)
-            self._encoder = enc
-        return self._encoder
+        found: SparseTextEncoder = self._lazy_encoder(
+            self.record, sparse.resolve_encoder, sparse.check_encoder
+        )
+        return found
 
     def files(self, segment: int) -> list[str]:
         return sparse.segment_files(segment)

@@ -36,16 +36,10 @@ class TokenField(SegmentFiles):
 
     def __init__(self, root: Path, record: dict[str, Any],
                  encoder: late_model.LateEncoder | None = None) -> None:  # fmt: skip
-        super().__init__(root)
+        super().__init__(root, encoder)
         self.record = record
         self.dim = int(record["dim"])
         self.precision = str(record["precision"])
-        self._encoder = encoder
-
-    @property
-    def encoder_loaded(self) -> bool:
-        """Whether the encoder is loaded (it loads when first needed)."""
-        return self._encoder is not None
 
     def encoder(self) -> late_model.LateEncoder:
         """The encoder, loaded from the manifest record on first use.
@@ -53,11 +47,10 @@ class TokenField(SegmentFiles):
         Raises:
             ModelMismatch: the recorded model's weights or document settings changed.
         """
-        if self._encoder is None:
-            enc = late_model.resolve_encoder(self.record["name"], self.record.get("options"))
-            late_model.check_encoder(enc, self.record, self.root.parent)
-            self._encoder = enc
-        return self._encoder
+        found: late_model.LateEncoder = self._lazy_encoder(
+            self.record, late_model.resolve_encoder, late_model.check_encoder
+        )
+        return found
 
     def files(self, segment: int) -> list[str]:
         return late.segment_files(segment, self.precision)
