@@ -40,6 +40,7 @@ class BM25Field:
         self.lexical = lexical
         self.readonly = readonly
         self._exact = False  # holds exactly the snapshot's live keys: no masking needed
+        self._loaded = self.version()  # the commit of lexical.json that ``lexical`` reflects
 
     def prepare(self, batch: Batch) -> None:
         """Nothing to encode: analysis happens as the batch is written."""
@@ -59,7 +60,8 @@ class BM25Field:
         self._delete_present(keys)
 
     def refresh(self, snapshot: Snapshot) -> None:
-        if self.readonly:
+        if self.readonly and self.version() != self._loaded:  # another process committed
+            self._loaded = self.version()
             self.lexical = LexicalIndex.open(self.root)
         self._exact = bool(np.array_equal(self.lexical.keys(), snapshot.live))
 
