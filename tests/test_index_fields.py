@@ -78,6 +78,35 @@ def test_a_failure_in_the_second_field_rolls_back_the_first(
         assert len(idx) == 12
 
 
+def test_a_failed_sqlite_commit_leaves_no_field_holding_the_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every field wrote the batch (BM25 commits on its own), then SQLite fails: the
+    segment files go and BM25 tombstones the keys, so nothing searches or checks wrong."""
+    docs = corpus(12, seed=4)
+    path = tmp_path / "idx"
+    with _create(path, sparse=CountSparse()) as idx:
+        idx.add(docs[:6])
+        files = {k: v for k, v in _files(path).items() if not k.startswith("lexical/")}
+
+        def boom(*args: object) -> None:
+            raise OSError("disk full")
+
+        monkeypatch.setattr(DocStore, "insert_chunks", boom)
+        with pytest.raises(OSError, match="disk full"):
+            idx.add(docs[6:])
+        monkeypatch.undo()
+        assert {k: v for k, v in _files(path).items() if not k.startswith("lexical/")} == files
+        late = [d["id"] for d in docs[6:]]
+        for mode in ("bm25", "hybrid", "sparse", "dense"):
+            hits = idx.search(" ".join(f"uniq{i}" for i in late), mode=mode, k=12)
+            assert not set(late) & {h.doc_id for h in hits}, mode
+        idx.check()  # BM25 holds exactly the live documents
+    with _open(path, sparse=CountSparse()) as idx:
+        idx.check()
+        assert len(idx) == 6
+
+
 class MemoryField:
     """A field kept in a dict: what an external engine would implement (no files)."""
 

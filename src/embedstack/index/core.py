@@ -290,7 +290,7 @@ class Index:
                 self._store, self._fields, self._chunker, self._snap, batch, replaced
             )
         except BaseException:
-            self._known_keys.clear()
+            self._use(self._snap)  # fields re-sync with what SQLite still registers
             raise
         self._use(snap)
         return n_chunks
