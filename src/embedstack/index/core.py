@@ -51,7 +51,6 @@ from embedstack.index import _maintenance, _writes, late_model
 from embedstack.index._setup import Parts, create_parts, open_parts, recorded_chunker
 from embedstack.index._state import load_snapshot, version
 from embedstack.index._types import AddResult, BM25Params, Hit, IndexStats
-from embedstack.index._validate import NewDoc
 from embedstack.index.docstore import DocStore
 from embedstack.index.fields.base import Field, Snapshot
 from embedstack.index.fields.local import not_stored
@@ -237,16 +236,18 @@ class Index:
     def _reload(self) -> None:
         self._use(load_snapshot(self._store, self._fields))
 
-    def _refresh(self) -> None:
-        """Readers: reload when another process committed since the last call."""
+    def _check_open(self) -> None:
         if self._closed:
             raise InvalidInput(f"the index at {self.path} is closed")
+
+    def _refresh(self) -> None:
+        """Readers: reload when another process committed since the last call."""
+        self._check_open()
         if self.readonly and version(self._store, self._fields) != self._snap.version:
             self._reload()
 
     def _writable(self) -> None:
-        if self._closed:
-            raise InvalidInput(f"the index at {self.path} is closed")
+        self._check_open()
         if self.readonly:
             raise InvalidInput(f"{self.path} was opened readonly; open it without readonly")
 
@@ -266,8 +267,7 @@ class Index:
                 id already in the index (use :meth:`upsert`). Nothing is written.
         """
         self._writable()
-        plan = _writes.plan(self._store, docs, replace=False)
-        return plan.result(self._write(plan.changed, plan.replaced))
+        return self._write(_writes.plan(self._store, docs, replace=False))
 
     def upsert(self, docs: Iterable[dict[str, Any]]) -> AddResult:
         """Add new documents and replace changed ones, as one atomic batch.
@@ -279,21 +279,20 @@ class Index:
             InvalidInput: as :meth:`add`, except that existing ids are allowed.
         """
         self._writable()
-        plan = _writes.plan(self._store, docs, replace=True)
-        return plan.result(self._write(plan.changed, plan.replaced))
+        return self._write(_writes.plan(self._store, docs, replace=True))
 
-    def _write(self, batch: Sequence[NewDoc], replaced: list[int]) -> int:
-        if not batch:
-            return 0
+    def _write(self, plan: _writes.Plan) -> AddResult:
+        if not plan.changed:
+            return plan.result(0)
         try:
             n_chunks, snap = _writes.write_batch(
-                self._store, self._fields, self._chunker, self._snap, batch, replaced
+                self._store, self._fields, self._chunker, self._snap, plan.changed, plan.replaced
             )
         except BaseException:
             self._use(self._snap)  # fields re-sync with what SQLite still registers
             raise
         self._use(snap)
-        return n_chunks
+        return plan.result(n_chunks)
 
     def delete(self, ids: Iterable[str]) -> int:
         """Delete documents by id; returns how many were deleted.
@@ -332,9 +331,8 @@ class Index:
         ``embedstack.pipeline.Pipeline(spec, index=index)``): ``k`` (10 unless given,
         whatever the pipeline's own ``k``) and ``filter`` apply, the other options do not.
 
-        Raises:
-            InvalidInput: as :meth:`search_many`, or a ``pipeline`` that is not built (a
-                name, string, dict or path).
+        Raises InvalidInput as :meth:`search_many`, or for a ``pipeline`` not built (a name,
+        string, dict or path).
         """
         if not isinstance(query, str):
             raise InvalidInput(f"a query must be str, got {type(query).__name__}")
@@ -434,8 +432,7 @@ class Index:
 
     def check(self) -> None:
         """Verify the whole index; raises :class:`IndexCorrupt` naming what is wrong."""
-        if self._closed:
-            raise InvalidInput(f"the index at {self.path} is closed")
+        self._check_open()
         fresh = load_snapshot(self._store, self._fields)
         _maintenance.check(self.path, self.manifest, self._store, fresh, self._fields)
 
