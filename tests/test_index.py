@@ -254,7 +254,7 @@ def test_filters(idx: Index, flt: dict, expected) -> None:  # type: ignore[no-un
     for mode in ("dense", "bm25", "hybrid"):
         hits = idx.search("protein cell gene study", mode=mode, k=100, filter=flt)
         assert {h.doc_id for h in hits} <= want, mode
-    assert {h.doc_id for h in idx.search("protein cell", k=100, filter=flt)} == want
+    assert {h.doc_id for h in idx.search("protein cell", mode="dense", k=100, filter=flt)} == want
 
 
 def test_selective_filter_returns_exactly_k(tmp_path: Path, hash_model: str) -> None:
@@ -268,7 +268,7 @@ def test_selective_filter_returns_exactly_k(tmp_path: Path, hash_model: str) -> 
             assert len(hits) == 10 and all(h.metadata["rare"] for h in hits), mode
         hits = index.search("uniqd1 uniqd25", mode="bm25", k=10, filter={"rare": True})
         assert [h.doc_id for h in hits] == ["d25"]
-        assert index.search("protein", k=10, filter={"rare": "nope"}) == []
+        assert index.search("protein", mode="dense", k=10, filter={"rare": "nope"}) == []
 
 
 def test_filter_errors(idx: Index) -> None:
@@ -349,16 +349,19 @@ def test_quantized_precisions(tmp_path: Path, hash_model: str, precision: str) -
         index.add(corpus(40)[20:])
         index.delete(["d5"])
         q = corpus(40)[30]["text"]
-        assert index.search(q, k=3)[0].doc_id == "d30"
+        assert index.search(q, mode="dense", k=3)[0].doc_id == "d30"
         index.compact()
         index.check()
-        assert index.search(q, k=3)[0].doc_id == "d30" and index.stats().precision == precision
+        assert (
+            index.search(q, mode="dense", k=3)[0].doc_id == "d30"
+            and index.stats().precision == precision
+        )
 
 
 def test_matryoshka_dim(tmp_path: Path, hash_model: str) -> None:
     with Index.create(tmp_path / "i", encoder=hash_model, dim=32) as index:
         index.add(corpus(10))
-        assert index.stats().dim == 32 and index.search("protein", k=3)
+        assert index.stats().dim == 32 and index.search("protein", mode="dense", k=3)
     arr = np.load(next((tmp_path / "i" / "dense").glob("seg-*.npy")))
     assert arr.shape[1] == 32
 

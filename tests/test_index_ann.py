@@ -51,8 +51,8 @@ def test_hnsw_recall_vs_exact(tmp_path: Path) -> None:
         idx.delete([f"d{i}" for i in range(0, 3000, 7)])
     queries = [f"query {i:06d}" for i in range(50)]
     for flt in (None, {"even": True}):
-        a = ann.search_many(queries, k=10, filter=flt)
-        e = exact.search_many(queries, k=10, filter=flt)
+        a = ann.search_many(queries, mode="dense", k=10, filter=flt)
+        e = exact.search_many(queries, mode="dense", k=10, filter=flt)
         recall = np.mean(
             [
                 len({h.doc_id for h in x} & {h.doc_id for h in y}) / 10
@@ -65,8 +65,10 @@ def test_hnsw_recall_vs_exact(tmp_path: Path) -> None:
         assert not deleted & {h.doc_id for x in a for h in x}
         if flt:
             assert all(h.metadata["even"] for x in a for h in x)
-    rare = ann.search("query 000001", k=10, filter={"even": True, "$or": [{"even": True}]})
+    rare = ann.search(
+        "query 000001", mode="dense", k=10, filter={"even": True, "$or": [{"even": True}]}
+    )
     assert len(rare) == 10
     ann.close()
     with Index.open(tmp_path / "ann", encoder=enc) as again:
-        assert again.ann == "hnsw" and len(again.search("query 000003", k=5)) == 5
+        assert again.ann == "hnsw" and len(again.search("query 000003", mode="dense", k=5)) == 5

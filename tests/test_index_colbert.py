@@ -15,7 +15,8 @@ from embedstack import HashEncoder, IndexCorrupt, InvalidInput, ModelMismatch
 from embedstack.cli import run
 from embedstack.encoders.colbert import ColbertReranker, LateInteractionEncoder
 from embedstack.encoders.multivector import TokenVectors, maxsim
-from embedstack.index import Index, late, late_model
+from embedstack.index import Index, late
+from embedstack.index.fields import tokens
 from test_index_helpers import (
     SMALL_CHUNKS,
     WRITER_LOOP,
@@ -148,9 +149,10 @@ def test_scores_equal_brute_force_through_updates(
         _assert_scores(idx, oracle, live, every)
         idx.check()
     with _open(tmp_path / "idx") as idx:
-        assert idx._colbert_encoder is None  # the recorded model loads when first needed
+        assert not idx.field("colbert").encoder_loaded
         _assert_scores(idx, oracle, live, every)
-        assert isinstance(idx._colbert_encoder, LateInteractionEncoder)
+        assert idx.field("colbert").encoder_loaded  # loaded by the scoring above
+        assert isinstance(idx.field("colbert").encoder(), LateInteractionEncoder)
     with _open(tmp_path / "idx", readonly=True) as reader:
         _assert_scores(reader, oracle, live, every)
 
@@ -199,11 +201,11 @@ def test_only_the_candidates_rows_are_read(
             scored.append(len(documents))
             return maxsim(query, documents)
 
-        monkeypatch.setattr(late, "maxsim", spy)
+        monkeypatch.setattr(tokens, "maxsim", spy)
         idx.colbert_scores("protein", ["d2", "d14", "d2"])  # one from each segment, repeated
         assert scored == [n_chunks["d2"] + n_chunks["d14"]]
         assert sum(n_chunks.values()) > scored[0]
-        encoder = late_model.encoder_of(idx)
+        encoder = idx.field("colbert").encoder()
         calls = []
         monkeypatch.setattr(encoder, "encode_queries", lambda texts: calls.append(texts))
         empty = idx.colbert_scores("protein", [])
@@ -279,7 +281,7 @@ def test_manifest_records_the_model_and_open_checks_it(
         _open(tmp_path / "idx", colbert=other_docs)
     longer_queries = LateInteractionEncoder(str(head_model), **{**OPTIONS, "query_maxlen": 20})
     with _open(tmp_path / "idx", colbert=longer_queries) as idx:  # query side may differ
-        assert late_model.encoder_of(idx) is longer_queries
+        assert idx.field("colbert").encoder() is longer_queries
         assert np.isfinite(idx.colbert_scores("protein", [docs[0]["id"]])).all()
     with _open(tmp_path / "idx", colbert=head_model) as idx:  # by folder: recorded options
         live = {d["id"]: d for d in docs}
@@ -367,7 +369,7 @@ def test_failed_writes_leave_the_index_as_before(
     with _create(path, head_model) as idx:
         idx.add(docs[:6])
         before = snapshot(path)
-        encoder = late_model.encoder_of(idx)
+        encoder = idx.field("colbert").encoder()
         real = encoder.encode_documents
         calls: list[int] = []
 
@@ -389,7 +391,7 @@ def test_failed_writes_leave_the_index_as_before(
 
         files = _files(path)
         with monkeypatch.context() as m:  # fails after the segment files are written
-            m.setattr(idx._lexical, "add", boom)
+            m.setattr(idx.field("bm25"), "write", boom)
             with pytest.raises(OSError):
                 idx.add(docs[6:])
         with monkeypatch.context() as m:  # fails inside the SQLite commit
@@ -503,10 +505,10 @@ CHILD = (
     r"""
 import json, sys
 from embedstack import HashEncoder
-from embedstack.index import Index, late_model
+from embedstack.index import Index
 batches = json.load(open(sys.argv[2]))
 idx = Index.open(sys.argv[1], encoder=HashEncoder(64, name="h"))
-late_model.encoder_of(idx)  # load the ColBERT model now: the kills then land during adds
+idx.field("colbert").encoder()  # load the ColBERT model now: the kills then land during adds
 """
     + WRITER_LOOP
 )

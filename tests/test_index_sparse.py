@@ -243,7 +243,7 @@ def test_failed_writes_leave_no_sparse_files(
             raise OSError("disk full")
 
         with monkeypatch.context() as m:  # fails after the segment files are written
-            m.setattr(idx._lexical, "add", boom)
+            m.setattr(idx.field("bm25"), "write", boom)
             with pytest.raises(OSError):
                 idx.add(docs[6:])
         with monkeypatch.context() as m:  # fails inside the SQLite commit
@@ -313,16 +313,16 @@ def test_real_splade_encoder_in_an_index(tmp_path: Path) -> None:
     )
     with idx:
         idx.add(docs)
-        enc = sparse_index.encoder_of(idx)
+        enc = idx.field("sparse").encoder()
         want = enc.score(
-            enc.encode_queries(["cat market"]),  # type: ignore[attr-defined]
+            enc.encode_queries(["cat market"]),
             enc.encode_documents([d["text"] for d in docs]),
         )[0]
         hits = idx.search("cat market", mode="sparse", k=10)
         assert [h.doc_id for h in hits] == [docs[i]["id"] for i in np.argsort(-want)]
         np.testing.assert_allclose([h.score for h in hits], np.sort(want)[::-1], rtol=1e-5)
     with Index.open(tmp_path / "idx", encoder=HashEncoder(64, name="h")) as idx:
-        assert idx._sparse_encoder is None  # loaded when first needed
+        assert not idx.field("sparse").encoder_loaded
         assert [h.doc_id for h in idx.search("cat market", mode="sparse", k=10)] == [
             h.doc_id for h in hits
         ]

@@ -119,6 +119,6 @@ def test_compaction_of_fully_deleted_segments(tmp_path: Path, hash_model: str) -
         assert len(list((tmp_path / "i" / "dense").iterdir())) == 1
         index.delete([f"b{i}" for i in range(10)])
         index.compact()
-        assert index.stats().segments == 0 and index.search("protein") == []
+        assert index.stats().segments == 0 and index.search("protein", mode="dense") == []
         index.add(corpus(3))
-        assert len(index.search("protein", k=5)) == 3
+        assert len(index.search("protein", mode="dense", k=5)) == 3

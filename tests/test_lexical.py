@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from embedstack.errors import IndexCorrupt, InvalidInput
-from embedstack.index import lexical
+from embedstack.index import lexical_segments
 from embedstack.index.lexical import LexicalIndex
 from embedstack.index.tokenize import STOPWORDS_EN, TOKEN_PATTERN, Analyzer, Vocabulary
 
@@ -336,7 +336,7 @@ def test_failed_add_changes_nothing(tmp_path: Path, keys: list, texts: list) -> 
         assert len(idx) == 3
 
 
-@pytest.mark.parametrize("fail_at", ["_save_npy", "_save_json_atomic"])
+@pytest.mark.parametrize("fail_at", ["save_npy", "save_json_atomic"])
 def test_crash_during_write_leaves_previous_state(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_at: str
 ) -> None:
@@ -346,7 +346,7 @@ def test_crash_during_write_leaves_previous_state(
     def boom(*args: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(lexical, fail_at, boom)
+    monkeypatch.setattr(lexical_segments, fail_at, boom)
     writes = (lambda: index.add([3], ["apple apple"]), lambda: index.delete([1]), index.compact)
     for write in writes:
         with pytest.raises(OSError):

@@ -1,4 +1,6 @@
-"""Storage layer: the hybrid :class:`Index` (SQLite documents, dense segments, BM25).
+"""Storage layer: the hybrid :class:`Index` — SQLite documents plus retriever fields
+(dense vectors, BM25, SPLADE postings, token vectors; :mod:`embedstack.index.fields`) — and
+the seams above it (:class:`SearchOptions`, :class:`Searchable`, :class:`SearchPlan`).
 
 Example:
     >>> from embedstack.index import Index, ChunkingParams                  # doctest: +SKIP
@@ -14,13 +16,18 @@ from embedstack.chunking import ChunkingParams
 from embedstack.index._types import AddResult, BM25Params, Hit, IndexStats
 from embedstack.index.core import Index
 from embedstack.index.filters import parse_filter_args
+from embedstack.index.protocols import DEFAULT_MODE, Searchable, SearchOptions, SearchPlan
 
 __all__ = [
+    "DEFAULT_MODE",
     "AddResult",
     "BM25Params",
     "ChunkingParams",
     "Hit",
     "Index",
     "IndexStats",
+    "SearchOptions",
+    "SearchPlan",
+    "Searchable",
     "parse_filter_args",
 ]

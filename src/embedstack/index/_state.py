@@ -1,47 +1,88 @@
-"""Helpers of :class:`~embedstack.index.core.Index`: the search snapshot, the write lock,
+"""Helpers of :class:`~embedstack.index.core.Index`: the SQLite snapshot, the write lock,
 encoder resolution."""
 
 from __future__ import annotations
 
 import fcntl
 import os
-from dataclasses import dataclass
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from embedstack._typing import IntArray
 from embedstack.encoders import TextEncoder, load_encoder
 from embedstack.errors import IndexLocked, InvalidInput
-from embedstack.index import dense
+from embedstack.index.docstore import DocStore
+from embedstack.index.fields.base import Field, SegmentRows, Snapshot
+from embedstack.index.manifest import library_version
 
-__all__ = ["LOCK", "State", "chunk_args", "library_version", "lock", "resolve_encoder"]
+__all__ = [
+    "LOCK",
+    "chunk_args",
+    "library_version",
+    "load_snapshot",
+    "lock",
+    "resolve_encoder",
+    "version",
+]
 
 LOCK = "write.lock"
 
 
-@dataclass
-class State:
-    """What searches read: a consistent snapshot of SQLite plus the loaded segments."""
+def version(store: DocStore, fields: Sequence[Field]) -> tuple[Any, ...]:
+    """Changes whenever any process commits: SQLite's data_version and every field's own
+    commit token."""
+    return (store.data_version(), *(f.version() for f in fields))
 
-    segments: list[dense.DenseSegment]
-    live: IntArray  # ascending keys of live documents
-    lexical_exact: bool  # the BM25 index holds exactly the live keys (no masking needed)
-    version: tuple[int, int]  # (sqlite data_version, lexical manifest mtime_ns)
-    masks: list[np.ndarray] | None = None  # per-segment live-row masks, computed lazily
+
+def load_snapshot(store: DocStore, fields: Sequence[Field]) -> Snapshot:
+    """What SQLite registers now (live keys, segments and their rows), read in one
+    transaction."""
+    stamp = version(store, fields)
+    conn = store.conn
+    conn.execute("BEGIN")
+    try:
+        registry = store.segments()
+        segments = [SegmentRows(seg, n, store.row_keys(seg, n)) for seg, _, n in registry]
+        live = store.live_keys()
+    finally:
+        conn.execute("COMMIT")
+    return Snapshot(live, segments, stamp)
+
+
+def _holder(fd: int) -> str:
+    try:
+        return os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
 
 
 def lock(path: Path) -> int:
+    """Take the writer lock of the index at ``path`` (flock on ``write.lock``) and write the
+    holder's pid and command line into it; returns the open descriptor.
+
+    Raises:
+        IndexLocked: another process holds it; ``holder`` is what that process wrote
+            (``"pid 4242: embedstack serve ..."``).
+    """
     fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        holder = _holder(fd)
         os.close(fd)
+        held = f" (held by {holder})" if holder else ""
         raise IndexLocked(
-            f"{path} is locked by another writer ({path / LOCK}); open it with readonly=True "
-            "to search while it writes"
+            f"{path} is locked by another writer{held}; open it with readonly=True to search "
+            "while it writes",
+            location=str(path),
+            holder=holder,
         ) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}: {' '.join(sys.argv)}\n".encode(), 0)
+    except OSError:
+        pass  # the lock is what matters; the note is for the error message only
     return fd
 
 
@@ -58,12 +99,3 @@ def resolve_encoder(encoder: object, options: dict[str, Any] | None) -> TextEnco
 def chunk_args(meta: dict[str, Any]) -> dict[str, Any]:
     c = meta["chunking"]
     return {"max_tokens": c["max_tokens"], "overlap": c["overlap"], "allow_any": c["allow_any"]}
-
-
-def library_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("embedstack")
-    except PackageNotFoundError:
-        return "unknown"

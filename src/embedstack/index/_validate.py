@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -116,16 +115,3 @@ def check_ids(ids: Iterable[Any]) -> list[str]:
             seen.add(doc_id)
             out.append(doc_id)
     return out
-
-
-def check_positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise InvalidInput(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def check_fraction(value: object, name: str) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok or not math.isfinite(float(value)) or not 0 <= float(value) <= 1:  # type: ignore[arg-type]
-        raise InvalidInput(f"{name} must be a number in [0, 1], got {value!r}")
-    return float(value)  # type: ignore[arg-type]

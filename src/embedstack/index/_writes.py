@@ -1,100 +1,152 @@
-"""The add/upsert write path of an :class:`Index`: chunk, embed, write, commit."""
+"""The write path of an :class:`~embedstack.index.Index` over its fields: add/upsert and
+delete, with rollback written once for every field (see the commit protocol in
+:mod:`embedstack.index.core`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from embedstack import vectors
-from embedstack._typing import FloatArray
-from embedstack.encoders.splade import SparseVectors
-from embedstack.errors import DimensionMismatch
-from embedstack.index import dense, late, late_model
-from embedstack.index import sparse as sparse_index
-from embedstack.index._state import State
-from embedstack.index._validate import NewDoc
-from embedstack.index.core import Index
+from embedstack._typing import IntArray
+from embedstack.errors import InvalidInput
+from embedstack.index._embedding import Chunker
+from embedstack.index._types import AddResult
+from embedstack.index._validate import NewDoc, check_ids, validate_docs
+from embedstack.index.dense import segment_name
+from embedstack.index.docstore import DocStore
+from embedstack.index.fields.base import Batch, Field, SegmentRows, Snapshot
 
-__all__ = ["write_batch"]
-
-
-def _embed(index: Index, texts: list[str]) -> FloatArray:
-    emb = np.asarray(index.encoder.encode_documents(texts), dtype=np.float32)
-    full = int(index.manifest["encoder"]["full_dim"])
-    if emb.shape != (len(texts), full):
-        raise DimensionMismatch(
-            f"the encoder returned {emb.shape}, expected ({len(texts)}, {full})"
-        )
-    return vectors.truncate(emb, index.dim) if index.dim != full else emb
+__all__ = ["Plan", "delete_batch", "discard", "keys_of", "plan", "write_batch"]
 
 
-def _sparse_embed(index: Index, texts: list[str]) -> SparseVectors:
-    vecs = sparse_index.encoder_of(index).encode_documents(texts)
-    vocab = int(index.manifest["sparse"]["vocab_size"])
-    if len(vecs) != len(texts) or vecs.vocab_size != vocab:
-        raise DimensionMismatch(
-            f"the sparse encoder returned {len(vecs)} rows over {vecs.vocab_size} terms, "
-            f"expected {len(texts)} over {vocab}"
-        )
-    return vecs
+@dataclass(frozen=True)
+class Plan:
+    """What an add or upsert will write: the new or changed documents, the keys of the
+    stored documents they replace, and how many were unchanged."""
+
+    changed: list[NewDoc]
+    replaced: list[int]
+    unchanged: int
+
+    def result(self, chunks: int) -> AddResult:
+        updated = len(self.replaced)
+        return AddResult(added=len(self.changed) - updated, updated=updated,
+                         unchanged=self.unchanged, chunks=chunks)  # fmt: skip
 
 
-def write_batch(index: Index, batch: Sequence[NewDoc], replaced: list[int]) -> int:
-    """Embed and commit one batch; see the commit protocol in :mod:`embedstack.index.core`."""
+def plan(store: DocStore, docs: Iterable[dict[str, Any]], *, replace: bool) -> Plan:
+    """Validate a batch against the store (nothing is written).
+
+    A document whose content hash equals the stored one is unchanged (not re-embedded).
+
+    Raises:
+        InvalidInput: a bad item, an id repeated in the batch, or (``replace`` False) an id
+            already in the index.
+    """
+    batch = validate_docs(docs)
+    existing = store.existing([d.id for d in batch])
+    if not replace:
+        for doc in batch:
+            if doc.id in existing:
+                raise InvalidInput(
+                    f"document {doc.position}: id {doc.id!r} is already in the index; use "
+                    "upsert() to replace it"
+                )
+    changed = [d for d in batch if existing.get(d.id, (0, ""))[1] != d.content_hash]
+    replaced = [existing[d.id][0] for d in changed if d.id in existing]
+    return Plan(changed, replaced, len(batch) - len(changed))
+
+
+def keys_of(store: DocStore, ids: Iterable[str]) -> list[int]:
+    """The keys of documents to delete.
+
+    Raises:
+        InvalidInput: an id not in the index (up to 5 named).
+    """
+    wanted = check_ids(ids)
+    existing = store.existing(wanted)
+    missing = [i for i in wanted if i not in existing]
+    if missing:
+        raise InvalidInput(f"ids not in the index: {missing[:5]}; nothing was deleted")
+    return [existing[i][0] for i in wanted]
+
+
+def discard(fields: Sequence[Field], segments: Sequence[int], keys: IntArray) -> None:
+    """Roll back uncommitted data of ``segments`` and ``keys`` in every field.
+
+    Every field is asked, whether or not it got to write: a failure part-way leaves data in
+    some fields only. A field that fails to discard does not stop the others; what remains
+    is removed by the next writer's recovery.
+    """
+    for field in fields:
+        try:
+            field.discard(segments, keys)
+        except Exception:  # noqa: BLE001 - recovery at the next open removes the rest
+            continue
+
+
+def write_batch(
+    store: DocStore,
+    fields: Sequence[Field],
+    chunker: Chunker,
+    snapshot: Snapshot,
+    batch: Sequence[NewDoc],
+    replaced: list[int],
+) -> tuple[int, Snapshot]:
+    """Encode, write and commit one batch; returns its chunk count and the new snapshot.
+
+    Every field prepares (encodes) first; then SQLite reserves the keys and the segment
+    number, each field writes uncommitted, and ONE SQLite transaction commits the batch.
+    A failure anywhere before that commit discards the batch from every field.
+    """
     if not batch:
-        return 0
-    chunks = index._chunker.chunks([d.title for d in batch], [d.text for d in batch])
-    emb = _embed(index, [c.embed for c in chunks])
-    postings = None
-    if index._sparse is not None:
-        postings = _sparse_embed(index, [c.embed for c in chunks])
-    tokens = None
-    if index._colbert is not None:
-        tokens = late.encode_chunks(late_model.encoder_of(index), [c.embed for c in chunks],
-                                    index._colbert.dim, index._colbert.precision)  # fmt: skip
-    first, seg_id = index._store.reserve(len(batch))
+        return 0, snapshot
+    chunks = chunker.chunks([d.title for d in batch], [d.text for d in batch])
+    work = Batch(
+        texts=[d.full_text for d in batch],
+        chunks=[c.embed for c in chunks],
+        chunk_doc=np.asarray([c.doc for c in chunks], dtype=np.int64),
+    )
+    prepared = [field.prepare(work) for field in fields]
+    first, seg_id = store.reserve(len(batch))
     keys = np.arange(first, first + len(batch), dtype=np.int64)
-    row_keys = keys[[c.doc for c in chunks]]
-    root = index.path / "dense"
-    files = dense.segment_files(seg_id, index.precision)
     try:
-        segment = dense.write_segment(root, seg_id, emb, index.precision, row_keys)
-        if postings is not None:
-            sparse_index.write_segment(index.path / sparse_index.DIR, seg_id, postings)
-        if tokens is not None:
-            late.write_segment(index.path / late.DIR, seg_id, tokens)
-        index._lexical.add(keys, [d.full_text for d in batch])
-    except BaseException:
-        for f in files:
-            (root / f).unlink(missing_ok=True)
-        sparse_index.remove_segments(index.path / sparse_index.DIR, [seg_id])
-        late.remove_segments(index.path / late.DIR, [seg_id])
-        raise
-    try:
-        with index._store.transaction():
-            index._store.delete_keys(replaced)
-            index._store.register_segment(seg_id, files[0], len(chunks))
-            index._store.insert_docs(
+        for field, data in zip(fields, prepared, strict=True):
+            field.write(work, data, seg_id, keys)
+        with store.transaction():
+            store.delete_keys(replaced)
+            store.register_segment(seg_id, f"{segment_name(seg_id)}.npy", len(chunks))
+            store.insert_docs(
                 (int(k), d.id, d.title, d.text, d.metadata_json, d.content_hash)
                 for k, d in zip(keys, batch, strict=True)
             )
-            index._store.insert_chunks(
+            store.insert_chunks(
                 (int(keys[c.doc]), c.chunk_no, c.start, c.end, seg_id, row)
                 for row, c in enumerate(chunks)
             )
     except BaseException:
-        index._lexical.delete(keys)
-        for f in files:
-            (root / f).unlink(missing_ok=True)
-        sparse_index.remove_segments(index.path / sparse_index.DIR, [seg_id])
-        late.remove_segments(index.path / late.DIR, [seg_id])
+        discard(fields, [seg_id], keys)
         raise
-    if replaced:
-        index._lexical.delete(replaced)
-    st = index._state
-    live = np.union1d(np.setdiff1d(st.live, replaced), keys).astype(np.int64)
-    index._state = State([*st.segments, segment], live, True, index._version())
-    index._known_keys.clear()
-    index._hnsw = None
-    return len(chunks)
+    gone = np.asarray(replaced, dtype=np.int64)
+    if len(gone):
+        for field in fields:
+            field.remove(gone)
+    live = np.union1d(np.setdiff1d(snapshot.live, gone), keys).astype(np.int64)
+    rows = SegmentRows(seg_id, len(chunks), work.row_keys(keys))
+    return len(chunks), Snapshot(live, [*snapshot.segments, rows])
+
+
+def delete_batch(
+    store: DocStore, fields: Sequence[Field], snapshot: Snapshot, keys: list[int]
+) -> Snapshot:
+    """Delete documents: the SQLite transaction first (the commit point), then each field
+    drops them; returns the new snapshot."""
+    with store.transaction():
+        store.delete_keys(keys)
+    gone = np.asarray(keys, dtype=np.int64)
+    for field in fields:
+        field.remove(gone)
+    return Snapshot(np.setdiff1d(snapshot.live, gone).astype(np.int64), snapshot.segments)

@@ -11,17 +11,16 @@ instead. Requires the ``ann`` extra (``faiss-cpu``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from embedstack._typing import FloatArray, IntArray
 from embedstack.errors import require
 from embedstack.index import dense
-
-if TYPE_CHECKING:
-    from embedstack.index.core import Index
+from embedstack.index.fields.base import DocHits, aggregate
 
 __all__ = ["HnswGraph", "ann_search", "require_faiss"]
 
@@ -78,28 +77,29 @@ class HnswGraph:
 
 
 def ann_search(
-    index: Index, q: FloatArray, masks: list[np.ndarray], depth: int
-) -> list[dense.DocHits]:
-    """Dense document search through the HNSW graph; see the module docstring."""
-    segments = index._state.segments
+    segments: list[dense.DenseSegment],
+    graph: Callable[[], HnswGraph],
+    q: FloatArray,
+    masks: list[np.ndarray],
+    depth: int,
+) -> list[DocHits]:
+    """Dense document search through the HNSW graph ``graph()`` (built on first need by
+    the caller, over ``segments``); see the module docstring."""
     allowed = np.concatenate(masks) if masks else np.zeros(0, np.bool_)
     n_allowed = int(allowed.sum())
     if n_allowed == 0 or n_allowed < max(_SELECTIVE * len(allowed), 20 * depth):
         return dense.search_docs(segments, q, masks, depth)
-    if index._hnsw is None:
-        index._hnsw = HnswGraph.build(segments, index.dim)
-    graph: HnswGraph = index._hnsw
-    out: list[dense.DocHits] = []
+    hnsw = graph()
+    out: list[DocHits] = []
     for qi in range(len(q)):
         fetch = min(2 * depth, n_allowed)
         while True:
-            scores, rows = graph.search(q[qi : qi + 1], allowed, fetch)
+            scores, rows = hnsw.search(q[qi : qi + 1], allowed, fetch)
             ok = rows[0] >= 0
             r = rows[0][ok]
-            hits = dense.aggregate(scores[0][ok], graph.keys[r], graph.seg_ids[r], graph.rows[r])
+            hits = aggregate(scores[0][ok], hnsw.keys[r], hnsw.seg_ids[r], hnsw.rows[r])
             if len(hits.keys) >= depth or fetch >= n_allowed:
                 break
             fetch = min(fetch * 4, n_allowed)
-        out.append(dense.DocHits(hits.keys[:depth], hits.scores[:depth],
-                                 hits.segments[:depth], hits.rows[:depth]))  # fmt: skip
+        out.append(hits.head(depth))
     return out

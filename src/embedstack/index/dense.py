@@ -26,14 +26,16 @@ import numpy as np
 from embedstack import vectors
 from embedstack._typing import FloatArray, IntArray
 from embedstack.errors import IndexCorrupt
+from embedstack.index.fields.base import DocHits, aggregate, empty_hits
 from embedstack.index.manifest import fsync_dir, save_npy
 
 __all__ = [
     "DenseSegment",
-    "DocHits",
     "load_segment",
-    "row_masks",
     "search_docs",
+    "segment_files",
+    "segment_name",
+    "write_rows",
     "write_segment",
 ]
 
@@ -101,6 +103,23 @@ def write_segment(
         save_npy(root / f"{name}.codes.npy", codes)
     fsync_dir(root)
     return DenseSegment(segment, data, cal, codes, row_keys)
+
+
+def write_rows(
+    root: Path, seg: DenseSegment, mask: np.ndarray, new_id: int, precision: str
+) -> list[str]:
+    """Compaction: write the rows of ``seg`` selected by ``mask`` as segment ``new_id``,
+    with the same codes and calibration (nothing is re-quantized)."""
+    names = segment_files(new_id, precision)
+    arrays = [np.asarray(seg.data)[mask]]
+    if seg.calibration is not None:
+        arrays.append(np.stack([seg.calibration.low, seg.calibration.high]).astype(np.float32))
+    if seg.codes is not None:
+        arrays.append(np.asarray(seg.codes)[mask])
+    for name, arr in zip(names, arrays, strict=True):
+        save_npy(root / name, arr)
+    fsync_dir(root)
+    return names
 
 
 def segment_files(segment: int, precision: str) -> list[str]:
@@ -171,33 +190,6 @@ def _scores(seg: DenseSegment, q: FloatArray, mask: np.ndarray, depth: int) -> F
     return s
 
 
-@dataclass
-class DocHits:
-    """Per-query document results of a dense search, best first (ties by key).
-
-    Attributes:
-        keys: document keys.
-        scores: max chunk score of each document.
-        segments: segment of each document's best chunk.
-        rows: row of that chunk in its segment.
-    """
-
-    keys: IntArray
-    scores: FloatArray
-    segments: IntArray
-    rows: IntArray
-
-
-def aggregate(scores: np.ndarray, keys: IntArray, segs: IntArray, rows: IntArray) -> DocHits:
-    ok = np.isfinite(scores)
-    scores, keys, segs, rows = scores[ok], keys[ok], segs[ok], rows[ok]
-    order = np.lexsort((rows, segs, -scores))
-    scores, keys, segs, rows = scores[order], keys[order], segs[order], rows[order]
-    _, first = np.unique(keys, return_index=True)  # best chunk of each document
-    best = first[np.lexsort((keys[first], -scores[first]))]
-    return DocHits(keys[best], scores[best].astype(np.float32), segs[best], rows[best])
-
-
 def search_docs(
     segments: list[DenseSegment], queries: FloatArray, masks: list[np.ndarray], depth: int
 ) -> list[DocHits]:
@@ -219,11 +211,6 @@ def search_docs(
         q = queries[q0 : q0 + _QUERY_BATCH]
         out += _search_batch(segments, masks, q, depth)
     return out
-
-
-def row_masks(segments: list[DenseSegment], allowed: IntArray) -> list[np.ndarray]:
-    """Per-segment masks of the rows whose document key is in ascending ``allowed``."""
-    return [np.isin(seg.row_keys, allowed) for seg in segments]
 
 
 def _search_batch(
@@ -252,16 +239,14 @@ def _search_batch(
         still = []
         for j, qi in enumerate(pending):
             if not per_seg:
-                empty = np.zeros(0, np.int64)
-                results[qi] = DocHits(empty, np.zeros(0, np.float32), empty, empty)
+                results[qi] = empty_hits()
                 continue
             hits = aggregate(*(np.concatenate([p[j] for p in parts])
                                 for parts in (parts_s, parts_k, parts_seg, parts_row)))  # fmt: skip
             if len(hits.keys) < depth and fetch < n_live:
                 still.append(qi)
             else:
-                results[qi] = DocHits(hits.keys[:depth], hits.scores[:depth],
-                                      hits.segments[:depth], hits.rows[:depth])  # fmt: skip
+                results[qi] = hits.head(depth)
         pending = still
         fetch = min(fetch * 4, n_live)
     return [r for r in results if r is not None]

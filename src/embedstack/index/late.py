@@ -44,31 +44,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from embedstack._typing import FloatArray
-from embedstack.encoders.multivector import TokenVectors, maxsim
-from embedstack.errors import DimensionMismatch, IndexCorrupt, InvalidInput
+from embedstack.encoders.multivector import TokenVectors
+from embedstack.errors import DimensionMismatch, IndexCorrupt
 from embedstack.index.dense import segment_name
-from embedstack.index.late_model import LateEncoder, encoder_of, no_store
-from embedstack.index.manifest import fsync_dir, remove_all_but, save_npy
-from embedstack.index.rescoring import best_per_document, candidate_rows, check_request
-
-if TYPE_CHECKING:
-    from embedstack.index.core import Index
+from embedstack.index.late_model import LateEncoder
+from embedstack.index.manifest import fsync_dir, save_npy
 
 __all__ = [
     "DIR",
     "LateSegment",
-    "SegmentCache",
-    "cache_for",
-    "colbert_scores",
     "encode_chunks",
     "load_segment",
-    "remove_segments",
-    "remove_unregistered",
     "segment_files",
     "validate",
     "write_rows",
@@ -210,55 +199,6 @@ def validate(seg: LateSegment, where: Path) -> None:
         raise IndexCorrupt(f"{where}: colbert segment {seg.id} has invalid offsets or values")
 
 
-class SegmentCache:
-    """Loaded ColBERT segments by number; numbers are never reused, so entries stay valid.
-
-    Attributes:
-        root: the ``colbert/`` folder.
-        dim: token vector dimension.
-        precision: stored precision.
-    """
-
-    def __init__(self, root: Path, dim: int, precision: str) -> None:
-        self.root = root
-        self.dim = dim
-        self.precision = precision
-        self._loaded: dict[int, LateSegment] = {}
-
-    def get(self, segment: int, n_rows: int) -> LateSegment:
-        """The segment matching dense segment ``segment`` of ``n_rows`` rows."""
-        hit = self._loaded.get(segment)
-        if hit is None:
-            hit = load_segment(self.root, segment, n_rows, self.dim, self.precision)
-            self._loaded[segment] = hit
-        return hit
-
-    def retain(self, segments: set[int]) -> None:
-        """Forget segments that are no longer registered (compacted away)."""
-        self._loaded = {k: v for k, v in self._loaded.items() if k in segments}
-
-
-def cache_for(path: Path, meta: dict[str, Any]) -> SegmentCache | None:
-    """The segment cache of an index whose manifest is ``meta`` (None: no ColBERT store)."""
-    record = meta.get("colbert")
-    if not record:
-        return None
-    return SegmentCache(path / DIR, int(record["dim"]), str(record["precision"]))
-
-
-def remove_segments(root: Path, segments: Sequence[int]) -> None:
-    """Delete the files of ``segments``, whatever their precision (missing files are fine)."""
-    for seg in segments:
-        for name in segment_files(seg, "int8"):
-            (root / name).unlink(missing_ok=True)
-
-
-def remove_unregistered(root: Path, registered: set[int], precision: str) -> bool:
-    """Recovery: delete files of segments SQLite does not register, and temporaries."""
-    keep = {name for seg in registered for name in segment_files(seg, precision)}
-    return remove_all_but(root, keep)
-
-
 # --- writing and scoring ---------------------------------------------------------------------
 
 
@@ -282,42 +222,3 @@ def encode_chunks(
             )
         parts.append(tokens.astype(precision))
     return TokenVectors.concat(parts)
-
-
-def colbert_scores(
-    index: Index, query: str, doc_ids: Sequence[str], chunks: str = "all"
-) -> FloatArray:
-    """See :meth:`Index.colbert_scores`."""
-    ids = check_request(query, doc_ids)
-    if chunks not in ("all", "first"):
-        raise InvalidInput(f"chunks must be 'all' or 'first', got {chunks!r}")
-    cache = index._colbert
-    if cache is None:
-        raise no_store(index.path)
-    out = np.full(len(ids), -np.inf, dtype=np.float32)
-    if not ids:
-        return out
-    keys, rows = candidate_rows(index, ids, first_only=chunks == "first")
-    sizes = {seg.id: len(seg) for seg in index._state.segments}
-    parts: list[TokenVectors] = []
-    owners: list[int] = []
-    for seg_id in sorted(rows):
-        if seg_id not in sizes:  # committed after this reader's snapshot: not visible yet
-            continue
-        pairs = sorted(rows[seg_id])  # ascending rows: sequential reads of the mapped file
-        r = np.fromiter((row for row, _ in pairs), dtype=np.int64, count=len(pairs))
-        parts.append(cache.get(seg_id, sizes[seg_id]).gather(r))
-        owners += [key for _, key in pairs]
-    cache.retain(set(sizes))
-    if not parts:
-        return out
-    encoder = encoder_of(index)
-    q = encoder.encode_queries([query])
-    if q.dim != cache.dim:
-        raise DimensionMismatch(
-            f"the ColBERT encoder returned {q.dim}-d query tokens, not {cache.dim}"
-        )
-    stored = TokenVectors.concat(parts)
-    score_states = getattr(encoder, "score_states", None)  # a split cross-encoder's upper layers
-    chunk_scores = score_states(q.doc(0), stored) if score_states else maxsim(q.doc(0), stored)
-    return best_per_document(ids, keys, zip(owners, chunk_scores.tolist(), strict=True))

@@ -11,20 +11,16 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from embedstack.encoders.multivector import TOKEN_PRECISIONS, TokenVectors
 from embedstack.errors import InvalidInput, ModelMismatch
-
-if TYPE_CHECKING:
-    from embedstack.index.core import Index
 
 __all__ = [
     "DEFAULT_PRECISION",
     "DOC_SETTINGS",
     "LateEncoder",
     "check_encoder",
-    "encoder_of",
     "manifest_entry",
     "no_store",
     "open_encoder",
@@ -227,21 +223,3 @@ def no_store(path: Path) -> InvalidInput:
         "Index.create(..., colbert='NAME_OR_DIR') (CLI: index create --colbert) to score "
         "with stored token vectors"
     )
-
-
-def encoder_of(index: Index) -> LateEncoder:
-    """The index's ColBERT encoder, loaded from the manifest on first use.
-
-    Raises:
-        InvalidInput: the index stores no ColBERT vectors.
-        ModelMismatch: the recorded model's weights changed.
-    """
-    record = index.manifest.get("colbert")
-    if not record:
-        raise no_store(index.path)
-    if index._colbert_encoder is None:
-        encoder = resolve_encoder(record["name"], record.get("options"))
-        check_encoder(encoder, record, index.path)
-        index._colbert_encoder = encoder
-    found: LateEncoder = index._colbert_encoder
-    return found

@@ -36,10 +36,12 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "fsync_dir",
+    "library_version",
     "read_manifest",
     "remove_all_but",
     "save_npy",
     "write_manifest",
+    "write_text_atomic",
 ]
 
 FILE = "manifest.json"
@@ -52,6 +54,17 @@ _ENCODER = ("name", "model_id", "dim", "full_dim")
 def now() -> str:
     """UTC time, ISO 8601 to the second."""
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def library_version() -> str:
+    """The installed embedstack version, recorded in manifests (``"unknown"`` when not
+    installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("embedstack")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def fsync_dir(path: Path) -> None:
@@ -90,21 +103,29 @@ def remove_all_but(root: Path, keep: set[str]) -> bool:
     return removed
 
 
-def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
-    """Atomically replace ``path/manifest.json`` (temporary file, fsync, rename, dir fsync)."""
-    final = path / FILE
-    tmp = path / f".tmp-{os.getpid()}-{FILE}"
+def write_text_atomic(file: Path, text: str) -> None:
+    """Atomically replace ``file`` with ``text``: a temporary file in the same folder,
+    fsynced, renamed over ``file``, then the folder fsynced."""
+    tmp = file.with_name(f".tmp-{os.getpid()}-{file.name}")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=2, sort_keys=True)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, final)
+        os.replace(tmp, file)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path)
+    fsync_dir(file.parent)
+
+
+def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    """Atomically replace ``path/manifest.json`` (see :func:`write_text_atomic`).
+
+    Raises:
+        TypeError: a value is not JSON-serialisable (nothing is written).
+    """
+    write_text_atomic(path / FILE, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def read_manifest(path: Path) -> dict[str, Any]:

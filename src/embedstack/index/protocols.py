@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
 from embedstack.errors import InvalidInput
+from embedstack.fusion import NORMALIZATIONS
 from embedstack.index._types import FUSIONS, MODES, RETRIEVERS, Hit, check_choice
 
 __all__ = ["DEFAULT_MODE", "SearchOptions", "SearchPlan", "Searchable"]
@@ -40,23 +41,26 @@ __all__ = ["DEFAULT_MODE", "SearchOptions", "SearchPlan", "Searchable"]
 #: Pyserini's hybrid runs). Every index stores both, so the default costs no extra set-up.
 DEFAULT_MODE: Literal["hybrid"] = "hybrid"
 
-NORMALIZATIONS: tuple[str, ...] = ("minmax", "zscore")
-
 
 @dataclass(frozen=True)
 class SearchOptions:
     """Every search knob of an index, validated once.
 
     Attributes:
-        mode: ``"dense"``, ``"bm25"``, ``"sparse"`` or ``"hybrid"`` (default; see
-            :data:`DEFAULT_MODE`).
+        mode: ``"dense"`` (cosine over chunk vectors, max per document), ``"bm25"``,
+            ``"sparse"`` (SPLADE dot product over chunk postings, max per document; indexes
+            created with ``sparse=``) or ``"hybrid"`` (``retrievers``, fused; the default,
+            see :data:`DEFAULT_MODE`).
         k: results returned, ``>= 1``.
-        filter: a metadata filter (:mod:`embedstack.index.filters`), or None.
+        filter: a metadata filter (:mod:`embedstack.index.filters`), or None. It applies
+            before top-k, so ``k`` results come back whenever ``k`` documents match; a key
+            no document has is an error.
         fusion: hybrid: ``"rrf"`` (Cormack et al. 2009) or ``"weighted"`` (Bruch et al. 2023).
-        alpha: weighted fusion: weight of the first retriever, in ``[0, 1]``.
+        alpha: weighted fusion of two retrievers: weight of the first in fusion order
+            (dense, sparse, bm25), in ``[0, 1]``; three are weighted 1/3 each.
         rrf_k: RRF's constant, ``> 0`` (60, as in the paper).
         candidates: hybrid: documents each retriever hands to fusion, ``>= 1`` (at least
-            ``k`` are always taken).
+            ``k`` are always taken; see :mod:`embedstack.index.search` for why 100).
         normalization: weighted fusion: ``"minmax"`` or ``"zscore"``.
         retrievers: hybrid: which of ``"bm25"``, ``"dense"``, ``"sparse"`` to fuse; None is
             ``("dense", "bm25")``.
@@ -108,8 +112,32 @@ class SearchOptions:
             object.__setattr__(self, "retrievers", chosen)
 
     def with_(self, **changes: Any) -> SearchOptions:
-        """A copy with ``changes`` applied (and validated)."""
+        """A copy with ``changes`` applied (and validated).
+
+        Raises:
+            InvalidInput: an unknown option name, or a value :class:`SearchOptions` rejects.
+        """
+        names = {f.name for f in fields(SearchOptions)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise InvalidInput(
+                f"unknown search option(s) {unknown}; SearchOptions takes {sorted(names)}"
+            )
         return replace(self, **changes)
+
+    @classmethod
+    def build(cls, options: SearchOptions | None = None, **changes: Any) -> SearchOptions:
+        """``options`` (default: all defaults) with ``changes`` applied: what a method
+        taking ``options=None, **kwargs`` searches with.
+
+        Raises:
+            InvalidInput: ``options`` not a SearchOptions, or as :meth:`with_`.
+        """
+        if options is None:
+            options = cls()
+        elif not isinstance(options, SearchOptions):
+            raise InvalidInput(f"options must be a SearchOptions, got {type(options).__name__}")
+        return options.with_(**changes) if changes else options
 
 
 @runtime_checkable

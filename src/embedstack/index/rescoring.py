@@ -1,4 +1,4 @@
-"""Dense rescoring of given documents with their *stored* chunk vectors.
+"""Rescoring of given documents with their *stored* chunk data (dense vectors, token vectors).
 
 :meth:`Index.dense_scores` scores a candidate list from another retriever (BM25, say) with
 the dense vectors already in the index: only the query is encoded, each document's chunk
@@ -13,18 +13,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from embedstack import vectors
 from embedstack._typing import FloatArray
 from embedstack.errors import InvalidInput
+from embedstack.index.docstore import DocStore
+from embedstack.index.fields.base import Field, Rescorer, Snapshot
 
-if TYPE_CHECKING:
-    from embedstack.index.core import Index
-
-__all__ = ["best_per_document", "candidate_rows", "check_request", "dense_scores"]
+__all__ = ["best_per_document", "candidate_rows", "check_request", "rescore"]
 
 _BATCH = 500  # keys per IN (...) query
 
@@ -53,7 +50,7 @@ def check_request(query: object, doc_ids: object) -> list[str]:
 
 
 def candidate_rows(
-    index: Index, ids: Sequence[str], first_only: bool = False
+    store: DocStore, snapshot: Snapshot, ids: Sequence[str], first_only: bool = False
 ) -> tuple[dict[str, int], dict[int, list[tuple[int, int]]]]:
     """The chunk rows of the live documents among ``ids`` (only each one's first chunk,
     title and start of the text, with ``first_only``).
@@ -62,11 +59,10 @@ def candidate_rows(
         ``{doc id: key}`` of the ids the index holds, and ``{segment: [(row, key)]}`` of
         the chunks of the live ones (looked up in SQLite by ``doc_key``).
     """
-    keys = {doc_id: key for doc_id, (key, _) in index._store.existing(ids).items()}
-    live = index._state.live
-    wanted = sorted({key for key in keys.values() if _is_live(live, key)})
+    keys = {doc_id: key for doc_id, (key, _) in store.existing(ids).items()}
+    wanted = sorted({key for key in keys.values() if snapshot.is_live(key)})
     rows: dict[int, list[tuple[int, int]]] = defaultdict(list)  # segment -> (row, key)
-    conn = index._store.conn
+    conn = store.conn
     for i in range(0, len(wanted), _BATCH):
         part = wanted[i : i + _BATCH]
         marks = ",".join("?" * len(part))
@@ -76,31 +72,6 @@ def candidate_rows(
         for seg, row, key in conn.execute(query_sql, part):
             rows[int(seg)].append((int(row), int(key)))
     return keys, rows
-
-
-def dense_scores(index: Index, query: str, doc_ids: Sequence[str]) -> FloatArray:
-    """See :meth:`Index.dense_scores`."""
-    ids = check_request(query, doc_ids)
-    if not ids:
-        return np.zeros(0, dtype=np.float32)
-    q = np.asarray(index.encoder.encode_queries([query]), dtype=np.float32)
-    if q.shape[1] != index.dim:
-        q = vectors.truncate(q, index.dim)
-    keys, rows = candidate_rows(index, ids)
-    scored: list[tuple[int, float]] = []
-    segments = {seg.id: seg for seg in index._state.segments}
-    for seg_id, pairs in rows.items():
-        seg = segments.get(seg_id)
-        if seg is None:  # committed after this reader's snapshot: not visible yet
-            continue
-        r = np.asarray([row for row, _ in pairs], dtype=np.int64)
-        if seg.calibration is None:
-            s = (q @ np.asarray(seg.data[r], dtype=np.float32).T)[0]
-        else:
-            codes = seg.data if seg.codes is None else seg.codes
-            s = vectors.int8_scores(q, np.asarray(codes[r]), seg.calibration)[0]
-        scored += zip((key for _, key in pairs), s.tolist(), strict=True)
-    return best_per_document(ids, keys, scored)
 
 
 def best_per_document(
@@ -125,6 +96,17 @@ def best_per_document(
     return out
 
 
-def _is_live(live: np.ndarray, key: int) -> bool:
-    pos = int(np.searchsorted(live, key))
-    return pos < len(live) and int(live[pos]) == key
+def rescore(
+    store: DocStore, snapshot: Snapshot, field: Field, query: str, ids: list[str],
+    first_only: bool = False,
+) -> FloatArray:  # fmt: skip
+    """Scores of the documents ``ids`` by ``field``'s stored data (max over each document's
+    chunks, or its first chunk only); ``-inf`` for ids not live in ``snapshot``.
+
+    Raises:
+        InvalidInput: ``field`` cannot rescore.
+    """
+    if not isinstance(field, Rescorer):
+        raise InvalidInput(f"the {field.name!r} field cannot rescore documents")
+    keys, rows = candidate_rows(store, snapshot, ids, first_only)
+    return best_per_document(ids, keys, field.score_rows(query, snapshot, rows))

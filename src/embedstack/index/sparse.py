@@ -26,32 +26,26 @@ chunk scores become document scores by their maximum, as for dense search.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from embedstack._typing import IntArray
 from embedstack.encoders.splade import SparseTextEncoder, SparseVectors
 from embedstack.errors import DimensionMismatch, IndexCorrupt, InvalidInput, ModelMismatch
-from embedstack.index.dense import DocHits, aggregate, segment_name
-from embedstack.index.manifest import fsync_dir, remove_all_but, save_npy
-
-if TYPE_CHECKING:
-    from embedstack.index.core import Index
+from embedstack.index.dense import segment_name
+from embedstack.index.fields.base import DocHits, aggregate, empty_hits
+from embedstack.index.manifest import fsync_dir, save_npy
 
 __all__ = [
     "DIR",
-    "SegmentCache",
     "SparseSegment",
     "check_encoder",
-    "encoder_of",
     "load_segment",
     "manifest_entry",
-    "remove_segments",
-    "remove_unregistered",
+    "no_store",
     "resolve_encoder",
     "search_docs",
     "segment_files",
@@ -185,41 +179,6 @@ def validate(seg: SparseSegment, where: Path) -> None:
         raise IndexCorrupt(f"{where}: sparse segment {seg.id} has invalid postings")
 
 
-class SegmentCache:
-    """Loaded sparse segments by number; numbers are never reused, so entries stay valid."""
-
-    def __init__(self, root: Path, vocab: int) -> None:
-        self.root = root
-        self.vocab = vocab
-        self._loaded: dict[int, SparseSegment] = {}
-
-    def get(self, segments: Sequence[Any]) -> list[SparseSegment]:
-        """The sparse segments matching the dense ``segments`` (``.id`` and ``len``)."""
-        out = []
-        for seg in segments:
-            hit = self._loaded.get(seg.id)
-            if hit is None:
-                hit = load_segment(self.root, seg.id, len(seg), self.vocab)
-            out.append(hit)
-        self._loaded = {s.id: s for s in out}
-        return out
-
-    def add(self, seg: SparseSegment) -> None:
-        self._loaded[seg.id] = seg
-
-
-def remove_segments(root: Path, segments: Sequence[int]) -> None:
-    """Delete the files of ``segments`` (missing files are fine)."""
-    for seg in segments:
-        for name in segment_files(seg):
-            (root / name).unlink(missing_ok=True)
-
-
-def remove_unregistered(root: Path, registered: set[int]) -> bool:
-    """Recovery: delete files of segments SQLite does not register, and temporaries."""
-    return remove_all_but(root, {name for seg in registered for name in segment_files(seg)})
-
-
 def search_docs(
     segments: list[SparseSegment],
     row_keys: list[IntArray],
@@ -244,15 +203,10 @@ def search_docs(
             rows = np.flatnonzero((s > 0) & mask)
             parts.append((s[rows], keys[rows], np.full(len(rows), seg.id, np.int64), rows))
         if not parts:
-            empty = np.zeros(0, np.int64)
-            out.append(DocHits(empty, np.zeros(0, np.float32), empty, empty))
+            out.append(empty_hits())
             continue
         hits = aggregate(*(np.concatenate([p[j] for p in parts]) for j in range(4)))
-        out.append(
-            DocHits(
-                hits.keys[:depth], hits.scores[:depth], hits.segments[:depth], hits.rows[:depth]
-            )
-        )
+        out.append(hits.head(depth))
     return out
 
 
@@ -300,22 +254,9 @@ def check_encoder(encoder: SparseTextEncoder, record: dict[str, Any], path: Path
         )
 
 
-def encoder_of(index: Index) -> SparseTextEncoder:
-    """The index's sparse encoder, loaded from the manifest on first use.
-
-    Raises:
-        InvalidInput: the index has no sparse postings.
-        ModelMismatch: the recorded model's weights changed.
-    """
-    record = index.manifest.get("sparse")
-    if not record:
-        raise InvalidInput(
-            f"{index.path} has no sparse postings: create the index with "
-            "Index.create(..., sparse='splade-tiny') to search with mode='sparse'"
-        )
-    if index._sparse_encoder is None:
-        enc = resolve_encoder(record["name"], record.get("options"))
-        check_encoder(enc, record, index.path)
-        index._sparse_encoder = enc
-    encoder: SparseTextEncoder = index._sparse_encoder
-    return encoder
+def no_store(path: Path) -> InvalidInput:
+    """The error for a sparse search on an index without sparse postings."""
+    return InvalidInput(
+        f"{path} has no sparse postings: create the index with "
+        "Index.create(..., sparse='splade-tiny') to search with mode='sparse'"
+    )

@@ -1,0 +1,185 @@
+"""Lucene BM25 over the live statistics of a set of lexical segments.
+
+Scores are Lucene's BM25 (Robertson & Zaragoza 2009; the Lucene variant as compared by
+Kamphuis et al. 2020)::
+
+    idf(t)   = ln(1 + (N - df(t) + 0.5) / (df(t) + 0.5))
+    score(d) = sum over query tokens t of idf(t) * tf / (tf + k1*(1 - b + b*dl/avgdl))
+
+with ``N``, ``df`` and ``avgdl`` taken over the *live* documents when the query runs, so a
+deleted document changes scores exactly as if it had never been indexed. The constant factor
+``(k1 + 1)`` of the classic numerator is left out, as Lucene does since 8.0 (LUCENE-8563) and
+bm25s does: it scales every score alike and changes no ranking.
+
+A :class:`Scorer` is built over one list of segments (:mod:`embedstack.index.lexical_segments`)
+and is replaced whenever they change; it caches each term's live postings and impacts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from embedstack._typing import FloatArray, IntArray
+from embedstack.errors import InvalidInput
+from embedstack.index.lexical_segments import Segment
+
+__all__ = ["Scorer", "View", "as_keys", "check_k", "top_k"]
+
+_CACHE_MAX_POSTINGS = 1 << 24  # per-term impact cache is cleared beyond this many entries
+
+
+def as_keys(doc_keys: Iterable[int] | np.ndarray, what: str = "doc_keys") -> IntArray:
+    """``doc_keys`` as a 1-d int64 array.
+
+    Raises:
+        InvalidInput: not a 1-d sequence of integers that fit in int64.
+    """
+    arr = np.asarray(doc_keys if isinstance(doc_keys, np.ndarray) else list(doc_keys))
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if arr.ndim != 1 or arr.dtype.kind not in "iu":
+        raise InvalidInput(f"{what} must be a 1-d sequence of integers, got {arr.dtype}{arr.shape}")
+    if arr.dtype.kind == "u" and arr.max() > np.iinfo(np.int64).max:
+        raise InvalidInput(f"{what} must fit in int64")
+    return arr.astype(np.int64, copy=False)
+
+
+def check_k(k: int) -> int:
+    """``k`` as an int, or :class:`InvalidInput` unless it is a positive integer."""
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k <= 0:
+        raise InvalidInput(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def top_k(scores: np.ndarray, keys: IntArray, k: int) -> tuple[FloatArray, IntArray]:
+    """The ``k`` best of ``scores`` (float32, descending), ties broken by key ascending."""
+    s32 = scores.astype(np.float32)
+    if len(s32) > k:
+        threshold = np.partition(s32, len(s32) - k)[len(s32) - k]
+        sel = np.flatnonzero(s32 >= threshold)
+        s32, keys = s32[sel], keys[sel]
+    order = np.lexsort((keys, -s32))[:k]
+    return s32[order], keys[order]
+
+
+@dataclass
+class View:
+    """Collection-wide arrays over all segments' doc slots."""
+
+    offsets: IntArray  # (n_segments + 1,) first slot of each segment
+    keys: IntArray  # (n_slots,) doc key of each slot
+    live: npt.NDArray[np.bool_]  # (n_slots,)
+    norm: npt.NDArray[np.float64]  # (n_slots,) k1 * (1 - b + b * dl / avgdl)
+    n_live: int
+    sorted_keys: IntArray  # live keys, ascending
+    sorted_slots: IntArray  # their slots
+
+    @classmethod
+    def build(cls, segments: list[Segment], k1: float, b: float) -> View:
+        sizes = [len(s.keys) for s in segments]
+        offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
+        n = int(offsets[-1])
+        keys = np.concatenate([s.keys for s in segments]) if segments else np.zeros(0, np.int64)
+        lengths = np.zeros(n, np.float64)
+        live = np.ones(n, np.bool_)
+        for seg, base in zip(segments, offsets.tolist(), strict=False):
+            lengths[base : base + len(seg.keys)] = seg.lengths
+            live[base + seg.deleted] = False
+        live_slots = np.flatnonzero(live)
+        avgdl = float(lengths[live_slots].mean()) if len(live_slots) else 0.0
+        norm = k1 * (1.0 - b + b * lengths / (avgdl if avgdl > 0 else 1.0))
+        order = np.argsort(keys[live_slots], kind="stable")
+        sorted_keys = keys[live_slots][order]
+        return cls(offsets, keys, live, norm, len(live_slots), sorted_keys, live_slots[order])
+
+    def lookup(self, keys: IntArray) -> tuple[IntArray, npt.NDArray[np.bool_]]:
+        """Slots of ``keys`` among live docs, and whether each was found."""
+        pos = np.searchsorted(self.sorted_keys, keys)
+        pos = np.minimum(pos, max(len(self.sorted_keys) - 1, 0))
+        if len(self.sorted_keys) == 0:
+            return np.zeros(len(keys), np.int64), np.zeros(len(keys), np.bool_)
+        return self.sorted_slots[pos], self.sorted_keys[pos] == keys
+
+
+class Scorer:
+    """BM25 over ``segments`` with parameters ``k1`` and ``b``; see the module docstring."""
+
+    def __init__(self, segments: list[Segment], k1: float, b: float) -> None:
+        self.segments = segments
+        self.view = View.build(segments, k1, b)
+        self._postings: dict[int, tuple[IntArray, npt.NDArray[np.float64]]] = {}
+        self._cached = 0
+
+    def search(
+        self, term_ids: IntArray, k: int, allowed: IntArray | None
+    ) -> tuple[FloatArray, IntArray]:
+        """The ``k`` best live documents for one analysed query: ``(scores, keys)``."""
+        slots, scores = self.accumulate(term_ids)
+        if allowed is not None and len(slots):
+            allowed_slots, found = self.view.lookup(as_keys(allowed, "allowed"))
+            keep = np.isin(slots, allowed_slots[found])
+            slots, scores = slots[keep], scores[keep]
+        if len(slots) == 0:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        return top_k(scores, self.view.keys[slots], k)
+
+    def score_slots(self, term_ids: IntArray, slots: IntArray) -> FloatArray:
+        """``(len(slots),)`` float32 scores of one analysed query for live ``slots``."""
+        out = np.zeros(len(slots), dtype=np.float32)
+        cand, scores = self.accumulate(term_ids)
+        if len(cand) and len(slots):
+            pos = np.minimum(np.searchsorted(cand, slots), len(cand) - 1)
+            hit = cand[pos] == slots
+            out[hit] = scores[pos[hit]]
+        return out
+
+    def accumulate(self, term_ids: IntArray) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted slots of the live documents matching ``term_ids`` and their scores."""
+        if len(term_ids) == 0 or not self.segments:
+            return np.zeros(0, np.int64), np.zeros(0, np.float64)
+        uniq, counts = np.unique(term_ids, return_counts=True)
+        parts = [self._term_postings(int(t)) for t in uniq.tolist()]
+        slots = np.concatenate([p[0] for p in parts])
+        reps = counts.tolist()
+        weights = np.concatenate(
+            [p[1] * c if c > 1 else p[1] for p, c in zip(parts, reps, strict=True)]
+        )
+        n_slots = len(self.view.keys)
+        if len(slots) * 8 < n_slots:  # few hits: sort them rather than sweep every doc
+            cand, inverse = np.unique(slots, return_inverse=True)
+            return cand, np.bincount(inverse, weights, minlength=len(cand))
+        dense = np.bincount(slots, weights, minlength=n_slots)
+        cand = np.flatnonzero(dense)
+        return cand, dense[cand]
+
+    def _term_postings(self, gid: int) -> tuple[IntArray, npt.NDArray[np.float64]]:
+        """Live slots holding term ``gid`` and their BM25 impacts (idf * saturated tf)."""
+        hit = self._postings.get(gid)
+        if hit is not None:
+            return hit
+        view = self.view
+        slot_parts, tf_parts = [], []
+        for seg, base in zip(self.segments, view.offsets.tolist(), strict=False):
+            row = seg.row(gid)
+            if row >= 0:
+                lo, hi = seg.indptr[row], seg.indptr[row + 1]
+                slot_parts.append(seg.docs[lo:hi].astype(np.int64) + base)
+                tf_parts.append(seg.tfs[lo:hi])
+        slots = np.concatenate(slot_parts) if slot_parts else np.zeros(0, np.int64)
+        tf = np.concatenate(tf_parts).astype(np.float64) if tf_parts else np.zeros(0)
+        live = view.live[slots]
+        if not live.all():
+            slots, tf = slots[live], tf[live]
+        df = len(slots)
+        idf = np.log1p((view.n_live - df + 0.5) / (df + 0.5))
+        impacts = idf * tf / (tf + view.norm[slots])
+        if self._cached > _CACHE_MAX_POSTINGS:
+            self._postings.clear()
+            self._cached = 0
+        self._postings[gid] = (slots, impacts)
+        self._cached += df
+        return slots, impacts
