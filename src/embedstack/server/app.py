@@ -115,8 +115,13 @@ def create_app(
         )
         state: ServerState = app.state.embedstack
         dims = embeddings.served_dims(state)
+        sparse = any(state.indexes.has_sparse(name) for name in state.indexes.names())
         return specialize(
-            schema, settings, dims=dims, rerankers=list(state.models.reranker_sources)
+            schema,
+            settings,
+            dims=dims,
+            rerankers=list(state.models.reranker_sources),
+            sparse=sparse,
         )
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -197,6 +197,11 @@ class ModelHub:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor(key), functools.partial(fn, *args))
 
+    def call(self, key: str, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the model's worker thread and wait for it, from a worker
+        thread (an index search running a pipeline); never from the event loop."""
+        return self._executor(key).submit(fn, *args).result()
+
     def _load_sync(
         self, key: str, cache: dict[str, Any], name: str, loader: Callable[[], Any]
     ) -> Any:

@@ -46,6 +46,7 @@ def specialize(
     *,
     dims: Mapping[str, int | None],
     rerankers: Sequence[str],
+    sparse: bool = True,
 ) -> dict[str, Any]:
     """Write the limits and served names of ``settings`` into ``schema`` (in place).
 
@@ -54,6 +55,8 @@ def specialize(
         settings: The server's settings.
         dims: Served embedding model name → full dimension (None when not known yet).
         rerankers: Served reranker names.
+        sparse: Whether some served index stores SPLADE postings; if not, ``sparse`` is
+            not offered as a search ``mode`` or retriever.
 
     Returns:
         ``schema``.
@@ -92,6 +95,10 @@ def specialize(
 
     search = _component(schema, "SearchRequest")
     _prop(search, "k")["maximum"] = settings.max_k
+    if not sparse:
+        _prop(search, "mode")["enum"].remove("sparse")
+        _variant(_prop(search, "retrievers"), "array")["items"]["enum"].remove("sparse")
+        _variant(_prop(search, "retrievers"), "array")["maxItems"] = 2
     _prop(search, "query")["maxLength"] = c_max
     _prop(_component(schema, "UpsertRequest"), "documents")["maxItems"] = n_max
     document = _component(schema, "Document")

@@ -26,6 +26,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from embedstack.index.protocols import DEFAULT_MODE
+
 __all__ = [
     "NON_BLANK",
     "DeleteRequest",
@@ -39,6 +41,7 @@ __all__ = [
     "IndexStatsResponse",
     "ModelCard",
     "ModelList",
+    "PipelineInfo",
     "RerankDocument",
     "RerankRequest",
     "RerankResponse",
@@ -300,24 +303,94 @@ class DeleteResponse(BaseModel):
     deleted: int
 
 
+def _distinct(values: list[str]) -> list[str]:
+    if len(set(values)) != len(values):
+        raise PydanticCustomError("unique", "must name each retriever once")
+    return values
+
+
+Retrievers = Annotated[
+    list[Literal["bm25", "dense", "sparse"]],
+    Field(min_length=1, max_length=3),
+    AfterValidator(_distinct),
+    WithJsonSchema(
+        {
+            "type": "array",
+            "items": {"enum": ["bm25", "dense", "sparse"], "type": "string"},
+            "minItems": 1,
+            "maxItems": 3,
+            "uniqueItems": True,
+        }
+    ),
+]
+
+
 class SearchRequest(BaseModel):
-    """``POST /v1/indexes/{name}/search``."""
+    """``POST /v1/indexes/{name}/search``: the fields of ``embedstack.index.SearchOptions``
+    (one vocabulary in Python, the CLI and here), or a ``pipeline``."""
 
     query: Text
-    mode: Literal["dense", "bm25", "hybrid"] = "dense"
-    k: PositiveInt = Field(default=10, description="Results to return.")
+    mode: Literal["dense", "bm25", "sparse", "hybrid"] = Field(
+        default=DEFAULT_MODE,
+        description="Which of the index's retrievers answer: dense, bm25, sparse (an index "
+        "with a SPLADE model) or hybrid (fused; the default everywhere: BM25 and dense fused "
+        "are at or near the better of the two on nearly every collection).",
+    )
+    k: PositiveInt = Field(
+        default=10,
+        description="How many results come back (`k` everywhere; `top_n` is only the "
+        "rerank API's name for it).",
+    )
     filter: dict[str, Any] | None = Field(
         default=None,
         description="Metadata filter, the embedstack.index.filters syntax: "
         '{"lang": "en", "year": {"$gte": 2020}}, $in, $nin, $ne, $exists, $and, $or.',
     )
-    fusion: Literal["rrf", "weighted"] = "rrf"
+    fusion: Literal["rrf", "weighted"] = Field(
+        default="rrf",
+        description="Hybrid: reciprocal rank fusion (Cormack et al. 2009) or a weighted sum "
+        "of normalized scores (Bruch et al. 2023).",
+    )
     alpha: StrictFloat = Field(
-        default=0.5, ge=0, le=1, description="Weighted fusion: weight of the dense scores."
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Weighted fusion: weight of the first retriever (dense by default).",
     )
-    pipeline: StrictStr | None = Field(
-        default=None, description="A named search pipeline, when the server's embedstack has them."
+    rrf_k: StrictFloat = Field(
+        default=60.0, gt=0, allow_inf_nan=False, description="RRF's constant (60 in the paper)."
     )
+    candidates: PositiveInt = Field(
+        default=100,
+        description="Hybrid: documents each retriever hands to fusion (at least `k` are "
+        "always taken). Not the number of results: that is `k`.",
+    )
+    normalization: Literal["minmax", "zscore"] = Field(
+        default="minmax", description="Weighted fusion: how each retriever's scores are scaled."
+    )
+    retrievers: Retrievers | None = Field(
+        default=None,
+        description="Hybrid: which retrievers to fuse, each once, in order (default "
+        '["dense", "bm25"]). Only with mode "hybrid".',
+    )
+    pipeline: Text | None = Field(
+        default=None,
+        description="Run a search pipeline instead of `mode`: a preset (bm25, dense, hybrid, "
+        "hybrid-rerank, three-stage, hybrid-colbert, three-stage-colbert), a pipeline saved "
+        "with the index, or the compact form "
+        "`bm25(top=100) + dense(top=100) -> rrf(k=60) -> rerank(top=20) -> top 10`, where "
+        "`top` is a stage's depth (how many candidates it scores). `k` and `filter` apply; "
+        "the other fields are ignored. rerank stages use the server's reranker "
+        "(`serve --reranker DIR`); the server builds each pipeline once and reuses it.",
+    )
+
+
+class PipelineInfo(BaseModel):
+    """The pipeline that answered: its name, compact form and models per stage."""
+
+    name: str
+    config: str
+    models: dict[str, str]
 
 
 class SearchHit(BaseModel):
@@ -336,11 +409,13 @@ class SearchHit(BaseModel):
 
 
 class SearchResponse(BaseModel):
-    """Hits, best first."""
+    """Hits, best first; ``mode`` for a mode search, ``pipeline`` (and ``mode`` null) for a
+    pipeline search."""
 
     object: Literal["list"] = "list"
     index: str
-    mode: str
+    mode: str | None
+    pipeline: PipelineInfo | None = None
     data: list[SearchHit]
 
 
