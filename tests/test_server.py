@@ -359,7 +359,7 @@ def test_search_request_speaks_search_options(http: httpx.Client) -> None:
     from dataclasses import fields
 
     from embedstack.index.protocols import DEFAULT_MODE, SearchOptions
-    from embedstack.server.schemas import SearchRequest
+    from embedstack.server.index_schemas import SearchRequest
 
     names = {f.name for f in fields(SearchOptions)}
     assert names <= set(SearchRequest.model_fields)
@@ -760,3 +760,18 @@ def test_unexpected_errors_are_a_generic_500(caplog: pytest.LogCaptureFixture) -
         assert "secret" not in response.text
         assert client.get("/healthz").status_code == 200
     assert any("secret detail" in r.getMessage() or r.exc_info for r in caplog.records)
+
+
+def test_docs_page_works_offline(http: httpx.Client) -> None:
+    """/docs is one self-contained page: no script, style or link from another host."""
+    import re
+
+    page = http.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    html = page.text
+    assert "://" not in html and "//cdn" not in html  # no absolute URL at all
+    refs = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)""", html)
+    assert refs == ["openapi.json"]  # only the served document, same origin
+    assert 'fetch("openapi.json")' in html
+    assert http.get("/redoc").status_code == 404  # ReDoc would load from a CDN too
+    assert http.get("/openapi.json").json()["paths"]  # what the page renders

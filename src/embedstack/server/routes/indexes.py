@@ -10,8 +10,7 @@ from fastapi import APIRouter, Depends, Response
 from embedstack.errors import InvalidInput
 from embedstack.index.protocols import SearchOptions
 from embedstack.server.errors import ERROR_RESPONSES, ApiError, from_library, limit_exceeded
-from embedstack.server.routes import json_response
-from embedstack.server.schemas import (
+from embedstack.server.index_schemas import (
     DeleteRequest,
     DeleteResponse,
     IndexList,
@@ -21,6 +20,7 @@ from embedstack.server.schemas import (
     UpsertRequest,
     UpsertResponse,
 )
+from embedstack.server.routes import json_response
 from embedstack.server.state import ServerState, get_state
 
 if TYPE_CHECKING:
