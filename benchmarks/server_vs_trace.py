@@ -176,6 +176,12 @@ def main() -> None:
     parser.add_argument("--index", type=Path, default=None, help="index folder (built once)")
     parser.add_argument("--model", default="all-MiniLM-L6-v2")
     parser.add_argument("--reranker", default=None, help="cross-encoder folder or name")
+    parser.add_argument(
+        "--backend",
+        default=None,
+        help="cross-encoder backend on both sides (default: the library's; torch for the "
+        "tiny model the script builds)",
+    )
     parser.add_argument("--pipeline", default="hybrid-rerank")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--queries", type=int, default=30)
@@ -201,9 +207,13 @@ def main() -> None:
     loads: list[str] = []
     real_load = embedstack.rerank.load_reranker
 
+    backend = args.backend or (None if args.reranker else "torch")
+    extra = {"backend": backend} if backend else {}
+
     def counted(source: Any, **options: Any) -> Any:
+        """The library's loader, counted; ``--backend`` applies to both sides alike."""
         loads.append(str(source))
-        return real_load(source, **options)
+        return real_load(source, **{**extra, **options})
 
     embedstack.rerank.load_reranker = counted  # type: ignore[assignment]
 
@@ -257,6 +267,7 @@ def main() -> None:
         "reranker": args.reranker or "tiny random BERT (2 layers, hidden 32)",
         "queries": len(queries),
         "threads": args.threads,
+        "backend": backend or "default",
         "trace": trace,
         "server": http,
         "p50_ratio": http["p50_ms"] / trace["p50_ms"],
