@@ -775,3 +775,41 @@ def test_docs_page_works_offline(http: httpx.Client) -> None:
     assert 'fetch("openapi.json")' in html
     assert http.get("/redoc").status_code == 404  # ReDoc would load from a CDN too
     assert http.get("/openapi.json").json()["paths"]  # what the page renders
+
+
+def test_constraints_once_refused_with_400_are_in_the_schema(
+    minilm: Any, index_dir: Path, hash_registered: str
+) -> None:
+    """The three schema-valid requests schemathesis found refused with 400 are now outside
+    the served schema: token ids that decode to an empty text (and ids beyond the
+    vocabulary), an empty pipeline; a repeated upsert id is documented."""
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")  # schemathesis' validator
+
+    settings = ServerSettings(models=(), indexes={"papers": index_dir}, api_keys=())
+    doc = create_app(settings, encoders={MINILM: minilm}).openapi()
+    components = doc["components"]["schemas"]
+
+    def valid(component: str, body: dict[str, Any]) -> bool:
+        name = f"{component}-Input" if f"{component}-Input" in components else component
+        schema = {"$ref": f"#/components/schemas/{name}", "components": doc["components"]}
+        return bool(jsonschema_rs.Draft202012Validator(schema).is_valid(body))
+
+    blank = [0, 101, 102]  # [PAD] [CLS] [SEP]: decodes to ""
+    assert not valid("EmbeddingRequest", {"model": MINILM, "input": blank})
+    assert not valid("EmbeddingRequest", {"model": MINILM, "input": [blank, [2023]]})
+    assert valid("EmbeddingRequest", {"model": MINILM, "input": [101, 2023, 102]})
+    assert not valid("EmbeddingRequest", {"model": MINILM, "input": [30522]})
+    assert valid("EmbeddingRequest", {"model": MINILM, "input": [30521]})
+    assert not valid("SearchRequest", {"query": "q", "pipeline": ""})
+    assert not valid("SearchRequest", {"query": "q", "pipeline": " \t"})
+    assert valid("SearchRequest", {"query": "q", "pipeline": "hybrid"})
+    documents = components.get("UpsertRequest-Input", components.get("UpsertRequest"))
+    assert "each id at most once" in documents["properties"]["documents"]["description"]
+    # a model without a tokenizer cannot decode token ids: the forms are not offered
+    hashing = create_app(ServerSettings(models=(HASH,), api_keys=(), preload=True))
+    with ServerThread(hashing) as running:
+        served = httpx.get(f"{running.url}/openapi.json").json()["components"]["schemas"]
+    request = served.get("EmbeddingRequest-Input", served.get("EmbeddingRequest"))
+    forms = request["properties"]["input"]["anyOf"]
+    assert [f.get("type") for f in forms] == ["string", "array"]
+    assert forms[1]["items"]["type"] == "string"

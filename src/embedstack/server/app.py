@@ -131,6 +131,7 @@ def create_app(
             dims=dims,
             rerankers=list(state.models.reranker_sources),
             sparse=sparse,
+            tokens=state.models.token_limits(),
         )
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -40,7 +40,11 @@ class Document(BaseModel):
 class UpsertRequest(BaseModel):
     """``POST /v1/indexes/{name}/documents``: add new documents, replace changed ones."""
 
-    documents: list[Document] = Field(min_length=1)
+    documents: list[Document] = Field(
+        min_length=1,
+        description="Documents to add or replace, each id at most once per request (a "
+        "repeated id is refused with 400; JSON Schema cannot state it).",
+    )
 
 
 class UpsertResponse(BaseModel):
