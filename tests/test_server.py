@@ -813,3 +813,27 @@ def test_constraints_once_refused_with_400_are_in_the_schema(
     forms = request["properties"]["input"]["anyOf"]
     assert [f.get("type") for f in forms] == ["string", "array"]
     assert forms[1]["items"]["type"] == "string"
+
+
+def test_pipeline_hub_builds_once_per_index_and_spec_and_stays_bounded(
+    index_dir: Path, hash_registered: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from embedstack.server import pipelines
+    from embedstack.server.metrics import Metrics
+    from embedstack.server.models import ModelHub
+
+    monkeypatch.setattr(pipelines, "MAX_PIPELINES", 2)
+    hub = pipelines.PipelineHub(ModelHub(ServerSettings(models=(), api_keys=()), Metrics()))
+
+    async def main() -> None:
+        hybrid = await hub.get("papers", index_dir, "hybrid")
+        assert await hub.get("papers", index_dir, " hybrid ") is hybrid
+        assert await hub.get("other", index_dir, "hybrid") is not hybrid  # per index
+        assert len(hub) == 2
+        await hub.get("papers", index_dir, "bm25")  # the least recently used one goes
+        assert len(hub) == 2
+        assert await hub.get("papers", index_dir, "hybrid") is not hybrid  # rebuilt
+
+    asyncio.run(main())

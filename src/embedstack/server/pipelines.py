@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from embedstack.server.models import ModelHub
 
 __all__ = ["PipelineHub", "ServedScorer"]
+
+MAX_PIPELINES = 256  # built pipelines kept (least recently used dropped): they hold no models
 
 NO_RERANKER = (
     "this server serves no reranker: start it with `embedstack serve --reranker DIR` (or "
@@ -87,7 +90,8 @@ def _normalised(config: PipelineConfig) -> str:
 
 
 class PipelineHub:
-    """The pipelines built so far, keyed by index name and normalised spec.
+    """The pipelines built so far, keyed by index name and normalised spec (at most
+    :data:`MAX_PIPELINES`, least recently used dropped first).
 
     Args:
         models: The served models (the rerankers stages use).
@@ -95,7 +99,9 @@ class PipelineHub:
 
     def __init__(self, models: ModelHub) -> None:
         self._models = models
-        self._built: dict[tuple[str, str, str, str | None, str | None], Pipeline] = {}
+        self._built: OrderedDict[tuple[str, str, str, str | None, str | None], Pipeline] = (
+            OrderedDict()
+        )
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -146,9 +152,11 @@ class PipelineHub:
         shown, config = resolve_pipeline(spec, index=path)
         rerank, colbert = self._stage_models(config)
         key = (index, shown, _normalised(config), rerank, colbert)
-        built = self._built.get(key)
-        if built is not None:
-            return built
+        with self._lock:
+            built = self._built.get(key)
+            if built is not None:
+                self._built.move_to_end(key)
+                return built
         scorers: list[ServedScorer | None] = []
         for name in (rerank, colbert):
             loaded = await self._models.reranker(name) if name is not None else None
@@ -156,4 +164,7 @@ class PipelineHub:
         pipeline = Pipeline(config, index=path, reranker=scorers[0], colbert=scorers[1])
         pipeline.name = shown
         with self._lock:
-            return self._built.setdefault(key, pipeline)
+            built = self._built.setdefault(key, pipeline)
+            while len(self._built) > MAX_PIPELINES:  # clients may send endless specs
+                self._built.popitem(last=False)
+            return built
