@@ -7,14 +7,16 @@ import re
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
 
 from embedstack import load_encoder
 from embedstack.errors import EmbedstackError, InvalidInput
-from embedstack.index import Index
+from embedstack.index import Hit, Index
 from embedstack.index._embedding import Chunker
+from embedstack.index.protocols import Searchable, SearchOptions, SearchPlan
 from embedstack.pipeline import (
     Pipeline,
     list_pipelines,
@@ -192,10 +194,12 @@ def test_saved_pipeline_found_by_name(idx: Index) -> None:
     assert cfg == parse_pipeline("bm25(top=10) -> dense_rescore(top=6) -> top 3")
     direct = Pipeline(cfg).run(idx, QUERIES[0])
     assert len(direct) == 3
-    assert _ids(idx.search(QUERIES[0], pipeline="mine", k=3)) == _ids(direct)
+    mine = Pipeline("mine", index=idx)  # found through the index's path
+    assert mine.name == "mine" and mine.config == cfg
+    assert _ids(idx.search(QUERIES[0], pipeline=mine, k=3)) == _ids(direct)
     assert Pipeline("mine", index=idx.path).name == "mine"
     with Index.open(idx.path, readonly=True) as reader:
-        assert _ids(reader.search(QUERIES[0], pipeline="mine", k=3)) == _ids(direct)
+        assert _ids(reader.search(QUERIES[0], pipeline=mine, k=3)) == _ids(direct)
     with pytest.raises(InvalidInput, match="unknown pipeline 'mine'"):
         load_pipeline("mine")  # without the index
     with pytest.raises(InvalidInput, match="saved with the index: mine"):
@@ -256,7 +260,7 @@ def test_k_filter_and_empty_cases(idx: Index, tmp_path: Path, hash_model: str) -
 
 def test_index_search_with_rerank_preset_needs_a_reranker(idx: Index) -> None:
     with pytest.raises(InvalidInput, match="embedstack train reranker DATASET_DIR"):
-        idx.search(QUERIES[0], pipeline="hybrid-rerank")
+        Pipeline("hybrid-rerank", index=idx)
     hits = idx.search(QUERIES[0], pipeline=Pipeline("hybrid-rerank", reranker=Reverse()), k=4)
     head = _ids(Pipeline("hybrid").run(idx, QUERIES[0], k=50))
     assert _ids(hits) == head[::-1][:4]
@@ -293,7 +297,6 @@ class CountSparse:
 
 
 def test_sparse_generator(tmp_path: Path, hash_model: str) -> None:
-    pytest.importorskip("embedstack.encoders.splade")
     sparse = CountSparse()
     with Index.create(
         tmp_path / "s", encoder=hash_model, chunking=SMALL_CHUNKS, sparse=sparse
@@ -411,3 +414,51 @@ def test_colbert_stage_with_the_index_model_reads_stored_vectors(
     assert _ids(same.run(colbert_idx, QUERIES[1])) == _ids(stored) and calls == []
     other.run(colbert_idx, QUERIES[1])
     assert calls == [12]  # another model encodes the candidates on every query
+
+
+class _Elsewhere:
+    """A Searchable that is not the local Index and has no directory (an external engine):
+    it answers by delegating to a local index, and counts the calls."""
+
+    def __init__(self, index: Index) -> None:
+        self._index = index
+        self.calls: list[dict[str, object]] = []
+
+    def search_many(
+        self, queries: Sequence[str], options: SearchOptions | None = None, **kwargs: object
+    ) -> list[list[Hit]]:
+        self.calls.append(dict(kwargs))
+        return self._index.search_many(queries, **kwargs)  # type: ignore[arg-type]
+
+    def dense_scores(self, query: str, doc_ids: Sequence[str]) -> np.ndarray:
+        return self._index.dense_scores(query, doc_ids)
+
+    def colbert_scores(
+        self, query: str, doc_ids: Sequence[str], *, chunks: Literal["all", "first"] = "all"
+    ) -> np.ndarray:
+        return self._index.colbert_scores(query, doc_ids, chunks=chunks)
+
+    @property
+    def colbert_model(self) -> str | None:
+        return None
+
+    def get(self, doc_id: str) -> dict[str, object] | None:
+        return self._index.get(doc_id)
+
+
+def test_a_pipeline_is_a_search_plan_and_runs_on_any_searchable(idx: Index) -> None:
+    pipeline = Pipeline("bm25(top=30) -> dense_rescore(top=10) -> top 4")
+    assert isinstance(pipeline, SearchPlan)
+    elsewhere = _Elsewhere(idx)
+    assert isinstance(elsewhere, Searchable)
+    got = pipeline.run(elsewhere, QUERIES[1])
+    assert _ids(got) == _ids(pipeline.run(idx, QUERIES[1])) and len(got) == 4
+    assert elsewhere.calls == [{"mode": "bm25", "k": 30, "filter": None}]
+    # no directory: no saved pipelines, and a clear error instead of an AttributeError
+    save_pipeline(idx, "mine", "bm25(top=5)")
+    assert Pipeline("mine", index=idx).config == parse_pipeline("bm25(top=5)")
+    assert list_pipelines(elsewhere) == []  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="unknown pipeline 'mine'"):
+        Pipeline("mine", index=elsewhere)
+    with pytest.raises(InvalidInput, match="not an index directory"):
+        save_pipeline(elsewhere, "p", "bm25")

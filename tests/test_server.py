@@ -8,7 +8,7 @@ bad-input test runs against that same server, which keeps serving good requests.
 from __future__ import annotations
 
 import base64
-import inspect
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -261,19 +261,131 @@ def _cohere_calls(cohere: Any, url: str, transport: httpx.Client) -> None:
 
 
 def test_reranker_from_library_loader(monkeypatch: pytest.MonkeyPatch) -> None:
-    import types
-
+    import embedstack.rerank
+    from embedstack.errors import ModelNotFound
     from embedstack.server.rerank import resolve_reranker
 
-    module = types.ModuleType("embedstack.rerank")
-    module.load_reranker = lambda name, **_: OverlapReranker()  # type: ignore[attr-defined]
-    monkeypatch.setitem(__import__("sys").modules, "embedstack.rerank", module)
-    assert isinstance(resolve_reranker("cross-encoder/some-model")(), OverlapReranker)
-    monkeypatch.setitem(__import__("sys").modules, "embedstack.rerank", None)
-    from embedstack.errors import ModelNotFound
+    loaded: list[tuple[str, dict[str, Any]]] = []
 
-    with pytest.raises(ModelNotFound, match="unknown reranker"):
-        resolve_reranker("cross-encoder/some-model")
+    def load(name: str, **options: Any) -> OverlapReranker:
+        loaded.append((name, options))
+        return OverlapReranker()
+
+    monkeypatch.setattr(embedstack.rerank, "load_reranker", load)
+    factory = resolve_reranker("cross-encoder/some-model")
+    assert loaded == []  # nothing is loaded until the server calls the factory
+    assert isinstance(factory(), OverlapReranker)
+    assert loaded == [("cross-encoder/some-model", {"show_progress": False})]
+    monkeypatch.undo()
+    with pytest.raises(ModelNotFound, match="not found"):
+        resolve_reranker("/nonexistent/reranker")()
+
+
+def test_serve_reranker_folder_is_the_pipelines_reranker_loaded_once(
+    tmp_path: Path, index_dir: Path, hash_registered: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``serve --reranker ./reranker``: served as ``reranker``, THE cross-encoder of the
+    presets that rerank, loaded once for any number of pipeline searches."""
+    import embedstack.rerank
+    from embedstack.pipeline import Pipeline
+
+    loads: list[str] = []
+
+    def load(name: str, **options: Any) -> OverlapReranker:
+        loads.append(name)
+        return OverlapReranker()
+
+    monkeypatch.setattr(embedstack.rerank, "load_reranker", load)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "reranker").mkdir()
+    settings = ServerSettings(
+        models=(HASH,), rerankers=("./reranker",), indexes={"papers": index_dir}, api_keys=()
+    )
+    queries = ["cats purr", "dogs bark", "fish swim", "animals at night"] * 3
+    app = create_app(settings)
+    with ServerThread(app) as running, httpx.Client(base_url=running.url) as client:
+        search = "/v1/indexes/papers/search"
+        assert [m["id"] for m in client.get("/v1/models").json()["data"]][-1] == "reranker"
+        with Index.open(index_dir, readonly=True) as index:
+            local = Pipeline("hybrid-rerank", reranker=OverlapReranker())
+            expected = {q: [h.doc_id for h in local.run(index, q, 3)] for q in queries}
+        for q in queries:
+            got = client.post(search, json={"query": q, "pipeline": "hybrid-rerank", "k": 3})
+            assert got.status_code == 200, got.text
+            body = got.json()
+            assert body["mode"] is None and body["pipeline"] == {
+                "name": "hybrid-rerank",
+                "config": local.config.to_string(),
+                "models": {"rerank": "reranker"},
+            }
+            assert [h["id"] for h in body["data"]] == expected[q]
+            assert {"rrf", "rerank"} <= set(body["data"][0]["ranks"])
+        # a stage may name the served reranker by its name or the folder it came from
+        for model in ("reranker", "./reranker", str(tmp_path / "reranker")):
+            spec = f'bm25(top=10) -> rerank("{model}", top=3)'
+            named = client.post(search, json={"query": "cats", "pipeline": spec})
+            assert named.status_code == 200, named.text
+            assert named.json()["pipeline"]["models"] == {"rerank": "reranker"}
+        rerank = client.post(
+            "/v1/rerank", json={"model": "reranker", "query": "cats", "documents": ["cats", "x"]}
+        )
+        assert rerank.status_code == 200, rerank.text
+        other = 'bm25(top=10) -> rerank("./elsewhere", top=3)'
+        refused = client.post(search, json={"query": "cats", "pipeline": other})
+        error = _error(refused, 400)
+        assert error["param"] == "pipeline" and "'./elsewhere' is not served" in error["message"]
+        assert "served rerankers: reranker" in error["message"]
+        assert len(app.state.embedstack.pipelines) == 2  # hybrid-rerank, and bm25 -> rerank
+    assert loads == ["./reranker"]  # one load, at start, for every route and pipeline
+
+
+def test_pipeline_with_rerank_on_a_server_without_reranker(
+    index_dir: Path, hash_registered: str
+) -> None:
+    settings = ServerSettings(models=(HASH,), indexes={"papers": index_dir}, api_keys=())
+    search = "/v1/indexes/papers/search"
+    with ServerThread(create_app(settings)) as running, httpx.Client(base_url=running.url) as c:
+        refused = c.post(search, json={"query": "cats", "pipeline": "hybrid-rerank"})
+        error = _error(refused, 400)
+        assert error["param"] == "pipeline" and "serve --reranker DIR" in error["message"]
+        assert _error(c.post(search, json={"query": "cats", "pipeline": ""}), 422)
+        assert _error(c.post(search, json={"query": "cats", "pipeline": " "}), 422)
+        assert c.post(search, json={"query": "cats", "pipeline": "hybrid"}).status_code == 200
+
+
+def test_search_request_speaks_search_options(http: httpx.Client) -> None:
+    """The server's search fields are SearchOptions' (same names, same checks), and the
+    default mode is DEFAULT_MODE."""
+    from dataclasses import fields
+
+    from embedstack.index.protocols import DEFAULT_MODE, SearchOptions
+    from embedstack.server.index_schemas import SearchRequest
+
+    names = {f.name for f in fields(SearchOptions)}
+    assert names <= set(SearchRequest.model_fields)
+    assert SearchRequest(query="q").mode == DEFAULT_MODE == "hybrid"
+    assert SearchRequest.model_fields["k"].default == SearchOptions().k
+    assert SearchRequest.model_fields["candidates"].default == SearchOptions().candidates
+    assert SearchRequest.model_fields["rrf_k"].default == SearchOptions().rrf_k
+    search = "/v1/indexes/papers/search"
+    plain = http.post(search, json={"query": "dogs", "k": 3}).json()
+    hybrid = http.post(search, json={"query": "dogs", "k": 3, "mode": "hybrid"}).json()
+    assert plain["mode"] == "hybrid" and plain["data"] == hybrid["data"]
+    knobs = {"mode": "hybrid", "k": 2, "retrievers": ["bm25", "dense"], "rrf_k": 1.0,
+             "candidates": 2}  # fmt: skip
+    tuned = http.post(search, json={"query": "dogs", **knobs})
+    assert tuned.status_code == 200, tuned.text
+    assert set(tuned.json()["data"][0]["ranks"]) >= {"bm25", "dense"}
+    dup = {"query": "dogs", "retrievers": ["bm25", "bm25"]}
+    assert _error(http.post(search, json=dup), 422)["param"] == "retrievers"
+    assert _error(http.post(search, json={"query": "dogs", "rrf_k": 0}), 422)
+    assert _error(http.post(search, json={"query": "dogs", "candidates": 0}), 422)
+    schema = http.get("/openapi.json").json()["components"]["schemas"]
+    request = schema.get("SearchRequest-Input", schema.get("SearchRequest"))
+    assert request["properties"]["retrievers"]["anyOf"][0]["uniqueItems"] is True
+    assert "sparse" not in request["properties"]["mode"]["enum"]  # no served index has it
+    for word in ("`k`", "`top_n`", "`top`"):
+        assert word in json.dumps(request)
 
 
 # -- indexes ----------------------------------------------------------------------------------
@@ -309,10 +421,14 @@ def test_index_stats_search_upsert_delete(http: httpx.Client, index_dir: Path) -
     assert deleted.status_code == 200 and deleted.json() == {"deleted": 1}
     assert http.get("/v1/indexes/papers").json()["n_docs"] == 3
     pipeline = http.post("/v1/indexes/papers/search", json={"query": "x", "pipeline": "nope"})
-    if "pipeline" in inspect.signature(Index.search).parameters:
-        assert "nope" in _error(pipeline, 400)["message"]  # passed through, refused by name
-    else:
-        assert "no search pipelines" in _error(pipeline, 400)["message"]
+    error = _error(pipeline, 400)
+    assert "unknown pipeline 'nope'" in error["message"] and error["param"] == "pipeline"
+    bm25 = http.post("/v1/indexes/papers/search", json={"query": "cats purr", "pipeline": "bm25"})
+    assert bm25.status_code == 200, bm25.text
+    body = bm25.json()
+    assert body["mode"] is None and body["pipeline"]["name"] == "bm25"
+    assert body["pipeline"]["config"] == "bm25(top=100) -> top 10"
+    assert [h["id"] for h in body["data"]] == [h["id"] for h in hits.json()["data"]]
 
 
 def test_index_writer_locked_by_another_writer_gets_409(
@@ -644,3 +760,80 @@ def test_unexpected_errors_are_a_generic_500(caplog: pytest.LogCaptureFixture) -
         assert "secret" not in response.text
         assert client.get("/healthz").status_code == 200
     assert any("secret detail" in r.getMessage() or r.exc_info for r in caplog.records)
+
+
+def test_docs_page_works_offline(http: httpx.Client) -> None:
+    """/docs is one self-contained page: no script, style or link from another host."""
+    import re
+
+    page = http.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    html = page.text
+    assert "://" not in html and "//cdn" not in html  # no absolute URL at all
+    refs = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)""", html)
+    assert refs == ["openapi.json"]  # only the served document, same origin
+    assert 'fetch("openapi.json")' in html
+    assert http.get("/redoc").status_code == 404  # ReDoc would load from a CDN too
+    assert http.get("/openapi.json").json()["paths"]  # what the page renders
+
+
+def test_constraints_once_refused_with_400_are_in_the_schema(
+    minilm: Any, index_dir: Path, hash_registered: str
+) -> None:
+    """The three schema-valid requests schemathesis found refused with 400 are now outside
+    the served schema: token ids that decode to an empty text (and ids beyond the
+    vocabulary), an empty pipeline; a repeated upsert id is documented."""
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")  # schemathesis' validator
+
+    settings = ServerSettings(models=(), indexes={"papers": index_dir}, api_keys=())
+    doc = create_app(settings, encoders={MINILM: minilm}).openapi()
+    components = doc["components"]["schemas"]
+
+    def valid(component: str, body: dict[str, Any]) -> bool:
+        name = f"{component}-Input" if f"{component}-Input" in components else component
+        schema = {"$ref": f"#/components/schemas/{name}", "components": doc["components"]}
+        return bool(jsonschema_rs.Draft202012Validator(schema).is_valid(body))
+
+    blank = [0, 101, 102]  # [PAD] [CLS] [SEP]: decodes to ""
+    assert not valid("EmbeddingRequest", {"model": MINILM, "input": blank})
+    assert not valid("EmbeddingRequest", {"model": MINILM, "input": [blank, [2023]]})
+    assert valid("EmbeddingRequest", {"model": MINILM, "input": [101, 2023, 102]})
+    assert not valid("EmbeddingRequest", {"model": MINILM, "input": [30522]})
+    assert valid("EmbeddingRequest", {"model": MINILM, "input": [30521]})
+    assert not valid("SearchRequest", {"query": "q", "pipeline": ""})
+    assert not valid("SearchRequest", {"query": "q", "pipeline": " \t"})
+    assert valid("SearchRequest", {"query": "q", "pipeline": "hybrid"})
+    documents = components.get("UpsertRequest-Input", components.get("UpsertRequest"))
+    assert "each id at most once" in documents["properties"]["documents"]["description"]
+    # a model without a tokenizer cannot decode token ids: the forms are not offered
+    hashing = create_app(ServerSettings(models=(HASH,), api_keys=(), preload=True))
+    with ServerThread(hashing) as running:
+        served = httpx.get(f"{running.url}/openapi.json").json()["components"]["schemas"]
+    request = served.get("EmbeddingRequest-Input", served.get("EmbeddingRequest"))
+    forms = request["properties"]["input"]["anyOf"]
+    assert [f.get("type") for f in forms] == ["string", "array"]
+    assert forms[1]["items"]["type"] == "string"
+
+
+def test_pipeline_hub_builds_once_per_index_and_spec_and_stays_bounded(
+    index_dir: Path, hash_registered: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from embedstack.server import pipelines
+    from embedstack.server.metrics import Metrics
+    from embedstack.server.models import ModelHub
+
+    monkeypatch.setattr(pipelines, "MAX_PIPELINES", 2)
+    hub = pipelines.PipelineHub(ModelHub(ServerSettings(models=(), api_keys=()), Metrics()))
+
+    async def main() -> None:
+        hybrid = await hub.get("papers", index_dir, "hybrid")
+        assert await hub.get("papers", index_dir, " hybrid ") is hybrid
+        assert await hub.get("other", index_dir, "hybrid") is not hybrid  # per index
+        assert len(hub) == 2
+        await hub.get("papers", index_dir, "bm25")  # the least recently used one goes
+        assert len(hub) == 2
+        assert await hub.get("papers", index_dir, "hybrid") is not hybrid  # rebuilt
+
+    asyncio.run(main())

@@ -21,8 +21,10 @@ class FakeModel:
         self.fail_on = fail_on
         self.release = asyncio.Event()
         self.release.set()
+        self.started = asyncio.Event()  # set when a call reaches the model
 
     async def run(self, texts: list[str]) -> EmbedResult:
+        self.started.set()
         await self.release.wait()
         self.calls.append(list(texts))
         if self.fail_on is not None and self.fail_on in texts:
@@ -30,6 +32,14 @@ class FakeModel:
         n = len(self.calls)
         vectors = np.array([[len(t), n] for t in texts], dtype=np.float32)
         return vectors, np.array([len(t) for t in texts], dtype=np.int64)
+
+
+async def _settled() -> None:
+    """Return once every task scheduled before this call has run up to the point where it
+    waits (asyncio runs ready callbacks in FIFO order): an event, not a timed sleep."""
+    done = asyncio.Event()
+    asyncio.get_running_loop().call_soon(done.set)
+    await done.wait()
 
 
 def _batcher(model: FakeModel, **options: object) -> MicroBatcher:
@@ -117,9 +127,9 @@ def test_full_queue_refuses_at_once_and_cancelled_requests_are_dropped() -> None
         model.release.clear()
         batcher = _batcher(model, queue_size=2, merge=False)
         first = asyncio.ensure_future(batcher.submit(["first"], tokens=1))
-        await asyncio.sleep(0.01)  # the worker took it and waits for the model
+        await model.started.wait()  # the worker took it and waits for the model
         queued = [asyncio.ensure_future(batcher.submit([f"q{i}"], tokens=1)) for i in range(2)]
-        await asyncio.sleep(0.01)
+        await _settled()  # both are in the queue
         with pytest.raises(Overloaded, match="2 requests waiting"):
             await batcher.submit(["one too many"], tokens=1)
         assert batcher.depth() == 2
@@ -149,7 +159,7 @@ def test_gate_bounds_concurrency_and_waiting() -> None:
                 active -= 1
 
         tasks = [asyncio.ensure_future(hold()) for _ in range(2)]
-        await asyncio.sleep(0.01)
+        await _settled()  # one holds the slot, the other waits for it
         assert gate.depth() == 1
         with pytest.raises(Overloaded):
             async with gate.slot():

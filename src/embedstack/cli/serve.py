@@ -66,7 +66,13 @@ def serve(
         typer.Option("--model", "-m", help=f"Embedding model to serve (default {DEFAULT_MODEL})."),
     ] = None,
     reranker: Annotated[
-        list[str] | None, typer.Option("--reranker", help="Reranker name or folder to serve.")
+        list[str] | None,
+        typer.Option(
+            "--reranker",
+            help="Reranker name or folder to serve (a folder is served under its folder name; "
+            "NAME=DIR names it). The first is the cross-encoder of index-search pipelines "
+            "that rerank (hybrid-rerank, three-stage); loaded once, at start.",
+        ),
     ] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,

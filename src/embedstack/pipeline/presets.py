@@ -38,7 +38,7 @@ from embedstack.pipeline.config import PipelineConfig
 from embedstack.pipeline.grammar import parse_pipeline
 
 if TYPE_CHECKING:
-    from embedstack.index import Index
+    from embedstack.index.protocols import Searchable
 
 __all__ = [
     "PRESETS",
@@ -101,11 +101,18 @@ def _check_name(name: object) -> str:
     return name
 
 
-def _root(index: Index | str | os.PathLike[str]) -> Path:
-    return Path(index if isinstance(index, str | os.PathLike) else index.path) / PIPELINES_DIR
+def _root(index: Searchable | str | os.PathLike[str]) -> Path | None:
+    """``INDEX/pipelines`` of an index directory or of an index object with a ``path``; None
+    for an index that lives elsewhere (an external engine has no saved pipelines)."""
+    if isinstance(index, str | os.PathLike):
+        return Path(index) / PIPELINES_DIR
+    path = getattr(index, "path", None)
+    return Path(path) / PIPELINES_DIR if isinstance(path, str | os.PathLike) else None
 
 
-def save_pipeline(index: Index | str | os.PathLike[str], name: str, config: PipelineSpec) -> Path:
+def save_pipeline(
+    index: Searchable | str | os.PathLike[str], name: str, config: PipelineSpec
+) -> Path:
     """Save a pipeline with an index as ``INDEX/pipelines/NAME.json`` (atomically; an existing
     pipeline of that name is replaced).
 
@@ -126,8 +133,12 @@ def save_pipeline(index: Index | str | os.PathLike[str], name: str, config: Pipe
         raise InvalidInput(f"pipeline name {name!r} is a preset; choose another name")
     cfg = resolve_pipeline(config, index=index)[1]
     root = _root(index)
-    if not (root.parent / "manifest.json").is_file():
-        raise InvalidInput(f"{root.parent} is not an index: create it with Index.create()")
+    if root is None or not (root.parent / "manifest.json").is_file():
+        where = root.parent if root is not None else f"a {type(index).__name__}"
+        raise InvalidInput(
+            f"{where} is not an index directory: create one with Index.create() "
+            "(CLI: `embedstack index create DIR`)"
+        )
     root.mkdir(exist_ok=True)
     import json
 
@@ -141,10 +152,10 @@ def save_pipeline(index: Index | str | os.PathLike[str], name: str, config: Pipe
     return path
 
 
-def list_pipelines(index: Index | str | os.PathLike[str]) -> list[str]:
+def list_pipelines(index: Searchable | str | os.PathLike[str]) -> list[str]:
     """Names of the pipelines saved with ``index``, sorted."""
     root = _root(index)
-    if not root.is_dir():
+    if root is None or not root.is_dir():
         return []
     return sorted(p.stem for p in root.glob("*.json") if _NAME.match(p.stem))
 
@@ -158,7 +169,7 @@ def _read_file(path: Path) -> PipelineConfig:
 
 
 def resolve_pipeline(
-    spec: PipelineSpec, *, index: Index | str | os.PathLike[str] | None = None
+    spec: PipelineSpec, *, index: Searchable | str | os.PathLike[str] | None = None
 ) -> tuple[str, PipelineConfig]:
     """Turn a pipeline spec into ``(display name, config)``.
 
@@ -181,8 +192,9 @@ def resolve_pipeline(
             f"or a pipeline string; got {type(spec).__name__}"
         )
     text = spec.strip()
-    if index is not None and _NAME.match(text) and (_root(index) / f"{text}.json").is_file():
-        return text, _read_file(_root(index) / f"{text}.json")
+    root = _root(index) if index is not None else None
+    if root is not None and _NAME.match(text) and (root / f"{text}.json").is_file():
+        return text, _read_file(root / f"{text}.json")
     if text in PRESETS:
         return text, get_preset(text)
     if text.endswith(".json") or (text and Path(text).is_file()):

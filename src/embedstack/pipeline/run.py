@@ -1,6 +1,12 @@
 """Running a :class:`~embedstack.pipeline.PipelineConfig` against an index.
 
-Per query: each generator runs (one batched ``Index.search_many`` per generator), a fusion
+A pipeline runs on anything that implements
+:class:`~embedstack.index.protocols.Searchable` (the local :class:`~embedstack.index.Index`,
+or an external engine), and a built :class:`Pipeline` is a
+:class:`~embedstack.index.protocols.SearchPlan`: ``index.search(query, pipeline=p)`` calls
+``p.run(index, query, k, filter=...)``; the index never imports this package.
+
+Per query: each generator runs (one batched ``search_many`` per generator), a fusion
 merges their lists, each rescoring stage reorders the head of the list, and the first ``k``
 become :class:`~embedstack.index.Hit` objects whose ``ranks`` and ``scores`` hold every
 stage the document went through (``{"bm25": 3, "dense": 1, "rrf": 1, "rerank": 2}``) and
@@ -23,41 +29,33 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from embedstack import fusion as fuse
-from embedstack.encoders.runtime.identity import ModelId
 from embedstack.errors import EmbedstackError, InvalidInput
 from embedstack.pipeline.config import Colbert, Rerank, Rrf, Weighted
 from embedstack.pipeline.presets import PipelineSpec, resolve_pipeline
+from embedstack.pipeline.scorers import (
+    STORED,
+    TRAIN_HINT,
+    Scorer,
+    as_scorer,
+    stored,
+)
+from embedstack.pipeline.scorers import load_colbert as _load_colbert
+from embedstack.pipeline.scorers import load_reranker as _load_reranker
 
 if TYPE_CHECKING:
-    from embedstack.index import Hit, Index
+    from embedstack.index import Hit
+    from embedstack.index.protocols import Searchable
 
 __all__ = ["Pipeline", "PipelineResult", "Scorer", "TRAIN_HINT", "stage_latency"]
 
 RERANK_RRF_K = 60  # the RRF constant of Cormack et al. (2009), as everywhere else here
-TRAIN_HINT = (
-    "pass reranker=NAME_OR_DIR (Python) or --reranker DIR_OR_NAME (CLI), set the stage's "
-    "model, or train one with `embedstack train reranker DATASET_DIR --split train --out DIR`"
-)
-
-
-@runtime_checkable
-class Scorer(Protocol):
-    """What a ``rerank`` or ``colbert`` stage needs: the reranker protocol of
-    :mod:`embedstack.rerank` (``name`` and ``score(query, documents) -> (n,) float32``)."""
-
-    @property
-    def name(self) -> str:
-        """The model's name, for messages."""
-        ...
-
-    def score(self, query: str, documents: Sequence[str]) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -92,82 +90,6 @@ def _labels(kinds: Sequence[str]) -> list[str]:
     return out
 
 
-def _load_reranker(value: str, options: dict[str, Any]) -> Scorer:
-    try:
-        from embedstack.rerank import load_reranker
-    except ModuleNotFoundError as exc:
-        if exc.name != "embedstack.rerank":
-            raise
-        raise InvalidInput(
-            "cross-encoder loading is not available in this build (no embedstack.rerank); "
-            "pass reranker= an object with name and score(query, documents)"
-        ) from None
-    loaded: Scorer = load_reranker(value, **options)
-    return loaded
-
-
-def _load_colbert(value: str, options: dict[str, Any]) -> Scorer:
-    try:
-        from embedstack.encoders.colbert import ColbertReranker
-    except ModuleNotFoundError as exc:
-        if exc.name != "embedstack.encoders.colbert":
-            raise
-        raise InvalidInput(
-            "ColBERT is not available in this build (no embedstack.encoders.colbert); pass "
-            "colbert= an object with name and score(query, documents)"
-        ) from None
-    loaded: Scorer = ColbertReranker(value, **options)
-    return loaded
-
-
-def _as_scorer(
-    value: Scorer | str | os.PathLike[str],
-    what: str,
-    load: Callable[[str, dict[str, Any]], Scorer],
-    options: dict[str, Any],
-) -> Scorer:
-    if isinstance(value, str | os.PathLike):
-        return load(os.fspath(value), options)
-    if isinstance(value, Scorer) and callable(getattr(value, "score", None)):
-        return value
-    raise InvalidInput(
-        f"{what} must be a model name or folder, or an object with name and "
-        f"score(query, documents); got {type(value).__name__}"
-    )
-
-
-class _Stored:
-    """The scorer of a ``colbert`` stage with no model: the index's stored token vectors."""
-
-    name = "colbert:index"
-
-    def score(self, query: str, documents: Sequence[str]) -> np.ndarray:
-        raise EmbedstackError("the stored-vector ColBERT scorer scores through the index")
-
-
-STORED: Scorer = _Stored()
-
-
-def _stored(index: Index, scorer: Scorer | None) -> bool:
-    """Whether a stage's ``scorer`` runs on ``index``'s stored token vectors: a ``colbert``
-    stage with no model of its own, or a scorer whose encoder's weights are the index's (the
-    weights hash of ``model_id``, so another path to the same folder counts as the same
-    model). The scorer is a ColBERT reranker, or a split cross-encoder in a ``rerank`` stage
-    whose document states the index stores."""
-    if scorer is None:
-        return False
-    recorded = getattr(index, "colbert_model", None)
-    if recorded is None:
-        return False
-    if scorer is STORED:
-        return True
-    model = getattr(scorer, "encoder", None)
-    if model is None and hasattr(scorer, "score_states"):  # a split cross-encoder
-        model = scorer
-    weights = getattr(model, "weights_hash", None)
-    return isinstance(weights, str) and ModelId.parse(str(recorded)).same_weights(weights)
-
-
 def _passage(hit: Hit) -> str:
     return f"{hit.title} {hit.text}" if hit.title.strip() else hit.text
 
@@ -175,10 +97,14 @@ def _passage(hit: Hit) -> str:
 class Pipeline:
     """A validated pipeline with its models loaded, ready to run against any index.
 
+    A :class:`~embedstack.index.protocols.SearchPlan`: ``Index.search(q, pipeline=p)`` runs
+    it. Build it once and reuse it: building loads the models its stages name.
+
     Args:
         config: a :class:`PipelineConfig`, its dict, a JSON file, a preset or saved name
             (saved names need ``index``), or a compact string.
-        index: the index whose saved pipelines a name may refer to.
+        index: the index whose saved pipelines a name may refer to: its directory, or an
+            index object with a ``path`` (one without has no saved pipelines).
         reranker: the cross-encoder of every ``rerank`` stage: a
             :mod:`embedstack.rerank` model name or folder, or an object with ``name`` and
             ``score(query, documents)``; overrides the stages' ``model``.
@@ -204,7 +130,7 @@ class Pipeline:
         self,
         config: PipelineSpec,
         *,
-        index: Index | str | os.PathLike[str] | None = None,
+        index: Searchable | str | os.PathLike[str] | None = None,
         reranker: Scorer | str | os.PathLike[str] | None = None,
         colbert: Scorer | str | os.PathLike[str] | None = None,
         reranker_options: dict[str, Any] | None = None,
@@ -240,7 +166,7 @@ class Pipeline:
             if key is not None and key in cache:
                 self._scorers.append(cache[key])
                 continue
-            scorer = _as_scorer(source, "reranker" if isinstance(stage, Rerank) else "colbert",
+            scorer = as_scorer(source, "reranker" if isinstance(stage, Rerank) else "colbert",
                                 load, options)  # fmt: skip
             if key is not None:
                 cache[key] = scorer
@@ -253,14 +179,14 @@ class Pipeline:
         pairs = zip(labels, self._scorers, strict=True)
         return {label: str(scorer.name) for label, scorer in pairs if scorer is not None}
 
-    def uses_stored_vectors(self, index: Index) -> list[str]:
+    def uses_stored_vectors(self, index: Searchable) -> list[str]:
         """Labels of the stages that score ``index``'s stored token vectors instead of
         encoding the candidates at query time: ``colbert`` stages with no model or with the
         index's ColBERT model, and ``rerank`` stages whose split cross-encoder is the one
         whose document states the index stores."""
         labels = self.labels[len(self.labels) - len(self._scorers) :]
         return [label for label, scorer in zip(labels, self._scorers, strict=True)
-                if _stored(index, scorer)]  # fmt: skip
+                if stored(index, scorer)]  # fmt: skip
 
     def __repr__(self) -> str:
         return f"Pipeline({self.name!r}: {self.config.to_string()})"
@@ -268,21 +194,21 @@ class Pipeline:
     # --- public runs -------------------------------------------------------------------------
 
     def run(
-        self, index: Index, query: str, k: int | None = None, *,
+        self, index: Searchable, query: str, k: int | None = None, *,
         filter: dict[str, Any] | None = None,  # noqa: A002 - the public argument name
     ) -> list[Hit]:  # fmt: skip
         """The hits of one query (see :meth:`trace_many` for the arguments)."""
         return self.trace(index, query, k, filter=filter).hits
 
     def run_many(
-        self, index: Index, queries: Sequence[str], k: int | None = None, *,
+        self, index: Searchable, queries: Sequence[str], k: int | None = None, *,
         filter: dict[str, Any] | None = None,  # noqa: A002
     ) -> list[list[Hit]]:  # fmt: skip
         """The hits of each query (see :meth:`trace_many`)."""
         return [r.hits for r in self.trace_many(index, queries, k, filter=filter)]
 
     def trace(
-        self, index: Index, query: str, k: int | None = None, *,
+        self, index: Searchable, query: str, k: int | None = None, *,
         filter: dict[str, Any] | None = None,  # noqa: A002
     ) -> PipelineResult:  # fmt: skip
         """Hits and per-stage timings of one query (see :meth:`trace_many`)."""
@@ -291,13 +217,15 @@ class Pipeline:
         return self.trace_many(index, [query], k, filter=filter)[0]
 
     def trace_many(
-        self, index: Index, queries: Sequence[str], k: int | None = None, *,
+        self, index: Searchable, queries: Sequence[str], k: int | None = None, *,
         filter: dict[str, Any] | None = None,  # noqa: A002
     ) -> list[PipelineResult]:  # fmt: skip
         """Run the pipeline for each query.
 
         Args:
-            index: the :class:`~embedstack.index.Index` to search.
+            index: the index to search: any :class:`~embedstack.index.protocols.Searchable`
+                (the generators call its ``search_many`` with ``mode=``, ``k=`` and
+                ``filter=``; rescoring stages its ``dense_scores`` / ``colbert_scores``).
             queries: non-blank query strings.
             k: results per query (default: the config's ``k``); never more than the last
                 stage passes on.
@@ -385,7 +313,7 @@ class Pipeline:
         return out
 
     def _rescore(
-        self, index: Index, query: str, cands: list[_Candidate], i: int, label: str
+        self, index: Searchable, query: str, cands: list[_Candidate], i: int, label: str
     ) -> list[_Candidate]:
         stage = self.config.stages[i]
         head = cands[: stage.top]
@@ -395,7 +323,7 @@ class Pipeline:
         if scorer is None:  # dense_rescore
             raw = index.dense_scores(query, [c.doc_id for c in head])
             name = "dense_rescore"
-        elif _stored(index, scorer):
+        elif stored(index, scorer):
             # a rerank stage reads what its cross-encoder reads at query time, the first chunk
             first = stage.kind == "rerank"
             ids = [c.doc_id for c in head]
@@ -461,17 +389,3 @@ def stage_latency(timings: Sequence[dict[str, float]]) -> dict[str, dict[str, fl
         for name in names
     }
 
-
-def search_with_pipeline(
-    index: Index,
-    query: str,
-    pipeline: Pipeline | PipelineSpec,
-    *,
-    k: int | None = None,
-    filter: dict[str, Any] | None = None,  # noqa: A002 - the public argument name
-) -> list[Hit]:
-    """What ``Index.search(query, pipeline=...)`` runs: a :class:`Pipeline` as is, anything
-    else resolved with the index's saved pipelines (no models given: a ``rerank`` stage must
-    name its model)."""
-    runner = pipeline if isinstance(pipeline, Pipeline) else Pipeline(pipeline, index=index)
-    return runner.run(index, query, k, filter=filter)

@@ -60,8 +60,10 @@ def create_app(
     from fastapi import FastAPI
     from fastapi.middleware.cors import CORSMiddleware
     from fastapi.openapi.utils import get_openapi
+    from fastapi.responses import HTMLResponse
 
     from embedstack import __version__
+    from embedstack.server.docs import DOCS_HTML
     from embedstack.server.handlers import install_handlers
     from embedstack.server.middleware import Guard
     from embedstack.server.openapi import specialize
@@ -86,7 +88,14 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # Swagger UI and ReDoc load from a CDN: blank offline
+        redoc_url=None,
     )
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(DOCS_HTML)
+
     app.state.embedstack = ServerState(settings, encoders=encoders, rerankers=rerankers)
     install_handlers(app)
     routers = [module.router for module in (embeddings, rerank, indexes, ops)]
@@ -115,8 +124,14 @@ def create_app(
         )
         state: ServerState = app.state.embedstack
         dims = embeddings.served_dims(state)
+        sparse = any(state.indexes.has_sparse(name) for name in state.indexes.names())
         return specialize(
-            schema, settings, dims=dims, rerankers=list(state.models.reranker_sources)
+            schema,
+            settings,
+            dims=dims,
+            rerankers=list(state.models.reranker_sources),
+            sparse=sparse,
+            tokens=state.models.token_limits(),
         )
 
     app.openapi = openapi  # type: ignore[method-assign]

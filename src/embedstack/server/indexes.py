@@ -57,6 +57,7 @@ class _Served:
         self.writer_thread = ThreadPoolExecutor(1, thread_name_prefix=f"index-{name}"[:40])
         self.encoder: TextEncoder | None = None
         self.open_lock = threading.Lock()
+        self.sparse: bool | None = None  # read from the manifest on first use
 
 
 class IndexHub:
@@ -95,6 +96,27 @@ class IndexHub:
                 param="name",
             )
         return served
+
+    def path(self, name: str) -> Path:
+        """The directory of index ``name``.
+
+        Raises:
+            ApiError: 404 for an unknown index.
+        """
+        return self._get(name).path
+
+    def has_sparse(self, name: str) -> bool:
+        """Whether index ``name`` stores SPLADE postings (searchable with mode ``sparse``).
+
+        Raises:
+            ApiError: 404 for an unknown index.
+        """
+        served = self._get(name)
+        if served.sparse is None:
+            from embedstack.index.manifest import read_manifest
+
+            served.sparse = bool(read_manifest(served.path).get("sparse"))
+        return served.sparse
 
     def _shared_encoder(self, path: Path) -> TextEncoder | None:
         """A served encoder that produced this index's vectors, if one is loaded."""

@@ -32,6 +32,7 @@ __all__ = [
     "ModelHub",
     "Side",
     "count_tokens",
+    "blank_token_ids",
     "decode_tokens",
     "estimate_tokens",
     "length_groups",
@@ -93,6 +94,15 @@ def decode_tokens(encoder: TextEncoder, ids: list[int], *, position: int = 0) ->
             f"[0, {size})"
         )
     return str(tokenizer.decode(ids, skip_special_tokens=True))
+
+
+def blank_token_ids(tokenizer: Any) -> tuple[int, ...]:
+    """Ids that decode to blank text on their own (special tokens such as ``[PAD]``,
+    ``[CLS]``): an input made only of these decodes to an empty text."""
+    size = int(tokenizer.get_vocab_size(with_added_tokens=True))
+    return tuple(
+        i for i in range(size) if not str(tokenizer.decode([i], skip_special_tokens=True)).strip()
+    )
 
 
 def length_groups(counts: np.ndarray, ratio: float = 0.8) -> list[np.ndarray]:
@@ -183,6 +193,7 @@ class ModelHub:
         self._batchers: dict[tuple[str, Side], MicroBatcher] = {}
         self._gates: dict[str, Gate] = {}
         self._lock = threading.Lock()
+        self._token_limits: tuple[int, tuple[int, ...]] | None = None
 
     # -- threads ----------------------------------------------------------------------------
     def _executor(self, key: str) -> ThreadPoolExecutor:
@@ -196,6 +207,11 @@ class ModelHub:
         """Run ``fn(*args)`` on the model's worker thread and await the result."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor(key), functools.partial(fn, *args))
+
+    def call(self, key: str, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the model's worker thread and wait for it, from a worker
+        thread (an index search running a pipeline); never from the event loop."""
+        return self._executor(key).submit(fn, *args).result()
 
     def _load_sync(
         self, key: str, cache: dict[str, Any], name: str, loader: Callable[[], Any]
@@ -236,6 +252,27 @@ class ModelHub:
     def loaded_encoder(self, name: str) -> TextEncoder | None:
         """The encoder ``name`` if it is loaded already (never loads)."""
         return self._encoders.get(name)
+
+    def token_limits(self) -> tuple[int, tuple[int, ...]] | bool | None:
+        """What the served models accept as token ids, for the OpenAPI document: None
+        while some model is not loaded yet or some has no tokenizer and another has one,
+        False when none has a tokenizer (token ids are refused), else ``(vocabulary
+        size, ids that decode to blank)`` — the smallest vocabulary and every model's
+        blank ids, so what the document allows every model accepts."""
+        encoders = [self._encoders.get(name) for name in self.model_sources]
+        if not encoders or any(e is None for e in encoders):
+            return None
+        found = [tokenizer_of(e) for e in encoders if e is not None]
+        tokenizers = [t for t in found if t is not None]
+        if not tokenizers:
+            return False
+        if len(tokenizers) < len(found):
+            return None
+        if self._token_limits is None:
+            sizes = [int(t.get_vocab_size(with_added_tokens=True)) for t in tokenizers]
+            blank = sorted({i for t in tokenizers for i in blank_token_ids(t)})
+            self._token_limits = (min(sizes), tuple(blank))
+        return self._token_limits
 
     def loaded_encoders(self) -> list[TextEncoder]:
         """Every encoder loaded so far."""

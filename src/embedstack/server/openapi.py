@@ -40,12 +40,32 @@ def _variant(prop: dict[str, Any], type_: str) -> dict[str, Any]:
     raise KeyError(f"no {type_} branch in {prop}")
 
 
+def _token_forms(prop: dict[str, Any], tokens: tuple[int, tuple[int, ...]] | bool | None) -> None:
+    branches: list[dict[str, Any]] = prop["anyOf"]
+    arrays = [
+        b for b in branches if b.get("type") == "array" and b["items"].get("type") != "string"
+    ]
+    if tokens is False:
+        prop["anyOf"] = [b for b in branches if b not in arrays]
+        return
+    if not isinstance(tokens, tuple):
+        return
+    size, blank = tokens
+    for branch in arrays:
+        ids = branch if branch["items"].get("type") == "integer" else branch["items"]
+        ids["items"]["maximum"] = size - 1
+        if blank:
+            ids["not"] = {"items": {"enum": list(blank)}}
+
+
 def specialize(
     schema: dict[str, Any],
     settings: ServerSettings,
     *,
     dims: Mapping[str, int | None],
     rerankers: Sequence[str],
+    sparse: bool = True,
+    tokens: tuple[int, tuple[int, ...]] | bool | None = None,
 ) -> dict[str, Any]:
     """Write the limits and served names of ``settings`` into ``schema`` (in place).
 
@@ -54,6 +74,13 @@ def specialize(
         settings: The server's settings.
         dims: Served embedding model name → full dimension (None when not known yet).
         rerankers: Served reranker names.
+        tokens: What token-id inputs the served models accept
+            (:meth:`~embedstack.server.models.ModelHub.token_limits`): False drops the
+            token-id forms of ``input`` (no model can decode them), ``(vocabulary size,
+            blank ids)`` bounds the ids and refuses arrays made only of blank ids (they
+            decode to an empty text), None leaves the forms open.
+        sparse: Whether some served index stores SPLADE postings; if not, ``sparse`` is
+            not offered as a search ``mode`` or retriever.
 
     Returns:
         ``schema``.
@@ -73,6 +100,7 @@ def specialize(
         else:
             branch["maxItems"] = n_max
             branch["items"]["maxItems"] = c_max
+    _token_forms(_prop(emb, "input"), tokens)
     models = list(dims)
     if models:
         _prop(emb, "model")["enum"] = models
@@ -92,6 +120,10 @@ def specialize(
 
     search = _component(schema, "SearchRequest")
     _prop(search, "k")["maximum"] = settings.max_k
+    if not sparse:
+        _prop(search, "mode")["enum"].remove("sparse")
+        _variant(_prop(search, "retrievers"), "array")["items"]["enum"].remove("sparse")
+        _variant(_prop(search, "retrievers"), "array")["maxItems"] = 2
     _prop(search, "query")["maxLength"] = c_max
     _prop(_component(schema, "UpsertRequest"), "documents")["maxItems"] = n_max
     document = _component(schema, "Document")

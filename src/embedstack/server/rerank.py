@@ -3,8 +3,8 @@
 Anything with a ``name`` and a ``score(query, documents)`` method can be served: register a
 factory under a name (:func:`register_reranker`) and list that name in
 ``ServerSettings.rerankers``. Names that are not registered are handed to the library's
-``embedstack.rerank.load_reranker`` (cross-encoders by name or folder) when that module
-is installed; :func:`resolve_reranker` does both, in that order.
+``embedstack.rerank.load_reranker`` (cross-encoders by name or folder);
+:func:`resolve_reranker` does both, in that order.
 
 Example:
     >>> import numpy as np
@@ -21,14 +21,13 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from embedstack.errors import InvalidInput, ModelNotFound
+from embedstack.errors import ModelNotFound
 
 __all__ = [
     "Reranker",
@@ -105,16 +104,6 @@ def get_reranker_factory(name: str) -> Callable[[], Reranker]:
     return factory
 
 
-def _library_loader() -> Callable[..., Any] | None:
-    """``embedstack.rerank.load_reranker`` when that module exists, else None."""
-    try:
-        module = importlib.import_module("embedstack.rerank")
-    except ImportError:
-        return None
-    loader = getattr(module, "load_reranker", None)
-    return loader if callable(loader) else None
-
-
 def resolve_reranker(source: str) -> Callable[[], Reranker]:
     """The factory for ``source``: the registered one, else the library's loader.
 
@@ -124,28 +113,18 @@ def resolve_reranker(source: str) -> Callable[[], Reranker]:
         source: A name registered with :func:`register_reranker`, or anything
             ``embedstack.rerank.load_reranker`` accepts (a model name or a folder).
 
-    Raises:
-        ModelNotFound: ``source`` is not registered and ``embedstack.rerank`` is not
-            available to load it (the message lists the registered names).
+    The factory raises ``ModelNotFound`` when ``source`` is neither registered nor a
+    model ``load_reranker`` can find.
     """
     with _LOCK:
         factory = _FACTORIES.get(source)
     if factory is not None:
         return factory
-    loader = _library_loader()
-    if loader is None:
-        known = ", ".join(registered_rerankers()) or "none"
-        raise ModelNotFound(
-            f"unknown reranker {source!r}; registered rerankers: {known} (register one with "
-            "embedstack.server.rerank.register_reranker, or install a version of embedstack "
-            "with embedstack.rerank to load cross-encoders by name)"
-        )
 
     def load() -> Reranker:
-        try:  # no progress bars in a server, when the loader knows the option
-            reranker: Reranker = loader(source, show_progress=False)
-        except InvalidInput:
-            reranker = loader(source)
+        from embedstack.rerank import load_reranker  # looked up now: tests may wrap it
+
+        reranker: Reranker = load_reranker(source, show_progress=False)
         return reranker
 
     return load

@@ -19,7 +19,6 @@ from pydantic import (
     Field,
     PlainValidator,
     StrictBool,
-    StrictFloat,
     StrictInt,
     StrictStr,
     WithJsonSchema,
@@ -28,28 +27,19 @@ from pydantic_core import PydanticCustomError
 
 __all__ = [
     "NON_BLANK",
-    "DeleteRequest",
-    "DeleteResponse",
-    "Document",
     "EmbeddingItem",
     "EmbeddingRequest",
     "EmbeddingResponse",
     "Health",
-    "IndexList",
-    "IndexStatsResponse",
     "ModelCard",
     "ModelList",
     "RerankDocument",
     "RerankRequest",
     "RerankResponse",
     "RerankResult",
-    "SearchHit",
-    "SearchRequest",
-    "SearchResponse",
-    "UpsertRequest",
-    "UpsertResponse",
     "Usage",
 ]
+# The request and response bodies of /v1/indexes are in embedstack.server.index_schemas.
 
 # A string with at least one character that Python's str.strip() keeps: the JSON-schema
 # twin of the library's "empty or whitespace-only" check (str.isspace, \x1c-\x1f included).
@@ -261,109 +251,6 @@ class RerankResponse(BaseModel):
     model: str
     results: list[RerankResult]
     meta: dict[str, Any]
-
-
-# -- indexes ----------------------------------------------------------------------------------
-class Document(BaseModel):
-    """A document to index."""
-
-    id: Text
-    text: Text
-    title: StrictStr | None = None
-    metadata: dict[str, Any] | None = None
-
-
-class UpsertRequest(BaseModel):
-    """``POST /v1/indexes/{name}/documents``: add new documents, replace changed ones."""
-
-    documents: list[Document] = Field(min_length=1)
-
-
-class UpsertResponse(BaseModel):
-    """What the upsert did (see ``embedstack.index.AddResult``)."""
-
-    added: int
-    updated: int
-    unchanged: int
-    chunks: int
-
-
-class DeleteRequest(BaseModel):
-    """``DELETE /v1/indexes/{name}/documents``: all ids must exist, else nothing is deleted."""
-
-    ids: list[Annotated[StrictStr, Field(min_length=1)]] = Field(min_length=1)
-
-
-class DeleteResponse(BaseModel):
-    """How many documents were deleted."""
-
-    deleted: int
-
-
-class SearchRequest(BaseModel):
-    """``POST /v1/indexes/{name}/search``."""
-
-    query: Text
-    mode: Literal["dense", "bm25", "hybrid"] = "dense"
-    k: PositiveInt = Field(default=10, description="Results to return.")
-    filter: dict[str, Any] | None = Field(
-        default=None,
-        description="Metadata filter, the embedstack.index.filters syntax: "
-        '{"lang": "en", "year": {"$gte": 2020}}, $in, $nin, $ne, $exists, $and, $or.',
-    )
-    fusion: Literal["rrf", "weighted"] = "rrf"
-    alpha: StrictFloat = Field(
-        default=0.5, ge=0, le=1, description="Weighted fusion: weight of the dense scores."
-    )
-    pipeline: StrictStr | None = Field(
-        default=None, description="A named search pipeline, when the server's embedstack has them."
-    )
-
-
-class SearchHit(BaseModel):
-    """One result (see ``embedstack.index.Hit``)."""
-
-    id: str
-    score: float
-    rank: int
-    chunk: int | None
-    span: list[int] | None
-    ranks: dict[str, int]
-    scores: dict[str, float]
-    title: str
-    text: str
-    metadata: dict[str, Any]
-
-
-class SearchResponse(BaseModel):
-    """Hits, best first."""
-
-    object: Literal["list"] = "list"
-    index: str
-    mode: str
-    data: list[SearchHit]
-
-
-class IndexStatsResponse(BaseModel):
-    """``GET /v1/indexes/{name}``: the index's statistics (``embedstack.index.IndexStats``)."""
-
-    name: str
-    n_docs: int
-    n_chunks: int
-    n_deleted: int
-    bytes: dict[str, int]
-    segments: int
-    model: str
-    model_id: str
-    dim: int
-    precision: str
-
-
-class IndexList(BaseModel):
-    """``GET /v1/indexes``."""
-
-    object: Literal["list"] = "list"
-    data: list[str]
 
 
 class Health(BaseModel):

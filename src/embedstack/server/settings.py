@@ -20,21 +20,32 @@ API_KEYS_ENV = "EMBEDSTACK_API_KEYS"
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
+def _is_folder(entry: str) -> bool:
+    return entry.startswith(("/", "./", "../", "~", ".\\", "..\\")) or Path(entry).is_dir()
+
+
 def split_alias(entry: str) -> tuple[str, str]:
     """Split a served-model entry ``"NAME=SOURCE"`` into ``(name, source)``.
 
-    An entry without a valid ``NAME=`` prefix is served under its own text
-    (``"all-MiniLM-L6-v2"`` → ``("all-MiniLM-L6-v2", "all-MiniLM-L6-v2")``).
+    An entry without a valid ``NAME=`` prefix is served under its folder's name when it is a
+    folder (``"./reranker"`` → ``("reranker", "./reranker")``; a path starting with ``/``,
+    ``./``, ``../`` or ``~``, or an existing directory), else under its own text
+    (``"all-MiniLM-L6-v2"``, a Hugging Face id).
 
     Example:
         >>> split_alias("minilm=/models/all-MiniLM-L6-v2")
         ('minilm', '/models/all-MiniLM-L6-v2')
         >>> split_alias("BAAI/bge-small-en-v1.5")
         ('BAAI/bge-small-en-v1.5', 'BAAI/bge-small-en-v1.5')
+        >>> split_alias("./models/my-reranker/")
+        ('my-reranker', './models/my-reranker/')
     """
     name, sep, source = entry.partition("=")
     if sep and name and source and set(name) <= _NAME_CHARS:
         return name, source
+    if _is_folder(entry):
+        path = Path(entry).expanduser()
+        return (path.name or path.resolve().name or entry), entry
     return entry, entry
 
 
@@ -52,7 +63,10 @@ class ServerSettings(BaseModel):
             Requests naming any other model get 404.
         rerankers: Rerankers served by ``/v1/rerank``, ``NAME`` or ``NAME=SOURCE``: a name
             registered with :func:`embedstack.server.rerank.register_reranker`, else
-            anything ``embedstack.rerank.load_reranker`` accepts (a name or a folder).
+            anything ``embedstack.rerank.load_reranker`` accepts (a name or a folder, served
+            under the folder's name; see :func:`split_alias`). The first one is also the
+            cross-encoder of index-search pipelines whose ``rerank`` stage names no model;
+            a stage that names one must name a served reranker.
         indexes: Index directories served under ``/v1/indexes/{name}``, by name.
         preload: Load every model (and open every index) at startup, so a bad name fails
             the start and the first request is not slow. When False (the default for
@@ -113,7 +127,9 @@ class ServerSettings(BaseModel):
             raise ValueError("model names must be non-empty, without surrounding spaces")
         names = [split_alias(n)[0] for n in entries]
         if len(set(names)) != len(names):
-            raise ValueError(f"served model names must be unique, got {names}")
+            raise ValueError(
+                f"served model names must be unique, got {names}: name them with NAME=SOURCE"
+            )
         return entries
 
     @field_validator("indexes")

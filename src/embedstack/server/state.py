@@ -11,6 +11,7 @@ from embedstack.encoders import TextEncoder
 from embedstack.server.indexes import IndexHub
 from embedstack.server.metrics import Metrics
 from embedstack.server.models import ModelHub
+from embedstack.server.pipelines import PipelineHub
 from embedstack.server.rerank import Reranker
 from embedstack.server.settings import ServerSettings
 
@@ -31,6 +32,7 @@ class ServerState:
         self.metrics = Metrics()
         self.models = ModelHub(settings, self.metrics, encoders=encoders, rerankers=rerankers)
         self.indexes = IndexHub(settings, self.metrics, shared_encoders=self.models.loaded_encoders)
+        self.pipelines = PipelineHub(self.models)
         self.started = int(time.time())
         self.started_monotonic = time.monotonic()
         self.closed = False

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import inspect
+from dataclasses import fields
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
 
 from embedstack.errors import InvalidInput
+from embedstack.index.protocols import SearchOptions
 from embedstack.server.errors import ERROR_RESPONSES, ApiError, from_library, limit_exceeded
-from embedstack.server.routes import json_response
-from embedstack.server.schemas import (
+from embedstack.server.index_schemas import (
     DeleteRequest,
     DeleteResponse,
     IndexList,
@@ -20,6 +20,7 @@ from embedstack.server.schemas import (
     UpsertRequest,
     UpsertResponse,
 )
+from embedstack.server.routes import json_response
 from embedstack.server.state import ServerState, get_state
 
 if TYPE_CHECKING:
@@ -132,24 +133,40 @@ def _hit(hit: Hit) -> dict[str, Any]:
     }
 
 
-def _search(index: Index, request: SearchRequest) -> list[Hit]:
-    options: dict[str, Any] = {}
-    if request.pipeline is not None:
-        if "pipeline" not in inspect.signature(index.search).parameters:
-            raise InvalidInput(
-                "this server's embedstack has no search pipelines: drop 'pipeline' and use "
-                "'mode' (dense, bm25 or hybrid)"
-            )
-        options["pipeline"] = request.pipeline
-    return index.search(
-        request.query,
-        mode=request.mode,
-        k=request.k,
-        filter=request.filter,
-        fusion=request.fusion,
-        alpha=request.alpha,
-        **options,
-    )
+def _options(request: SearchRequest) -> dict[str, Any]:
+    """The request's search options, validated once (``SearchOptions``), as keywords."""
+    retrievers = tuple(request.retrievers) if request.retrievers is not None else None
+    try:
+        options = SearchOptions(
+            mode=request.mode,
+            k=request.k,
+            filter=request.filter,
+            fusion=request.fusion,
+            alpha=request.alpha,
+            rrf_k=request.rrf_k,
+            candidates=request.candidates,
+            normalization=request.normalization,
+            retrievers=retrievers,
+        )
+    except InvalidInput as exc:
+        raise from_library(exc) from exc
+    return {f.name: getattr(options, f.name) for f in fields(options)}
+
+
+def _check_sparse(name: str, request: SearchRequest, state: ServerState) -> None:
+    """422 for ``sparse`` on an index without SPLADE postings (the served OpenAPI document
+    lists ``sparse`` only when some served index has them)."""
+    param = "mode" if request.mode == "sparse" else None
+    if param is None and request.retrievers is not None and "sparse" in request.retrievers:
+        param = "retrievers"
+    if param is not None and not state.indexes.has_sparse(name):
+        raise ApiError(
+            422,
+            f"{param}: index {name!r} has no sparse (SPLADE) postings; use dense, bm25 or "
+            "hybrid, or serve an index created with a sparse model",
+            code="invalid_request",
+            param=param,
+        )
 
 
 @router.post(
@@ -158,13 +175,32 @@ def _search(index: Index, request: SearchRequest) -> list[Hit]:
     responses={**ERROR_RESPONSES},
 )
 async def search_index(name: str, request: SearchRequest, state: State) -> Response:
-    """Search index ``name``: dense, BM25 or hybrid (fused), with an optional filter."""
+    """Search index ``name`` by ``mode`` (dense, BM25, sparse or hybrid, the default) or by a
+    ``pipeline``, with an optional metadata filter."""
     s = state.settings
     if request.k > s.max_k:
         raise limit_exceeded(f"k is {request.k}; this server returns at most {s.max_k}", "k")
     if len(request.query) > s.max_chars_per_input:
         raise _too_long("query", len(request.query), s.max_chars_per_input)
-    hits = await state.indexes.read(name, lambda index: _search(index, request))
-    data = [_hit(hit) for hit in hits]
-    payload = {"object": "list", "index": name, "mode": request.mode, "data": data}
+    payload: dict[str, Any] = {"object": "list", "index": name}
+    if request.pipeline is None:
+        _check_sparse(name, request, state)
+        options = _options(request)
+        hits = await state.indexes.read(name, lambda index: index.search(request.query, **options))
+        payload.update(mode=request.mode, pipeline=None)
+    else:
+        try:
+            pipeline = await state.pipelines.get(name, state.indexes.path(name), request.pipeline)
+        except InvalidInput as exc:
+            raise from_library(exc, param="pipeline") from exc
+        hits = await state.indexes.read(
+            name,
+            lambda index: index.search(
+                request.query, pipeline=pipeline, k=request.k, filter=request.filter
+            ),
+        )
+        info = {"name": pipeline.name, "config": pipeline.config.to_string(),
+                "models": pipeline.models}  # fmt: skip
+        payload.update(mode=None, pipeline=info)
+    payload["data"] = [_hit(hit) for hit in hits]
     return await json_response(payload)
