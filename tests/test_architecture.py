@@ -188,7 +188,6 @@ def test_the_graph_holds_the_real_packages() -> None:
 # --- the code base ------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=False, reason="until issue 15 branches merge")
 def test_no_import_cycle_between_packages() -> None:
     edges = package_graph()
     cycles = find_cycles(edges)
@@ -197,7 +196,6 @@ def test_no_import_cycle_between_packages() -> None:
     )
 
 
-@pytest.mark.xfail(strict=False, reason="until issue 15 branches merge")
 def test_no_module_over_450_lines() -> None:
     assert long_modules() == {}, f"modules over {MAX_LINES} lines (split them)"
 

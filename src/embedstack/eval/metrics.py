@@ -35,6 +35,8 @@ import numpy.typing as npt
 import pytrec_eval
 
 from embedstack.errors import InvalidInput
+from embedstack.latency import as_vector as _as_vector
+from embedstack.latency import latency_summary
 
 __all__ = [
     "DEFAULT_K_VALUES",
@@ -247,18 +249,6 @@ def _average_ranks(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return (ends - (counts - 1) / 2.0)[inverse]
 
 
-def _as_vector(values: Sequence[float] | npt.ArrayLike, name: str) -> npt.NDArray[np.float64]:
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"{name} must be a sequence of numbers") from None
-    if arr.ndim != 1:
-        raise InvalidInput(f"{name} must be one-dimensional, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise InvalidInput(f"{name} holds NaN or infinite values")
-    return arr
-
-
 def spearman(x: Sequence[float] | npt.ArrayLike, y: Sequence[float] | npt.ArrayLike) -> float:
     """Spearman rank correlation, ties given their average rank (as ``scipy.stats.spearmanr``).
 
@@ -294,32 +284,3 @@ def spearman(x: Sequence[float] | npt.ArrayLike, y: Sequence[float] | npt.ArrayL
     if denom == 0.0:
         raise InvalidInput("spearman is undefined when x or y is constant")
     return max(-1.0, min(1.0, float(ra @ rb) / denom))
-
-
-def latency_summary(seconds: Sequence[float] | npt.ArrayLike) -> dict[str, float]:
-    """Summarise per-call latencies.
-
-    Args:
-        seconds: ``(n,)`` durations in seconds, ``n >= 1``.
-
-    Returns:
-        ``{"latency_ms_p50", "latency_ms_p99", "latency_ms_mean"}`` in milliseconds;
-        percentiles use linear interpolation (``np.percentile``'s default).
-
-    Raises:
-        InvalidInput: Empty input, or a negative or non-finite duration.
-
-    Example:
-        >>> latency_summary([0.001, 0.002, 0.003])
-        {'latency_ms_p50': 2.0, 'latency_ms_p99': 2.98, 'latency_ms_mean': 2.0}
-    """
-    ms = _as_vector(seconds, "seconds") * 1000.0
-    if ms.size == 0:
-        raise InvalidInput("latency_summary needs at least one duration")
-    if np.any(ms < 0):
-        raise InvalidInput("durations must be non-negative")
-    return {
-        "latency_ms_p50": float(np.percentile(ms, 50)),
-        "latency_ms_p99": float(np.percentile(ms, 99)),
-        "latency_ms_mean": float(ms.mean()),
-    }

@@ -37,6 +37,7 @@ import numpy as np
 
 from embedstack import fusion as fuse
 from embedstack.errors import EmbedstackError, InvalidInput
+from embedstack.latency import latency_summary
 from embedstack.pipeline.config import Colbert, Rerank, Rrf, Weighted
 from embedstack.pipeline.presets import PipelineSpec, resolve_pipeline
 from embedstack.pipeline.scorers import (
@@ -378,7 +379,6 @@ def stage_latency(timings: Sequence[dict[str, float]]) -> dict[str, dict[str, fl
     Raises:
         InvalidInput: no timings.
     """
-    from embedstack.eval.metrics import latency_summary
 
     if not timings:
         raise InvalidInput("stage_latency needs the timings of at least one query")
@@ -388,4 +388,3 @@ def stage_latency(timings: Sequence[dict[str, float]]) -> dict[str, dict[str, fl
         name: latency_summary([t[name] for t in timings if name in t and math.isfinite(t[name])])
         for name in names
     }
-
