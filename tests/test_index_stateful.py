@@ -65,7 +65,7 @@ titles = st.one_of(st.just(""), st.lists(st.sampled_from(WORDS), min_size=1, max
 tag_values = st.one_of(st.sampled_from(TAGS), st.lists(st.sampled_from(TAGS), max_size=2))
 metadata = st.fixed_dictionaries({}, optional={"year": YEARS, "tag": tag_values})
 documents = st.tuples(st.sampled_from(IDS), titles, words, metadata)
-batches = st.lists(documents, min_size=1, max_size=3)
+batches = st.lists(documents, min_size=1, max_size=3, unique_by=lambda d: d[0])
 queries = st.one_of(words, st.just("unseenword cat"))
 filters = st.one_of(
     st.none(),
@@ -243,6 +243,7 @@ class IndexMachine(RuleBasedStateMachine):
         self.oracle = Oracle(HashEncoder(DIM))
         self.unchecked = True  # a write was tried since documents_match last ran
         self.writes = 0  # writes since the index was opened
+        self.rebuilt = False  # matches_rebuild ran (it is the dearest step: once is enough)
 
     @classmethod
     def _fresh(cls, path: Path) -> Index:
@@ -257,7 +258,7 @@ class IndexMachine(RuleBasedStateMachine):
             self.index.close()
             shutil.rmtree(self.path, ignore_errors=True)
 
-    @initialize(batch=batches)
+    @initialize(batch=st.lists(documents, min_size=1, max_size=5, unique_by=lambda d: d[0]))
     def seed(self, batch: list[tuple[str, str, str, dict[str, Any]]]) -> None:
         self.upsert(batch)
 
@@ -278,8 +279,7 @@ class IndexMachine(RuleBasedStateMachine):
     @rule(batch=batches)
     def add(self, batch: list[tuple[str, str, str, dict[str, Any]]]) -> None:
         self.unchecked = True
-        ids = [d[0] for d in batch]
-        if len(set(ids)) < len(ids) or any(i in self.oracle.docs for i in ids):
+        if any(d[0] in self.oracle.docs for d in batch):
             with pytest.raises(InvalidInput):
                 self.index.add(self._items(batch))
             return  # the invariants check that nothing changed
@@ -292,12 +292,7 @@ class IndexMachine(RuleBasedStateMachine):
     @rule(batch=batches)
     def upsert(self, batch: list[tuple[str, str, str, dict[str, Any]]]) -> None:
         self.unchecked = True
-        ids = [d[0] for d in batch]
-        if len(set(ids)) < len(ids):
-            with pytest.raises(InvalidInput):
-                self.index.upsert(self._items(batch))
-            return
-        new = sum(i not in self.oracle.docs for i in ids)
+        new = sum(d[0] not in self.oracle.docs for d in batch)
         same = sum(self.oracle.docs.get(d[0]) == d[1:] for d in batch)
         result = self.index.upsert(self._items(batch))
         self.writes += 1
@@ -308,8 +303,25 @@ class IndexMachine(RuleBasedStateMachine):
             if self.oracle.docs.get(doc_id) != (title, text, meta):
                 self.oracle.put(doc_id, (title, text, meta))
 
+    @rule(batch=batches, text=words, upsert=st.booleans())
+    def repeat_id(self, batch: list[tuple[str, str, str, dict[str, Any]]], text: str,
+                  upsert: bool) -> None:  # fmt: skip
+        """A batch repeating an id is refused whole, even by upsert."""
+        self.unchecked = True
+        items = self._items(batch)
+        items.insert(len(items) // 2 + 1, {"id": batch[0][0], "text": text})
+        with pytest.raises(InvalidInput):
+            (self.index.upsert if upsert else self.index.add)(items)
+
+    @precondition(lambda self: bool(self.oracle.docs))
+    @rule(data=st.data())
+    def delete_live(self, data: st.DataObject) -> None:
+        live = st.sampled_from(sorted(self.oracle.docs))
+        self.delete(data.draw(st.lists(live, min_size=1, max_size=3), label="ids"))
+
     @rule(ids=st.lists(st.sampled_from(IDS), max_size=3))
     def delete(self, ids: list[str]) -> None:
+        """Delete ``ids``: refused whole when one is missing."""
         self.unchecked = True
         if any(i not in self.oracle.docs for i in ids):
             with pytest.raises(InvalidInput):
@@ -377,12 +389,13 @@ class IndexMachine(RuleBasedStateMachine):
         assert_ranking(results[0], expected, k, f"bm25 {q!r} {flt}")
         self._check_docs(results[0])
 
-    @precondition(lambda self: bool(self.oracle.docs))
+    @precondition(lambda self: bool(self.oracle.docs) and not self.rebuilt)
     @rule(qs=st.lists(queries, min_size=1, max_size=3), k=ks)
     def matches_rebuild(self, qs: list[str], k: int) -> None:
         """A fresh index over exactly the live documents ranks alike: its full ranking is the
         reference for this index's top k (ties at the cut may be filled either way: see
         test_top_k_is_a_prefix_of_a_deeper_search)."""
+        self.rebuilt = True
         path = self.path.with_name(self.path.name + "-rebuild")
         live = sorted(self.oracle.docs)
         with self._fresh(path) as fresh:
