@@ -343,11 +343,6 @@ def test_index_matches_oracle_long(machine_root: Path) -> None:
 # --- what the machine found -------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: ties at the top-k cut are taken in insertion order, and only the k taken "
-    "are then sorted by id, so top-k is not the first k of a deeper search",
-)
 @pytest.mark.parametrize("mode", ["bm25", "dense"])
 def test_top_k_is_a_prefix_of_a_deeper_search(model: str, tmp_path: Path, mode: str) -> None:
     """Equal scores rank by document id (embedstack.pipeline.run relies on it), at the cut too:

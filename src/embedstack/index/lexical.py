@@ -279,13 +279,20 @@ class LexicalIndex:
         )
 
     def search_many(
-        self, queries: Sequence[str], k: int, *, allowed: IntArray | None = None
+        self,
+        queries: Sequence[str],
+        k: int,
+        *,
+        allowed: IntArray | None = None,
+        ties: bool = False,
     ) -> list[tuple[FloatArray, IntArray]]:
-        """:meth:`search` for each of ``queries`` (analysed in one batch)."""
+        """:meth:`search` for each of ``queries`` (analysed in one batch); with ``ties``,
+        each result also holds the documents tied with its ``k``-th."""
         k = check_k(k)
         texts = [_as_query(q) for q in queries]
         scorer = self._scorer()
-        return [scorer.search(ids, k, allowed) for ids in self._analyzer.analyze_queries(texts)]
+        analysed = self._analyzer.analyze_queries(texts)
+        return [scorer.search(ids, k, allowed, ties) for ids in analysed]
 
     def score_docs(self, query: str, doc_keys: Sequence[int] | IntArray) -> FloatArray:
         """BM25 scores of ``query`` for the given live documents, for rescoring and fusion.

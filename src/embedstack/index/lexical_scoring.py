@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from embedstack._typing import FloatArray, IntArray
 from embedstack.errors import InvalidInput
+from embedstack.index.fields.base import tie_cut
 from embedstack.index.lexical_segments import Segment
 
 __all__ = ["Scorer", "View", "as_keys", "check_k", "top_k"]
@@ -55,14 +56,19 @@ def check_k(k: int) -> int:
     return int(k)
 
 
-def top_k(scores: np.ndarray, keys: IntArray, k: int) -> tuple[FloatArray, IntArray]:
-    """The ``k`` best of ``scores`` (float32, descending), ties broken by key ascending."""
+def top_k(
+    scores: np.ndarray, keys: IntArray, k: int, ties: bool = False
+) -> tuple[FloatArray, IntArray]:
+    """The ``k`` best of ``scores`` (float32, descending), ties broken by key ascending; with
+    ``ties`` also the documents tied with the ``k``-th
+    (:func:`~embedstack.index.fields.base.tie_cut`)."""
     s32 = scores.astype(np.float32)
     if len(s32) > k:
         threshold = np.partition(s32, len(s32) - k)[len(s32) - k]
         sel = np.flatnonzero(s32 >= threshold)
         s32, keys = s32[sel], keys[sel]
-    order = np.lexsort((keys, -s32))[:k]
+    order = np.lexsort((keys, -s32))
+    order = order[: tie_cut(s32[order], k) if ties else k]
     return s32[order], keys[order]
 
 
@@ -115,9 +121,10 @@ class Scorer:
         self._cached = 0
 
     def search(
-        self, term_ids: IntArray, k: int, allowed: IntArray | None
+        self, term_ids: IntArray, k: int, allowed: IntArray | None, ties: bool = False
     ) -> tuple[FloatArray, IntArray]:
-        """The ``k`` best live documents for one analysed query: ``(scores, keys)``."""
+        """The ``k`` best live documents for one analysed query: ``(scores, keys)`` (with
+        ``ties``, also those tied with the ``k``-th)."""
         slots, scores = self.accumulate(term_ids)
         if allowed is not None and len(slots):
             allowed_slots, found = self.view.lookup(as_keys(allowed, "allowed"))
@@ -125,7 +132,7 @@ class Scorer:
             slots, scores = slots[keep], scores[keep]
         if len(slots) == 0:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
-        return top_k(scores, self.view.keys[slots], k)
+        return top_k(scores, self.view.keys[slots], k, ties)
 
     def score_slots(self, term_ids: IntArray, slots: IntArray) -> FloatArray:
         """``(len(slots),)`` float32 scores of one analysed query for live ``slots``."""

@@ -50,6 +50,7 @@ __all__ = [
     "Snapshot",
     "aggregate",
     "empty_hits",
+    "tie_cut",
 ]
 
 
@@ -149,9 +150,35 @@ class DocHits:
     rows: IntArray
 
     def head(self, depth: int) -> DocHits:
-        return DocHits(
-            self.keys[:depth], self.scores[:depth], self.segments[:depth], self.rows[:depth]
-        )
+        """The first ``depth`` hits, and every further hit tied with the last of them
+        (:func:`tie_cut`), so the caller can break ties at the cut by document id."""
+        n = tie_cut(self.scores, depth)
+        return DocHits(self.keys[:n], self.scores[:n], self.segments[:n], self.rows[:n])
+
+
+#: At most this many hits past the cut are kept because they tie with it.
+TIE_LIMIT = 1000
+
+
+def tie_cut(scores: np.ndarray, depth: int) -> int:
+    """How many of ``scores`` (sorted best first) to keep for a cut at ``depth``: ``depth``
+    plus the hits after it whose score equals the ``depth``-th (at most :data:`TIE_LIMIT`).
+
+    Retrievers order ties by internal key, i.e. insertion order; keeping the whole tie lets
+    the search order it by document id, so that the top ``k`` is the first ``k`` of a deeper
+    search and an index built up over time ranks like one built at once.
+
+    Example:
+        >>> tie_cut(np.array([3.0, 2.0, 2.0, 2.0, 1.0]), 2)
+        4
+    """
+    n = min(depth, len(scores))
+    if n == 0 or n == len(scores):
+        return n
+    last = scores[n - 1]
+    end = min(len(scores), n + TIE_LIMIT)
+    ties = np.flatnonzero(scores[n:end] != last)
+    return n + (int(ties[0]) if len(ties) else end - n)
 
 
 def empty_hits() -> DocHits:

@@ -113,7 +113,7 @@ class BM25Field:
         if mask is None and not self._exact:
             mask = snapshot.live
         out = []
-        for scores, keys in self.lexical.search_many(queries, depth, allowed=mask):
+        for scores, keys in self.lexical.search_many(queries, depth, allowed=mask, ties=True):
             unknown = np.full(len(keys), -1, np.int64)
             out.append(DocHits(keys, scores, unknown, unknown))
         return out
