@@ -164,15 +164,9 @@ CHECKS: dict[str, Callable[[Block, Outcome], None]] = {
     "Pipelines": check_pipelines,
 }
 
-# Blocks that cannot run as written today, each with the README fix it needs. strict: once
-# the README is fixed the test passes, fails as XPASS, and the mark must go.
-XFAIL = {
-    "Quickstart": "README shows [[0.58 0.02]]; the block prints [[0.513043 0.01964571]]: "
-    "show `print((query @ docs.T).round(2))  # [[0.51 0.02]]`",
-    "Pipelines": "uses index.search(pipeline='...'), which issue 15 replaces by a Pipeline "
-    "object, and searches the index the `with` block above has closed: reopen it with "
-    "`index = Index.open('my-index')`",
-}
+# Blocks that cannot run as written, each with the README fix it needs (strict: once the
+# README is fixed the test passes, fails as XPASS, and the mark must go). None today.
+XFAIL: dict[str, str] = {}
 
 
 def _params() -> list[Any]:

@@ -84,11 +84,15 @@ def search_many(
     k = options.k
     depth = k if options.mode != "hybrid" else max(options.candidates, k)
     found = {name: r.search(queries, snapshot, allowed, depth) for name, r in retrievers.items()}
-    return _hits(store, len(queries), found, options)
+    return _hits(store, len(queries), found, options, depth)
 
 
 def _hits(
-    store: DocStore, n_queries: int, found: dict[str, list[DocHits]], options: SearchOptions
+    store: DocStore,
+    n_queries: int,
+    found: dict[str, list[DocHits]],
+    options: SearchOptions,
+    depth: int,
 ) -> list[list[Hit]]:
     sources = [
         (name, [list(zip(h.keys.tolist(), h.scores.tolist(), strict=True)) for h in hits])
@@ -101,7 +105,8 @@ def _hits(
         per: dict[str, _Ranked] = {}
         for name, lists in sources:  # ties by doc id: independent of insertion order
             live = [(key, s) for key, s in lists[qi] if key in ids]
-            per[name] = sorted(live, key=lambda item: (-item[1], ids[item[0]]))
+            # retrievers hand over the whole tie at the cut; keep the depth best by id
+            per[name] = sorted(live, key=lambda item: (-item[1], ids[item[0]]))[:depth]
         ranks = {name: {key: r for r, (key, _) in enumerate(lst, 1)} for name, lst in per.items()}
         scores = {name: dict(lst) for name, lst in per.items()}
         if len(per) == 1:
