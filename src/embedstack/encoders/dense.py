@@ -4,7 +4,9 @@ Loads any sentence-transformers folder or Hugging Face model (see
 :mod:`embedstack.encoders.loading`), tokenizes with ``tokenizers``, batches by length under a
 token budget, runs an inference backend (ONNX Runtime by default, torch as the reference) and
 pools in numpy. Query and document prefixes come from the model's registry entry or its
-``config_sentence_transformers.json`` prompts, never from user code.
+``config_sentence_transformers.json`` prompts, never from user code. A folder that ships
+only an ONNX graph (``model.onnx``, e.g. the fetched ``paraphrase-MiniLM-L3-v2``) runs that
+graph, pooled here only when its output still has a sequence axis.
 
 Example:
     >>> from embedstack import Encoder
@@ -30,9 +32,11 @@ from embedstack.encoders.loading import load_model_config
 from embedstack.encoders.registry import DEFAULT_MODEL, ModelSpec
 from embedstack.encoders.runtime import (
     HIDDEN_STATES,
+    ONNX_ONLY,
     Identified,
     ModelId,
     RuntimeOptions,
+    is_onnx_only,
     load_tokenizer,
     make_runner,
     open_model,
@@ -129,7 +133,8 @@ class Encoder(Identified):
             threads=threads,
             trust_remote_code=bool(found.spec and found.spec.trust_remote_code),
         )
-        self._model = make_runner(backend, HIDDEN_STATES, options)
+        head = ONNX_ONLY if is_onnx_only(config.transformer_path) else HIDDEN_STATES
+        self._model = make_runner(backend, head, options)
         self._dim = config.dim or int(self._embed([["x"]])[0].shape[1])
 
     # -- identity ---------------------------------------------------------------------------
@@ -306,7 +311,10 @@ class Encoder(Identified):
         result: FloatArray | None = None
         for index in length_batches(lengths, self.batch_size, self.batch_tokens):
             batch = pad_batch(encodings, index)
-            pooled = pool(self._model(batch), batch["attention_mask"], self.config.pooling)
+            out = self._model(batch)  # a shipped graph may pool itself: (batch, dim)
+            pooled = (
+                out if out.ndim == 2 else pool(out, batch["attention_mask"], self.config.pooling)
+            )
             if result is None:
                 result = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
             result[index] = pooled

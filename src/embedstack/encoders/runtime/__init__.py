@@ -21,13 +21,14 @@ functions traced for ONNX and run as-is by the torch backend.
 
 Where the next kinds of model plug in:
 
-* **ONNX-only models** (a folder with just ``model.onnx`` and ``tokenizer.json``):
-  :attr:`Head.shipped` already lets a folder's own graph replace the export
-  (SPLADE's ``splade.onnx``); set it to ``"model.onnx"`` on
-  :data:`~embedstack.encoders.runtime.heads.HIDDEN_STATES`, let
-  :func:`~embedstack.encoders.runtime.folder.weights_hash` accept the folder (it already
-  hashes ``model.onnx``), and have :class:`OnnxRunner` quantize a shipped graph into the
-  cache (``export.add_int8`` on a copy) instead of requiring torch.
+* **ONNX-only models** (a folder with ``model.onnx``, ``tokenizer.json`` and a small
+  ``config.json``, no weights for torch): :data:`~embedstack.encoders.runtime.heads.ONNX_ONLY`
+  is a head whose :attr:`Head.shipped` graph replaces the export (as SPLADE's
+  ``splade.onnx`` does); :func:`~embedstack.encoders.runtime.heads.is_onnx_only` tells the
+  dense encoder to use it, which pools only when the graph's output still has a sequence
+  axis. :class:`OnnxRunner` runs the file as shipped in fp32, and ``ensure_export`` copies it
+  into the cache (``export.adopt_shipped``, no torch) to quantize it for int8; the torch
+  backend refuses it. ``paraphrase-MiniLM-L3-v2`` is the first such model.
 * **Converted weights** (e.g. a checkpoint in another format turned into a Hugging Face
   folder): one function in ``folder.py`` that :func:`open_model` calls when the resolved
   folder has no :data:`~embedstack.encoders.runtime.folder.WEIGHT_FILES`, writing the
@@ -61,13 +62,20 @@ from embedstack.encoders.runtime.folder import (
     resolve_model_dir,
     weights_hash,
 )
-from embedstack.encoders.runtime.heads import CLASSIFIER, HIDDEN_STATES, pad_batch
+from embedstack.encoders.runtime.heads import (
+    CLASSIFIER,
+    HIDDEN_STATES,
+    ONNX_ONLY,
+    is_onnx_only,
+    pad_batch,
+)
 from embedstack.encoders.runtime.identity import Identified, ModelId
 
 __all__ = [
     "CLASSIFIER",
     "HIDDEN_STATES",
     "MANIFEST_VERSION",
+    "ONNX_ONLY",
     "OPSET",
     "Graph",
     "Head",
@@ -79,6 +87,7 @@ __all__ = [
     "avoid_ort_spinning",
     "cache_folder",
     "ensure_export",
+    "is_onnx_only",
     "list_backends",
     "load_tokenizer",
     "make_runner",

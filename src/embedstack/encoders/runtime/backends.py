@@ -20,7 +20,7 @@ import numpy as np
 
 from embedstack._typing import FloatArray
 from embedstack.encoders.runtime.cache import ensure_export
-from embedstack.encoders.runtime.export import Head, load_torch, probe_inputs
+from embedstack.encoders.runtime.export import Head, has_torch_weights, load_torch, probe_inputs
 from embedstack.encoders.runtime.identity import ModelId
 from embedstack.errors import EmbedstackError, InvalidInput
 
@@ -216,6 +216,11 @@ class TorchRunner:
     def __init__(self, head: Head, options: RuntimeOptions) -> None:
         if options.quantize is not None:
             raise InvalidInput("quantize='int8' needs backend='onnx'")
+        if head.shipped and not has_torch_weights(options.path):
+            raise InvalidInput(
+                f"{options.id.name} ships only an ONNX graph ({head.shipped}), no weights for "
+                "torch: use backend='onnx'"
+            )
         self.threads = resolve_threads(options.threads)
         self.model = load_torch(head, options.path, trust=options.trust_remote_code)
         import torch

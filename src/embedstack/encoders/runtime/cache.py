@@ -5,7 +5,8 @@ Layout, under ``<cache_dir>/onnx/`` (``cache_dir`` is ``settings.cache_dir()``, 
 
     [<head prefix>-]<name>-<weights hash[:16]>/
         manifest.json               the schema below
-        <stem>.onnx                 torch's export of each graph of the head
+        <stem>.onnx                 torch's export of each graph of the head (or a copy
+                                    of the folder's own graph, ``Head.shipped``)
         <stem>.opt.onnx             fused by ONNX Runtime's transformer optimizer (when it applies)
         <stem>.int8.onnx            dynamic int8, made on first use
         <stem>.unpadded.int8.onnx   int8 flash-attention graph for unpadded batches (dense)
@@ -147,6 +148,8 @@ def ensure_export(
         if reason is None:  # reuse what exists, add the missing variant
             export.copy_entry(folder, staging)
             info = read_manifest(staging)
+        elif head.shipped and not export.has_torch_weights(path):
+            info = export.adopt_shipped(head, path, staging)  # the folder's graph: no torch
         else:
             logger.info("exporting %s to ONNX under %s (once per weights)", ident.name, folder)
             info = export.export_head(head, path, staging, trust=trust_remote_code)

