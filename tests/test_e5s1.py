@@ -248,7 +248,7 @@ def test_real_normalizer_agrees_with_the_map_per_codepoint(real) -> None:  # typ
     print(f"\n{len(differ)} of {0x110000 - 0x800} codepoints normalize differently, e.g. "
           f"{[hex(c) for c in differ[:12]]}")  # fmt: skip
     assert all(cp not in source.normalization for cp in differ)  # every mapped one agrees
-    assert len(differ) < 200
+    assert len(differ) <= 10  # measured: 2 (U+FF5E, U+1F23B)
 
 
 @pytest.mark.slow

