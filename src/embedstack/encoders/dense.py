@@ -43,6 +43,7 @@ from embedstack.encoders.runtime import (
     pad_batch,
 )
 from embedstack.encoders.runtime.heads import count_truncated, length_batches
+from embedstack.encoders.static import is_static_folder
 from embedstack.errors import InvalidInput
 from embedstack.settings import cache_dir as default_cache_dir
 from embedstack.settings import progress_enabled
@@ -134,6 +135,8 @@ class Encoder(Identified):
             trust_remote_code=bool(found.spec and found.spec.trust_remote_code),
         )
         head = ONNX_ONLY if is_onnx_only(config.transformer_path) else HIDDEN_STATES
+        if backend in ("onnx", "torch") and is_static_folder(config.transformer_path):
+            backend = self.backend_name = "static"  # a lookup table: nothing to export
         self._model = make_runner(backend, head, options)
         self._dim = config.dim or int(self._embed([["x"]])[0].shape[1])
 

@@ -115,7 +115,7 @@ LANGUAGES: dict[str, tuple[str, ...]] = {
     "multilingual-e5-small": ("multilingual",),  # the ~100 languages of XLM-R's corpus
     "wordllama-l2-256": ("en",),
 }
-"""Languages of the entries registered here (until :class:`ModelSpec` has the field)."""
+"""Languages of the entries registered here (their :attr:`ModelSpec.languages`)."""
 
 
 def _sha256(path: Path) -> str:
@@ -321,6 +321,7 @@ register_model(
         query_prefix="query: ",
         document_prefix="passage: ",
         license="mit",
+        languages=LANGUAGES["multilingual-e5-small"],
         bundled=f"{_HERE}:multilingual_e5_small_path",
         fetch=f"{_HERE}:fetch_multilingual_e5_small",
     ),
@@ -335,6 +336,7 @@ register_model(
         "mean",
         matryoshka_dims=(256, 128, 64),
         license="mit",
+        languages=LANGUAGES["wordllama-l2-256"],
         bundled=f"{_HERE}:wordllama_l2_256_path",
         factory=_static_encoder,
         fetch=f"{_HERE}:fetch_wordllama_l2_256",
