@@ -28,11 +28,11 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from embedstack._typing import FloatArray
+from embedstack.encoders.convert.files import write_json as _write_json
 from embedstack.encoders.convert.safetensors_np import read_safetensors, write_safetensors
 from embedstack.encoders.runtime.backends import RuntimeOptions, register_backend
 from embedstack.encoders.runtime.export import Head
@@ -127,14 +127,6 @@ class StaticRunner:
 
 
 register_backend("static", StaticRunner)
-
-
-def _write_json(path: Path, value: Any) -> None:
-    with path.open("w", encoding="utf-8") as out:
-        json.dump(value, out, indent=2, ensure_ascii=False)
-        out.write("\n")
-        out.flush()
-        os.fsync(out.fileno())
 
 
 def write_static_folder(

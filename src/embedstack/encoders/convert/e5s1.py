@@ -37,7 +37,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 import unicodedata
@@ -48,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from embedstack._typing import FloatArray
+from embedstack.encoders.convert.files import write_json as _write_json
 from embedstack.encoders.convert.safetensors_np import write_safetensors
 from embedstack.errors import InvalidInput
 
@@ -319,14 +319,6 @@ def build_tokenizer(model: E5S1File) -> Any:
     tokenizer.add_special_tokens([AddedToken(model.pieces[i], special=True, normalized=False)
                                   for i in ids])  # fmt: skip
     return tokenizer
-
-
-def _write_json(path: Path, value: Any) -> None:
-    with path.open("w", encoding="utf-8") as out:
-        json.dump(value, out, indent=2, ensure_ascii=False)
-        out.write("\n")
-        out.flush()
-        os.fsync(out.fileno())
 
 
 def convert_e5s1(
