@@ -152,6 +152,35 @@ def test_threshold_scores_by_hand() -> None:
     assert threshold_scores(-scores, labels, higher_is_similar=False) == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_threshold_scores_match_a_plain_loop(seed: int) -> None:
+    """Oracle: try every cut of the stably sorted pairs one by one (ties included)."""
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, 6, size=30).astype(float)  # many ties
+    labels = rng.integers(0, 2, size=30)
+    order = sorted(range(30), key=lambda i: -scores[i])  # Python's sort is stable
+    best_acc, best = 0.0, (0.0, 0.0, 0.0)
+    for cut in range(1, 30):  # the first `cut` pairs called similar
+        top = [labels[i] for i in order[:cut]]
+        true_pos = sum(top)
+        true_neg = sum(1 - labels[i] for i in order[cut:])
+        best_acc = max(best_acc, (true_pos + true_neg) / 30)
+        if true_pos:
+            p, r = true_pos / cut, true_pos / labels.sum()
+            if 2 * p * r / (p + r) > best[0]:
+                best = (2 * p * r / (p + r), p, r)
+    got = threshold_scores(scores, labels)
+    assert got["accuracy"] == pytest.approx(best_acc)
+    assert (got["f1"], got["precision"], got["recall"]) == pytest.approx(best)
+
+
+def test_threshold_after_the_last_pair_is_not_tried() -> None:
+    """MTEB never calls every pair similar: here that would score 2/3 and F1 0.8."""
+    scores = threshold_scores(np.array([0.9, 0.8, 0.7]), np.array([0, 1, 1]))
+    assert scores["accuracy"] == pytest.approx(max(0 / 3, (1 + 0) / 3))
+    assert scores["f1"] == pytest.approx(2 * 0.5 * 0.5 / (0.5 + 0.5))
+
+
 def test_pair_classification_by_hand(tmp_path: Path) -> None:
     rows = [
         {"sentence1": "1 0", "sentence2": "1 0 # same", "label": 1},  # cos 1, dot 1, L2 0
