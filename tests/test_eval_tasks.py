@@ -412,6 +412,35 @@ def test_tasks_import_no_scikit_learn() -> None:
     assert out.stdout.strip() == "False"
 
 
+# --- a real model (tier 1) --------------------------------------------------------------
+
+TOPICS = {
+    "cooking": ["Whisk the eggs with sugar until fluffy.",
+                "Simmer the tomato sauce for twenty minutes.",
+                "Knead the bread dough and let it rise.",
+                "Season the steak with salt and pepper before grilling."],
+    "astronomy": ["The telescope revealed a distant spiral galaxy.",
+                  "Jupiter has dozens of moons orbiting it.",
+                  "A supernova briefly outshines its entire galaxy.",
+                  "Astronomers measured the redshift of the quasar."],
+    "finance": ["The central bank raised interest rates again.",
+                "Stock prices fell after the earnings report.",
+                "Bond yields climbed as inflation fears grew.",
+                "The company issued new shares to raise capital."],
+}  # fmt: skip
+
+
+def test_minilm_separates_topics(tmp_path: Path, minilm: Any) -> None:
+    rows = [{"text": t, "label": k} for k, texts in TOPICS.items() for t in texts]
+    clusters = evaluate_task(minilm, _jsonl(tmp_path / "topics.jsonl", rows), "clustering")
+    assert clusters["main_score"] == pytest.approx(1.0)
+    _jsonl(tmp_path / "cls" / "train.jsonl", [r for i, r in enumerate(rows) if i % 4 != 3])
+    _jsonl(tmp_path / "cls" / "test.jsonl", [r for i, r in enumerate(rows) if i % 4 == 3])
+    report = evaluate_task(minilm, tmp_path / "cls", "classification")
+    assert report["main_score"] == pytest.approx(1.0) and report["n_examples"] == 3
+    assert report["config"]["model"] == "all-MiniLM-L6-v2"
+
+
 # --- CLI --------------------------------------------------------------------------------
 
 

@@ -235,7 +235,7 @@ def _eval_task(
         if isinstance(value, float) and key not in ("main_score", main)
         and not key.endswith("_std") and (task != "pair-classification" or key.startswith("max_"))
     ]  # fmt: skip
-    title = f"{task}: {path.name} ({report['n_examples']} examples) — {encoder.name}"
+    title = f"{path.name} ({task}, {report['n_examples']} examples) — {encoder.name}"
     _show(title, report, (*shown, "n_examples"))
     _write_json(json_out, report)
 
