@@ -380,6 +380,8 @@ def test_bad_arguments(tmp_path: Path) -> None:
         evaluate_task(VectorEncoder(), tmp_path, "classification", n_exp=3)
     with pytest.raises(InvalidInput, match="samples_per_label must be an integer >= 1"):
         evaluate_task(VectorEncoder(), tmp_path, "classification", samples_per_label=0)
+    with pytest.raises(InvalidInput, match="split 'train' holds the classifier's training"):
+        evaluate_task(VectorEncoder(), tmp_path, "classification", split="train")
     with pytest.raises(InvalidInput, match="no test.jsonl in this folder"):
         evaluate_task(VectorEncoder(), tmp_path, "clustering")
     with pytest.raises(InvalidInput, match="no such file"):

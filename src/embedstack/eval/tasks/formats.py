@@ -181,7 +181,9 @@ def read_classification(path: Path, split: str = "test") -> tuple[LabelledTexts,
             file) a line without its ``"split"``.
     """
     if split == "train":
-        raise InvalidInput("--split train is the classifier's training data: evaluate another")
+        raise InvalidInput(
+            "split 'train' holds the classifier's training data: evaluate another split"
+        )
     if path.is_dir():
         train_file, train_rows = _rows(path, "train")
         test_file, test_rows = _rows(path, split)
