@@ -59,7 +59,19 @@ def _check_out(option: str, path: Path | None) -> None:
 
 @app.command("eval")
 def eval_retrieval(
-    dataset_dir: Annotated[Path, typer.Argument(help="BEIR folder (corpus/queries/qrels).")],
+    dataset_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="BEIR folder (corpus/queries/qrels); with --task, the task's file or folder."
+        ),
+    ],
+    task: Annotated[
+        str,
+        typer.Option(
+            help="retrieval, sts, classification, clustering, pair-classification or "
+            "reranking (MTEB's protocols on local JSONL files; see the README)."
+        ),
+    ] = "retrieval",
     mode: Annotated[
         str | None,
         typer.Option(help=f"dense, bm25 or hybrid [default: {DEFAULT_MODE}]."),
@@ -108,10 +120,24 @@ def eval_retrieval(
 
     Every argument is checked (choices, paths, the pipeline and its models) before the
     corpus is read; the corpus vectors (dense) or the index (bm25, hybrid, pipelines) are
-    cached and reused by the next run with the same corpus and model."""
+    cached and reused by the next run with the same corpus and model. ``--task`` measures
+    another MTEB task type instead (sts, classification, clustering, pair-classification,
+    reranking) on a local file, as MTEB computes it; then only --model, --dim, --split,
+    --backend, --quantize and --json apply."""
     from embedstack.eval import load_beir
     from embedstack.index.protocols import SearchOptions
 
+    if task != "retrieval":
+        given = {
+            "--mode": mode is not None, "--retriever": retriever is not None,
+            "--fusion": fusion != "rrf", "--alpha": alpha != 0.5, "--index": index_dir is not None,
+            "--precision": precision != "float32", "--no-rescore": not rescore,
+            "--depth": depth != 1000, "--pipeline": pipeline is not None,
+            "--reranker": reranker is not None, "--colbert": colbert is not None,
+        }  # fmt: skip
+        _eval_task(dataset_dir, task, [k for k, v in given.items() if v], model, dim, split,
+                   backend, quantize, json_out)  # fmt: skip
+        return
     if retriever is not None:
         err.print("--retriever is deprecated: use --mode")
         if mode is not None and mode != retriever:
@@ -182,6 +208,35 @@ def eval_retrieval(
         report,
         (*HEADLINE, "latency_ms_p50", "latency_ms_p99", "index_bytes"),
     )
+    _write_json(json_out, report)
+
+
+def _eval_task(
+    path: Path, task: str, retrieval_only: list[str], model: str, dim: int | None, split: str,
+    backend: str, quantize: str | None, json_out: Path | None,
+) -> None:  # fmt: skip
+    """``eval --task T``: every task but retrieval, through :func:`evaluate_task`."""
+    from embedstack.eval.tasks import TASKS, evaluate_task
+
+    if task not in TASKS:
+        raise InvalidInput(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    if retrieval_only:
+        raise InvalidInput(f"{', '.join(retrieval_only)}: only for --task retrieval")
+    if not path.exists():
+        raise InvalidInput(f"{path}: no such file or folder")
+    _check_out("--json", json_out)
+    encoder = _encoder(model, backend, quantize)
+    options: dict[str, Any] = {"dim": dim} if task == "sts" else {"dim": dim, "split": split}
+    report = evaluate_task(encoder, path, task, **options)
+    main = report["main_metric"]
+    shown = [main] + [
+        key
+        for key, value in report.items()
+        if isinstance(value, float) and key not in ("main_score", main)
+        and not key.endswith("_std") and (task != "pair-classification" or key.startswith("max_"))
+    ]  # fmt: skip
+    title = f"{path.name} ({task}, {report['n_examples']} examples) — {encoder.name}"
+    _show(title, report, (*shown, "n_examples"))
     _write_json(json_out, report)
 
 
