@@ -21,151 +21,26 @@ from typing import Any
 
 import numpy as np
 
-from embedstack.eval.metrics import evaluate, evaluate_per_query, latency_summary
 from embedstack.eval.pick import measure as m
 from embedstack.eval.pick.candidates import CandidateSpec, PickOptions, build_grid, select_models
 from embedstack.eval.pick.data import PickData, load_pick_data, token_counts
+from embedstack.eval.pick.entries import MAIN_METRIC, candidate_entry, model_entry, prices_entry
 from embedstack.eval.pick.prices import Prices, load_prices
 from embedstack.eval.pick.progress import Steps
 from embedstack.eval.pick.recommend import apply_budgets, recommend, significance
 from embedstack.eval.pick.stats import pareto_front
+from embedstack.eval.pick.timebudget import fit_queries, pilot_seconds
 from embedstack.settings import cache_dir
 
 __all__ = ["MAIN_METRIC", "run_pick", "write_pick"]
 
 logger = logging.getLogger("embedstack")
 
-MAIN_METRIC = "ndcg@10"
-MIN_QUERIES = 10
 FORMAT_VERSION = 1
 
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _fit_queries(
-    options: PickOptions, start: float, n: int, pilot: float
-) -> tuple[int, str | None]:
-    """How many queries fit the time budget, given ``pilot`` seconds per query."""
-    if options.time_budget_min is None:
-        return n, None
-    left = options.time_budget_min * 60 - (time.perf_counter() - start)
-    fit = int(0.8 * left / max(pilot, 1e-6))  # 20% for metrics, tests and writing
-    if fit >= n:
-        return n, None
-    take = max(min(fit, n), min(MIN_QUERIES, n))
-    note = (
-        f"{take} of {n} queries, a seeded random sample (seed {options.seed}), to finish "
-        f"within --time-budget-min {options.time_budget_min:g}: measuring one query with "
-        f"every candidate was estimated at {pilot * 1000:.0f} ms"
-    )
-    if take > fit:
-        note += f"; even {take} queries (the minimum) exceed the budget"
-    return take, note
-
-
-def _pilot(
-    encoders: dict[str, Any],
-    grid: list[CandidateSpec],
-    docs: dict[str, np.ndarray],
-    bm25: m.Bm25 | None,
-    queries: list[str],
-) -> float:
-    """Estimated seconds to measure one query with every candidate (a few timed queries)."""
-    sample = queries[: min(3, len(queries))]
-    total = 0.0
-    if bm25 is not None:
-        total += float(bm25.run(sample).wall.mean())
-    qvec: dict[str, np.ndarray] = {}
-    for name, encoder in encoders.items():
-        vecs, wall, _ = m.encode_queries(encoder, sample)
-        qvec[name] = vecs
-        total += float(wall.mean())
-    for cand in grid:
-        if cand.model is None:
-            continue
-        model = m.ModelRun(
-            cand.model,
-            "",
-            docs[cand.model],
-            0,
-            0,
-            "",
-            qvec[cand.model],
-            np.zeros(len(sample)),
-            np.zeros(len(sample)),
-        )
-        store = m.vector_set(model, cand)
-        q = qvec[cand.model][:, : store.dim]
-        t0 = time.perf_counter()
-        for i in range(len(sample)):
-            store.search(q[i : i + 1], m.DEPTH)
-        total += (time.perf_counter() - t0) / len(sample) + 0.0005  # + fusion and bookkeeping
-    return total
-
-
-def _model_entry(
-    spec: Any, encoder: Any, encode_s: float, n_docs: int, timing: str, share_over: float
-) -> dict[str, Any]:
-    return {
-        "name": spec.name,
-        "model_id": encoder.model_id,
-        "full_dim": encoder.dim,
-        "max_length": int(getattr(encoder, "max_length", spec.max_length)),
-        "languages": list(spec.languages),
-        "license": spec.license,
-        "matryoshka_dims": list(spec.matryoshka_dims),
-        "encode_docs_per_s": n_docs / max(encode_s, 1e-9),
-        "encode_s": encode_s,
-        "encode_timing": timing,
-        "query_prefix": getattr(encoder, "query_prefix", spec.query_prefix),
-        "document_prefix": getattr(encoder, "document_prefix", spec.document_prefix),
-        "share_docs_over_max_length": share_over,
-    }
-
-
-def _candidate_entry(
-    cand: CandidateSpec,
-    result: m.CandidateRun,
-    qrels: dict[str, Any],
-    prices: Prices,
-    options: PickOptions,
-    models: dict[str, dict[str, Any]],
-) -> tuple[dict[str, Any], np.ndarray]:
-    metrics = evaluate(qrels, result.run, k_values=(10, 100))
-    per_query = evaluate_per_query(qrels, result.run, k_values=(10,))
-    scores = np.array([per_query.get(q, {}).get(MAIN_METRIC, 0.0) for q in qrels])
-    lat = latency_summary(result.wall)
-    cpu_s = float(result.cpu.mean())
-    model = models.get(cand.model or "")
-    entry: dict[str, Any] = {
-        "id": cand.id,
-        "model": cand.model,
-        "dim": cand.dim,
-        "full_dim": cand.full_dim,
-        "precision": cand.precision,
-        "mode": cand.mode,
-        "metrics": {k: metrics[k] for k in ("ndcg@10", "recall@100", "mrr@10")},
-        "main_metric": MAIN_METRIC,
-        "latency_ms_p50": lat["latency_ms_p50"],
-        "latency_ms_p99": lat["latency_ms_p99"],
-        "latency_ms_mean": lat["latency_ms_mean"],
-        "encode_docs_per_s": model["encode_docs_per_s"] if model else None,
-        "bytes_per_doc": result.bytes_per_doc,
-        "cost": {
-            "usd_per_1m_queries": prices.usd_per_1m_queries(cpu_s),
-            "storage_usd_per_month": prices.storage_usd_per_month(
-                result.bytes_per_doc * options.corpus_size
-            ),
-            "cpu_ms_per_query": cpu_s * 1000.0,
-        },
-        "significance": None,
-        "pareto": False,
-        "within_budgets": True,
-        "budget_misses": [],
-    }
-    return entry, scores
 
 
 def run_pick(
@@ -227,7 +102,7 @@ def run_pick(
         encoders[spec.name], docs[spec.name] = encoder, matrix
         limit = int(getattr(encoder, "max_length", spec.max_length))
         share_over[spec.name] = float(np.mean(counts > limit)) if counts.size else 0.0
-        models[spec.name] = _model_entry(
+        models[spec.name] = model_entry(
             spec, encoder, encode_s, len(data.doc_ids), timing, share_over[spec.name]
         )
     needs_bm25 = any(c.mode in ("bm25", "hybrid") for c in grid)
@@ -278,8 +153,8 @@ def _measure_all(
     if len(qids) < len(data.queries):
         warnings.append(f"{len(data.queries) - len(qids)} blank queries left out")
     texts = [data.queries[q] for q in qids]
-    pilot = _pilot(encoders, grid, docs, bm25, texts) if options.time_budget_min else 0.0
-    take, note = _fit_queries(options, start, len(qids), pilot)
+    pilot = pilot_seconds(encoders, grid, docs, bm25, texts) if options.time_budget_min else 0.0
+    take, note = fit_queries(options, start, len(qids), pilot)
     if take < len(qids):
         rng = np.random.default_rng(options.seed)
         keep = sorted(rng.choice(len(qids), take, replace=False))
@@ -309,7 +184,7 @@ def _measure_all(
         for cand in grid:
             model = runs.get(cand.model) if cand.model else None
             result = m.measure(cand, qids, data.doc_ids, model, lexical, advance)
-            entry, scores = _candidate_entry(cand, result, qrels, prices, options, models)
+            entry, scores = candidate_entry(cand, result, qrels, prices, options, models)
             cands.append(entry)
             per_query[cand.id] = scores
     front = pareto_front(
@@ -359,7 +234,7 @@ def _measure_all(
             "corpus_size": options.corpus_size,
             "time_budget_min": options.time_budget_min,
         },
-        "prices": _prices_entry(prices, counts, q_tokens, options.corpus_size),
+        "prices": prices_entry(prices, counts, q_tokens, options.corpus_size),
         "models": list(models.values()),
         "candidates": cands,
         "recommendation": rec,
@@ -367,31 +242,6 @@ def _measure_all(
     pick["elapsed_s"] = time.perf_counter() - start
     write_pick(pick, out)
     return pick
-
-
-def _prices_entry(
-    prices: Prices, doc_tokens: np.ndarray, query_tokens: np.ndarray, corpus_size: int
-) -> dict[str, Any]:
-    per_query = float(query_tokens.mean()) if query_tokens.size else 0.0
-    per_doc = float(doc_tokens.mean()) if doc_tokens.size else 0.0
-    api = [
-        {
-            "name": a.name,
-            "usd_per_1m_tokens": a.usd_per_1m_tokens,
-            "source": a.source,
-            "tokens_per_query": per_query,
-            "usd_per_1m_queries": per_query * a.usd_per_1m_tokens,
-            "usd_to_embed_corpus": per_doc * corpus_size / 1e6 * a.usd_per_1m_tokens,
-        }
-        for a in prices.api
-    ]
-    return {
-        "source_file": prices.source_file,
-        "cpu_usd_per_hour": prices.cpu_usd_per_hour,
-        "storage_usd_per_gb_month": prices.storage_usd_per_gb_month,
-        "api": api,
-        "notes": list(prices.notes),
-    }
 
 
 def write_pick(result: dict[str, Any], out: Path) -> list[Path]:
