@@ -96,16 +96,16 @@ def pick(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for pick.json (+ reports).")],
     models: Annotated[
         str | None,
-        typer.Option(help="Comma-separated registry names [default: every local dense model]."),
+        typer.Option(help="Comma-separated registry names (default: every local dense model)."),
     ] = None,
     dims: Annotated[
-        str | None, typer.Option(help="'full' and/or sizes [default: full,256,128].")
+        str | None, typer.Option(help="'full' and/or sizes (default: full,256,128).")
     ] = None,
     precisions: Annotated[
-        str | None, typer.Option(help="float32,int8,binary [default: float32,int8].")
+        str | None, typer.Option(help="float32,int8,binary (default: float32,int8).")
     ] = None,
     modes: Annotated[
-        str | None, typer.Option(help="dense,bm25,hybrid(,colbert) [default: dense,bm25,hybrid].")
+        str | None, typer.Option(help="dense,bm25,hybrid(,colbert) (default: dense,bm25,hybrid).")
     ] = None,
     latency_budget_ms: Annotated[
         float | None, typer.Option(help="p99 query latency limit.")
@@ -118,7 +118,7 @@ def pick(
     ] = 1_000_000,
     languages: Annotated[str | None, typer.Option(help="Languages to cover, e.g. en,de.")] = None,
     price_file: Annotated[
-        Path | None, typer.Option(help="Price JSON [default: built-in list prices].")
+        Path | None, typer.Option(help="Price JSON (default: built-in list prices).")
     ] = None,
     time_budget_min: Annotated[
         float | None, typer.Option(help="Subsample queries to finish in about this time.")
