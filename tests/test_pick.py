@@ -302,3 +302,27 @@ def test_recommendation_is_the_cheapest_not_significantly_worse_front_candidate(
     options = PickOptions(latency_budget_ms=5.0)
     apply_budgets(cands, options)
     assert recommend(cands, per_query, models, options, context)["candidate"] == "weak"
+
+
+def test_progress_lines_off_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from embedstack.eval.pick import progress
+
+    monkeypatch.delenv("EMBEDSTACK_NO_PROGRESS", raising=False)
+    monkeypatch.setattr(progress, "INTERVAL", 0.0)
+    monkeypatch.setattr(progress, "progress_enabled", lambda show: False)  # not a terminal
+    steps = progress.Steps(None)
+    assert steps.mode == "plain"
+    with caplog.at_level(logging.INFO, logger="embedstack"):
+        with steps.task("encoding", 4) as advance:
+            advance(2)
+            advance(2)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "encoding: 0/4" and "2/4" in lines[1] and "left" in lines[1]
+    assert lines[-1].startswith("encoding: 4/4 done")
+    assert progress.Steps(False).mode == "off"
+    monkeypatch.setenv("EMBEDSTACK_NO_PROGRESS", "1")
+    assert progress.Steps(True).mode == "off"

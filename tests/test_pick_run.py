@@ -157,6 +157,23 @@ def test_report_is_rendered_when_available(
     assert (tmp_path / "out" / "report.md").is_file()
 
 
+def test_missing_report_extra_keeps_pick_json(
+    tmp_path: Path, beir: Path, hash_models: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import types
+
+    from embedstack.errors import MissingDependency
+
+    def render_pick(pick: dict[str, Any], out_dir: Path) -> list[Path]:
+        raise MissingDependency("matplotlib", "report", "plots")
+
+    fake = types.ModuleType("embedstack.eval.report")
+    fake.render_pick = render_pick  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "embedstack.eval.report", fake)
+    run_pick(beir, tmp_path / "out", _options(tmp_path, hash_models[:1], modes=("dense",)))
+    assert (tmp_path / "out" / "pick.json").is_file()
+
+
 def test_budget_nothing_meets(tmp_path: Path, beir: Path, hash_models: tuple[str, str]) -> None:
     options = _options(tmp_path, hash_models[:1], latency_budget_ms=1e-6)
     result = run_pick(beir, tmp_path / "out", options)

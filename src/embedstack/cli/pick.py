@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shlex
 from pathlib import Path
 from typing import Annotated, Any
@@ -134,6 +135,7 @@ def pick(
     randomization), and recommends a Pareto-optimal configuration within the budgets. When
     no candidate meets a budget it says which and by how much (exit code 0, no
     recommendation)."""
+    from embedstack.encoders.backends import avoid_ort_spinning
     from embedstack.eval.pick import PickOptions, run_pick
 
     options = PickOptions(
@@ -152,5 +154,12 @@ def pick(
     words = ["embedstack", "pick", str(data), "--out", str(out_dir)]
     words += [w for k, v in given.items() if v is not None for w in (f"--{k}", str(v))]
     command = " ".join(shlex.quote(w) for w in words)
-    result = run_pick(data, out_dir, options, command=command)
+    avoid_ort_spinning()  # several models take turns on the same cores
+    library = logging.getLogger("embedstack")
+    level = library.level
+    library.setLevel(logging.INFO)  # progress lines when stderr is not a terminal
+    try:
+        result = run_pick(data, out_dir, options, command=command)
+    finally:
+        library.setLevel(level)
     _show(result, out_dir, max(top, 1))

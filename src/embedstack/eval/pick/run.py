@@ -84,8 +84,8 @@ def run_pick(
     specs, warnings = select_models(options)
     grid, grid_warnings = build_grid(specs, options, len(data.doc_ids))
     warnings += grid_warnings
-    for warning in warnings:
-        logger.warning("%s", warning)
+    for warning in warnings:  # also in recommendation.warnings, which the CLI prints
+        logger.info("%s", warning)
     out.mkdir(parents=True, exist_ok=True)
     steps = Steps(options.show_progress)
     counts, counter = token_counts(data.doc_texts, seed=options.seed)
@@ -160,7 +160,7 @@ def _measure_all(
         keep = sorted(rng.choice(len(qids), take, replace=False))
         qids = [qids[i] for i in keep]
         texts = [texts[i] for i in keep]
-        logger.warning("%s", note)
+        logger.info("%s", note)
     qrels = {q: data.qrels[q] for q in qids}
     runs: dict[str, m.ModelRun] = {}
     for name, encoder in encoders.items():
@@ -260,5 +260,10 @@ def write_pick(result: dict[str, Any], out: Path) -> list[Path]:
     except ImportError:
         logger.info("embedstack.eval.report is not available: wrote pick.json only")
         return written
-    written += list(render_pick(result, out))
+    from embedstack.errors import MissingDependency
+
+    try:
+        written += list(render_pick(result, out))
+    except MissingDependency as exc:  # pick.json holds every measurement: keep it, say why
+        logger.warning("report.md / report.html not written: %s", exc)
     return written

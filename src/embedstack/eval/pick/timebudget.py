@@ -25,7 +25,8 @@ def fit_queries(options: PickOptions, start: float, n: int, pilot: float) -> tup
     """How many queries fit the time budget, given ``pilot`` seconds per query."""
     if options.time_budget_min is None:
         return n, None
-    left = options.time_budget_min * 60 - (time.perf_counter() - start)
+    spent = time.perf_counter() - start
+    left = options.time_budget_min * 60 - spent
     fit = int(0.8 * left / max(pilot, 1e-6))  # 20% for metrics, tests and writing
     if fit >= n:
         return n, None
@@ -35,6 +36,7 @@ def fit_queries(options: PickOptions, start: float, n: int, pilot: float) -> tup
         f"within --time-budget-min {options.time_budget_min:g}: measuring one query with "
         f"every candidate was estimated at {pilot * 1000:.0f} ms"
     )
+    note += f"; {spent:.0f} s had gone to loading and encoding the corpus (never subsampled)"
     if take > fit:
         note += f"; even {take} queries (the minimum) exceed the budget"
     return take, note
