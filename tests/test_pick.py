@@ -316,7 +316,7 @@ def test_progress_lines_off_a_terminal(
     monkeypatch.setattr(progress, "progress_enabled", lambda show: False)  # not a terminal
     steps = progress.Steps(None)
     assert steps.mode == "plain"
-    with caplog.at_level(logging.INFO, logger="embedstack"):
+    with caplog.at_level(logging.INFO, logger="embedstack.pick"):
         with steps.task("encoding", 4) as advance:
             advance(2)
             advance(2)

@@ -155,7 +155,7 @@ def pick(
     words += [w for k, v in given.items() if v is not None for w in (f"--{k}", str(v))]
     command = " ".join(shlex.quote(w) for w in words)
     avoid_ort_spinning()  # several models take turns on the same cores
-    library = logging.getLogger("embedstack")
+    library = logging.getLogger("embedstack.pick")
     level = library.level
     library.setLevel(logging.INFO)  # progress lines when stderr is not a terminal
     try:

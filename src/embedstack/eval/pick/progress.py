@@ -1,7 +1,7 @@
 """Progress of a pick run: rich bars with an ETA on a terminal, log lines otherwise.
 
 ``show_progress``: True draws bars, False shows nothing, None (the default) draws bars when
-stderr is a terminal and otherwise logs a line at INFO on the ``embedstack`` logger when a
+stderr is a terminal and otherwise logs a line at INFO on the ``embedstack.pick`` logger when a
 task starts, every :data:`INTERVAL` seconds while it runs (with the estimated time left) and
 when it ends, so a long run in a log file never looks like a hang. ``EMBEDSTACK_NO_PROGRESS=1``
 turns both off.
@@ -20,7 +20,7 @@ from embedstack.settings import progress_enabled
 
 __all__ = ["INTERVAL", "Steps"]
 
-logger = logging.getLogger("embedstack")
+logger = logging.getLogger("embedstack.pick")
 
 INTERVAL = 10.0
 

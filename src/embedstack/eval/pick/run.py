@@ -34,7 +34,7 @@ from embedstack.settings import cache_dir
 
 __all__ = ["MAIN_METRIC", "run_pick", "write_pick"]
 
-logger = logging.getLogger("embedstack")
+logger = logging.getLogger("embedstack.pick")
 
 FORMAT_VERSION = 1
 
