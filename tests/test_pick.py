@@ -298,6 +298,15 @@ def test_recommendation_is_the_cheapest_not_significantly_worse_front_candidate(
     assert rec["prefix"]["query_prefix"] == "query: "
     assert any("long documents" in w and "40%" in w for w in rec["warnings"])
     assert rec["evaluation_plan"] and rec["dimension"]["dim"] == 64
+    # a loss above MAX_LOSS is not traded away even when too few queries make it significant
+    few = {k: v[:4] for k, v in per_query.items()}
+    few["close"] = few["top"] - 0.05
+    for cid in ("top", "close"):
+        by_id[cid]["metrics"]["ndcg@10"] = float(few[cid].mean())
+    assert paired_randomization(few["top"], few["close"])[1] > 0.05
+    assert recommend(cands, few, models, options, context)["candidate"] == "top"
+    for cid in ("top", "close"):
+        by_id[cid]["metrics"]["ndcg@10"] = float(per_query[cid].mean())
     # a latency budget that only "weak" meets: it is recommended, though worse
     options = PickOptions(latency_budget_ms=5.0)
     apply_budgets(cands, options)

@@ -9,10 +9,12 @@ The rule (applied to the measured candidates, dicts shaped as in ``pick.json``):
    latency and size from above.
 2. Among those, the one with the best main metric is the *top*.
 3. Every kept candidate that is not significantly worse than the top (paired randomization
-   test over the same queries, unadjusted p >= 0.05, or a delta >= 0) is *eligible*; the
-   recommendation is the cheapest eligible one: fewest bytes per document, then lowest p99,
-   then the best main metric. Unadjusted p-values make "not significantly worse" harder to
-   reach than Holm-adjusted ones, so quality is never traded away on a lenient test.
+   test over the same queries, unadjusted p >= 0.05, or a delta >= 0) *and* loses at most
+   :data:`MAX_LOSS` (one point of nDCG@10) is *eligible*; the recommendation is the cheapest
+   eligible one: fewest bytes per document, then lowest p99, then the best main metric.
+   Unadjusted p-values make "not significantly worse" harder to reach than Holm-adjusted
+   ones, and the loss cap keeps a small query set (where large losses are not yet
+   significant) from trading quality away.
 4. If nothing meets the budgets, there is no recommendation; ``unmet_budgets`` says, for
    each budget that cannot be met, the best value reachable (among candidates meeting the
    other budgets) and how far over the limit it is.
@@ -33,6 +35,7 @@ from embedstack.eval.pick.stats import TEST_NAME, holm, paired_randomization
 __all__ = ["LONG_DOC_SHARE", "apply_budgets", "recommend", "significance", "unmet_budgets"]
 
 ALPHA = 0.05
+MAX_LOSS = 0.01  # the most main metric the recommendation gives up for a cheaper candidate
 LONG_DOC_SHARE = 0.10  # warn when more documents than this exceed the model's token limit
 
 
@@ -169,7 +172,7 @@ def recommend(
             eligible.append((cand, 0.0, 1.0))
             continue
         delta, p = paired_randomization(per_query[top["id"]], per_query[cand["id"]], **test)
-        if delta >= 0 or p >= ALPHA:
+        if delta >= 0 or (p >= ALPHA and -delta <= MAX_LOSS):
             eligible.append((cand, delta, p))
     chosen, delta, p = min(
         eligible, key=lambda e: (e[0]["bytes_per_doc"], e[0]["latency_ms_p99"], -_rank_key(e[0])[0])
@@ -183,7 +186,7 @@ def recommend(
         why = (
             f"not significantly worse than the best within-budget candidate {top['id']} "
             f"({main} {value:.4f} vs {top['metrics'][main]:.4f}, {_fmt_p(p)}, paired "
-            f"randomization test) and the cheapest such candidate"
+            f"randomization test; at most {MAX_LOSS} lower) and the cheapest such candidate"
         )
     name = chosen["model"]
     spec = models.get(name or "", {})
