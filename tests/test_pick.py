@@ -143,6 +143,8 @@ def test_grid_axes_override_and_seed_rules(fake_models: dict[str, str]) -> None:
     assert [c.id for c in grid] == [f"{name}|96|binary|dense", f"{name}|32|binary|dense"]
     assert any("below 64" in w and "measured" in w for w in warnings)
     assert any("ColBERT refused" in w and "500 passages" in w for w in warnings)
+    with pytest.raises(InvalidInput, match="ColBERT refused"):
+        build_grid(specs, PickOptions(models=(name,), modes=("colbert",)), n_docs=500)
     # not asked explicitly: no truncation below 64
     grid, _ = build_grid(specs, PickOptions(models=(name,), dims=None), n_docs=500)
     assert all(c.dim is None or c.dim >= 64 for c in grid)

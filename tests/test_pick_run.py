@@ -254,6 +254,12 @@ def test_cli_errors(
     assert "--modle" in capsys.readouterr().err
     assert run(["pick", str(beir), "--out", out, "--models", "nope-model"]) == 3
     assert "`embedstack models`" in capsys.readouterr().err
+    register_model(ModelSpec("test-pick-later", "pypi:later==1", 64, 128, fetch="x:Y"))
+    try:
+        assert run(["pick", str(beir), "--out", out, "--models", "test-pick-later"]) == 3
+    finally:
+        unregister_model("test-pick-later")
+    assert "`embedstack models fetch test-pick-later`" in capsys.readouterr().err
     assert run(["pick", str(tmp_path / "missing"), "--out", out]) == 2
     assert "no such file or folder" in capsys.readouterr().err
     empty = tmp_path / "empty.jsonl"

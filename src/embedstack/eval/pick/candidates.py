@@ -257,8 +257,9 @@ def build_grid(
     if "bm25" in modes:
         grid.append(CandidateSpec("bm25"))
     if not grid:
+        why = f" ({'; '.join(warnings)})" if warnings else ""
         raise InvalidInput(
-            "nothing to measure: the --models/--dims/--modes given leave no "
-            "candidate (dims must be at most the model's dimension)"
+            "nothing to measure: the --models/--dims/--modes given leave no candidate (dims "
+            f"must be at most the model's dimension){why}"
         )
     return grid, warnings
