@@ -287,3 +287,15 @@ def test_no_nan_anywhere(tmp_path: Path, beir: Path, hash_models: tuple[str, str
                 walk(item)
 
     walk(result)
+
+
+def test_beir_folder_without_judgements_is_a_proxy(tmp_path: Path, beir: Path) -> None:
+    import shutil
+
+    assert load_pick_data(beir).evaluation == "judged"
+    with pytest.raises(InvalidInput, match="available splits: test"):
+        load_pick_data(beir, split="dev")
+    shutil.rmtree(beir / "qrels")
+    data = load_pick_data(beir)
+    assert data.evaluation == "proxy" and len(data.doc_ids) == 80
+    assert all(q.startswith("proxy:") for q in data.queries)

@@ -64,7 +64,8 @@ class PickData:
     skipped: list[str] = field(default_factory=list)
 
 
-def _is_judged(root: Path, split: str) -> bool:
+def _is_judged(root: Path) -> bool:
+    """A BEIR folder with judgements (a missing split then fails with the ones available)."""
     return (
         root.is_dir()
         and (root / "corpus.jsonl").is_file()
@@ -202,7 +203,7 @@ def load_pick_data(
         raise InvalidInput(f"{root}: no such file or folder")
     if max_proxy_queries < 1:
         raise InvalidInput(f"max_proxy_queries must be >= 1, got {max_proxy_queries}")
-    if _is_judged(root, split):
+    if _is_judged(root):
         return _judged(root, split)
     return _proxy(root, seed, max_proxy_queries)
 
