@@ -299,3 +299,27 @@ def test_beir_folder_without_judgements_is_a_proxy(tmp_path: Path, beir: Path) -
     data = load_pick_data(beir)
     assert data.evaluation == "proxy" and len(data.doc_ids) == 80
     assert all(q.startswith("proxy:") for q in data.queries)
+
+
+def test_corpus_vectors_are_reused(
+    tmp_path: Path, beir: Path, hash_models: tuple[str, str]
+) -> None:
+    from embedstack.encoders import load_encoder
+    from embedstack.eval import load_beir
+    from embedstack.eval.index_runner import cached_corpus_embeddings
+    from embedstack.eval.pick.measure import slug
+
+    name = hash_models[0]
+    options = _options(tmp_path, (name,), modes=("dense",))
+    # vectors `embedstack eval` cached for this dataset and model (its folder layout)
+    dataset = load_beir(beir)
+    folder = tmp_path / "cache" / slug(f"{dataset.name}-{name}")
+    cached_corpus_embeddings(load_encoder(name), dataset, folder)
+    first = run_pick(beir, tmp_path / "a", options)["models"][0]["encode_timing"]
+    assert "from cache" in first
+    assert not (tmp_path / "cache" / "pick").exists()  # nothing encoded, nothing written
+    # a proxy corpus: encoded once, then from pick's own cache
+    corpus = _text_corpus(tmp_path / "notes")
+    timings = [run_pick(corpus, tmp_path / o, options)["models"][0]["encode_timing"]
+               for o in ("b", "c")]  # fmt: skip
+    assert timings[0].startswith("full corpus") and "from cache" in timings[1]

@@ -60,7 +60,8 @@ class PickOptions:
         seed: seeds proxy queries, subsampling and the randomization test.
         n_permutations: random sign assignments of the paired test.
         max_proxy_queries: at most this many proxy queries.
-        cache_dir: where corpus vectors are cached (default ``<cache>/eval-embeddings``).
+        cache_dir: where corpus vectors are cached (default ``<cache>/eval-embeddings``, the
+            folder of ``embedstack eval``, whose vectors a judged run reuses).
         show_progress: progress bars; None means "when stderr is a terminal".
     """
 

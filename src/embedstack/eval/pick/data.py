@@ -50,6 +50,8 @@ class PickData:
         queries: ``{query_id: text}``.
         qrels: ``{query_id: {doc_id: relevance}}``.
         split: the qrels split (judged), else None.
+        skipped: what reading a plain corpus skipped, and why.
+        beir: the :class:`~embedstack.eval.datasets.BeirDataset` (judged), else None.
     """
 
     path: Path
@@ -62,6 +64,7 @@ class PickData:
     qrels: dict[str, dict[str, int]]
     split: str | None = None
     skipped: list[str] = field(default_factory=list)
+    beir: Any = None
 
 
 def _is_judged(root: Path) -> bool:
@@ -102,6 +105,7 @@ def _judged(root: Path, split: str) -> PickData:
         dict(dataset.queries),
         {q: dict(d) for q, d in dataset.qrels.items()},
         split,
+        beir=dataset,
     )
 
 

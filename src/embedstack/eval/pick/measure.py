@@ -137,19 +137,49 @@ def _encode_docs(encoder: Any, texts: list[str], steps: Steps, label: str) -> np
     return np.ascontiguousarray(np.concatenate(blocks), dtype=np.float32)
 
 
+def _load_eval_cache(encoder: Any, beir: Any, root: Path, ids: list[str]) -> np.ndarray | None:
+    """The vectors ``embedstack eval --mode dense`` cached for this dataset and model, if any
+    (its folder and key: :func:`embedstack.eval.index_runner.cached_corpus_embeddings`)."""
+    from embedstack.eval.index_runner import _config_key, _stamp_matches
+
+    folder = root / slug(f"{beir.name}-{encoder.name}")
+    key = _config_key(beir, {"model_id": encoder.model_id, "kind": "corpus-embeddings"})
+    if not _stamp_matches(folder / "eval-source.json", key):
+        return None
+    try:
+        cached_ids = json.loads((folder / "ids.json").read_text(encoding="utf-8"))
+        matrix = np.load(folder / "embeddings.npy", allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    if [str(i) for i in cached_ids] != ids or matrix.ndim != 2 or len(matrix) != len(ids):
+        return None
+    return np.ascontiguousarray(matrix, dtype=np.float32)
+
+
 def encode_corpus(
-    encoder: Any, texts: list[str], cache: Path, steps: Steps, *, seed: int = 0
+    encoder: Any,
+    texts: list[str],
+    cache: Path,
+    steps: Steps,
+    *,
+    seed: int = 0,
+    beir: Any = None,
+    ids: list[str] | None = None,
 ) -> tuple[np.ndarray, float, str]:
     """``((n, full_dim) float32 vectors, encode seconds for the whole corpus, timing note)``.
 
-    Loads the cached vectors when this model already encoded these exact texts; the
-    throughput is then timed on a seeded sample of :data:`TIMING_SAMPLE` documents.
+    Loads cached vectors when this model already encoded these exact texts (under
+    ``cache/pick``), or, for a judged BEIR dataset (``beir`` and its ``ids``), the vectors
+    ``embedstack eval`` cached under ``cache``; the throughput is then timed on a seeded
+    sample of :data:`TIMING_SAMPLE` documents.
     """
     if hasattr(encoder, "show_progress"):
         encoder.show_progress = False
     key = _texts_key(encoder.model_id, texts)
-    folder = cache / f"{slug(encoder.name)}-{key[:16]}"
+    folder = cache / "pick" / f"{slug(encoder.name)}-{key[:16]}"
     matrix = _load_cached(folder, key, len(texts))
+    if matrix is None and beir is not None and ids is not None:
+        matrix = _load_eval_cache(encoder, beir, cache, ids)
     if matrix is None:
         start = time.perf_counter()
         matrix = _encode_docs(encoder, texts, steps, f"encoding corpus with {encoder.name}")

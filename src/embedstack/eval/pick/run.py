@@ -89,7 +89,7 @@ def run_pick(
     out.mkdir(parents=True, exist_ok=True)
     steps = Steps(options.show_progress)
     counts, counter = token_counts(data.doc_texts, seed=options.seed)
-    cache = options.cache_dir or cache_dir() / "eval-embeddings" / "pick"
+    cache = options.cache_dir or cache_dir() / "eval-embeddings"
     encoders: dict[str, Any] = {}
     docs: dict[str, np.ndarray] = {}
     models: dict[str, dict[str, Any]] = {}
@@ -97,7 +97,13 @@ def run_pick(
     for spec in specs:
         encoder = load_encoder(spec.name, show_progress=False)
         matrix, encode_s, timing = m.encode_corpus(
-            encoder, data.doc_texts, cache, steps, seed=options.seed
+            encoder,
+            data.doc_texts,
+            cache,
+            steps,
+            seed=options.seed,
+            beir=data.beir,
+            ids=data.doc_ids,
         )
         encoders[spec.name], docs[spec.name] = encoder, matrix
         limit = int(getattr(encoder, "max_length", spec.max_length))
