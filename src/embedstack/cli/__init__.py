@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 # Importing the command modules registers their commands on `app`.
-from embedstack.cli import demo, evaluate, index_cmds, search, serve, train  # noqa: F401
+from embedstack.cli import demo, evaluate, index_cmds, report, search, serve, train  # noqa: F401
 from embedstack.cli.app import app
 from embedstack.cli.errors import EXIT_INTERRUPTED, exit_code, message
 from embedstack.errors import EmbedstackError

@@ -1,0 +1,105 @@
+"""The blocks a report is made of, and how their numbers are written.
+
+``content.py`` decides what the report says as a list of these blocks; ``markdown.py`` and
+``html.py`` only format them, so the two files can never disagree. Every string in a block is
+plain text (the writers escape it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from embedstack.eval.report.plots import Plot
+
+__all__ = [
+    "CHECK",
+    "STAR",
+    "Block",
+    "Bullets",
+    "Callout",
+    "Code",
+    "Figure",
+    "Heading",
+    "Para",
+    "Table",
+    "fmt_bytes",
+    "fmt_duration",
+    "fmt_ms",
+    "fmt_num",
+    "fmt_usd",
+]
+
+CHECK = "✓"
+STAR = "★"
+
+
+@dataclass(frozen=True)
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass(frozen=True)
+class Para:
+    text: str
+
+
+@dataclass(frozen=True)
+class Callout:
+    """A prominent notice (proxy evaluation, no recommendation, warnings)."""
+
+    label: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Bullets:
+    items: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Table:
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
+class Figure:
+    plot: Plot
+
+
+@dataclass(frozen=True)
+class Code:
+    text: str
+
+
+Block = Heading | Para | Callout | Bullets | Table | Figure | Code
+
+
+def fmt_num(value: float | None, digits: int = 4) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def fmt_ms(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
+def fmt_usd(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if value == 0 or abs(value) >= 100:
+        return f"${value:,.0f}"
+    return f"${value:,.2f}" if abs(value) >= 1 else f"${value:.3g}"
+
+
+def fmt_bytes(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "not recorded"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{seconds:.1f} s" if seconds < 60 else f"{minutes} min {secs:02d} s ({seconds:.0f} s)"
