@@ -312,3 +312,29 @@ def test_import_stays_light() -> None:
     code = ("import sys, embedstack.eval.report, embedstack.cli.report; "
             "assert 'matplotlib' not in sys.modules, 'matplotlib imported'")  # fmt: skip
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_real_eval_outputs_merge(
+    tmp_path: Path, hash_model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The JSON `embedstack eval` writes today (dense, int8 and bm25) is read as it is."""
+    root = tmp_path / "tiny"
+    (root / "qrels").mkdir(parents=True)
+    docs = ["cats purr on warm mats", "markets fell on rate fears", "the cat chased a mouse"]
+    with (root / "corpus.jsonl").open("w", encoding="utf-8") as f:
+        for i, text in enumerate(docs):
+            f.write(json.dumps({"_id": f"d{i}", "title": "", "text": text}) + "\n")
+    (root / "queries.jsonl").write_text(json.dumps({"_id": "q", "text": "cat mouse"}) + "\n")
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq\td2\t1\n")
+    files = []
+    for mode, precision in (("dense", "float32"), ("dense", "int8"), ("bm25", "float32")):
+        files.append(str(tmp_path / f"{mode}-{precision}.json"))
+        argv = ["eval", str(root), "--model", hash_model, "--mode", mode, "--json", files[-1]]
+        assert run([*argv, "--precision", precision, "--index", str(tmp_path / "ix")]) == 0
+    assert run(["report", *files, "--out", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    rows = {r["candidate"]: r for r in _table((tmp_path / "out" / "report.md").read_text())}
+    assert set(rows) == {f"{hash_model}|64|float32|dense", f"{hash_model}|64|int8|dense",
+                         "bm25|-|-|bm25"}  # fmt: skip
+    assert rows[f"{hash_model}|64|float32|dense"]["bytes/doc"] == f"{64 * 4:,.0f}"
+    assert rows["bm25|-|-|bm25"]["bytes/doc"] != "—"

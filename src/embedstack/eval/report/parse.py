@@ -189,10 +189,13 @@ def read_eval(raw: Mapping[str, Any], label: str, source: int) -> tuple[dict[str
     if config.get("pipeline"):
         mode = f"pipeline {config['pipeline']}"
     model = "bm25" if mode == "bm25" else reader.text(config, "model", "config")
-    dim = None if mode == "bm25" else reader.integer(config, "dim", "config")
-    precision = "-" if mode == "bm25" else str(config.get("precision") or "float32")
-    index = config.get("index")
+    index = config.get("index")  # an index-based eval (bm25, hybrid) records its stats
     index = index if isinstance(index, Mapping) else {}
+    dim = None
+    if mode != "bm25":
+        dim = reader.integer(config, "dim", "config")
+        dim = dim if dim is not None else reader.integer(index, "dim", "config.index")
+    precision = "-" if mode == "bm25" else str(config.get("precision") or "float32")
     n_docs = raw.get("n_docs") or config.get("n_docs") or index.get("n_docs")
     index_bytes = reader.number(raw, "index_bytes", "top level")
     per_doc = None
