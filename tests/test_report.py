@@ -235,6 +235,13 @@ def test_eval_results_merge_with_a_pick(tmp_path: Path) -> None:
             "datasets",
         ),  # fmt: skip
         ([], "no results"),
+        (
+            [
+                {"spearman": 0.8, "n_pairs": 9, "config": {"model": "m", "dim": 8}},
+                eval_result("m", 8, "float32", "dense", 0.5),
+            ],
+            "tasks",
+        ),  # fmt: skip
         ([{"kind": "something.else"}], "not an embedstack pick.json"),
         ([[1, 2]], "expected a JSON object"),
         ([dict(pick(_small()), format_version=2)], "format_version"),
@@ -338,3 +345,18 @@ def test_real_eval_outputs_merge(
                          "bm25|-|-|bm25"}  # fmt: skip
     assert rows[f"{hash_model}|64|float32|dense"]["bytes/doc"] == f"{64 * 4:,.0f}"
     assert rows["bm25|-|-|bm25"]["bytes/doc"] != "—"
+
+
+def test_sts_results_get_a_matryoshka_curve_and_no_latency_plot(tmp_path: Path) -> None:
+    results = [
+        {"spearman": value, "n_pairs": 1379, "config": {"model": "mini", "dim": dim}}
+        for dim, value in ((384, 0.82), (256, 0.81), (128, 0.79))
+    ]
+    paths = render_report(results, tmp_path)
+    assert [p.name for p in paths[2:]] == ["matryoshka.png"]
+    md = paths[0].read_text(encoding="utf-8")
+    assert "main metric: spearman" in md
+    assert "No candidate has a p99 latency" in md
+    assert [r["candidate"] for r in _table(md)] == [
+        f"mini|{d}|float32|sts" for d in (384, 256, 128)
+    ]

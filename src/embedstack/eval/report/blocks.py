@@ -91,7 +91,7 @@ def fmt_usd(value: float | None) -> str:
         return "—"
     if value == 0 or abs(value) >= 100:
         return f"${value:,.0f}"
-    return f"${value:,.2f}" if abs(value) >= 1 else f"${value:.3g}"
+    return f"${value:,.2f}" if abs(value) >= 0.1 else f"${value:.2g}"
 
 
 def fmt_bytes(value: float | None) -> str:

@@ -153,7 +153,9 @@ def _recommendations(study: Study) -> list[Block]:
             for cid in off_front
         ]
         if warnings:
-            blocks += [Callout("WARNINGS", f"{len(warnings)}:"), Bullets(tuple(warnings))]
+            count = f"{len(warnings)} warning{'s' if len(warnings) > 1 else ''}"
+            blocks += [Callout("WARNINGS", f"{count} to read before deploying:"),
+                       Bullets(tuple(warnings))]  # fmt: skip
     return blocks
 
 

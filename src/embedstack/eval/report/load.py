@@ -102,12 +102,12 @@ def load_results(results: Sequence[Mapping[str, Any]], labels: Sequence[str] = (
         "judged and proxy evaluations",
         "proxy numbers (queries built from the corpus) are not comparable with judged ones",
     )
+    task = _same([(label, p["task"]) for label, p in parts], "tasks", "report each separately")
     dataset = _same(
         [(label, p["dataset"]) for label, p in parts],
         "datasets",
         "one report compares candidates on one dataset",
     )
-    task = _same([(label, p["task"]) for label, p in parts], "tasks", "report each separately")
     splits = [(label, str(p["split"])) for label, p in parts if p.get("split")]
     if splits:
         _same(splits, "dataset splits", "evaluate every candidate on the same split")
