@@ -298,6 +298,7 @@ def test_cli_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         (["report", "{judged}", "--outt", "{out}"], "No such option"),
         (["report", "{judged}"], "Missing option '--out'"),
         (["reprot", "{judged}"], "No such command"),
+        (["report", "{judged}", "--out", "{judged}"], "not a folder"),
     ],
 )
 def test_cli_errors_exit_2_without_traceback(
