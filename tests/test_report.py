@@ -183,6 +183,8 @@ def test_proxy_no_recommendation_and_skipped_plots(proxy: Any) -> None:
             "each document's title is its query" in text
         )
         assert "NO RECOMMENDATION" in text and "UNMET BUDGETS" in text
+    assert md.count("each document's title is its query") == 1
+    assert "- 300 of 1109 queries, to finish within --time-budget-min 30" in md
     assert "latency_ms, limit 5, best 10, over by 5" in md
     assert "(PROXY evaluation)" in md.splitlines()[0]
     # one dimension per model and no quantized twin: those two plots are skipped, with why

@@ -37,7 +37,7 @@ MAX_OTHER_METRICS = 3
 def _data(study: Study) -> list[Block]:
     blocks: list[Block] = [Heading("Data")]
     if study.evaluation == "proxy":
-        note = next((n for n in study.notes if n), "")
+        note = " ".join(study.proxy_notes)
         blocks.append(
             Callout(
                 "PROXY EVALUATION",
@@ -73,8 +73,7 @@ def _data(study: Study) -> list[Block]:
     share = data.get("share_docs_over_512_tokens")
     if isinstance(share, int | float):
         facts.append(f"documents over 512 tokens: {100 * share:.1f}%")
-    skip = {n for n in study.notes if study.evaluation == "proxy" and n == study.notes[0]}
-    facts += [n for n in study.notes if n not in skip]
+    facts += list(study.notes)
     blocks.append(Bullets(tuple(facts)))
     return blocks
 

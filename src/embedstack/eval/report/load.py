@@ -151,6 +151,7 @@ def load_results(results: Sequence[Mapping[str, Any]], labels: Sequence[str] = (
         candidates=merged,
         runs=tuple(runs),
         notes=tuple(dict.fromkeys(notes)),
+        proxy_notes=tuple(dict.fromkeys(p["proxy_note"] for _, p in parts if p["proxy_note"])),
         prices=picks[0]["prices"] if picks else {},
         data=picks[0]["data"] if picks else {},
         recommended=tuple(recommended),

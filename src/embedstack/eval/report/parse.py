@@ -148,7 +148,7 @@ def read_pick(raw: Mapping[str, Any], label: str, source: int) -> tuple[dict[str
     recommendation = raw.get("recommendation")
     if recommendation is not None:
         recommendation = reader.mapping(recommendation, "recommendation")
-    notes = [data.get("proxy_note")] if evaluation == "proxy" else []
+    notes = []
     if data.get("queries_subsampled"):
         notes.append(data.get("subsample_note") or "queries were subsampled")
     models = raw.get("models") or []
@@ -168,6 +168,7 @@ def read_pick(raw: Mapping[str, Any], label: str, source: int) -> tuple[dict[str
         "evaluation": evaluation,
         "candidates": candidates,
         "notes": [str(n) for n in notes if n],
+        "proxy_note": str(data.get("proxy_note") or "") if evaluation == "proxy" else "",
         "n_queries": data.get("n_queries"),
         "prices": reader.mapping(raw.get("prices") or {}, "prices"),
         "data": data,
@@ -231,6 +232,7 @@ def read_eval(raw: Mapping[str, Any], label: str, source: int) -> tuple[dict[str
         "evaluation": str(config.get("evaluation") or "judged"),
         "candidates": [candidate],
         "notes": notes,
+        "proxy_note": "",
         "n_queries": raw.get("n_queries") or raw.get("n_pairs"),
         "prices": {},
         "data": {},

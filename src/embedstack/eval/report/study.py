@@ -81,10 +81,13 @@ class Study:
     main_metric: str
     candidates: tuple[Candidate, ...]
     runs: tuple[Run, ...]
-    notes: tuple[str, ...]  # proxy construction, subsampling, differing query sets
+    notes: tuple[str, ...]  # subsampling, differing query sets, unknown sizes
     prices: Mapping[str, Any] = field(default_factory=dict)
     data: Mapping[str, Any] = field(default_factory=dict)
-    recommended: tuple[str, ...] = ()  # candidate ids the picks recommend
+    recommended: tuple[str, ...] = ()
+    proxy_notes: tuple[
+        str, ...
+    ] = ()  # how each proxy evaluation built its queries  # candidate ids the picks recommend
 
     def candidate(self, cid: str) -> Candidate | None:
         """The candidate with id ``cid``, or ``None``."""
