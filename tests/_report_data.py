@@ -57,6 +57,17 @@ def pick(
     ``recommended="first"``, the recommendation."""
     candidates = copy.deepcopy(candidates)
     best = max(candidates, key=lambda c: c["metrics"]["ndcg@10"])
+
+    def axes(c: dict[str, Any]) -> tuple[float, float, float]:  # all "higher is better"
+        return (c["metrics"]["ndcg@10"], -c["latency_ms_p99"], -c["bytes_per_doc"])
+
+    for c in candidates:  # brute force, as the definition reads: nobody at least as good
+        others = [axes(o) for o in candidates if o is not c]  # everywhere and better somewhere
+        mine = axes(c)
+        c["pareto"] = not any(
+            all(o >= m for o, m in zip(other, mine, strict=True)) and other != mine
+            for other in others
+        )
     for n, c in enumerate(candidates):
         delta = c["metrics"]["ndcg@10"] - best["metrics"]["ndcg@10"]
         p = 1.0 if c is best else round(0.001 + 0.2 * n / len(candidates), 4)

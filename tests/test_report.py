@@ -128,9 +128,9 @@ def test_table_sorted_with_pareto_significance_and_recommendation(judged: Any) -
     assert len(rows) == len(data["candidates"])
     scores = [float(r["ndcg@10"]) for r in rows]
     assert scores == sorted(scores, reverse=True)
-    study = load_results([data])
     marked = {r["candidate"] for r in rows if r["Pareto"] == "✓"}
-    assert marked == pareto_front(study.candidates)
+    assert marked == {c["id"] for c in data["candidates"] if c["pareto"]}  # the brute force
+    assert "Pareto-optimal" not in md  # pick's flags and the recomputed front agree
     assert 0 < len(marked) < len(rows)  # the grid has dominated candidates too
     best = max(data["candidates"], key=lambda c: c["metrics"]["ndcg@10"])
     top = rows[0]
@@ -199,9 +199,20 @@ def test_proxy_no_recommendation_and_skipped_plots(proxy: Any) -> None:
 
 
 def test_pareto_front_hand_computed() -> None:
-    study = load_results([pick(_small())])
+    data = pick(_small())
+    assert {c["id"] for c in data["candidates"] if c["pareto"]} == SMALL_FRONT  # the builder
+    study = load_results([data])
     assert pareto_front(study.candidates) == SMALL_FRONT
     assert {c.id for c in study.candidates if c.pareto} == SMALL_FRONT
+    assert not any("Pareto-optimal" in note for note in study.notes)
+
+
+def test_a_pick_front_that_disagrees_is_recomputed_and_said() -> None:
+    data = pick(_small())
+    data["candidates"][5]["pareto"] = True  # F is dominated by A
+    study = load_results([data], ["p.json"])
+    assert {c.id for c in study.candidates if c.pareto} == SMALL_FRONT
+    assert "p.json marks 5 candidates as Pareto-optimal, recomputed here: 4" in study.notes[-1]
 
 
 def test_strings_are_escaped(proxy: Any) -> None:

@@ -135,6 +135,11 @@ def load_results(results: Sequence[Mapping[str, Any]], labels: Sequence[str] = (
     front = pareto_front(unique)
     merged = tuple(replace(c, pareto=c.id in front) for c in unique)
     notes = [n for _, p in parts for n in p["notes"]]
+    if len(parts) == 1 and runs[0].kind == "pick" and parts[0][1]["stored_front"] != front:
+        notes.append(
+            f"{parts[0][0]} marks {len(parts[0][1]['stored_front'])} candidates as Pareto-optimal, "
+            f"recomputed here: {len(front)}; the table shows the recomputed front"
+        )
     counts = sorted({p["n_queries"] for _, p in parts if isinstance(p["n_queries"], int)})
     if len(counts) > 1:
         notes.append(

@@ -169,6 +169,9 @@ def read_pick(raw: Mapping[str, Any], label: str, source: int) -> tuple[dict[str
         "candidates": candidates,
         "notes": [str(n) for n in notes if n],
         "proxy_note": str(data.get("proxy_note") or "") if evaluation == "proxy" else "",
+        "stored_front": {
+            c["id"] for c in raw_candidates if isinstance(c, Mapping) and c.get("pareto")
+        },
         "n_queries": data.get("n_queries"),
         "prices": reader.mapping(raw.get("prices") or {}, "prices"),
         "data": data,
@@ -233,6 +236,7 @@ def read_eval(raw: Mapping[str, Any], label: str, source: int) -> tuple[dict[str
         "candidates": [candidate],
         "notes": notes,
         "proxy_note": "",
+        "stored_front": set(),
         "n_queries": raw.get("n_queries") or raw.get("n_pairs"),
         "prices": {},
         "data": {},
