@@ -127,7 +127,7 @@ def pick(
                 "query_prefix": "",
                 "document_prefix": "",
             }
-            for m in sorted({c["model"] for c in candidates})
+            for m in sorted({c["model"] for c in candidates if c["model"]})
         ],  # fmt: skip
         "candidates": candidates,
         "recommendation": {
@@ -161,7 +161,7 @@ def grid() -> list[dict[str, Any]]:
                                          full_dim=full, usd=p99 / 40))  # fmt: skip
     out.append(candidate("gamma", 384, "float32", "dense", 0.55, 50.0))  # dominated by all
     out.append(candidate("bm25", 0, "float32", "bm25", 0.60, 2.0, bytes_per_doc=900.0))
-    out[-1].update(id="bm25", dim=None, full_dim=None)
+    out[-1].update(id="bm25", model=None, dim=None, full_dim=None, precision=None)
     return out
 
 

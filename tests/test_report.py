@@ -169,7 +169,7 @@ def test_recommendation_data_costs_and_command(judged: Any) -> None:
     assert "20 min 34 s" in md  # elapsed_s 1234.5
     per_query = 0.02 * 12.0
     corpus_once = 0.02 * 1_000_000 * 240.1 / 1e6
-    assert f"${per_query:.3g} per 1M queries" in md
+    assert f"${per_query:.2f} per 1M queries (at 12.0 tokens per query)" in md
     assert f"embedding the corpus once: ${corpus_once:,.2f}" in md
 
 
@@ -356,9 +356,9 @@ def test_real_eval_outputs_merge(
     capsys.readouterr()
     rows = {r["candidate"]: r for r in _table((tmp_path / "out" / "report.md").read_text())}
     assert set(rows) == {f"{hash_model}|64|float32|dense", f"{hash_model}|64|int8|dense",
-                         "bm25|-|-|bm25"}  # fmt: skip
+                         "bm25"}  # fmt: skip
     assert rows[f"{hash_model}|64|float32|dense"]["bytes/doc"] == f"{64 * 4:,.0f}"
-    assert rows["bm25|-|-|bm25"]["bytes/doc"] != "—"
+    assert rows["bm25"]["bytes/doc"] != "—"
 
 
 def test_sts_results_get_a_matryoshka_curve_and_no_latency_plot(tmp_path: Path) -> None:
@@ -374,3 +374,20 @@ def test_sts_results_get_a_matryoshka_curve_and_no_latency_plot(tmp_path: Path) 
     assert [r["candidate"] for r in _table(md)] == [
         f"mini|{d}|float32|sts" for d in (384, 256, 128)
     ]
+
+
+def test_api_line_uses_the_costs_a_pick_computed() -> None:
+    from embedstack.eval.report.derived import api_lines
+
+    data = pick(_small())
+    data["prices"]["api"][0].update(tokens_per_query=20.0, usd_per_1m_queries=0.4,
+                                    usd_to_embed_corpus=7.0)  # fmt: skip
+    (line,) = api_lines(load_results([data]))
+    assert (line.usd_per_1m_queries, line.corpus_usd, line.tokens_per_query) == (0.4, 7.0, 20.0)
+    del (
+        data["prices"]["api"][0]["usd_per_1m_queries"],
+        data["prices"]["api"][0]["usd_to_embed_corpus"],
+    )
+    (line,) = api_lines(load_results([data]))
+    assert line.usd_per_1m_queries == pytest.approx(0.02 * 20.0)
+    assert line.corpus_usd == pytest.approx(0.02 * 1_000_000 * 240.1 / 1e6)

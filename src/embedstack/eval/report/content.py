@@ -308,6 +308,8 @@ def _cost_section(study: Study) -> list[Block]:
         text = f"API {api.name}: {fmt_usd(api.usd_per_1m_tokens)} per 1M tokens"
         if api.usd_per_1m_queries is not None:
             text += f", {fmt_usd(api.usd_per_1m_queries)} per 1M queries"
+            if api.tokens_per_query is not None:
+                text += f" (at {api.tokens_per_query:.1f} tokens per query)"
         else:
             text += " (per 1M queries: that price x the tokens per query, not recorded here)"
         if api.corpus_usd is not None:

@@ -83,6 +83,7 @@ class ApiLine:
             inputs give neither that cost nor the mean tokens per query.
         corpus_usd: embedding the whole corpus once (``corpus_size`` x mean document tokens),
             ``None`` when either is unknown.
+        tokens_per_query: the mean query length the per-query cost assumes.
     """
 
     name: str
@@ -90,6 +91,7 @@ class ApiLine:
     usd_per_1m_queries: float | None
     corpus_usd: float | None
     source: str
+    tokens_per_query: float | None = None
 
 
 def _number(obj: Mapping[str, Any], key: str) -> float | None:
@@ -113,19 +115,13 @@ def api_lines(study: Study) -> list[ApiLine]:
             continue
         per_token = _number(entry, "usd_per_1m_tokens")
         per_query = _number(entry, "usd_per_1m_queries")
-        if per_query is None and per_token is not None and query_tokens is not None:
-            per_query = per_token * query_tokens
-        corpus = None
-        if per_token is not None and doc_tokens is not None and corpus_size is not None:
+        corpus = _number(entry, "usd_to_embed_corpus")
+        tokens = _number(entry, "tokens_per_query") or query_tokens
+        if per_query is None and per_token is not None and tokens is not None:
+            per_query = per_token * tokens
+        if corpus is None and per_token is not None and doc_tokens and corpus_size is not None:
             corpus = per_token * corpus_size * doc_tokens / 1e6
         source = entry.get("source")
-        lines.append(
-            ApiLine(
-                entry["name"],
-                per_token,
-                per_query,
-                corpus,
-                source if isinstance(source, str) else "",
-            )
-        )
+        name, source = entry["name"], source if isinstance(source, str) else ""
+        lines.append(ApiLine(name, per_token, per_query, corpus, source, tokens))
     return lines

@@ -108,13 +108,14 @@ def _pick_candidate(reader: _Reader, raw: Any, where: str, source: int) -> Candi
     if not isinstance(misses, list):
         raise reader.fail(f"{where}.budget_misses", "must be a list")
     within = obj.get("within_budgets")
+    mode = reader.text(obj, "mode", where)
     return Candidate(
         id=reader.text(obj, "id", where),
-        model=reader.text(obj, "model", where),
+        model=reader.text(obj, "model", where, optional=True) or mode,  # BM25 has no model
         dim=reader.integer(obj, "dim", where),
         full_dim=reader.integer(obj, "full_dim", where),
-        precision=reader.text(obj, "precision", where),
-        mode=reader.text(obj, "mode", where),
+        precision=reader.text(obj, "precision", where, optional=True) or "-",
+        mode=mode,
         metrics=metrics,
         main_metric=main,
         latency_ms_p50=reader.number(obj, "latency_ms_p50", where),
@@ -206,7 +207,7 @@ def read_eval(raw: Mapping[str, Any], label: str, source: int) -> tuple[dict[str
     if index_bytes is not None and isinstance(n_docs, int) and n_docs > 0:
         per_doc = index_bytes / n_docs
     candidate = Candidate(
-        id=f"{model}|{dim if dim is not None else '-'}|{precision}|{mode}",
+        id="bm25" if mode == "bm25" else f"{model}|{dim}|{precision}|{mode}",
         model=model,
         dim=dim,
         full_dim=reader.integer(config, "full_dim", "config"),
