@@ -158,6 +158,11 @@ def _recommendations(study: Study) -> list[Block]:
     return blocks
 
 
+def _miss(entry: Mapping[str, Any]) -> str:
+    over = entry.get("over_by")
+    return f"{entry.get('budget')} +{over:.4g}" if isinstance(over, int | float) else "missed"
+
+
 def _significance(c: Candidate) -> str:
     sig = c.significance
     if not sig:
@@ -200,8 +205,7 @@ def _candidates(study: Study) -> list[Block]:
             if c.within_budgets is None
             else CHECK
             if c.within_budgets
-            else "; ".join(f"{m.get('budget')} +{m.get('over_by')}" for m in c.budget_misses)
-            or "missed"
+            else "; ".join(_miss(m) for m in c.budget_misses) or "missed"
         )
         rows.append(
             (

@@ -22,8 +22,15 @@ __all__ = [
 
 
 def by_main_metric(candidates: tuple[Candidate, ...]) -> list[Candidate]:
-    """Best first; unmeasured last; ties in id order so the output is deterministic."""
-    return sorted(candidates, key=lambda c: (c.score is None, -(c.score or 0.0), c.id))
+    """Best first; unmeasured last; ties by p99 latency (faster first), then id, so the
+    output is deterministic."""
+    inf = float("inf")
+
+    def key(c: Candidate) -> tuple[bool, float, float, str]:
+        p99 = c.latency_ms_p99 if c.latency_ms_p99 is not None else inf
+        return (c.score is None, -(c.score or 0.0), p99, c.id)
+
+    return sorted(candidates, key=key)
 
 
 def matryoshka_curves(study: Study) -> dict[tuple[str, str, str], list[tuple[int, float]]]:
