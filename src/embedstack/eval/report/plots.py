@@ -134,8 +134,10 @@ def _scatter(study: Study, ax: Any, x_of: Callable[[Candidate], float | None]) -
     handles = [Line2D([], [], ls="", marker="o", color=colors[m], label=m) for m in colors]
     precisions = sorted({c.precision for c in study.candidates})
     handles += [
-        Line2D([], [], ls="", marker=MARKERS.get(p, "D"), color="gray", label=p) for p in precisions
-    ]
+        Line2D([], [], ls="", marker=MARKERS.get(p, "D"), color="gray",
+               label=p if p in MARKERS else "no vectors" if p == "-" else p)
+        for p in precisions
+    ]  # fmt: skip
     handles.append(
         Line2D(
             [],
@@ -161,7 +163,8 @@ def _scatter(study: Study, ax: Any, x_of: Callable[[Candidate], float | None]) -
                 label="recommended",
             )
         )
-    ax.legend(handles=handles, fontsize=6, loc="best", framealpha=0.8)
+    # beside the axes: inside, it can hide the very points it explains
+    ax.legend(handles=handles, fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_ylabel(study.main_metric)
     return missing
 
@@ -215,7 +218,7 @@ def _matryoshka(study: Study, fig: Any) -> str | None:
     ax.set_xlabel("dimension (Matryoshka truncation)")
     ax.set_ylabel(study.main_metric)
     ax.set_title(f"{study.main_metric} vs dimension, per model and precision")
-    ax.legend(fontsize=6, loc="best")
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return None
 
 
