@@ -391,3 +391,16 @@ def test_api_line_uses_the_costs_a_pick_computed() -> None:
     (line,) = api_lines(load_results([data]))
     assert line.usd_per_1m_queries == pytest.approx(0.02 * 20.0)
     assert line.corpus_usd == pytest.approx(0.02 * 1_000_000 * 240.1 / 1e6)
+
+
+def test_pareto_front_unknowns() -> None:
+    """An unknown p99 or size counts as the worst value; no main metric, never on the front."""
+    from dataclasses import replace
+
+    (base,) = load_results([pick([candidate("m", 8, "float32", "dense", 0.5, 10.0)])]).candidates
+    fast = replace(base, id="fast", latency_ms_p99=5.0)
+    unknown = replace(base, id="unknown", latency_ms_p99=None, metrics={"ndcg@10": 0.6})
+    unscored = replace(base, id="unscored", latency_ms_p99=1.0, metrics={"ndcg@10": None})
+    assert pareto_front([base, fast]) == {"fast"}
+    assert pareto_front([fast, unknown, unscored]) == {"fast", "unknown"}
+    assert pareto_front([fast, replace(unknown, metrics={"ndcg@10": 0.5})]) == {"fast"}
