@@ -83,7 +83,7 @@ def test_chromium_renders_the_report_with_its_images(chromium: Browser, report_h
     done = chromium("--virtual-time-budget=5000", "--dump-dom", report_html.as_uri())
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
     dom = done.stdout.decode("utf-8")
-    # the page's own script counts the images whose pixels decoded (naturalWidth > 0)
+    # the page's own script counts the images that painted real pixels on a canvas
     assert f'data-images-loaded="{expected}"' in dom
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom  # shown as text, never run
     assert dom.count("<script>") == 1

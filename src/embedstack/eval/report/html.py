@@ -1,7 +1,8 @@
 """Render the report's blocks as one self-contained HTML page.
 
-Everything is inline: the CSS, the figures (PNG as base64 ``data:`` URIs) and a five-line
-script that, once the page has loaded, writes how many images decoded into
+Everything is inline: the CSS, the figures (PNG as base64 ``data:`` URIs) and a short
+script that, once the page has loaded, draws each image on a canvas and writes how many
+painted real pixels (text and lines, not a blank or half-decoded file) into
 ``<body data-images-loaded>`` (what the Chromium test reads). No external URL appears, so the
 page renders the same offline, attached to an e-mail or from a CI artifact. Every string
 goes through :func:`html.escape`.
@@ -46,11 +47,20 @@ pre { background: #f6f6f6; padding: .6rem; overflow-x: auto; }
 """
 
 SCRIPT = """
+function painted(img) {
+  if (!img.complete || img.naturalWidth === 0) { return 0; }
+  var canvas = document.createElement("canvas");
+  canvas.width = img.naturalWidth;
+  canvas.height = img.naturalHeight;
+  var ctx = canvas.getContext("2d");
+  ctx.drawImage(img, 0, 0);
+  var px = ctx.getImageData(0, 0, canvas.width, canvas.height).data, dark = 0;
+  for (var i = 0; i < px.length; i += 4) { if (px[i + 3] > 0 && px[i] < 128) { dark++; } }
+  return dark > 100 ? 1 : 0;
+}
 window.addEventListener("load", function () {
   var n = 0;
-  for (var i = 0; i < document.images.length; i++) {
-    if (document.images[i].complete && document.images[i].naturalWidth > 0) { n++; }
-  }
+  for (var i = 0; i < document.images.length; i++) { n += painted(document.images[i]); }
   document.body.setAttribute("data-images-loaded", String(n));
 });
 """
