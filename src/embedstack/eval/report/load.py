@@ -1,6 +1,6 @@
 """Read and normalise what ``embedstack report`` renders: pick.json files and eval results.
 
-Two input kinds (see ``docs/pick_schema``, the contract with ``embedstack pick``):
+Two input kinds (parsed by :mod:`embedstack.eval.report.parse`):
 
 * ``{"kind": "embedstack.pick", "format_version": 1, ...}``: every candidate ``pick``
   measured, its recommendation, the data, budgets and prices.
