@@ -7,9 +7,12 @@ plain text (the writers escape it).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from embedstack.eval.report.plots import Plot
+from embedstack.eval.report.study import Candidate
 
 __all__ = [
     "CHECK",
@@ -22,10 +25,13 @@ __all__ = [
     "Heading",
     "Para",
     "Table",
+    "fmt_budget",
     "fmt_bytes",
     "fmt_duration",
+    "fmt_miss",
     "fmt_ms",
     "fmt_num",
+    "fmt_significance",
     "fmt_usd",
 ]
 
@@ -103,3 +109,40 @@ def fmt_duration(seconds: float | None) -> str:
         return "not recorded"
     minutes, secs = divmod(round(seconds), 60)
     return f"{seconds:.1f} s" if seconds < 60 else f"{minutes} min {secs:02d} s ({seconds:.0f} s)"
+
+
+def fmt_budget(entry: Mapping[str, Any], value_key: str) -> str:
+    """``latency_ms, limit 10, best 15.2, over by 5.2`` from a budget miss record."""
+    parts = [str(entry.get("budget", "budget"))]
+    for key, label in (
+        ("limit", "limit"),
+        (value_key, "best" if value_key == "best_value" else "value"),
+        ("over_by", "over by"),
+    ):
+        if isinstance(entry.get(key), int | float):
+            parts.append(f"{label} {entry[key]:,.4g}")
+    return ", ".join(parts)
+
+
+def fmt_miss(entry: Mapping[str, Any]) -> str:
+    """``latency_ms +5.2``: a candidate's miss, for its table cell."""
+    over = entry.get("over_by")
+    return f"{entry.get('budget')} +{over:.4g}" if isinstance(over, int | float) else "missed"
+
+
+def fmt_significance(c: Candidate) -> str:
+    """``-0.0120, p=0.03, significant`` against the input's best candidate, as pick judged it."""
+    sig = c.significance
+    if not sig:
+        return "—"
+    if sig.get("baseline") == c.id:
+        return "best (baseline)"
+    delta, p = sig.get("delta"), sig.get("p_value")
+    verdict = sig.get("significant")
+    words = "significant" if verdict is True else "not significant" if verdict is False else "?"
+    parts = []
+    if isinstance(delta, int | float):
+        parts.append(f"{delta:+.4f}")
+    if isinstance(p, int | float):
+        parts.append(f"p={p:.3g}")
+    return ", ".join([*parts, words])

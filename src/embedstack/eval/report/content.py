@@ -6,7 +6,6 @@ The content is decided once here; ``markdown.py`` and ``html.py`` only format it
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from embedstack.eval.report.blocks import (
     CHECK,
@@ -19,15 +18,18 @@ from embedstack.eval.report.blocks import (
     Heading,
     Para,
     Table,
+    fmt_budget,
     fmt_bytes,
     fmt_duration,
+    fmt_miss,
     fmt_ms,
     fmt_num,
+    fmt_significance,
     fmt_usd,
 )
 from embedstack.eval.report.derived import api_lines, by_main_metric, retention
 from embedstack.eval.report.plots import PLOT_FILES, Plot
-from embedstack.eval.report.study import Candidate, Study
+from embedstack.eval.report.study import Study
 
 __all__ = ["build"]
 
@@ -78,18 +80,6 @@ def _data(study: Study) -> list[Block]:
     return blocks
 
 
-def _budget_line(entry: Mapping[str, Any], value_key: str) -> str:
-    parts = [str(entry.get("budget", "budget"))]
-    for key, label in (
-        ("limit", "limit"),
-        (value_key, "best" if value_key == "best_value" else "value"),
-        ("over_by", "over by"),
-    ):
-        if isinstance(entry.get(key), int | float):
-            parts.append(f"{label} {entry[key]:,.4g}")
-    return ", ".join(parts)
-
-
 def _recommendations(study: Study) -> list[Block]:
     picks = [run for run in study.runs if run.kind == "pick"]
     if not picks:
@@ -135,7 +125,7 @@ def _recommendations(study: Study) -> list[Block]:
         if plan:
             blocks += [Heading("Evaluation plan", 3), Bullets(tuple(plan))]
         unmet = [
-            _budget_line(u, "best_value")
+            fmt_budget(u, "best_value")
             for u in rec.get("unmet_budgets") or []
             if isinstance(u, Mapping)
         ]
@@ -156,28 +146,6 @@ def _recommendations(study: Study) -> list[Block]:
             blocks += [Callout("WARNINGS", f"{count} to read before deploying:"),
                        Bullets(tuple(warnings))]  # fmt: skip
     return blocks
-
-
-def _miss(entry: Mapping[str, Any]) -> str:
-    over = entry.get("over_by")
-    return f"{entry.get('budget')} +{over:.4g}" if isinstance(over, int | float) else "missed"
-
-
-def _significance(c: Candidate) -> str:
-    sig = c.significance
-    if not sig:
-        return "—"
-    if sig.get("baseline") == c.id:
-        return "best (baseline)"
-    delta, p = sig.get("delta"), sig.get("p_value")
-    verdict = sig.get("significant")
-    words = "significant" if verdict is True else "not significant" if verdict is False else "?"
-    parts = []
-    if isinstance(delta, int | float):
-        parts.append(f"{delta:+.4f}")
-    if isinstance(p, int | float):
-        parts.append(f"p={p:.3g}")
-    return ", ".join([*parts, words])
 
 
 def _candidates(study: Study) -> list[Block]:
@@ -205,7 +173,7 @@ def _candidates(study: Study) -> list[Block]:
             if c.within_budgets is None
             else CHECK
             if c.within_budgets
-            else "; ".join(_miss(m) for m in c.budget_misses) or "missed"
+            else "; ".join(fmt_miss(m) for m in c.budget_misses) or "missed"
         )
         rows.append(
             (
@@ -220,7 +188,7 @@ def _candidates(study: Study) -> list[Block]:
                 fmt_usd(c.storage_usd_per_month),
                 CHECK if c.pareto else "",
                 budgets,
-                _significance(c),
+                fmt_significance(c),
             )
         )
     tests = sorted(
