@@ -12,7 +12,16 @@ import sys
 from collections.abc import Sequence
 
 # Importing the command modules registers their commands on `app`.
-from embedstack.cli import demo, evaluate, index_cmds, pick, search, serve, train  # noqa: F401
+from embedstack.cli import (  # noqa: F401
+    demo,
+    evaluate,
+    index_cmds,
+    pick,
+    report,
+    search,
+    serve,
+    train,
+)
 from embedstack.cli.app import app
 from embedstack.cli.errors import EXIT_INTERRUPTED, exit_code, message
 from embedstack.errors import EmbedstackError

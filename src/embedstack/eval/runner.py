@@ -139,6 +139,7 @@ def evaluate_dense(
             "mode": "dense",
             "dim": dim or encoder.dim,
             "precision": precision,
+            "n_docs": len(store),  # embedstack report: bytes per document
             "rescore": bool(rescore and precision == "binary"),
             "depth": depth,
             # candidates actually rescored: equal to the corpus size means exhaustive int8
