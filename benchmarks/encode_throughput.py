@@ -30,7 +30,7 @@ A model sentence-transformers cannot load (an ONNX-only folder) times only our s
 says why.
 
 Every measurement runs in a fresh child process so that its peak RSS
-(``getrusage(RUSAGE_SELF).ru_maxrss``, model load included) belongs to that system alone.
+(``VmHWM`` of ``/proc/self/status``, model load included) belongs to that system alone.
 The child loads the model, warms up on 8 texts, then times one full ``encode`` of the same
 texts (tokenization, batching, pooling and normalization included; nothing is cached
 between repeats). Systems alternate within each repeat and their order rotates between
@@ -55,7 +55,6 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,28 +64,15 @@ from typing import Any
 
 import numpy as np
 
+import encode_summary
 import st_onnx_peer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-SYSTEMS = (
-    "st",
-    "st-onnx-fp32",
-    "st-onnx-int8",
-    "onnx-fp32",
-    "onnx-int8",
-    "torch",
-    "onnx-int8-one-graph",
-)
 ST_SYSTEMS = ("st", "st-onnx-fp32", "st-onnx-int8")
+SYSTEMS = (*ST_SYSTEMS, "onnx-fp32", "onnx-int8", "torch", "onnx-int8-one-graph")
 WARMUP = 8
-EQUAL_PRECISION = {"onnx-fp32": "st-onnx-fp32", "onnx-int8": "st-onnx-int8"}
-FP32_OF = {
-    "onnx-int8": "onnx-fp32",
-    "onnx-int8-one-graph": "onnx-fp32",
-    "st-onnx-int8": "st-onnx-fp32",
-}
 
 
 def _texts(args: argparse.Namespace) -> list[str]:
@@ -136,15 +122,22 @@ def _encoder(system: str, args: argparse.Namespace) -> Any:
         show_progress=False,
     )
     if system == "onnx-int8-one-graph":
-        encoder._model.unpadded_path = None  # every batch through the default int8 graph
+        runner: Any = encoder._model
+        runner.unpadded_path = None  # every batch through the default int8 graph
     return encoder
 
 
 def _child(args: argparse.Namespace) -> None:
     """Measure one system once; print a JSON line; save the vectors to ``--vectors``."""
     if args.child == "st-onnx-export":
-        quantization = args.st_int8
-        print(json.dumps(st_onnx_peer.export(args.folder, args.work, quantization, args.threads)))
+        print(json.dumps(st_onnx_peer.export(args.folder, args.work, args.st_int8, args.threads)))
+        return
+    if args.child == "prepare":  # our cached exports, built here so the parent stays small
+        from embedstack import Encoder
+
+        for quantize in (None, "int8"):
+            Encoder(args.model, cache_dir=args.cache_dir, quantize=quantize, show_progress=False)
+        print("{}")
         return
     texts: list[str] = json.loads(args.texts.read_text(encoding="utf-8"))
     files: list[str] = []
@@ -189,21 +182,26 @@ def _child(args: argparse.Namespace) -> None:
     seconds = time.perf_counter() - start
     if args.vectors:
         np.save(args.vectors, vectors.astype(np.float32), allow_pickle=False)
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    result = {"seconds": seconds, "docs": len(texts), "peak_rss_mib": peak_kib / 1024}
+    result = {"seconds": seconds, "docs": len(texts), "peak_rss_mib": _peak_rss_mib()}
     print(json.dumps({**result, "files": files}))
 
 
+def _peak_rss_mib() -> float:
+    """This process's peak RSS: ``VmHWM``, which starts afresh at ``exec`` (``ru_maxrss``
+    keeps the parent's peak at fork time, and the parent may have held a large model)."""
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
 def _run_child(flags: list[str], args: argparse.Namespace, peer: bool) -> dict[str, Any]:
-    command = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        *flags,
-        "--threads",
-        str(args.threads),
-        "--st-int8",
-        args.st_int8,
-    ]
+    script = str(Path(__file__).resolve())
+    command = [sys.executable, script, *flags, f"--threads={args.threads}"]
+    command.append(f"--st-int8={args.st_int8}")
     env = {
         **os.environ,
         "TOKENIZERS_PARALLELISM": "true",
@@ -213,30 +211,19 @@ def _run_child(flags: list[str], args: argparse.Namespace, peer: bool) -> dict[s
     }
     if peer:
         env = st_onnx_peer.child_env(args.st_onnx_site, env)
+    start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(flags[:2])} failed:\n{done.stderr[-4000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["child_seconds"] = time.perf_counter() - start  # start-up and load included
     return result
 
 
 def _spawn(system: str, args: argparse.Namespace, job: dict[str, Any]) -> dict[str, Any]:
-    flags = [
-        "--child",
-        system,
-        "--model",
-        args.model,
-        "--texts",
-        str(job["texts"]),
-        "--max-length",
-        str(job["max_length"]),
-        "--batch-tokens",
-        str(args.batch_tokens),
-        "--batch-size",
-        str(args.batch_size),
-        "--cache-dir",
-        str(args.cache_dir),
-    ]
+    flags = ["--child", system, f"--model={args.model}", f"--texts={job['texts']}"]
+    flags += [f"--max-length={job['max_length']}", f"--batch-tokens={args.batch_tokens}"]
+    flags += [f"--batch-size={args.batch_size}", f"--cache-dir={args.cache_dir}"]
     if system in ST_SYSTEMS:
         folder = job["folder"] if system == "st" else job["st_onnx"]["folder"]
         flags += ["--folder", str(folder)]
@@ -245,13 +232,6 @@ def _spawn(system: str, args: argparse.Namespace, job: dict[str, Any]) -> dict[s
     if job.get("vectors") is not None:
         flags += ["--vectors", str(job["vectors"])]
     return _run_child(flags, args, peer=system.startswith("st-onnx"))
-
-
-def _cosines(ours: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    a = ours / np.linalg.norm(ours, axis=1, keepdims=True)
-    b = reference / np.linalg.norm(reference, axis=1, keepdims=True)
-    cos = np.einsum("ij,ij->i", a.astype(np.float64), b.astype(np.float64))
-    return {"min": round(float(cos.min()), 6), "mean": round(float(cos.mean()), 6)}
 
 
 def _environment(args: argparse.Namespace, texts: list[str], max_length: int) -> dict[str, Any]:
@@ -301,13 +281,12 @@ def _systems(args: argparse.Namespace, skip_st: str | None) -> tuple[list[str], 
 
 def _measure(args: argparse.Namespace) -> dict[str, Any]:
     """Every system over ``args.model``: exports, alternating repeats, the report."""
-    from embedstack import Encoder
-
+    begin = time.perf_counter()
     folder, config = _resolve(args.model)
     texts = [config.document_prefix + text for text in _texts(args)]
     systems, skipped = _systems(args, st_onnx_peer.unsupported(folder, config.transformer_path))
-    for quantize in (None, "int8"):  # build our cached exports before any timing
-        Encoder(args.model, cache_dir=args.cache_dir, quantize=quantize, show_progress=False)
+    prepare = ["--child", "prepare", "--model", args.model, "--cache-dir", str(args.cache_dir)]
+    ours_export_s = _run_child(prepare, args, peer=False)["child_seconds"]
     runs: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="encode-bench-") as tmp:
@@ -343,49 +322,20 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
         round(load_before[0], 2),
         round(os.getloadavg()[0], 2),
     ]
+    report["environment"]["wall_seconds"] = {
+        "ours_export_or_cache_check": round(ours_export_s, 1),
+        "model_total": round(time.perf_counter() - begin, 1),
+    }
     if "st_onnx" in job:
         peer = {k: v for k, v in job["st_onnx"].items() if k != "folder"}
         peer["site"] = str(args.st_onnx_site)
         peer["quantization_config_reason"] = args.st_int8_reason
         report["st_onnx"] = peer
-    report["systems"] = _summarize(systems, runs, vectors)
+    report["systems"] = encode_summary.summarize(systems, runs, vectors)
     if skipped:
         report["skipped"] = skipped
-    report["equal_precision"] = {
-        ours: report["systems"][ours][f"ratio_vs_{peer_name}"]
-        for ours, peer_name in EQUAL_PRECISION.items()
-        if f"ratio_vs_{peer_name}" in report["systems"].get(ours, {})
-    }
+    report["equal_precision"] = encode_summary.equal_precision(report["systems"])
     return report
-
-
-def _summarize(
-    systems: list[str], runs: dict[str, list[dict[str, Any]]], vectors: dict[str, np.ndarray]
-) -> dict[str, Any]:
-    medians = {s: statistics.median(r["docs_per_s"] for r in runs[s]) for s in systems}
-    reference = "st" if "st" in systems else "onnx-fp32"
-    out: dict[str, Any] = {}
-    for system in systems:
-        rates = [r["docs_per_s"] for r in runs[system]]
-        entry: dict[str, Any] = {
-            "docs_per_s": round(medians[system], 2),
-            "docs_per_s_runs": [round(x, 2) for x in rates],
-        }
-        if "st" in systems:
-            entry["ratio_vs_st"] = round(medians[system] / medians["st"], 3)
-        peer = EQUAL_PRECISION.get(system)
-        if peer is not None and peer in systems:
-            entry[f"ratio_vs_{peer}"] = round(medians[system] / medians[peer], 3)
-        entry["peak_rss_mib"] = round(max(r["peak_rss_mib"] for r in runs[system]), 1)
-        if system != reference:
-            entry[f"cosine_vs_{reference}"] = _cosines(vectors[system], vectors[reference])
-        fp32 = FP32_OF.get(system)
-        if fp32 is not None and fp32 in systems:
-            entry[f"cosine_vs_{fp32.replace('-', '_')}"] = _cosines(vectors[system], vectors[fp32])
-        if runs[system][0]["files"]:
-            entry["files"] = runs[system][0]["files"]
-        out[system] = entry
-    return out
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -428,7 +378,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None)
     hidden: dict[str, dict[str, Any]] = {
-        "--child": {"choices": (*SYSTEMS, "st-onnx-export")},
+        "--child": {"choices": (*SYSTEMS, "st-onnx-export", "prepare")},
         "--vectors": {"type": Path},
         "--texts": {"type": Path},
         "--folder": {"type": Path},
@@ -465,21 +415,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in [n.strip() for n in names if n.strip()]:
         args.model = name
         reports[name] = _measure(args)
-    if len(reports) == 1:
-        result: dict[str, Any] = next(iter(reports.values()))
-    else:
-        summary = {
-            name: {
-                "equal_precision": r["equal_precision"],
-                **{
-                    f"{s}_vs_st": r["systems"][s]["ratio_vs_st"]
-                    for s in ("onnx-fp32", "onnx-int8")
-                    if "ratio_vs_st" in r["systems"][s]
-                },
-            }
-            for name, r in reports.items()
-        }
-        result = {"models": reports, "summary": summary}
+    result = encode_summary.combine(reports)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

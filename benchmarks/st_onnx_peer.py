@@ -116,23 +116,26 @@ def child_env(site: Path, env: dict[str, str]) -> dict[str, str]:
     return {**env, "PYTHONPATH": str(site) + (os.pathsep + rest if rest else "")}
 
 
-def cpu_quantization() -> tuple[str, str]:
+def cpu_quantization(cpuinfo: str | None = None, machine: str | None = None) -> tuple[str, str]:
     """The sentence-transformers dynamic int8 config for this CPU, and why.
 
     ``avx512_vnni`` where the CPU has VNNI, else ``avx512`` with AVX-512 (F and BW), else
-    ``avx2``; ``arm64`` on ARM.
+    ``avx2``; ``arm64`` on ARM. ``cpuinfo`` and ``machine`` default to ``/proc/cpuinfo``
+    and :func:`platform.machine`.
     """
-    machine = platform.machine().lower()
+    machine = (machine or platform.machine()).lower()
     if machine in ("arm64", "aarch64"):
         return "arm64", f"machine {machine}"
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+        except OSError:
+            cpuinfo = ""
     flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("flags"):
-                flags = set(line.partition(":")[2].split())
-                break
-    except OSError:
-        pass
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.partition(":")[2].split())
+            break
     if "avx512_vnni" in flags:
         return "avx512_vnni", "cpu flag avx512_vnni"
     if {"avx512f", "avx512bw"} <= flags:
