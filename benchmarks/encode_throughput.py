@@ -365,7 +365,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--install-st-onnx",
         action="store_true",
-        help="(re)install the peer's packages into --st-onnx-site first",
+        help="install the peer's packages into --st-onnx-site unless present",
     )
     parser.add_argument(
         "--st-int8",

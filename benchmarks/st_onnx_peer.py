@@ -89,7 +89,10 @@ def missing(site: Path) -> list[str]:
 
 
 def install(site: Path) -> None:
-    """Install the pinned packages into ``site`` (a fresh folder, swapped in at the end)."""
+    """Install the pinned packages into ``site`` (a fresh folder, swapped in at the end);
+    nothing to do when every pinned version is already there."""
+    if site.is_dir() and not missing(site):
+        return
     staging = site.with_name(site.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)
     staging.parent.mkdir(parents=True, exist_ok=True)

@@ -136,3 +136,25 @@ def test_models_sentence_transformers_cannot_run_are_named(tmp_path: Path) -> No
     (tmp_path / "config.json").write_text(json.dumps({"onnx_only": True}), encoding="utf-8")
     assert "ONNX-only" in (st_onnx_peer.unsupported(tmp_path, tmp_path) or "")
     assert "config.json" in (st_onnx_peer.unsupported(tmp_path / "absent", tmp_path) or "")
+
+
+def test_install_swaps_in_a_complete_folder_and_is_skipped_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[list[str]] = []
+
+    def fake_pip(command: list[str], check: bool) -> None:  # writes what pip would
+        calls.append(command)
+        target = Path(command[command.index("--target") + 1])
+        for requirement in st_onnx_peer.pinned():
+            name, _, version = requirement.partition("==")
+            (target / f"{name.replace('-', '_')}-{version}.dist-info").mkdir(parents=True)
+
+    monkeypatch.setattr(st_onnx_peer.subprocess, "run", fake_pip)
+    site = tmp_path / "site"
+    (site / "stale").mkdir(parents=True)
+    st_onnx_peer.install(site)
+    assert len(calls) == 1 and "--no-deps" in calls[0]
+    assert st_onnx_peer.missing(site) == [] and not (site / "stale").exists()
+    st_onnx_peer.install(site)
+    assert len(calls) == 1
