@@ -39,7 +39,7 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
 
 bench: $(STAMP)
-	$(PY) benchmarks/encode_throughput.py --datasets $(DATASETS)
+	$(PY) benchmarks/encode_throughput.py --install-st-onnx --datasets $(DATASETS)
 	$(PY) benchmarks/quality.py --datasets $(DATASETS)
 
 docs: $(STAMP)
