@@ -186,6 +186,17 @@ def _child(args: argparse.Namespace) -> None:
     print(json.dumps({**result, "files": files}))
 
 
+def _cpu_model() -> str | None:
+    """``model name`` of ``/proc/cpuinfo``: int8 speed-ups depend on the CPU (VNNI or not)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def _peak_rss_mib() -> float:
     """This process's peak RSS: ``VmHWM``, which starts afresh at ``exec`` (``ru_maxrss``
     keeps the parent's peak at fork time, and the parent may have held a large model)."""
@@ -255,6 +266,7 @@ def _environment(args: argparse.Namespace, texts: list[str], max_length: int) ->
         "st_batch_size": st_onnx_peer.ST_BATCH_SIZE,
         "repeats": args.repeats,
         "cpu": platform.processor() or platform.machine(),
+        "cpu_model": _cpu_model(),
         "cpus_available": len(os.sched_getaffinity(0)),
         "onnxruntime": onnxruntime.__version__,
         "torch": torch.__version__,
