@@ -161,6 +161,13 @@ def test_iter_corpus_bad_lines(tmp_path: Path, line: str, match: str) -> None:
         list(iter_corpus(path))
 
 
+def test_iter_corpus_not_utf8_is_a_typed_error(tmp_path: Path) -> None:
+    path = tmp_path / "corpus.jsonl"
+    path.write_bytes(b'{"_id": "a", "text": "caf\xe9"}\n')
+    with pytest.raises(InvalidInput, match=r"corpus\.jsonl: not UTF-8 text"):
+        list(iter_corpus(path))
+
+
 def test_iter_corpus_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="file not found"):
         list(iter_corpus(tmp_path))

@@ -96,32 +96,47 @@ class StsData:
     scores: list[float]
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, object)`` for each non-blank line of a JSON-lines file."""
+def iter_jsonl(path: Path, *, missing_hint: str = "") -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for each non-blank line of a JSON-lines file.
+
+    Every failure is an :class:`~embedstack.errors.InvalidInput` naming the file (and line):
+    missing (followed by ``missing_hint``), unreadable, not UTF-8, malformed JSON, or a line
+    that is not a JSON object.
+    """
     try:
         handle = path.open(encoding="utf-8")
     except FileNotFoundError:
-        raise InvalidInput(
-            f"{path}: file not found; a BEIR dataset folder needs corpus.jsonl, "
-            "queries.jsonl and qrels/<split>.tsv"
-        ) from None
+        hint = f"; {missing_hint}" if missing_hint else ""
+        raise InvalidInput(f"{path}: file not found{hint}") from None
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot read it ({exc.strerror})") from None
     with handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidInput(
-                    f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno}); "
-                    "fix or remove this line, each line must be one JSON object"
-                ) from None
-            if not isinstance(obj, dict):
-                raise InvalidInput(
-                    f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}; "
-                    "each line must be one JSON object"
-                )
-            yield lineno, obj
+        try:
+            for lineno, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InvalidInput(
+                        f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno}); "
+                        "fix or remove this line, each line must be one JSON object"
+                    ) from None
+                if not isinstance(obj, dict):
+                    raise InvalidInput(
+                        f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}; "
+                        "each line must be one JSON object"
+                    )
+                yield lineno, obj
+        except UnicodeDecodeError:
+            raise InvalidInput(f"{path}: not UTF-8 text") from None
+
+
+_BEIR_FILES = "a BEIR dataset folder needs corpus.jsonl, queries.jsonl and qrels/<split>.tsv"
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    return iter_jsonl(path, missing_hint=_BEIR_FILES)
 
 
 def _get_id(obj: Mapping[str, Any], path: Path, lineno: int) -> str:

@@ -34,13 +34,13 @@ Example:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from embedstack.errors import InvalidInput
+from embedstack.eval.datasets import iter_jsonl
 
 __all__ = [
     "LabelledTexts",
@@ -103,29 +103,7 @@ def _split_file(path: Path, split: str) -> tuple[Path, bool]:
 
 
 def _lines(file: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    try:
-        handle = file.open(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidInput(f"{file}: cannot read it ({exc.strerror})") from None
-    with handle:
-        try:
-            for lineno, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InvalidInput(
-                        f"{file}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno}); "
-                        "each line must be one JSON object"
-                    ) from None
-                if not isinstance(obj, dict):
-                    raise InvalidInput(
-                        f"{file}:{lineno}: expected a JSON object, got {type(obj).__name__}"
-                    )
-                yield lineno, obj
-        except UnicodeDecodeError:
-            raise InvalidInput(f"{file}: not UTF-8 text") from None
+    return iter_jsonl(file)
 
 
 def _rows(path: Path, split: str) -> tuple[Path, list[tuple[int, dict[str, Any]]]]:
