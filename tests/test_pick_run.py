@@ -323,3 +323,17 @@ def test_corpus_vectors_are_reused(
     timings = [run_pick(corpus, tmp_path / o, options)["models"][0]["encode_timing"]
                for o in ("b", "c")]  # fmt: skip
     assert timings[0].startswith("full corpus") and "from cache" in timings[1]
+
+
+def test_cli_cache_dir_keeps_vectors_there(
+    tmp_path: Path, beir: Path, hash_models: tuple[str, str]
+) -> None:
+    cache = tmp_path / "vectors"
+    args = ["pick", str(beir), "--models", hash_models[0], "--modes", "dense",
+            "--cache-dir", str(cache)]  # fmt: skip
+    assert run([*args, "--out", str(tmp_path / "a")]) == 0
+    assert any(cache.rglob("embeddings.npy"))  # encoded into the folder given
+    assert run([*args, "--out", str(tmp_path / "b")]) == 0
+    second = json.loads((tmp_path / "b" / "pick.json").read_text())
+    assert "from cache" in second["models"][0]["encode_timing"]
+    assert "--cache-dir" in second["command"]

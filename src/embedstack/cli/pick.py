@@ -127,6 +127,13 @@ def pick(
     split: Annotated[str, typer.Option(help="qrels split of a BEIR folder.")] = "test",
     seed: Annotated[int, typer.Option(help="Seed of proxy queries, subsampling and tests.")] = 0,
     top: Annotated[int, typer.Option(help="Candidates shown in the table.")] = 10,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where corpus vectors are kept between runs (default: the embedstack cache); "
+            "an empty folder times a cold run."
+        ),
+    ] = None,
 ) -> None:
     """Measure models x dims x precisions x modes on your data; recommend one.
 
@@ -143,14 +150,14 @@ def pick(
         modes=_split(modes), latency_budget_ms=latency_budget_ms,
         storage_budget_gb=storage_budget_gb, corpus_size=corpus_size,
         languages=_split(languages), price_file=price_file, time_budget_min=time_budget_min,
-        split=split, seed=seed,
+        split=split, seed=seed, cache_dir=cache_dir,
     )  # fmt: skip
     given = {"models": models, "dims": dims, "precisions": precisions, "modes": modes,
              "latency-budget-ms": latency_budget_ms, "storage-budget-gb": storage_budget_gb,
              "corpus-size": corpus_size if corpus_size != 1_000_000 else None,
              "languages": languages, "price-file": price_file,
              "time-budget-min": time_budget_min, "split": split if split != "test" else None,
-             "seed": seed or None}  # fmt: skip
+             "seed": seed or None, "cache-dir": cache_dir}  # fmt: skip
     words = ["embedstack", "pick", str(data), "--out", str(out_dir)]
     words += [w for k, v in given.items() if v is not None for w in (f"--{k}", str(v))]
     command = " ".join(shlex.quote(w) for w in words)
