@@ -103,6 +103,15 @@ def add(
     skip_invalid: Annotated[
         bool, typer.Option(help="Keep valid documents and report invalid lines.")
     ] = False,
+    ray: Annotated[
+        bool,
+        typer.Option(
+            "--ray",
+            help="Read, chunk and encode on Ray (the running cluster, RAY_ADDRESS, or a local "
+            "one); this process writes. Needs the 'ray' extra.",
+        ),
+    ] = False,
+    workers: Annotated[int, typer.Option(help="With --ray: encoding actors, one model each.")] = 2,
 ) -> None:
     """Add or update documents. Inputs are validated first: without --skip-invalid any
     malformed line refuses the whole command and the index is left unchanged. Hidden folders
@@ -120,6 +129,8 @@ def add(
 
     if batch_size < 1:
         raise InvalidInput(f"--batch-size must be >= 1, got {batch_size}")
+    if workers < 1:
+        raise InvalidInput(f"--workers must be >= 1, got {workers}")
     options = SourceOptions(tuple(include or ()), tuple(exclude or ()), id_prefix)
     scan = scan_documents(paths, options)
     skipped = describe_skipped(scan)
@@ -157,20 +168,29 @@ def add(
             )
         totals = {"added": 0, "updated": 0, "unchanged": 0}
         started = time.perf_counter()
-        docs = iter_documents(paths, options, skip_invalid=skip_invalid, skip_ids=conflicts)
-        try:
-            with Progress(scan.n_documents - len(conflicts), scan.n_chars, console=err) as bar:
-                for batch in batched(docs, batch_size):
-                    result = index.upsert(batch)
-                    for key in totals:
-                        totals[key] += int(getattr(result, key, 0))
-                    bar.advance(len(batch), sum(len(d["text"]) for d in batch))
-        except KeyboardInterrupt:
-            err.print(
-                f"interrupted: {_totals(totals)} committed before Ctrl-C; the batch in progress "
-                "was not written. Run the same command again to add the rest."
-            )
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+        if not ray:
+            docs = iter_documents(paths, options, skip_invalid=skip_invalid, skip_ids=conflicts)
+            try:
+                with Progress(scan.n_documents - len(conflicts), scan.n_chars, console=err) as bar:
+                    for batch in batched(docs, batch_size):
+                        result = index.upsert(batch)
+                        for key in totals:
+                            totals[key] += int(getattr(result, key, 0))
+                        bar.advance(len(batch), sum(len(d["text"]) for d in batch))
+            except KeyboardInterrupt:
+                err.print(
+                    f"interrupted: {_totals(totals)} committed before Ctrl-C; the batch in "
+                    "progress was not written. Run the same command again to add the rest."
+                )
+                raise typer.Exit(EXIT_INTERRUPTED) from None
+    if ray:  # after the lock is released: the Ray driver opens the index as its one writer
+        from embedstack.integrations.ray_ingest import ingest
+
+        with Progress(scan.n_documents - len(conflicts), scan.n_chars, console=err) as bar:
+            done = ingest(directory, paths, workers=workers, options=options,
+                          skip_invalid=skip_invalid, skip_ids=conflicts, batch_docs=batch_size,
+                          on_batch=bar.advance)  # fmt: skip
+        totals = {key: int(getattr(done, key)) for key in totals}
     seconds = time.perf_counter() - started
     out.print(f"{_totals(totals)} in {seconds:.1f}s")
 
