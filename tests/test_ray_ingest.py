@@ -228,3 +228,35 @@ def test_a_failed_run_completes_when_run_again(ray_cluster: Any, tmp_path: Path)
                   encoder=lambda: KillOnce(flag, "doc 38", "raise"))  # fmt: skip
     assert (done.added, done.unchanged) == (45 - committed, committed)
     assert_same_index(tmp_path / "ray", tmp_path / "local")
+
+
+def test_cli_refuses_a_bad_worker_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from embedstack.cli import run
+
+    paths = _corpus(tmp_path)
+    _index(tmp_path / "idx").close()
+    code = run(["index", "add", str(tmp_path / "idx"), str(paths[0]), "--ray", "--workers", "0"])
+    assert code == 2 and "--workers must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_ray_matches_the_local_path_with_the_real_model(
+    ray_cluster: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``index add --ray`` with all-MiniLM-L6-v2 loaded by name in each actor: batches of
+    other compositions than the local path's, the same vectors (cos >= 0.9999)."""
+    from embedstack.cli import run
+
+    paths = _corpus(tmp_path, n=24)
+    for name in ("local", "ray"):
+        assert run(["index", "create", str(tmp_path / name), "--model", "all-MiniLM-L6-v2"]) == 0
+    files = [str(p) for p in paths]
+    assert run(["index", "add", str(tmp_path / "local"), *files, "--batch-size", "5"]) == 0
+    ray_args = ["--ray", "--workers", "2", "--batch-size", "4"]
+    assert run(["index", "add", str(tmp_path / "ray"), *files, *ray_args]) == 0
+    assert "29 added, 0 updated, 0 unchanged" in capsys.readouterr().out
+    got, want = chunk_vectors(tmp_path / "ray"), chunk_vectors(tmp_path / "local")
+    assert sorted(got) == sorted(want)
+    for key, (start, end, vec) in want.items():
+        assert got[key][:2] == (start, end)
+        assert float(vec @ got[key][2]) >= 0.9999 * float(np.linalg.norm(vec) ** 2), key
