@@ -260,3 +260,55 @@ def test_cli_ray_matches_the_local_path_with_the_real_model(
     for key, (start, end, vec) in want.items():
         assert got[key][:2] == (start, end)
         assert float(vec @ got[key][2]) >= 0.9999 * float(np.linalg.norm(vec) ** 2), key
+
+
+def _parquet(root: Path, jsonl: Path) -> Path:
+    """The JSONL corpus's rows as a Parquet file of several row groups (metadata as JSON)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    table = pa.table({"_id": [r["_id"] for r in rows], "title": [r["title"] for r in rows],
+                      "text": [r["text"] for r in rows],
+                      "metadata": [json.dumps(r["metadata"]) for r in rows]})  # fmt: skip
+    pq.write_table(table, root / "corpus.parquet", row_group_size=7)
+    return root / "corpus.parquet"
+
+
+def test_parquet_rows_follow_the_jsonl_rules_with_row_numbers(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from embedstack.integrations._ray_work import parquet_rows
+    from embedstack.integrations.ray_ingest import ingest
+
+    paths = _corpus(tmp_path)
+    file = _parquet(tmp_path, paths[0])
+    got = [(n, doc) for g in range(pq.ParquetFile(file).num_row_groups)
+           for n, doc, _ in parquet_rows(file, g)]  # fmt: skip
+    want = [json.loads(line) for line in paths[0].read_text().splitlines()]
+    assert [n for n, _ in got] == list(range(1, len(want) + 1))
+    assert [(d["id"], d["metadata"]) for _, d in got if d] == [
+        (w["_id"], w["metadata"]) for w in want
+    ]
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"id": ["a", "b", "a"], "text": ["x y", "  ", "z"]}), bad)
+    _index(tmp_path / "idx").close()
+    with pytest.raises(InvalidInput, match=r"bad.parquet:2: .*blank.*bad.parquet:3: duplicate"):
+        ingest(tmp_path / "idx", [bad])
+
+
+@pytest.mark.slow
+def test_parquet_through_ray_matches_the_same_rows_as_jsonl(
+    ray_cluster: Any, tmp_path: Path
+) -> None:
+    from embedstack.integrations.ray_ingest import ingest
+
+    paths = _corpus(tmp_path)
+    _local(tmp_path / "local", [paths[0]])
+    _index(tmp_path / "ray").close()
+    done = ingest(tmp_path / "ray", [_parquet(tmp_path, paths[0])], workers=2, batch_docs=8,
+                  encoder=lambda: HashEncoder(DIM))  # fmt: skip
+    assert (done.added, done.driver_encoded) == (40, 0)
+    assert_same_index(tmp_path / "ray", tmp_path / "local")

@@ -108,7 +108,8 @@ def add(
         typer.Option(
             "--ray",
             help="Read, chunk and encode on Ray (the running cluster, RAY_ADDRESS, or a local "
-            "one); this process writes. Needs the 'ray' extra.",
+            "one); this process writes. Also reads .parquet files (id, text, title, metadata "
+            "columns). Needs the 'ray' extra.",
         ),
     ] = False,
     workers: Annotated[int, typer.Option(help="With --ray: encoding actors, one model each.")] = 2,
@@ -132,7 +133,9 @@ def add(
     if workers < 1:
         raise InvalidInput(f"--workers must be >= 1, got {workers}")
     options = SourceOptions(tuple(include or ()), tuple(exclude or ()), id_prefix)
-    scan = scan_documents(paths, options)
+    # --ray also reads Parquet files (validated by the Ray path itself)
+    readable = [p for p in paths if not (ray and p.suffix.lower() == ".parquet" and p.is_file())]
+    scan = scan_documents(readable, options)
     skipped = describe_skipped(scan)
     if skipped:
         err.print(skipped, soft_wrap=True)
@@ -159,7 +162,7 @@ def add(
                     "Fix them, or pass --skip-invalid to add the valid documents only"
                 )
             err.print(f"skipping {len(problems)} invalid input(s): {shown}{more}", soft_wrap=True)
-        if scan.n_documents - len(conflicts) <= 0 and not problems:
+        if scan.n_documents - len(conflicts) <= 0 and not problems and readable == paths:
             raise InvalidInput(
                 "nothing to add: no supported files in "
                 + ", ".join(map(str, paths))

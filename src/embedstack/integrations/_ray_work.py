@@ -17,7 +17,7 @@ from embedstack.errors import ModelMismatch
 from embedstack.index._setup import recorded_chunker
 from embedstack.index.sources import json_doc, read_file
 
-__all__ = ["EncodeChunks", "LookupEncoder", "read_rows", "shards", "token_batches"]
+__all__ = ["EncodeChunks", "LookupEncoder", "parquet_rows", "read_rows", "shards", "token_batches"]
 
 EncoderFactory = Callable[[], TextEncoder]
 
@@ -60,16 +60,43 @@ def _jsonl_range(file: Path, start: int, end: int) -> Iterator[tuple[int, bytes]
             pos += len(raw)
 
 
+def parquet_rows(file: Path, group: int) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    """``(row number, document, problem)`` of one row group of a Parquet file (rows numbered
+    from 1 over the whole file), by the rules of ``.jsonl`` lines
+    (:func:`~embedstack.index.sources.json_doc`; a ``metadata`` column may hold JSON text)."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(file)
+    first = sum(pf.metadata.row_group(i).num_rows for i in range(group))
+    for number, record in enumerate(pf.read_row_group(group).to_pylist(), start=first + 1):
+        meta = record.get("metadata")
+        if isinstance(meta, str):
+            try:
+                record["metadata"] = json.loads(meta)
+            except json.JSONDecodeError:
+                yield number, None, "'metadata' is not valid JSON"
+                continue
+        doc, problem = json_doc({k: v for k, v in record.items() if v is not None})
+        yield number, doc, problem
+
+
 def read_rows(
     item: dict[str, Any], skip: frozenset[tuple[str, int | None]], skip_ids: frozenset[str]
 ) -> Iterator[dict[str, Any]]:
-    """Ray ``flat_map``: the documents of one file, or of one byte range of a JSONL file
-    (``item``: ``file``, ``root``, ``prefix``, and ``start``/``end`` for a range), as rows
+    """Ray ``flat_map``: the documents of one file, of one byte range of a JSONL file, or of
+    one row group of a Parquet file (``item``: ``file``, ``root``, ``prefix``, and
+    ``start``/``end`` for a range, ``group`` for a row group), as rows
     ``{id, title, text, metadata}`` (metadata as JSON), leaving out the invalid inputs the
     driver's scan found (``skip``: ``(file, line)``) and ``skip_ids``. Lines are parsed by
     the rules of :func:`~embedstack.index.sources.json_doc`, other files by
     :func:`~embedstack.index.sources.read_file`."""
     file = Path(item["file"])
+    if "group" in item:
+        for line, doc, problem in parquet_rows(file, int(item["group"])):
+            if doc is not None and problem is None and (str(file), line) not in skip:
+                if doc["id"] not in skip_ids:
+                    yield _row(doc)
+        return
     if "start" in item:
         for line, raw in _jsonl_range(file, int(item["start"]), int(item["end"])):
             if (str(file), line) in skip or not raw.strip():

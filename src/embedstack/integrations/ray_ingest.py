@@ -3,13 +3,15 @@ through the index's single writer.
 
 The pipeline is Ray Data: the files of ``paths`` (text, Markdown, HTML, JSONL, BEIR folders;
 read by :func:`embedstack.index.sources.read_file`, so ids and validation are those of
-``embedstack index add``) → ``flat_map`` to document rows → ``map_batches`` on an actor pool
-of ``workers`` actors, each holding one copy of the model, chunking with the index's recorded
-chunker and encoding the chunks in batches of at most ``max_batch_tokens`` padded tokens →
-the driver, which ``upsert``\\ s each batch as it arrives. The index is opened with an
-encoder that serves the workers' vectors for these exact chunk texts, so the index chunks,
-stores and commits as usual and nothing is encoded twice (:attr:`IngestResult.driver_encoded`
-counts texts the workers did not cover; 0 unless the chunkers disagree).
+``embedstack index add``; and Parquet files with the columns of a JSONL line, ``id`` or
+``_id``, ``text``, ``title``, ``metadata``, read by row group) → ``flat_map`` to document
+rows → ``map_batches`` on an actor pool of ``workers`` actors, each holding one copy of the
+model, chunking with the index's recorded chunker and encoding the chunks in batches of at
+most ``max_batch_tokens`` padded tokens → the driver, which ``upsert``\\ s each batch as it
+arrives. The index is opened with an encoder that serves the workers' vectors for these
+exact chunk texts, so the index chunks, stores and commits as usual and nothing is encoded
+twice (:attr:`IngestResult.driver_encoded` counts texts the workers did not cover; 0 unless
+the chunkers disagree).
 
 Failure and re-runs: Ray restarts a killed actor and retries its batch; nothing of a batch
 is written before the driver's upsert, which is atomic. A run that fails leaves every batch
@@ -40,10 +42,23 @@ import numpy as np
 from embedstack.encoders import TextEncoder
 from embedstack.errors import EmbedstackError, InvalidInput, require
 from embedstack.index import Index
-from embedstack.index.sources import SourceOptions, find_conflicts, input_files, scan_documents
-from embedstack.integrations._ray_work import EncodeChunks, LookupEncoder, read_rows, shards
+from embedstack.index.sources import (
+    Problem,
+    SourceOptions,
+    SourceScan,
+    find_conflicts,
+    input_files,
+    scan_documents,
+)
+from embedstack.integrations._ray_work import (
+    EncodeChunks,
+    LookupEncoder,
+    parquet_rows,
+    read_rows,
+    shards,
+)
 
-__all__ = ["IngestResult", "ingest"]
+__all__ = ["IngestResult", "ingest", "is_parquet"]
 
 
 @dataclass(frozen=True)
@@ -114,7 +129,7 @@ def ingest(
 
     Args:
         target: the index (a folder or an engine URI); it must exist.
-        paths: files and folders, as ``embedstack index add`` reads them.
+        paths: files and folders, as ``embedstack index add`` reads them, and Parquet files.
         workers: actors in the encoding pool (one model each).
         options: include/exclude globs and the id prefix.
         skip_invalid: add the valid documents and leave invalid inputs out; otherwise any
@@ -139,9 +154,12 @@ def ingest(
     """
     _check_args(workers, batch_docs, max_batch_tokens)
     ray = _ray()
-    files = [Path(p) for p in paths]
+    given = [Path(p) for p in paths]
+    parquet = [p for p in given if is_parquet(p)]
+    files = [p for p in given if not is_parquet(p)]
     opts = options or SourceOptions()
-    scan = scan_documents(files, opts)
+    scan = scan_documents(files, opts) if files else SourceScan()
+    scan.problems += _scan_parquet(parquet, scan)
     if scan.problems and not skip_invalid:
         shown = "; ".join(str(p) for p in scan.problems[:5])
         raise InvalidInput(f"{len(scan.problems)} invalid input(s), nothing was added: {shown}")
@@ -159,7 +177,7 @@ def ingest(
                 shown = "; ".join(str(p) for p in list(conflicts.values())[:5])
                 raise InvalidInput(f"{len(conflicts)} id conflict(s), nothing was added: {shown}")
             skip = frozenset((str(p.path), p.line) for p in scan.problems)
-            items = _items(files, opts, workers)
+            items = _items(files, opts, workers) + _parquet_items(parquet)
             ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
             # reading takes no CPU slot, so it runs beside an actor pool that holds them all
             ds = ds.flat_map(read_rows, num_cpus=0, fn_kwargs={
@@ -175,6 +193,44 @@ def ingest(
     finally:
         if started_ray:
             ray.shutdown()
+
+
+def is_parquet(path: Path) -> bool:
+    """A Parquet file given by name (Ray ingestion reads these; the local path does not)."""
+    return path.suffix.lower() == ".parquet" and path.is_file()
+
+
+def _scan_parquet(files: list[Path], scan: SourceScan) -> list[Problem]:
+    """Validate Parquet rows like JSONL lines (counted into ``scan``); ids repeated within
+    the Parquet files are problems (a repeat of a JSONL id replaces it, as an upsert)."""
+    import pyarrow.parquet as pq
+
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for file in files:
+        try:
+            groups = pq.ParquetFile(file).num_row_groups
+        except Exception as exc:  # noqa: BLE001 - pyarrow's errors for a broken file vary
+            problems.append(Problem(file, None, f"not a readable Parquet file ({exc})"))
+            continue
+        for group in range(groups):
+            for number, doc, problem in parquet_rows(file, group):
+                if doc is None or problem is not None:
+                    problems.append(Problem(file, number, problem or "invalid"))
+                elif doc["id"] in seen:
+                    problems.append(Problem(file, number, f"duplicate id {doc['id']!r}"))
+                else:
+                    seen.add(doc["id"])
+                    scan.n_documents += 1
+                    scan.n_chars += len(doc["text"])
+    return problems
+
+
+def _parquet_items(files: list[Path]) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    return [{"file": str(f), "root": str(f.parent), "prefix": "", "group": g}
+            for f in files for g in range(pq.ParquetFile(f).num_row_groups)]  # fmt: skip
 
 
 def _items(files: list[Path], opts: SourceOptions, workers: int) -> list[dict[str, Any]]:
