@@ -103,6 +103,16 @@ def add(
     skip_invalid: Annotated[
         bool, typer.Option(help="Keep valid documents and report invalid lines.")
     ] = False,
+    ray: Annotated[
+        bool,
+        typer.Option(
+            "--ray",
+            help="Read, chunk and encode on Ray (the running cluster, RAY_ADDRESS, or a local "
+            "one); this process writes. Also reads .parquet files (id, text, title, metadata "
+            "columns). Needs the 'ray' extra.",
+        ),
+    ] = False,
+    workers: Annotated[int, typer.Option(help="With --ray: encoding actors, one model each.")] = 2,
 ) -> None:
     """Add or update documents. Inputs are validated first: without --skip-invalid any
     malformed line refuses the whole command and the index is left unchanged. Hidden folders
@@ -120,8 +130,12 @@ def add(
 
     if batch_size < 1:
         raise InvalidInput(f"--batch-size must be >= 1, got {batch_size}")
+    if workers < 1:
+        raise InvalidInput(f"--workers must be >= 1, got {workers}")
     options = SourceOptions(tuple(include or ()), tuple(exclude or ()), id_prefix)
-    scan = scan_documents(paths, options)
+    # --ray also reads Parquet files (validated by the Ray path itself)
+    readable = [p for p in paths if not (ray and p.suffix.lower() == ".parquet" and p.is_file())]
+    scan = scan_documents(readable, options)
     skipped = describe_skipped(scan)
     if skipped:
         err.print(skipped, soft_wrap=True)
@@ -148,7 +162,7 @@ def add(
                     "Fix them, or pass --skip-invalid to add the valid documents only"
                 )
             err.print(f"skipping {len(problems)} invalid input(s): {shown}{more}", soft_wrap=True)
-        if scan.n_documents - len(conflicts) <= 0 and not problems:
+        if scan.n_documents - len(conflicts) <= 0 and not problems and readable == paths:
             raise InvalidInput(
                 "nothing to add: no supported files in "
                 + ", ".join(map(str, paths))
@@ -157,20 +171,29 @@ def add(
             )
         totals = {"added": 0, "updated": 0, "unchanged": 0}
         started = time.perf_counter()
-        docs = iter_documents(paths, options, skip_invalid=skip_invalid, skip_ids=conflicts)
-        try:
-            with Progress(scan.n_documents - len(conflicts), scan.n_chars, console=err) as bar:
-                for batch in batched(docs, batch_size):
-                    result = index.upsert(batch)
-                    for key in totals:
-                        totals[key] += int(getattr(result, key, 0))
-                    bar.advance(len(batch), sum(len(d["text"]) for d in batch))
-        except KeyboardInterrupt:
-            err.print(
-                f"interrupted: {_totals(totals)} committed before Ctrl-C; the batch in progress "
-                "was not written. Run the same command again to add the rest."
-            )
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+        if not ray:
+            docs = iter_documents(paths, options, skip_invalid=skip_invalid, skip_ids=conflicts)
+            try:
+                with Progress(scan.n_documents - len(conflicts), scan.n_chars, console=err) as bar:
+                    for batch in batched(docs, batch_size):
+                        result = index.upsert(batch)
+                        for key in totals:
+                            totals[key] += int(getattr(result, key, 0))
+                        bar.advance(len(batch), sum(len(d["text"]) for d in batch))
+            except KeyboardInterrupt:
+                err.print(
+                    f"interrupted: {_totals(totals)} committed before Ctrl-C; the batch in "
+                    "progress was not written. Run the same command again to add the rest."
+                )
+                raise typer.Exit(EXIT_INTERRUPTED) from None
+    if ray:  # after the lock is released: the Ray driver opens the index as its one writer
+        from embedstack.integrations.ray_ingest import ingest
+
+        with Progress(scan.n_documents - len(conflicts), scan.n_chars, console=err) as bar:
+            done = ingest(directory, paths, workers=workers, options=options,
+                          skip_invalid=skip_invalid, skip_ids=conflicts, batch_docs=batch_size,
+                          on_batch=bar.advance)  # fmt: skip
+        totals = {key: int(getattr(done, key)) for key in totals}
     seconds = time.perf_counter() - started
     out.print(f"{_totals(totals)} in {seconds:.1f}s")
 

@@ -47,7 +47,10 @@ __all__ = [
     "find_conflicts",
     "find_earlier_ids",
     "html_to_text",
+    "input_files",
+    "json_doc",
     "iter_documents",
+    "read_file",
     "scan_documents",
 ]
 
@@ -157,7 +160,8 @@ def _inputs(
             yield file, root, prefix
 
 
-def _json_doc(record: Any) -> tuple[dict[str, Any] | None, str | None]:
+def json_doc(record: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """A JSON record as a document, or ``(None, problem)``: the rules of ``.jsonl`` lines."""
     if not isinstance(record, dict):
         return None, "not a JSON object"
     doc_id = record.get("id", record.get("_id"))
@@ -268,35 +272,57 @@ def _file_doc(path: Path, root: Path, prefix: str) -> tuple[dict[str, Any] | Non
     return {"id": doc_id, "title": title or path.stem, "text": text, "metadata": meta}, None
 
 
+def input_files(
+    paths: Sequence[Path], options: SourceOptions | None = None
+) -> list[tuple[Path, Path, str]]:
+    """``(file, root, id prefix)`` of every file the paths name, in reading order (what
+    :func:`read_file` reads one by one, on any machine).
+
+    Raises:
+        InvalidInput: a path that does not exist.
+    """
+    return list(_inputs(paths, options or SourceOptions(), Counter()))
+
+
+def read_file(
+    file: Path, root: Path, prefix: str, skipped: Counter[str] | None = None
+) -> Iterator[Found]:
+    """``(file, line, document, problem)`` for each document of one file (line None for a
+    whole-file document), as :func:`scan_documents` and :func:`iter_documents` read it;
+    binary files are counted in ``skipped`` and yield nothing."""
+    skipped = Counter() if skipped is None else skipped
+    suffix = file.suffix.lower()
+    if suffix == ".jsonl":
+        with file.open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    yield file, number, None, "not UTF-8 text"
+                    continue
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    yield file, number, None, f"malformed JSON ({exc.msg})"
+                    continue
+                doc, problem = json_doc(record)
+                yield file, number, doc, problem
+    elif suffix in TEXT_SUFFIXES + HTML_SUFFIXES:
+        doc, problem = _file_doc(file, root, prefix)
+        if problem is not None and problem.startswith("skip: "):
+            skipped[problem[len("skip: ") :]] += 1
+            return
+        yield file, None, doc, problem
+    else:
+        kinds = ", ".join(SUPPORTED_SUFFIXES)
+        yield file, None, None, f"unsupported file type (use {kinds} or a BEIR folder)"
+
+
 def _walk(paths: Sequence[Path], options: SourceOptions, skipped: Counter[str]) -> Iterator[Found]:
     for file, root, prefix in _inputs(paths, options, skipped):
-        suffix = file.suffix.lower()
-        if suffix == ".jsonl":
-            with file.open("rb") as handle:
-                for number, raw in enumerate(handle, start=1):
-                    try:
-                        line = raw.decode("utf-8")
-                    except UnicodeDecodeError:
-                        yield file, number, None, "not UTF-8 text"
-                        continue
-                    if not line.strip():
-                        continue
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        yield file, number, None, f"malformed JSON ({exc.msg})"
-                        continue
-                    doc, problem = _json_doc(record)
-                    yield file, number, doc, problem
-        elif suffix in TEXT_SUFFIXES + HTML_SUFFIXES:
-            doc, problem = _file_doc(file, root, prefix)
-            if problem is not None and problem.startswith("skip: "):
-                skipped[problem[len("skip: ") :]] += 1
-                continue
-            yield file, None, doc, problem
-        else:
-            kinds = ", ".join(SUPPORTED_SUFFIXES)
-            yield file, None, None, f"unsupported file type (use {kinds} or a BEIR folder)"
+        yield from read_file(file, root, prefix, skipped)
 
 
 def scan_documents(paths: Sequence[Path], options: SourceOptions | None = None) -> SourceScan:

@@ -1,0 +1,243 @@
+"""The parts of Ray ingestion that run on workers (file reading, chunking and encoding) and
+the driver's encoder that serves their vectors to the index. See
+:mod:`embedstack.integrations.ray_ingest`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedstack._typing import FloatArray
+from embedstack.encoders import TextEncoder, load_encoder
+from embedstack.errors import ModelMismatch
+from embedstack.index._setup import recorded_chunker
+from embedstack.index.sources import json_doc, read_file
+
+__all__ = ["EncodeChunks", "LookupEncoder", "parquet_rows", "read_rows", "shards", "token_batches"]
+
+EncoderFactory = Callable[[], TextEncoder]
+
+
+def _row(doc: dict[str, Any]) -> dict[str, Any]:
+    return {"id": doc["id"], "title": doc["title"] or "", "text": doc["text"],
+            "metadata": json.dumps(doc["metadata"], sort_keys=True)}  # fmt: skip
+
+
+def shards(file: Path, pieces: int) -> list[tuple[int, int]]:
+    """``pieces`` byte ranges ``[start, end)`` covering ``file`` (a line belongs to the
+    range it starts in)."""
+    size = file.stat().st_size
+    step = max(1, -(-size // max(1, pieces)))
+    return [(a, min(a + step, size)) for a in range(0, size, step)] or [(0, 0)]
+
+
+def _jsonl_range(file: Path, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+    """``(line number, raw line)`` of the lines of ``file`` that start in ``[start, end)``."""
+    with file.open("rb") as handle:
+        number = 1
+        done = 0
+        while done < start:  # count the lines before ``start`` (fast: bytes.count)
+            block = handle.read(min(1 << 20, start - done))
+            number += block.count(b"\n")
+            done += len(block)
+        if start > 0:  # a line that began before ``start`` belongs to the previous range
+            handle.seek(start - 1)
+            if handle.read(1) != b"\n":
+                skipped = handle.readline()
+                start += len(skipped)
+                number += 1
+        pos = start
+        while pos < end:
+            raw = handle.readline()
+            if not raw:
+                break
+            yield number, raw
+            number += 1
+            pos += len(raw)
+
+
+def parquet_rows(file: Path, group: int) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    """``(row number, document, problem)`` of one row group of a Parquet file (rows numbered
+    from 1 over the whole file), by the rules of ``.jsonl`` lines
+    (:func:`~embedstack.index.sources.json_doc`; a ``metadata`` column may hold JSON text)."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(file)
+    first = sum(pf.metadata.row_group(i).num_rows for i in range(group))
+    for number, record in enumerate(pf.read_row_group(group).to_pylist(), start=first + 1):
+        meta = record.get("metadata")
+        if isinstance(meta, str):
+            try:
+                record["metadata"] = json.loads(meta)
+            except json.JSONDecodeError:
+                yield number, None, "'metadata' is not valid JSON"
+                continue
+        doc, problem = json_doc({k: v for k, v in record.items() if v is not None})
+        yield number, doc, problem
+
+
+def read_rows(
+    item: dict[str, Any], skip: frozenset[tuple[str, int | None]], skip_ids: frozenset[str]
+) -> Iterator[dict[str, Any]]:
+    """Ray ``flat_map``: the documents of one file, of one byte range of a JSONL file, or of
+    one row group of a Parquet file (``item``: ``file``, ``root``, ``prefix``, and
+    ``start``/``end`` for a range, ``group`` for a row group), as rows
+    ``{id, title, text, metadata}`` (metadata as JSON), leaving out the invalid inputs the
+    driver's scan found (``skip``: ``(file, line)``) and ``skip_ids``. Lines are parsed by
+    the rules of :func:`~embedstack.index.sources.json_doc`, other files by
+    :func:`~embedstack.index.sources.read_file`."""
+    file = Path(item["file"])
+    if "group" in item:
+        for line, doc, problem in parquet_rows(file, int(item["group"])):
+            if doc is not None and problem is None and (str(file), line) not in skip:
+                if doc["id"] not in skip_ids:
+                    yield _row(doc)
+        return
+    if "start" in item:
+        for line, raw in _jsonl_range(file, int(item["start"]), int(item["end"])):
+            if (str(file), line) in skip or not raw.strip():
+                continue
+            try:
+                doc, problem = json_doc(json.loads(raw.decode("utf-8")))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                continue  # the scan reported it
+            if doc is not None and problem is None and doc["id"] not in skip_ids:
+                yield _row(doc)
+        return
+    for _, where, doc, problem in read_file(file, Path(item["root"]), item["prefix"]):
+        if doc is None or problem is not None or (str(file), where) in skip:
+            continue
+        if doc["id"] not in skip_ids:
+            yield _row(doc)
+
+
+def token_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """Positions grouped so each group's padded size (``len(group) * longest``) stays within
+    ``max_tokens`` (a longer text is alone): texts sorted by length, so padding is small.
+
+    Example:
+        >>> token_batches([10, 3, 4, 9], 16)
+        [[1, 2], [3], [0]]
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and (len(groups[-1]) + 1) * max(lengths[i], 1) <= max_tokens:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def _estimate_tokens(text: str) -> int:
+    """About 4 characters per word-piece token (English; an estimate for batching only)."""
+    return len(text) // 4 + 2
+
+
+class EncodeChunks:
+    """Ray actor (``map_batches``): one encoder per actor; chunks a batch of documents with
+    the index's recorded chunker and encodes the chunks in token-sized batches.
+
+    Args:
+        manifest: the index's manifest (encoder record and chunking).
+        encoder: a zero-argument factory of the encoder; None loads the recorded one by name
+            with its recorded options, as ``Index.open`` does.
+        max_batch_tokens: the padded tokens (estimated) of one encoder call.
+
+    Raises:
+        ModelMismatch: the encoder is not the index's model.
+    """
+
+    def __init__(self, manifest: dict[str, Any], encoder: EncoderFactory | None,
+                 max_batch_tokens: int) -> None:  # fmt: skip
+        rec = manifest["encoder"]
+        options = rec.get("options") or {}
+        enc = encoder() if encoder is not None else load_encoder(rec["name"], **options)
+        if enc.model_id != rec["model_id"]:
+            raise ModelMismatch(f"the index was built with {rec['model_id']}, the Ray workers "
+                                f"load {enc.model_id}: pass the same encoder")  # fmt: skip
+        self.encoder = enc
+        self.chunker = recorded_chunker(enc, manifest)
+        self.max_batch_tokens = max_batch_tokens
+
+    def encode(self, texts: list[str]) -> FloatArray:
+        """``(len(texts), dim)`` document vectors, encoded in token-sized batches."""
+        out = np.zeros((len(texts), int(self.encoder.dim)), dtype=np.float32)
+        lengths = [_estimate_tokens(t) for t in texts]
+        for group in token_batches(lengths, self.max_batch_tokens):
+            out[group] = self.encoder.encode_documents([texts[i] for i in group])
+        return out
+
+    def __call__(self, batch: Any) -> Any:
+        import pyarrow as pa
+
+        rows = batch.to_pylist()
+        chunks = self.chunker.chunks([r["title"] for r in rows], [r["text"] for r in rows])
+        texts = [c.embed for c in chunks]
+        vecs = self.encode(texts) if texts else np.zeros((0, 0), np.float32)
+        per_doc: list[list[int]] = [[] for _ in rows]
+        for row, c in enumerate(chunks):
+            per_doc[c.doc].append(row)
+        return pa.table({
+            "id": [r["id"] for r in rows],
+            "title": [r["title"] for r in rows],
+            "text": [r["text"] for r in rows],
+            "metadata": [r["metadata"] for r in rows],
+            "chunks": pa.array([[texts[i] for i in rows_] for rows_ in per_doc],
+                               type=pa.list_(pa.string())),
+            "vectors": pa.array([np.ascontiguousarray(vecs[rows_]).tobytes() for rows_ in per_doc],
+                                type=pa.binary()),
+        })  # fmt: skip
+
+
+class LookupEncoder:
+    """The driver's encoder: the index's own model, whose ``encode_documents`` returns the
+    vectors the Ray workers computed for these exact chunk texts. A text the workers did not
+    encode (none, when they chunk as the index does) is encoded here and counted in
+    :attr:`misses`. Everything else (identity, queries, tokenizer) is the model's.
+    """
+
+    def __init__(self, base: TextEncoder) -> None:
+        self.base = base
+        self.vectors: dict[str, FloatArray] = {}
+        self.misses = 0
+
+    def __getattr__(self, name: str) -> Any:  # tokenizer, max_length, prefixes, config
+        return getattr(self.base, name)
+
+    @property
+    def name(self) -> str:
+        return self.base.name
+
+    @property
+    def model_id(self) -> str:
+        return self.base.model_id
+
+    @property
+    def dim(self) -> int:
+        return int(self.base.dim)
+
+    def feed(self, chunks: Iterable[str], vectors: FloatArray) -> None:
+        """Serve ``vectors`` (one row per chunk text) to the next ``encode_documents``."""
+        self.vectors.update(zip(chunks, vectors, strict=True))
+
+    def clear(self) -> None:
+        self.vectors.clear()
+
+    def encode(self, texts: Iterable[str]) -> FloatArray:
+        return self.base.encode(texts)
+
+    def encode_queries(self, texts: Iterable[str]) -> FloatArray:
+        return self.base.encode_queries(texts)
+
+    def encode_documents(self, texts: Iterable[str]) -> FloatArray:
+        items = list(texts)
+        missing = [t for t in items if t not in self.vectors]
+        if missing:
+            self.misses += len(missing)
+            self.feed(missing, np.asarray(self.base.encode_documents(missing), np.float32))
+        return np.stack([self.vectors[t] for t in items]).astype(np.float32, copy=False)
