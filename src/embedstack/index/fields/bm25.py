@@ -67,7 +67,9 @@ class BM25Field:
 
     def recover(self, snapshot: Snapshot) -> None:
         """Delete BM25 documents SQLite does not have (a batch that crashed before its
-        SQLite commit, or deletes committed in SQLite but not yet tombstoned)."""
+        SQLite commit, or deletes committed in SQLite but not yet tombstoned), and files a
+        crashed merge left behind."""
+        self.lexical.collect_garbage()
         stray = np.setdiff1d(self.lexical.keys(), snapshot.live)
         if len(stray):
             self.lexical.delete(stray)
