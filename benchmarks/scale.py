@@ -242,13 +242,12 @@ def run_peers(args: argparse.Namespace) -> dict[str, Any]:
             **latency(bm25_query, qs),
         },  # fmt: skip
     }
-    del model
     qv = {q: np.asarray(encoder.encode_queries([q]), dtype=np.float32) for q in qs}
     flat = faiss.IndexFlatIP(x.shape[1])
     flat.add(x)
     out["faiss_flat"] = latency(lambda q: flat.search(encoder.encode_queries([q]), 10), qs)
     exact = [flat.search(qv[q], 10)[1][0].tolist() for q in qs]
-    del flat
+    flat.reset()  # free its memory before the HNSW build
     t0 = time.perf_counter()
     hnsw = faiss.IndexHNSWFlat(x.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
     hnsw.hnsw.efConstruction = 128
@@ -304,9 +303,12 @@ def encode_overhead(args: argparse.Namespace, report: dict[str, Any]) -> dict[st
     t0 = time.perf_counter()
     model.encode_documents(sample)
     rate = len(sample) / (time.perf_counter() - t0)
-    out: dict[str, Any] = {"model": "all-MiniLM-L6-v2", "sample_docs": len(sample),
-                           "model_docs_per_s": round(rate, 1),
-                           "note": "model encoding time extrapolated from the sample to N"}  # fmt: skip
+    out: dict[str, Any] = {
+        "model": "all-MiniLM-L6-v2",
+        "sample_docs": len(sample),
+        "model_docs_per_s": round(rate, 1),
+        "note": "model encoding time extrapolated from the sample to N",
+    }
     local, peers = report.get("local", {}), report.get("peers", {})
     if "ingest_s" in local and "hash_encode_docs_per_s" in peers:
         storage_s = local["ingest_s"] - args.n / peers["hash_encode_docs_per_s"]
