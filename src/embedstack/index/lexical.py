@@ -58,6 +58,9 @@ class LexicalStats:
         n_segments: segments on disk: O(log n_docs) under the merge policy;
             :meth:`LexicalIndex.compact` brings this to 1.
         n_tombstones: deleted documents whose postings are still on disk.
+        merged_deletes: deleted documents that merges dropped since the last
+            :meth:`LexicalIndex.compact` (their postings are gone; an
+            :class:`~embedstack.index.Index` still stores their other fields' rows).
         bytes_on_disk: total size of the index directory's files, in bytes.
     """
 
@@ -65,6 +68,7 @@ class LexicalStats:
     n_segments: int
     n_tombstones: int
     bytes_on_disk: int
+    merged_deletes: int = 0
 
 
 class LexicalIndex:
@@ -250,6 +254,8 @@ class LexicalIndex:
         segs = self._segments
         if len(segs) > 1 or (segs and len(segs[0].deleted)):
             self._publish(segs, [], merge=list(range(len(segs))))
+        elif self._manifest.get("merged_deletes"):
+            self._commit(segs, merged_deletes=0)
         self.collect_garbage()
 
     def _publish(
@@ -270,6 +276,7 @@ class LexicalIndex:
         the new one (the replaced files are); never a mix.
         """
         next_segment = self._manifest["next_segment"]
+        reclaimed = 0 if merge is not None else self._manifest.get("merged_deletes", 0)
         if any(s.name == f"seg-{next_segment:06d}" for s in segments):
             next_segment += 1  # add(): the new segment took the next name
         try:
@@ -279,6 +286,7 @@ class LexicalIndex:
             while (pick := self._policy_pick(segments) if policy else merge) is not None:
                 name = f"seg-{next_segment:06d}"
                 next_segment += 1
+                reclaimed += 0 if merge is not None else sum(len(segments[i].deleted) for i in pick)
                 merged = fmt.merge_segments(name, [segments[i] for i in pick])
                 segments = [s for i, s in enumerate(segments) if i not in set(pick)]
                 if merged is not None:
@@ -288,7 +296,7 @@ class LexicalIndex:
                 if merge is not None:
                     break
             old_files = _files(self._segments)
-            self._commit(segments, next_segment=next_segment)
+            self._commit(segments, next_segment=next_segment, merged_deletes=reclaimed)
         except BaseException:
             for fname in written:
                 fmt.remove(self.path / fname)
@@ -397,6 +405,7 @@ class LexicalIndex:
             n_segments=len(self._segments),
             n_tombstones=sum(len(s.deleted) for s in self._segments),
             bytes_on_disk=size,
+            merged_deletes=int(self._manifest.get("merged_deletes", 0)),
         )
 
     def check(self) -> None:
