@@ -18,7 +18,9 @@ Backends (``--backends``, comma separated; each runs in its own process so peak 
 
 Per backend: ingest (documents and chunks per second, batches of ``--batch``), bytes on disk
 per chunk, open time and first-query time, single-query latency p50/p99 (ms, query encoding
-included, ``k=10``) for bm25, dense and hybrid, HNSW recall@10, and peak RSS. With
+included, ``k=10``) for bm25, dense and hybrid, HNSW recall@10, and peak RSS. Every backend
+and peer runs with ``--threads`` BLAS/OpenMP threads (1 by default: on a shared 2-core box
+multi-threaded BLAS makes a 1x256 @ 256x2000 product 100x slower). With
 ``--encode-sample`` > 0 the default model (all-MiniLM-L6-v2) encodes a sample of documents;
 its rate, extrapolated to N, gives the local storage overhead as a percent of encoding time
 (an extrapolation, not a measured full encode).
@@ -205,7 +207,7 @@ def run_peers(args: argparse.Namespace) -> dict[str, Any]:
 
     from embedstack.index.tokenize import TOKEN_PATTERN
 
-    faiss.omp_set_num_threads(1)
+    faiss.omp_set_num_threads(args.threads)
     pool, qs = sentences(args.datasets), queries(args.datasets, args.queries)
     encoder = encoder_for(args.model)
     texts: list[str] = []
@@ -329,6 +331,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pg-uri", default=None)
     parser.add_argument("--milvus-uri", default=None)
     parser.add_argument("--encode-sample", type=int, default=256)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="BLAS/OpenMP threads of every backend and peer"
+    )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (a temp dir)")
     parser.add_argument("--child", choices=BACKENDS, help=argparse.SUPPRESS)
@@ -345,12 +350,15 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or HERE / "benchmarks" / "results" / "issue18" / f"scale_{args.n}.json"
     report: dict[str, Any] = {"n": args.n, "batch": args.batch, "queries": args.queries,
                               "model": args.model, "cpus": os.cpu_count(),
+                              "threads": args.threads,
                               "command": " ".join(sys.argv)}  # fmt: skip
     with tempfile.TemporaryDirectory(dir=args.work) as work:
         for backend in chosen:  # local before local-hnsw: its exact results give the recall
             given = argv if argv is not None else sys.argv[1:]
             cmd = [sys.executable, __file__, *given, "--child", backend, "--work", work]
-            env = {**os.environ, "PYTHONPATH": str(HERE / "src")}
+            threads = str(args.threads)
+            env = {**os.environ, "PYTHONPATH": str(HERE / "src"), "OMP_NUM_THREADS": threads,
+                   "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}  # fmt: skip
             done = subprocess.run(
                 cmd, capture_output=True, text=True, check=False, cwd=work, env=env
             )
