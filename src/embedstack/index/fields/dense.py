@@ -62,6 +62,7 @@ class DenseField(SegmentFiles):
         self._segments: list[dense.DenseSegment] = []
         self._graph: HnswGraph | None = None
         self._stale = False  # compacted: rebuild the graph at the next refresh
+        self._look = False  # a reader refreshed: look for a newer saved graph
 
     def files(self, segment: int) -> list[str]:
         return dense.segment_files(segment, self.precision)
@@ -95,6 +96,7 @@ class DenseField(SegmentFiles):
                                           rows.row_keys))  # fmt: skip
         self._segments = out
         self.loaded = {seg.id: seg for seg in out}
+        self._look = self.readonly
         if self._stale and not self.readonly:
             self._stale = False
             self._hnsw()
@@ -169,11 +171,9 @@ class DenseField(SegmentFiles):
     def _hnsw(self) -> HnswGraph:
         """The graph, holding every current segment: kept, loaded, extended or rebuilt."""
         graph = self._graph
-        if graph is None or (self.readonly and ann_files.newest(self.root) > graph.number):
-            try:
-                graph = ann_files.load(self.root, self.dim) or graph
-            except IndexCorrupt:  # a writer replaced it meanwhile, or it is damaged:
-                graph = None  # rebuild (check() reports a damaged one)
+        if graph is None or (self._look and ann_files.newest(self.root) > graph.number):
+            graph = self._load_saved() or graph
+        self._look = False
         if graph is None or graph.n_rows - graph.live_rows(self._segments) > (
             REBUILD_DEAD * graph.n_rows
         ):
@@ -185,6 +185,17 @@ class DenseField(SegmentFiles):
             self._graph = graph
             self._persist(final=False)
         return graph
+
+    def _load_saved(self) -> HnswGraph | None:
+        """The newest saved graph; None when there is none or it cannot be read (twice: a
+        writer may have replaced it meanwhile), so that it is rebuilt (and check() reports
+        a damaged one)."""
+        for _ in range(2):
+            try:
+                return ann_files.load(self.root, self.dim)
+            except IndexCorrupt:
+                continue
+        return None
 
     def _persist(self, *, final: bool) -> None:
         """Writers: save the graph when its unsaved rows call for it (``final``: any)."""
