@@ -5,6 +5,7 @@ Three modules, one responsibility each:
 * analysis — :mod:`embedstack.index.tokenize` (bm25s's English default: lowercase, word
   split, Lucene's stopwords, Snowball stemming);
 * the segment format — :mod:`embedstack.index.lexical_segments` (write, read, merge, check);
+* when to merge — :mod:`embedstack.index.lexical_merge` (a tiered policy: O(log n) segments);
 * scoring — :mod:`embedstack.index.lexical_scoring` (Lucene BM25 over live statistics, so a
   deleted document changes scores exactly as if it had never been indexed; scores match
   ``bm25s.BM25(method="lucene")`` up to float32 rounding).
