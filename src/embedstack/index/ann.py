@@ -52,12 +52,15 @@ class HnswGraph:
         covered: ``(segment id, n_rows)`` of each segment in the graph, in graph order.
         persisted: rows of the graph as last saved (0: never saved).
         number: the number of the file it was loaded from or saved to (0: none).
+        viewed: the vectors are a read-only memory map of the saved file (loading is then
+            nearly free); the first :meth:`add` copies the graph into memory.
     """
 
     graph: Any
     covered: list[tuple[int, int]] = field(default_factory=list)
     persisted: int = 0
     number: int = 0
+    viewed: bool = False
 
     @classmethod
     def empty(cls, dim: int) -> HnswGraph:
@@ -89,6 +92,10 @@ class HnswGraph:
         if any(seg == segment for seg, _ in self.covered):
             return  # already in (a write retried over a graph that kept it)
         if len(rows):
+            if self.viewed:  # faiss aborts on growing a memory-mapped vector: own it first
+                faiss = require_faiss()
+                self.graph = faiss.deserialize_index(faiss.serialize_index(self.graph))
+                self.viewed = False
             self.graph.add(np.ascontiguousarray(rows, dtype=np.float32))
         self.covered.append((segment, len(rows)))
         EVENTS["added_rows"] += len(rows)

@@ -101,8 +101,9 @@ def load(root: Path, dim: int, number: int | None = None) -> ann.HnswGraph | Non
     if not ok or record.get("dim") != dim:
         raise IndexCorrupt(f"{root / meta}: not a {dim}-d {FORMAT} v{FORMAT_VERSION} graph")
     faiss = ann.require_faiss()
+    mmap = getattr(faiss, "IO_FLAG_MMAP_IFC", 0)  # vectors memory-mapped: opening is cheap
     try:
-        index = faiss.read_index(str(root / data))
+        index = faiss.read_index(str(root / data), mmap)
     except RuntimeError as exc:
         raise IndexCorrupt(f"cannot read the HNSW graph {root / data}: {exc}") from exc
     total = sum(n for _, n in covered)
@@ -111,7 +112,7 @@ def load(root: Path, dim: int, number: int | None = None) -> ann.HnswGraph | Non
             f"{root / data} holds {index.ntotal} {index.d}-d rows, its record says {total}"
         )
     ann.EVENTS["load"] += 1
-    return ann.HnswGraph(index, covered, persisted=total, number=number)
+    return ann.HnswGraph(index, covered, persisted=total, number=number, viewed=bool(mmap))
 
 
 def remove_older(root: Path, number: int) -> None:
