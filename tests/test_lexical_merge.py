@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from embedstack import HashEncoder
-from embedstack.errors import InvalidInput
+from embedstack.errors import IndexCorrupt, InvalidInput
 from embedstack.index import ChunkingParams, Index
 from embedstack.index import lexical_segments as fmt
 from embedstack.index.lexical import LexicalIndex, MergePolicy
@@ -262,3 +262,29 @@ def test_sigkill_during_merging_adds_leaves_an_acknowledged_state(tmp_path: Path
         for query in synthetic_queries(5):
             assert_same_topk(index.search(query, 10), fresh.search(query, 10))
     assert outcomes  # kills landed (in flight or just after a commit)
+
+
+def test_a_reader_opening_during_a_merge_retries_with_the_new_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer merges and deletes the segments a reader's manifest named between the
+    reader's manifest read and its segment loads: the reader retries with the new manifest."""
+    index, _ = _merging_index(tmp_path / "i")
+    real = fmt.load_segment
+    raced = []
+
+    def racing(*args: object, **kwargs: object) -> fmt.Segment:
+        if not raced:
+            raced.append(True)
+            index.add([50], ["a brand new apple"])  # merges: the old segments are deleted
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fmt, "load_segment", racing)
+    reader = LexicalIndex.open(index.path)
+    assert raced and len(reader) == 6 and reader.search("apple", k=1)[1].tolist() == [50]
+    # a segment missing while the manifest did not change is corruption, not a race
+    monkeypatch.undo()
+    (only,) = json.loads((index.path / "lexical.json").read_text())["segments"]
+    fmt.remove(index.path / only["name"])
+    with pytest.raises(IndexCorrupt):
+        LexicalIndex.open(index.path)
