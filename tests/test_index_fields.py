@@ -148,6 +148,8 @@ class MemoryField:
 
     def release(self, segments: Sequence[int]) -> None: ...
 
+    def close(self) -> None: ...
+
     def version(self) -> Hashable:
         return None
 

@@ -1,18 +1,25 @@
 """Approximate dense search with an HNSW graph (Malkov & Yashunin 2018) from faiss.
 
-The graph is built in memory over every stored row (decoded to float32 for int8 and binary
-indexes) the first time an ``ann="hnsw"`` index is searched after a write, and is not
-persisted: the ``.npy`` segments stay the single copy of the vectors on disk. Deleted and
-filtered-out rows are excluded *inside* the graph search with a faiss ``IDSelectorBitmap``,
-so they never take result slots. When a filter leaves few rows (under 5 % of them, or fewer
+The graph holds the rows of a list of segments, in the order they were added (graph row =
+the segment's offset in that list + its row); rows are decoded to float32 for int8 and
+binary indexes. It is grown incrementally as segments are written, persisted next to them
+(:mod:`embedstack.index.ann_files`) and rebuilt from scratch only when most of its rows
+belong to segments that are gone, which is what a compaction does.
+
+A row is returned only when the current snapshot holds its segment and the row is live and
+allowed: the snapshot's masks are scattered into a graph-order bitmap and applied *inside*
+the graph search with a faiss ``IDSelectorBitmap``, so deleted, filtered-out, rolled-back
+or compacted-away rows never take result slots; the search over-fetches (x4) until
+``depth`` documents come back. When a filter leaves few rows (under 5 % of them, or fewer
 than ``20 * depth``) an exact scan of those rows is both faster and exact, and is used
 instead. Requires the ``ann`` extra (``faiss-cpu``).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,12 +29,13 @@ from embedstack.errors import require
 from embedstack.index import dense
 from embedstack.index.fields.base import DocHits, aggregate
 
-__all__ = ["HnswGraph", "ann_search", "require_faiss"]
+__all__ = ["EVENTS", "HnswGraph", "ann_search", "require_faiss"]
 
 M = 32  # graph degree: faiss's and hnswlib's recommended range for 384-d text embeddings
 EF_CONSTRUCTION = 128
 EF_SEARCH_MIN = 128
 _SELECTIVE = 0.05
+EVENTS: Counter[str] = Counter()  # "build", "load", "save", "added_rows": for tests and stats
 
 
 def require_faiss() -> Any:
@@ -37,37 +45,95 @@ def require_faiss() -> Any:
 
 @dataclass
 class HnswGraph:
-    """An HNSW graph over the rows of a list of segments (global row = offset + row)."""
+    """An HNSW graph over the rows of the segments ``covered``, in that order.
+
+    Attributes:
+        graph: the faiss ``IndexHNSWFlat`` (inner product).
+        covered: ``(segment id, n_rows)`` of each segment in the graph, in graph order.
+        persisted: rows of the graph as last saved (0: never saved).
+        number: the number of the file it was loaded from or saved to (0: none).
+        viewed: the vectors are a read-only memory map of the saved file (loading is then
+            nearly free); the first :meth:`add` copies the graph into memory.
+    """
 
     graph: Any
-    offsets: IntArray  # (n_segments + 1,)
-    keys: IntArray  # (n_rows,) doc key of each global row
-    seg_ids: IntArray  # (n_rows,)
-    rows: IntArray  # (n_rows,) row within its segment
+    covered: list[tuple[int, int]] = field(default_factory=list)
+    persisted: int = 0
+    number: int = 0
+    viewed: bool = False
 
     @classmethod
-    def build(cls, segments: list[dense.DenseSegment], dim: int) -> HnswGraph:
+    def empty(cls, dim: int) -> HnswGraph:
         faiss = require_faiss()
         graph = faiss.IndexHNSWFlat(dim, M, faiss.METRIC_INNER_PRODUCT)
         graph.hnsw.efConstruction = EF_CONSTRUCTION
-        sizes = [len(s) for s in segments]
-        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        return cls(graph)
+
+    @classmethod
+    def build(cls, segments: list[dense.DenseSegment], dim: int) -> HnswGraph:
+        """A new graph over every row of ``segments``."""
+        EVENTS["build"] += 1
+        out = cls.empty(dim)
         for seg in segments:
-            if len(seg):
-                graph.add(np.ascontiguousarray(seg.floats(), dtype=np.float32))
-        cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0, np.int64)  # noqa: E731
-        return cls(
-            graph,
-            offsets,
-            cat([s.row_keys for s in segments]).astype(np.int64),
-            cat([np.full(len(s), s.id, np.int64) for s in segments]),
-            cat([np.arange(len(s), dtype=np.int64) for s in segments]),
-        )
+            out.add(seg.id, seg.floats())
+        return out
+
+    @property
+    def n_rows(self) -> int:
+        return sum(n for _, n in self.covered)
+
+    def offsets(self) -> IntArray:
+        """``(len(covered) + 1,)`` first graph row of each covered segment."""
+        sizes = [n for _, n in self.covered]
+        return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
+
+    def add(self, segment: int, rows: FloatArray) -> None:
+        """Append segment ``segment``'s ``(n_rows, dim)`` float32 rows to the graph."""
+        if any(seg == segment for seg, _ in self.covered):
+            return  # already in (a write retried over a graph that kept it)
+        if len(rows):
+            if self.viewed:  # faiss aborts on growing a memory-mapped vector: own it first
+                faiss = require_faiss()
+                self.graph = faiss.deserialize_index(faiss.serialize_index(self.graph))
+                self.viewed = False
+            self.graph.add(np.ascontiguousarray(rows, dtype=np.float32))
+        self.covered.append((segment, len(rows)))
+        EVENTS["added_rows"] += len(rows)
+
+    def live_rows(self, segments: list[dense.DenseSegment]) -> int:
+        """Graph rows that belong to ``segments`` (the rest are dead: gone segments)."""
+        ids = {seg.id for seg in segments}
+        return sum(n for seg, n in self.covered if seg in ids)
+
+    def extend(self, segments: list[dense.DenseSegment]) -> None:
+        """Add the segments of ``segments`` the graph does not hold yet."""
+        have = {seg for seg, _ in self.covered}
+        for seg in segments:
+            if seg.id not in have:
+                self.add(seg.id, seg.floats())
+
+    def bitmap(self, segments: list[dense.DenseSegment], masks: list[np.ndarray]) -> np.ndarray:
+        """``(n_rows,)`` bool in graph order: True where the row is allowed by ``masks``."""
+        out = np.zeros(self.n_rows, np.bool_)
+        offsets = self.offsets().tolist()
+        where = {seg: o for (seg, _), o in zip(self.covered, offsets, strict=False)}
+        for seg, mask in zip(segments, masks, strict=True):
+            o = where.get(seg.id)
+            if o is not None:
+                out[o : o + len(mask)] = mask
+        return out
+
+    def locate(self, rows: IntArray) -> tuple[IntArray, IntArray]:
+        """Segment ids and rows within their segment of graph ``rows``."""
+        offsets = self.offsets()
+        pos = np.searchsorted(offsets, rows, side="right") - 1
+        ids = np.asarray([seg for seg, _ in self.covered], dtype=np.int64)
+        return ids[pos], rows - offsets[pos]
 
     def search(
         self, q: FloatArray, allowed: np.ndarray, n_rows: int
     ) -> tuple[FloatArray, IntArray]:
-        """Top ``n_rows`` allowed global rows per query: ``(scores, rows)``, -1 rows padded."""
+        """Top ``n_rows`` allowed graph rows per query: ``(scores, rows)``, -1 rows padded."""
         faiss = require_faiss()
         bitmap = np.packbits(allowed.astype(np.uint8), bitorder="little")
         sel = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bitmap))
@@ -83,21 +149,27 @@ def ann_search(
     masks: list[np.ndarray],
     depth: int,
 ) -> list[DocHits]:
-    """Dense document search through the HNSW graph ``graph()`` (built on first need by
-    the caller, over ``segments``); see the module docstring."""
-    allowed = np.concatenate(masks) if masks else np.zeros(0, np.bool_)
-    n_allowed = int(allowed.sum())
-    if n_allowed == 0 or n_allowed < max(_SELECTIVE * len(allowed), 20 * depth):
+    """Dense document search through the HNSW graph ``graph()`` (which holds every segment
+    of ``segments``, and maybe dead ones); see the module docstring."""
+    n_allowed = sum(int(m.sum()) for m in masks)
+    n_rows = sum(len(m) for m in masks)
+    if n_allowed == 0 or n_allowed < max(_SELECTIVE * n_rows, 20 * depth):
         return dense.search_docs(segments, q, masks, depth)
     hnsw = graph()
+    allowed = hnsw.bitmap(segments, masks)
+    by_id = {seg.id: seg for seg in segments}
     out: list[DocHits] = []
     for qi in range(len(q)):
         fetch = min(2 * depth, n_allowed)
         while True:
             scores, rows = hnsw.search(q[qi : qi + 1], allowed, fetch)
             ok = rows[0] >= 0
-            r = rows[0][ok]
-            hits = aggregate(scores[0][ok], hnsw.keys[r], hnsw.seg_ids[r], hnsw.rows[r])
+            seg_ids, local = hnsw.locate(rows[0][ok])
+            keys = np.empty(len(local), np.int64)
+            for sid in np.unique(seg_ids).tolist():
+                at = seg_ids == sid
+                keys[at] = by_id[sid].row_keys[local[at]]
+            hits = aggregate(scores[0][ok], keys, seg_ids, local)
             if len(hits.keys) >= depth or fetch >= n_allowed:
                 break
             fetch = min(fetch * 4, n_allowed)

@@ -195,6 +195,8 @@ class Index:
         if self._closed:
             return
         self._closed = True
+        for f in self._fields if self._lock_fd is not None else ():  # writers flush caches
+            f.close()
         self._store.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)

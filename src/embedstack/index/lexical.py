@@ -5,6 +5,7 @@ Three modules, one responsibility each:
 * analysis — :mod:`embedstack.index.tokenize` (bm25s's English default: lowercase, word
   split, Lucene's stopwords, Snowball stemming);
 * the segment format — :mod:`embedstack.index.lexical_segments` (write, read, merge, check);
+* when to merge — :mod:`embedstack.index.lexical_merge` (a tiered policy: O(log n) segments);
 * scoring — :mod:`embedstack.index.lexical_scoring` (Lucene BM25 over live statistics, so a
   deleted document changes scores exactly as if it had never been indexed; scores match
   ``bm25s.BM25(method="lucene")`` up to float32 rounding).
@@ -35,11 +36,14 @@ import numpy as np
 from embedstack._typing import FloatArray, IntArray
 from embedstack.errors import IndexCorrupt, InvalidInput
 from embedstack.index import lexical_segments as fmt
+from embedstack.index.lexical_merge import MergePolicy
 from embedstack.index.lexical_scoring import Scorer, as_keys, check_k
 from embedstack.index.manifest import library_version
 from embedstack.index.tokenize import Analyzer, Vocabulary
 
-__all__ = ["LexicalIndex", "LexicalStats"]
+__all__ = ["LexicalIndex", "LexicalStats", "MergePolicy"]
+
+_OPEN_RETRIES = 5
 
 FORMAT = fmt.FORMAT
 FORMAT_VERSION = fmt.FORMAT_VERSION
@@ -52,8 +56,12 @@ class LexicalStats:
 
     Attributes:
         n_docs: live (searchable) documents.
-        n_segments: segments on disk; :meth:`LexicalIndex.compact` brings this to 1.
+        n_segments: segments on disk: O(log n_docs) under the merge policy;
+            :meth:`LexicalIndex.compact` brings this to 1.
         n_tombstones: deleted documents whose postings are still on disk.
+        merged_deletes: deleted documents that merges dropped since the last
+            :meth:`LexicalIndex.compact` (their postings are gone; an
+            :class:`~embedstack.index.Index` still stores their other fields' rows).
         bytes_on_disk: total size of the index directory's files, in bytes.
     """
 
@@ -61,6 +69,7 @@ class LexicalStats:
     n_segments: int
     n_tombstones: int
     bytes_on_disk: int
+    merged_deletes: int = 0
 
 
 class LexicalIndex:
@@ -83,9 +92,15 @@ class LexicalIndex:
     """
 
     def __init__(
-        self, path: Path, manifest: dict[str, Any], segments: list[fmt.Segment], vocab: Vocabulary
+        self,
+        path: Path,
+        manifest: dict[str, Any],
+        segments: list[fmt.Segment],
+        vocab: Vocabulary,
+        merge_policy: MergePolicy = MergePolicy(),  # noqa: B008 - frozen dataclass
     ) -> None:
         self.path = path
+        self.merge_policy = merge_policy
         self.k1 = float(manifest["k1"])
         self.b = float(manifest["b"])
         self._manifest = manifest
@@ -96,8 +111,15 @@ class LexicalIndex:
     # --- lifecycle ---------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, path: str | os.PathLike[str], k1: float = 1.2, b: float = 0.75) -> LexicalIndex:
-        """Create an empty index in ``path`` (a new or empty directory).
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        k1: float = 1.2,
+        b: float = 0.75,
+        merge_policy: MergePolicy = MergePolicy(),  # noqa: B008 - frozen dataclass
+    ) -> LexicalIndex:
+        """Create an empty index in ``path`` (a new or empty directory); ``merge_policy``
+        says when writes merge segments (:mod:`embedstack.index.lexical_merge`).
 
         Raises:
             InvalidInput: ``path`` holds files already, or ``k1``/``b`` are out of range
@@ -122,11 +144,20 @@ class LexicalIndex:
             "segments": [],
         }
         fmt.save_json_atomic(path / MANIFEST, manifest)
-        return cls(path, manifest, [], Vocabulary())
+        return cls(path, manifest, [], Vocabulary(), merge_policy)
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> LexicalIndex:
-        """Open the index in ``path``.
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        merge_policy: MergePolicy = MergePolicy(),  # noqa: B008 - frozen dataclass
+    ) -> LexicalIndex:
+        """Open the index in ``path`` (``merge_policy`` as in :meth:`create`; it is not
+        recorded: any policy reads any index).
+
+        A reader in another process may open while the writer merges and deletes replaced
+        segments; a segment that vanished under a manifest that changed meanwhile is
+        retried with the new manifest.
 
         Raises:
             InvalidInput: ``path`` is not a directory.
@@ -135,15 +166,25 @@ class LexicalIndex:
         path = Path(path)
         if not path.is_dir():
             raise InvalidInput(f"no index at {path}: create one with LexicalIndex.create()")
-        manifest = fmt.read_manifest(path)
-        vocab = Vocabulary()
-        segments = [fmt.load_segment(path, meta, vocab, mmap=True) for meta in manifest["segments"]]
-        return cls(path, manifest, segments, vocab)
+        for attempt in range(1, _OPEN_RETRIES + 1):  # noqa: B007 - last attempt re-raises
+            manifest = fmt.read_manifest(path)
+            vocab = Vocabulary()
+            try:
+                segments = [
+                    fmt.load_segment(path, meta, vocab, mmap=True) for meta in manifest["segments"]
+                ]
+                break
+            except IndexCorrupt:
+                changed = fmt.read_manifest(path)["generation"] != manifest["generation"]
+                if not changed or attempt == _OPEN_RETRIES:
+                    raise
+        return cls(path, manifest, segments, vocab, merge_policy)
 
     # --- writes ------------------------------------------------------------------------------
 
     def add(self, doc_keys: Sequence[int] | IntArray, texts: Sequence[str]) -> None:
-        """Index ``texts`` under ``doc_keys`` as one new segment.
+        """Index ``texts`` under ``doc_keys`` as one new segment, then merge segments as the
+        merge policy asks (in the same commit).
 
         Args:
             doc_keys: ``(n,)`` int64 keys, unique, none of them live in the index (keys of
@@ -171,12 +212,7 @@ class LexicalIndex:
         ids, lengths = self._analyzer.analyze(texts, grow=True)
         name = f"seg-{self._manifest['next_segment']:06d}"
         seg = fmt.build_segment(name, keys, lengths, ids)
-        fmt.write_segment(self.path, seg, self._analyzer.vocab)
-        try:
-            self._commit([*self._segments, seg], next_segment=self._manifest["next_segment"] + 1)
-        except BaseException:
-            fmt.remove(self.path / name)
-            raise
+        self._publish([*self._segments, seg], [seg.name], policy=True)
 
     def delete(self, doc_keys: Sequence[int] | IntArray) -> None:
         """Tombstone the live documents ``doc_keys`` (repeats in the request are ignored).
@@ -193,7 +229,7 @@ class LexicalIndex:
             raise InvalidInput(f"doc_keys not in the index: {keys[~found][:5].tolist()}")
         owner = np.searchsorted(view.offsets, slots, side="right") - 1
         gen = self._manifest["generation"] + 1
-        segments, written, replaced = list(self._segments), [], []
+        segments, written = list(self._segments), []
         try:
             for si in np.unique(owner).tolist():
                 seg = segments[si]
@@ -204,37 +240,75 @@ class LexicalIndex:
                 written += [tmp.name, fname]
                 fmt.save_npy(tmp, deleted)
                 os.replace(tmp, self.path / fname)
-                replaced.append(seg.tomb_file)
                 segments[si] = fmt.Segment(
                     **{**seg.__dict__, "deleted": deleted, "tomb_file": fname}
                 )
-            self._commit(segments)
         except BaseException:
             for fname in written:
                 fmt.remove(self.path / fname)
             raise
-        for old in replaced:
-            if old is not None:
-                fmt.remove(self.path / old)
+        self._publish(segments, written)
 
     def compact(self) -> None:
         """Merge all segments into one without the deleted documents, then delete the old
         files (and any left over by an interrupted write), reclaiming their bytes."""
         segs = self._segments
         if len(segs) > 1 or (segs and len(segs[0].deleted)):
-            name = f"seg-{self._manifest['next_segment']:06d}"
-            merged = fmt.merge_segments(name, segs)
-            if merged is not None:
-                fmt.write_segment(self.path, merged, self._analyzer.vocab)
-            try:
-                self._commit(
-                    [merged] if merged is not None else [],
-                    next_segment=self._manifest["next_segment"] + 1,
-                )
-            except BaseException:
-                fmt.remove(self.path / name)
-                raise
-        self._collect_garbage()
+            self._publish(segs, [], merge=list(range(len(segs))))
+        elif self._manifest.get("merged_deletes"):
+            self._commit(segs, merged_deletes=0)
+        self.collect_garbage()
+
+    def _publish(
+        self,
+        segments: list[fmt.Segment],
+        written: list[str],
+        *,
+        policy: bool = False,
+        merge: list[int] | None = None,
+    ) -> None:
+        """Commit ``segments`` (whose files ``written`` are new) after the merges the policy
+        asks for (with ``policy``: adds merge, deletes only tombstone, as in Lucene, where
+        merges are found when a segment is flushed) or the one forced ``merge``, in ONE
+        manifest flip; then delete the files the new state no longer names.
+
+        Merged segments are written under fresh names before the flip, so a crash anywhere
+        leaves either the previous manifest (the new files are unreferenced leftovers) or
+        the new one (the replaced files are); never a mix.
+        """
+        next_segment = self._manifest["next_segment"]
+        reclaimed = 0 if merge is not None else self._manifest.get("merged_deletes", 0)
+        if any(s.name == f"seg-{next_segment:06d}" for s in segments):
+            next_segment += 1  # add(): the new segment took the next name
+        try:
+            for seg in segments:
+                if seg.name in written:
+                    fmt.write_segment(self.path, seg, self._analyzer.vocab)
+            while (pick := self._policy_pick(segments) if policy else merge) is not None:
+                name = f"seg-{next_segment:06d}"
+                next_segment += 1
+                reclaimed += 0 if merge is not None else sum(len(segments[i].deleted) for i in pick)
+                merged = fmt.merge_segments(name, [segments[i] for i in pick])
+                segments = [s for i, s in enumerate(segments) if i not in set(pick)]
+                if merged is not None:
+                    written.append(name)
+                    fmt.write_segment(self.path, merged, self._analyzer.vocab)
+                    segments.append(merged)
+                if merge is not None:
+                    break
+            old_files = _files(self._segments)
+            self._commit(segments, next_segment=next_segment, merged_deletes=reclaimed)
+        except BaseException:
+            for fname in written:
+                fmt.remove(self.path / fname)
+            raise
+        for fname in (old_files | set(written)) - _files(segments):
+            fmt.remove(self.path / fname)
+
+    def _policy_pick(self, segments: list[fmt.Segment]) -> list[int] | None:
+        total = [len(s.keys) for s in segments]
+        live = [n - len(s.deleted) for n, s in zip(total, segments, strict=True)]
+        return self.merge_policy.pick(live, total)
 
     def _commit(self, segments: list[fmt.Segment], **changes: Any) -> None:
         """Flip the manifest to ``segments``; the in-memory state follows only on success."""
@@ -248,7 +322,9 @@ class LexicalIndex:
         self._manifest, self._segments = manifest, segments
         self._scoring = None
 
-    def _collect_garbage(self) -> None:
+    def collect_garbage(self) -> None:
+        """Delete files the manifest does not name: leftovers of an interrupted write or of
+        a crash between a manifest flip and the deletion of what it replaced."""
         keep = {MANIFEST} | {s.name for s in self._segments}
         keep |= {s.tomb_file for s in self._segments if s.tomb_file}
         for entry in self.path.iterdir():
@@ -330,6 +406,7 @@ class LexicalIndex:
             n_segments=len(self._segments),
             n_tombstones=sum(len(s.deleted) for s in self._segments),
             bytes_on_disk=size,
+            merged_deletes=int(self._manifest.get("merged_deletes", 0)),
         )
 
     def check(self) -> None:
@@ -350,6 +427,11 @@ class LexicalIndex:
         keys = np.concatenate(live_keys) if live_keys else np.zeros(0, np.int64)
         if len(np.unique(keys)) != len(keys):
             raise IndexCorrupt(f"{self.path}: a doc key is live in two segments")
+
+
+def _files(segments: list[fmt.Segment]) -> set[str]:
+    """Names of the files and folders under the index directory that ``segments`` use."""
+    return {s.name for s in segments} | {s.tomb_file for s in segments if s.tomb_file}
 
 
 def _as_query(query: object) -> str:

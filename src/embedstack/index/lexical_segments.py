@@ -3,7 +3,7 @@
 Layout (every array an ``.npy`` file, ``allow_pickle=False``)::
 
     lexical.json               manifest, replaced atomically; the commit point of every write
-    seg-000001/                one immutable segment per add() batch (or per compact())
+    seg-000001/                one immutable segment per add() batch or merge
         segment.json           counts: n_docs, n_terms, n_postings
         keys.npy               (n_docs,) int64      caller's doc keys
         lengths.npy            (n_docs,) int32      tokens per doc after stopword removal

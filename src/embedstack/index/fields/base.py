@@ -246,6 +246,11 @@ class Field(Protocol):
         """After the compaction commit: free ``segments`` and reclaim deleted space."""
         ...
 
+    def close(self) -> None:
+        """The writer closes the index: flush what is kept in memory only (a cache, such
+        as an HNSW graph's unsaved rows); everything committed is durable already."""
+        ...
+
     def version(self) -> Hashable:
         """A token that changes when this field commits on its own (None if it never does)."""
         ...

@@ -67,7 +67,9 @@ class BM25Field:
 
     def recover(self, snapshot: Snapshot) -> None:
         """Delete BM25 documents SQLite does not have (a batch that crashed before its
-        SQLite commit, or deletes committed in SQLite but not yet tombstoned)."""
+        SQLite commit, or deletes committed in SQLite but not yet tombstoned), and files a
+        crashed merge left behind."""
+        self.lexical.collect_garbage()
         stray = np.setdiff1d(self.lexical.keys(), snapshot.live)
         if len(stray):
             self.lexical.delete(stray)
@@ -97,6 +99,9 @@ class BM25Field:
         """Merge the BM25 segments, dropping deleted documents."""
         self.lexical.compact()
 
+    def close(self) -> None:
+        """Nothing to flush: every write is durable when it returns."""
+
     def version(self) -> Hashable:
         try:
             return (self.root / MANIFEST).stat().st_mtime_ns
@@ -104,7 +109,12 @@ class BM25Field:
             return -1
 
     def stats(self) -> FieldStats:
-        return FieldStats({"lexical": dir_bytes(self.root)}, self.lexical.stats().n_tombstones)
+        # merges drop deleted postings early; the other fields keep those documents' rows
+        # until compact(), so they still count as deleted-but-stored
+        stats = self.lexical.stats()
+        return FieldStats(
+            {"lexical": dir_bytes(self.root)}, stats.n_tombstones + stats.merged_deletes
+        )
 
     def search(
         self, queries: list[str], snapshot: Snapshot, allowed: IntArray | None, depth: int

@@ -1,6 +1,16 @@
 """The local dense field: chunk vectors in ``dense/`` segment files, searched exactly or
-through an in-memory HNSW graph (see :mod:`embedstack.index.dense` for the file format and
-the search, :mod:`embedstack.index.ann` for the graph)."""
+through a persisted HNSW graph (see :mod:`embedstack.index.dense` for the file format and
+the search, :mod:`embedstack.index.ann` for the graph, :mod:`embedstack.index.ann_files`
+for its files).
+
+With ``ann="hnsw"`` the writer grows the graph as it writes each segment (before SQLite
+commits it: rows of a segment that is never committed are dead rows, masked like deleted
+ones), saves it when it has grown by half since the last save (and at least
+``PERSIST_MIN_ROWS`` rows) and when the index is closed, and rebuilds it from scratch only
+when most of its rows belong to segments that are gone (after :meth:`Index.compact`).
+Opening an index then loads the saved graph instead of rebuilding it; segments written
+after the last save are added to it.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +23,17 @@ from embedstack import vectors
 from embedstack._typing import FloatArray, IntArray
 from embedstack.encoders import TextEncoder
 from embedstack.errors import DimensionMismatch, IndexCorrupt
-from embedstack.index import dense
+from embedstack.index import ann_files, dense
 from embedstack.index.ann import HnswGraph, ann_search
-from embedstack.index.fields.base import Batch, DocHits, Rewrite, Snapshot
-from embedstack.index.fields.segments import SegmentFiles
+from embedstack.index.fields.base import Batch, DocHits, FieldStats, Rewrite, Snapshot
+from embedstack.index.fields.segments import SegmentFiles, dir_bytes
 
 __all__ = ["DIR", "DenseField"]
 
 DIR = "dense"
+PERSIST_MIN_ROWS = 50_000  # save the graph during writes once this many rows are unsaved ...
+PERSIST_GROWTH = 0.5  # ... and they are at least this share of the saved rows (and at close)
+REBUILD_DEAD = 0.5  # rebuild when more than this share of the graph's rows are dead
 
 
 class DenseField(SegmentFiles):
@@ -33,19 +46,23 @@ class DenseField(SegmentFiles):
         full_dim: the encoder's output dimension.
         precision: ``"float32"``, ``"int8"`` or ``"binary"``.
         ann: None (exact search) or ``"hnsw"``.
+        readonly: a reader: loads the saved graph and never saves one.
     """
 
     name = "dense"
 
     def __init__(self, root: Path, encoder: TextEncoder, dim: int, full_dim: int,
-                 precision: str, ann: str | None) -> None:  # fmt: skip
+                 precision: str, ann: str | None, readonly: bool = False) -> None:  # fmt: skip
         super().__init__(root)
         self.encoder = encoder
         self.dim, self.full_dim = dim, full_dim
         self.precision = precision
         self.ann = ann
+        self.readonly = readonly
         self._segments: list[dense.DenseSegment] = []
         self._graph: HnswGraph | None = None
+        self._stale = False  # compacted: rebuild the graph at the next refresh
+        self._look = False  # a reader refreshed: look for a newer saved graph
 
     def files(self, segment: int) -> list[str]:
         return dense.segment_files(segment, self.precision)
@@ -63,9 +80,11 @@ class DenseField(SegmentFiles):
 
     def write(self, batch: Batch, prepared: FloatArray, segment: int, keys: IntArray) -> None:
         row_keys = batch.row_keys(keys)
-        self.loaded[segment] = dense.write_segment(
-            self.root, segment, prepared, self.precision, row_keys
-        )
+        seg = dense.write_segment(self.root, segment, prepared, self.precision, row_keys)
+        self.loaded[segment] = seg
+        if self.ann == "hnsw":
+            self._hnsw().add(segment, seg.floats())
+            self._persist(final=False)
 
     def refresh(self, snapshot: Snapshot) -> None:
         out = []
@@ -77,7 +96,30 @@ class DenseField(SegmentFiles):
                                           rows.row_keys))  # fmt: skip
         self._segments = out
         self.loaded = {seg.id: seg for seg in out}
-        self._graph = None
+        self._look = self.readonly
+        if self._stale and not self.readonly:
+            self._stale = False
+            self._hnsw()
+
+    def release(self, segments: Sequence[int]) -> None:
+        super().release(segments)
+        if self.ann == "hnsw" and segments:
+            self._stale = True  # compaction: rebuild over the new segments once refreshed
+
+    def close(self) -> None:
+        """Save the graph's unsaved rows (writers), so the next open loads, not rebuilds."""
+        if self.ann == "hnsw":
+            self._persist(final=True)
+
+    def _kept(self) -> set[str]:
+        number = ann_files.newest(self.root)
+        return set(ann_files.graph_files(number)) if number else set()
+
+    def stats(self) -> FieldStats:
+        files = [self.root / name for name in self._kept()] if self.ann else []
+        graph = sum(f.stat().st_size for f in files if f.exists())
+        total = dir_bytes(self.root)
+        return FieldStats({self.name: total - graph, **({"hnsw": graph} if graph else {})})
 
     def _load(self, segment: int, n_rows: int, row_keys: IntArray) -> dense.DenseSegment:
         return dense.load_segment(self.root, segment, n_rows, self.dim, self.precision, row_keys)
@@ -89,6 +131,27 @@ class DenseField(SegmentFiles):
             if not np.isfinite(head).all():
                 raise IndexCorrupt(
                     f"{self.root.parent}: dense segment {rows.id} holds non-finite values"
+                )
+        if self.ann == "hnsw":
+            self._check_graph(snapshot)
+
+    def _check_graph(self, snapshot: Snapshot) -> None:
+        """The saved graph reads, and each registered segment it holds has the registered
+        row count and, at its first row, the segment's vector."""
+        graph = ann_files.load(self.root, self.dim)
+        if graph is None:
+            return
+        registered = {rows.id: rows for rows in snapshot.segments}
+        for (seg_id, n), offset in zip(graph.covered, graph.offsets().tolist(), strict=False):
+            rows = registered.get(seg_id)
+            if rows is None or n == 0:
+                continue
+            seg = self._load(rows.id, rows.n_rows, rows.row_keys)
+            if n != rows.n_rows or not np.allclose(
+                graph.graph.reconstruct(offset), seg.floats(slice(0, 1))[0], atol=1e-5
+            ):
+                raise IndexCorrupt(
+                    f"{self.root}: the HNSW graph disagrees with dense segment {seg_id}"
                 )
 
     def rewrite(self, rewrites: Sequence[Rewrite]) -> None:
@@ -106,9 +169,44 @@ class DenseField(SegmentFiles):
         return vectors.truncate(q, self.dim) if q.shape[1] != self.dim else q
 
     def _hnsw(self) -> HnswGraph:
-        if self._graph is None:
-            self._graph = HnswGraph.build(self._segments, self.dim)
-        return self._graph
+        """The graph, holding every current segment: kept, loaded, extended or rebuilt."""
+        graph = self._graph
+        if graph is None or (self._look and ann_files.newest(self.root) > graph.number):
+            graph = self._load_saved() or graph
+        self._look = False
+        if graph is None or graph.n_rows - graph.live_rows(self._segments) > (
+            REBUILD_DEAD * graph.n_rows
+        ):
+            graph = HnswGraph.build(self._segments, self.dim)
+            self._graph = graph
+            self._persist(final=True)
+        else:
+            graph.extend(self._segments)
+            self._graph = graph
+            self._persist(final=False)
+        return graph
+
+    def _load_saved(self) -> HnswGraph | None:
+        """The newest saved graph; None when there is none or it cannot be read (twice: a
+        writer may have replaced it meanwhile), so that it is rebuilt (and check() reports
+        a damaged one)."""
+        for _ in range(2):
+            try:
+                return ann_files.load(self.root, self.dim)
+            except IndexCorrupt:
+                continue
+        return None
+
+    def _persist(self, *, final: bool) -> None:
+        """Writers: save the graph when its unsaved rows call for it (``final``: any)."""
+        graph = self._graph
+        if graph is None or self.readonly:
+            return
+        unsaved = graph.n_rows - graph.persisted
+        due = unsaved >= max(PERSIST_MIN_ROWS, PERSIST_GROWTH * graph.persisted)
+        if (unsaved or not graph.number) and graph.n_rows and (final or due):
+            ann_files.save(self.root, graph, self.dim)
+            ann_files.remove_older(self.root, graph.number)
 
     def search(
         self, queries: list[str], snapshot: Snapshot, allowed: IntArray | None, depth: int

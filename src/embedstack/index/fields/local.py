@@ -37,6 +37,7 @@ def _build(path: Path, meta: dict[str, Any], encoder: TextEncoder, lexical: Lexi
             int(rec["full_dim"]),
             meta["precision"],
             meta["ann"],
+            readonly,
         )  # fmt: skip
     ]
     if meta.get("sparse"):

@@ -74,9 +74,17 @@ class SegmentFiles:
     def remove(self, keys: IntArray) -> None:
         """Nothing to do: a row is live when SQLite points a chunk at it."""
 
+    def _kept(self) -> set[str]:
+        """Files of the field's folder that are not per-segment but kept by recovery."""
+        return set()
+
+    def close(self) -> None:
+        """Nothing to flush: every write is durable when it returns."""
+
     def recover(self, snapshot: Snapshot) -> None:
         registered = {seg.id for seg in snapshot.segments}
-        remove_all_but(self.root, {n for seg in registered for n in self.files(seg)})
+        keep = {n for seg in registered for n in self.files(seg)} | self._kept()
+        remove_all_but(self.root, keep)
         self.loaded = {k: v for k, v in self.loaded.items() if k in registered}
 
     def release(self, segments: Sequence[int]) -> None:

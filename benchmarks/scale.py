@@ -1,0 +1,381 @@
+"""The index at scale (issue 18): N chunks of real sentences through each backend and its peers.
+
+Data: every sentence of the shared SciFact and NFCorpus corpora, recombined 3-8 per document
+(seeded, so every backend and peer sees the same documents, generated batch by batch);
+queries are the datasets' real queries. Encoder: the hashing encoder (``hash-256``) so that
+storage cost is isolated; ``--model`` names a real model instead.
+
+Backends (``--backends``, comma separated; each runs in its own process so peak RSS is its own):
+
+* ``local``: the local index, exact dense search;
+* ``local-hnsw``: the local index with ``ann="hnsw"`` (recall@10 against ``local``'s exact
+  results when both ran);
+* ``peers``: bm25s (BM25, Lucene method) and FAISS ``IndexFlatIP`` / ``IndexHNSWFlat`` (M=32,
+  efConstruction=128, efSearch=128) over the same vectors;
+* ``pg``, ``milvus``: ``Index.create(uri, ...)`` on PostgreSQL (``--pg-uri``; by default a
+  ``pgserver`` started in the work directory) or Milvus (``--milvus-uri``). Skipped, with the
+  reason, where the URI is refused or not routed to a backend.
+
+Per backend: ingest (documents and chunks per second, batches of ``--batch``), bytes on disk
+per chunk, open time and first-query time, single-query latency p50/p99 (ms, query encoding
+included, ``k=10``) for bm25, dense and hybrid, HNSW recall@10, and peak RSS. Every backend
+and peer runs with ``--threads`` BLAS/OpenMP threads (1 by default: on a shared 2-core box
+multi-threaded BLAS makes a 1x256 @ 256x2000 product 100x slower). With
+``--encode-sample`` > 0 the default model (all-MiniLM-L6-v2) encodes a sample of documents;
+its rate, extrapolated to N, gives the local storage overhead as a percent of encoding time
+(an extrapolation, not a measured full encode).
+
+Example:
+    .venv/bin/python benchmarks/scale.py --n 20000 --backends local,local-hnsw,peers
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+HERE = Path(__file__).resolve().parents[1]
+DATASETS = ("scifact", "nfcorpus")
+BACKENDS = ("local", "local-hnsw", "peers", "pg", "milvus")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\[])")
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+def sentences(root: Path) -> list[str]:
+    """Every sentence (over 20 characters) of the datasets' corpora, in file order."""
+    out: list[str] = []
+    for name in DATASETS:
+        with open(root / name / "corpus.jsonl", encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    text = json.loads(line)["text"]
+                    out += [s for s in _SENTENCE.split(text) if len(s) > 20]
+    return out
+
+
+def queries(root: Path, n: int) -> list[str]:
+    """``n`` real queries, alternating the datasets, cycling when there are fewer."""
+    per = []
+    for name in DATASETS:
+        with open(root / name / "queries.jsonl", encoding="utf-8") as f:
+            per.append([json.loads(line)["text"] for line in f if line.strip()])
+    mixed = [q for pair in zip(*per, strict=False) for q in pair]
+    return [mixed[i % len(mixed)] for i in range(n)]
+
+
+def batches(pool: list[str], n: int, size: int, seed: int = 18) -> Iterator[list[dict[str, Any]]]:
+    """Documents ``d0 .. d{n-1}`` of 3-8 sentences each, ``size`` per batch (deterministic)."""
+    for start in range(0, n, size):
+        rng = np.random.default_rng([seed, start])
+        stop = min(start + size, n)
+        counts = rng.integers(3, 9, size=stop - start)
+        picks = rng.integers(0, len(pool), size=int(counts.sum()))
+        ends = np.cumsum(counts)
+        yield [
+            {"id": f"d{start + i}", "text": " ".join(pool[j] for j in picks[e - c : e])}
+            for i, (c, e) in enumerate(zip(counts.tolist(), ends.tolist(), strict=True))
+        ]
+
+
+# --- measuring -------------------------------------------------------------------------------
+
+
+def latency(fn: Callable[[str], object], qs: list[str], warmup: int = 10) -> dict[str, float]:
+    """p50/p99/mean of single calls, in milliseconds, after ``warmup`` untimed calls."""
+    for q in qs[:warmup]:
+        fn(q)
+    times = []
+    for q in qs:
+        t = time.perf_counter()
+        fn(q)
+        times.append((time.perf_counter() - t) * 1000)
+    return {
+        "p50_ms": round(float(np.percentile(times, 50)), 3),
+        "p99_ms": round(float(np.percentile(times, 99)), 3),
+        "mean_ms": round(float(np.mean(times)), 3),
+    }
+
+
+def peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def encoder_for(model: str) -> Any:
+    from embedstack import HashEncoder
+    from embedstack.encoders import load_encoder
+
+    return HashEncoder(256) if model == "hash-256" else load_encoder(model)
+
+
+# --- backends (each in a child process) ------------------------------------------------------
+
+
+def run_index(args: argparse.Namespace, backend: str, target: str) -> dict[str, Any]:
+    """Ingest, reopen and query one embedstack index at ``target`` (a path or a URI)."""
+    from embedstack.errors import EmbedstackError
+    from embedstack.index import Index
+
+    pool, qs = sentences(args.datasets), queries(args.datasets, args.queries)
+    encoder = encoder_for(args.model)
+    ann = "hnsw" if backend == "local-hnsw" else None
+    local = "://" not in target
+    try:
+        idx = Index.create(target, encoder=encoder, ann=ann)
+    except EmbedstackError as exc:
+        return {"skipped": f"Index.create({target!r}) refused: {exc}"}
+    stray = Path(target.split("://")[0] + ":")  # relative to the work folder (our cwd)
+    if not local and stray.exists():
+        idx.close()
+        shutil.rmtree(stray, ignore_errors=True)
+        return {"skipped": f"Index.create({target!r}) made a local folder: scheme not routed"}
+    t0, n_chunks = time.perf_counter(), 0
+    for batch in batches(pool, args.n, args.batch):
+        n_chunks += idx.add(batch).chunks
+    ingest = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    idx.close()  # a writer's close saves what it keeps in memory (the HNSW graph's rows)
+    close_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    idx = Index.open(target, encoder=encoder)
+    open_s = time.perf_counter() - t0
+    stats = idx.stats()
+    t0 = time.perf_counter()
+    idx.search(qs[0], mode="dense", k=10)
+    first_s = time.perf_counter() - t0
+    out: dict[str, Any] = {
+        "n_docs": args.n,
+        "n_chunks": n_chunks,
+        "ingest_s": round(ingest, 2),
+        "ingest_docs_per_s": round(args.n / ingest, 1),
+        "ingest_chunks_per_s": round(n_chunks / ingest, 1),
+        "close_s": round(close_s, 3),
+        "bytes": stats.bytes,
+        "bytes_per_chunk": round(stats.bytes["total"] / n_chunks, 1) if local else None,
+        "open_s": round(open_s, 4),
+        "first_dense_query_s": round(first_s, 4),
+    }
+    lexical = getattr(next((f for f in idx.fields if f.name == "bm25"), None), "lexical", None)
+    if lexical is not None:
+        out["bm25_segments"] = lexical.stats().n_segments
+    for mode in ("bm25", "dense", "hybrid"):
+        out[mode] = latency(lambda q, m=mode: idx.search(q, mode=m, k=10), qs)
+    dense_ids = [[h.doc_id for h in idx.search(q, mode="dense", k=10)] for q in qs]
+    exact_file = args.work / "exact_dense_ids.json"
+    if backend == "local":
+        exact_file.write_text(json.dumps(dense_ids))
+    elif exact_file.exists():
+        out["recall_at_10_vs_local_exact"] = recall(dense_ids, json.loads(exact_file.read_text()))
+    idx.close()
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def recall(got: list[list[Any]], exact: list[list[Any]]) -> float:
+    return round(
+        float(
+            np.mean(
+                [len(set(a) & set(e)) / max(len(e), 1) for a, e in zip(got, exact, strict=True)]
+            )
+        ),
+        4,
+    )
+
+
+def run_peers(args: argparse.Namespace) -> dict[str, Any]:
+    """bm25s and FAISS (flat, HNSW) on the same documents and queries."""
+    import bm25s
+    import faiss
+    import Stemmer
+
+    from embedstack.index.tokenize import TOKEN_PATTERN
+
+    faiss.omp_set_num_threads(args.threads)
+    pool, qs = sentences(args.datasets), queries(args.datasets, args.queries)
+    encoder = encoder_for(args.model)
+    texts: list[str] = []
+    vecs: list[np.ndarray] = []
+    encode_s = 0.0
+    for batch in batches(pool, args.n, args.batch):
+        part = [d["text"] for d in batch]
+        texts += part
+        t0 = time.perf_counter()
+        vecs.append(np.asarray(encoder.encode_documents(part), dtype=np.float32))
+        encode_s += time.perf_counter() - t0
+    x = np.ascontiguousarray(np.concatenate(vecs))
+    del vecs
+    stemmer = Stemmer.Stemmer("english")
+    kw = {"stopwords": "en", "stemmer": stemmer, "show_progress": False}
+    t0 = time.perf_counter()
+    model = bm25s.BM25(method="lucene", k1=1.2, b=0.75)
+    model.index(bm25s.tokenize(texts, token_pattern=TOKEN_PATTERN, **kw), show_progress=False)
+    bm25_build = time.perf_counter() - t0
+    del texts
+
+    def bm25_query(q: str) -> object:
+        tokens = bm25s.tokenize([q], token_pattern=TOKEN_PATTERN, return_ids=False, **kw)
+        if not tokens[0]:
+            return None
+        return model.retrieve(tokens, k=10, show_progress=False, n_threads=1)
+
+    out: dict[str, Any] = {
+        "n_docs": args.n,
+        "hash_encode_docs_per_s": round(args.n / encode_s, 1),
+        "bm25s": {
+            "version": bm25s.__version__,
+            "index_s": round(bm25_build, 2),
+            **latency(bm25_query, qs),
+        },  # fmt: skip
+    }
+    qv = {q: np.asarray(encoder.encode_queries([q]), dtype=np.float32) for q in qs}
+    flat = faiss.IndexFlatIP(x.shape[1])
+    flat.add(x)
+    out["faiss_flat"] = latency(lambda q: flat.search(encoder.encode_queries([q]), 10), qs)
+    exact = [flat.search(qv[q], 10)[1][0].tolist() for q in qs]
+    flat.reset()  # free its memory before the HNSW build
+    t0 = time.perf_counter()
+    hnsw = faiss.IndexHNSWFlat(x.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+    hnsw.hnsw.efConstruction = 128
+    hnsw.add(x)
+    build_s = time.perf_counter() - t0
+    hnsw.hnsw.efSearch = 128
+    got = [hnsw.search(qv[q], 10)[1][0].tolist() for q in qs]
+    out["faiss_hnsw"] = {
+        "build_s": round(build_s, 2),
+        "recall_at_10_vs_flat": recall(got, exact),
+        **latency(lambda q: hnsw.search(encoder.encode_queries([q]), 10), qs),
+    }
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def pg_uri(args: argparse.Namespace) -> str | None:
+    if args.pg_uri:
+        return str(args.pg_uri)
+    try:
+        import pgserver
+    except ImportError:
+        return None
+    server = pgserver.get_server(args.work / "pgdata", cleanup_mode="stop")
+    server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
+    return str(server.get_uri())
+
+
+def child(args: argparse.Namespace) -> dict[str, Any]:
+    backend = args.child
+    if backend == "peers":
+        return run_peers(args)
+    if backend in ("local", "local-hnsw"):
+        return run_index(args, backend, str(args.work / backend))
+    if backend == "pg":
+        uri = pg_uri(args)
+        if uri is None:
+            return {"skipped": "no --pg-uri and pgserver is not installed"}
+        return run_index(args, backend, uri)
+    if not args.milvus_uri:
+        return {"skipped": "no --milvus-uri given (the URI Index.create routes to Milvus)"}
+    return run_index(args, backend, str(args.milvus_uri))
+
+
+def encode_overhead(args: argparse.Namespace, report: dict[str, Any]) -> dict[str, Any]:
+    """Local storage time as a percent of the default model's (extrapolated) encoding time."""
+    from embedstack.encoders import load_encoder
+
+    pool = sentences(args.datasets)
+    sample = [d["text"] for d in next(batches(pool, args.encode_sample, args.encode_sample))]
+    model = load_encoder()
+    model.encode_documents(sample[:8])
+    t0 = time.perf_counter()
+    model.encode_documents(sample)
+    rate = len(sample) / (time.perf_counter() - t0)
+    out: dict[str, Any] = {
+        "model": "all-MiniLM-L6-v2",
+        "sample_docs": len(sample),
+        "model_docs_per_s": round(rate, 1),
+        "note": "model encoding time extrapolated from the sample to N",
+    }
+    local, peers = report.get("local", {}), report.get("peers", {})
+    if "ingest_s" in local and "hash_encode_docs_per_s" in peers:
+        storage_s = local["ingest_s"] - args.n / peers["hash_encode_docs_per_s"]
+        out["local_storage_s"] = round(storage_s, 2)
+        out["model_encode_s_extrapolated"] = round(args.n / rate, 1)
+        out["storage_overhead_pct_of_encoding"] = round(100 * storage_s * rate / args.n, 2)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--batch", type=int, default=2_000)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--model", default="hash-256")
+    parser.add_argument("--backends", default="local,local-hnsw,peers,pg,milvus")
+    parser.add_argument("--datasets", type=Path, default=HERE.parent / "shared" / "datasets")
+    parser.add_argument("--pg-uri", default=None)
+    parser.add_argument("--milvus-uri", default=None)
+    parser.add_argument("--encode-sample", type=int, default=256)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="BLAS/OpenMP threads of every backend and peer"
+    )
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (a temp dir)")
+    parser.add_argument("--child", choices=BACKENDS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.n < 1 or args.batch < 1 or args.queries < 1:
+        parser.error("--n, --batch and --queries must be positive")
+    if args.child:
+        print(json.dumps(child(args)))
+        return
+    chosen = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = set(chosen) - set(BACKENDS)
+    if unknown:
+        parser.error(f"unknown backends {sorted(unknown)}; choose from {BACKENDS}")
+    out = args.out or HERE / "benchmarks" / "results" / "issue18" / f"scale_{args.n}.json"
+    report: dict[str, Any] = {"n": args.n, "batch": args.batch, "queries": args.queries,
+                              "model": args.model, "cpus": os.cpu_count(),
+                              "threads": args.threads,
+                              "command": " ".join(sys.argv)}  # fmt: skip
+    with tempfile.TemporaryDirectory(dir=args.work) as work:
+        for backend in chosen:  # local before local-hnsw: its exact results give the recall
+            given = argv if argv is not None else sys.argv[1:]
+            cmd = [sys.executable, __file__, *given, "--child", backend, "--work", work]
+            threads = str(args.threads)
+            env = {**os.environ, "PYTHONPATH": str(HERE / "src"), "OMP_NUM_THREADS": threads,
+                   "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}  # fmt: skip
+            done = subprocess.run(
+                cmd, capture_output=True, text=True, check=False, cwd=work, env=env
+            )
+            try:
+                report[backend] = json.loads(done.stdout.strip().splitlines()[-1])
+            except (IndexError, ValueError):
+                report[backend] = {"error": done.stderr.strip().splitlines()[-5:]}
+            print(backend, json.dumps(report[backend]), file=sys.stderr, flush=True)
+    if args.encode_sample > 0:
+        report["encoding_overhead"] = encode_overhead(args, report)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
