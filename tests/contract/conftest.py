@@ -1,0 +1,124 @@
+"""The backend factory of the contract suite: every test here runs once per backend.
+
+A backend joins with one entry in :data:`BACKENDS` (its name → the name of a fixture that
+returns a callable making a fresh, empty target: a directory path or a URI) and, where it
+cannot do exactly what the local index does, a named entry in :data:`DIFFERENCES` that the
+tests consult with :func:`differs` (documented in docs/architecture.md, "Adding a storage
+engine").
+
+PostgreSQL runs for real: ``pgserver`` (PyPI wheel with PostgreSQL and pgvector) starts one
+server per session under pytest's temporary folder and stops it at the end; each test gets
+its own index namespace (``?index=tN``). Without pgserver the PostgreSQL runs are skipped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from embedstack import HashEncoder
+from embedstack.index import Index
+
+#: backend name -> fixture returning ``() -> str``, a fresh target for a new index.
+BACKENDS: dict[str, str] = {
+    "local": "local_target",
+}
+
+#: backend -> {difference name: what differs}. Tests that meet a difference call
+#: ``differs(backend, name)`` and assert the documented behaviour instead.
+DIFFERENCES: dict[str, dict[str, str]] = {
+    "postgresql": {
+        "precision": "float32 vectors only (pgvector 'vector'); int8/binary are refused",
+        "sparse": "no SPLADE postings or ColBERT vectors (sparse=/colbert= refused)",
+    },
+}
+
+DIM = 64
+
+
+def encoder() -> HashEncoder:
+    """The suite's encoder: 64-d feature hashing (fast, deterministic)."""
+    return HashEncoder(DIM)
+
+
+def differs(backend: str, name: str) -> bool:
+    """Whether ``backend`` has the documented difference ``name``."""
+    return name in DIFFERENCES.get(backend, {})
+
+
+@dataclass
+class Backend:
+    """One backend under test, with one fresh target for its index."""
+
+    name: str
+    target: str
+    opened: list[Index] = field(default_factory=list)
+
+    def create(self, **kwargs: Any) -> Index:
+        kwargs.setdefault("encoder", encoder())
+        idx = Index.create(self.target, **kwargs)
+        self.opened.append(idx)
+        return idx
+
+    def open(self, **kwargs: Any) -> Index:
+        kwargs.setdefault("encoder", encoder())
+        idx = Index.open(self.target, **kwargs)
+        self.opened.append(idx)
+        return idx
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """Each backend in turn, with a fresh target; every index it opened is closed after."""
+    make: Callable[[], str] = request.getfixturevalue(BACKENDS[request.param])
+    b = Backend(request.param, make())
+    yield b
+    for idx in b.opened:
+        idx.close()
+
+
+@pytest.fixture()
+def local_target(tmp_path: Path) -> Callable[[], str]:
+    counter = itertools.count()
+    return lambda: str(tmp_path / f"idx{next(counter)}")
+
+
+@pytest.fixture(scope="session")
+def pg_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URI of a PostgreSQL + pgvector server for this session (pgserver), stopped at
+    the end; skipped when pgserver, psycopg or pgvector is not installed."""
+    for module in ("pgserver", "psycopg", "pgvector"):
+        pytest.importorskip(module, reason=f"{module} not installed: pip install "
+                            "embedstack[postgres]")  # fmt: skip
+    run = tmp_path_factory.mktemp("pg-run")
+    run.chmod(0o700)  # platformdirs wants a private runtime dir (pgserver keeps a lock there)
+    old = os.environ.get("XDG_RUNTIME_DIR")
+    os.environ["XDG_RUNTIME_DIR"] = str(run)
+    try:
+        import pgserver
+
+        server = pgserver.get_server(tmp_path_factory.mktemp("pg-data"), cleanup_mode="stop")
+        try:
+            yield server.get_uri("postgres")
+        finally:
+            server.cleanup()
+    finally:
+        if old is None:
+            os.environ.pop("XDG_RUNTIME_DIR", None)
+        else:
+            os.environ["XDG_RUNTIME_DIR"] = old
+
+
+_pg_names = itertools.count()
+
+
+@pytest.fixture()
+def pg_target(pg_uri: str) -> Callable[[], str]:
+    sep = "&" if "?" in pg_uri else "?"
+    return lambda: f"{pg_uri}{sep}index=t{next(_pg_names)}"
