@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,7 @@ from embedstack.index import Index
 #: backend name -> fixture returning ``() -> str``, a fresh target for a new index.
 BACKENDS: dict[str, str] = {
     "local": "local_target",
+    "postgresql": "pg_target",
 }
 
 #: backend -> {difference name: what differs}. Tests that meet a difference call
@@ -90,20 +93,26 @@ def local_target(tmp_path: Path) -> Callable[[], str]:
 
 
 @pytest.fixture(scope="session")
-def pg_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The URI of a PostgreSQL + pgvector server for this session (pgserver), stopped at
-    the end; skipped when pgserver, psycopg or pgvector is not installed."""
+def pg_uri() -> Iterator[str]:
+    """The URI of a PostgreSQL + pgvector server for this session (pgserver), stopped and
+    its folder removed at the end; skipped when pgserver, psycopg or pgvector is missing.
+
+    The data folder is a fresh system temporary folder rather than pytest's: run as root,
+    pgserver runs PostgreSQL as its own user, which must traverse the folder's parents, and
+    pytest keeps its base folder private (0700, re-applied by every concurrent session).
+    """
     for module in ("pgserver", "psycopg", "pgvector"):
         pytest.importorskip(module, reason=f"{module} not installed: pip install "
                             "embedstack[postgres]")  # fmt: skip
-    run = tmp_path_factory.mktemp("pg-run")
-    run.chmod(0o700)  # platformdirs wants a private runtime dir (pgserver keeps a lock there)
+    root = Path(tempfile.mkdtemp(prefix="embedstack-pg-"))
+    run = root / "run"
+    run.mkdir(mode=0o700)  # platformdirs wants a private runtime dir (pgserver's lock file)
     old = os.environ.get("XDG_RUNTIME_DIR")
     os.environ["XDG_RUNTIME_DIR"] = str(run)
     try:
         import pgserver
 
-        server = pgserver.get_server(tmp_path_factory.mktemp("pg-data"), cleanup_mode="stop")
+        server = pgserver.get_server(root / "data", cleanup_mode="stop")
         try:
             yield server.get_uri("postgres")
         finally:
@@ -113,6 +122,7 @@ def pg_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             os.environ.pop("XDG_RUNTIME_DIR", None)
         else:
             os.environ["XDG_RUNTIME_DIR"] = old
+        shutil.rmtree(root, ignore_errors=True)
 
 
 _pg_names = itertools.count()
