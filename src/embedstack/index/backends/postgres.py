@@ -189,6 +189,16 @@ class PostgresStore(Store):
     def write(self, docs: Sequence[StoredDoc], chunks: Sequence[StoredChunk],
               vectors: FloatArray, *, replace: bool) -> None:  # fmt: skip
         _no_nul(docs)
+        try:
+            self._insert(docs, chunks, vectors, replace)
+        except self._psycopg.DataError as exc:  # a value PostgreSQL refuses (NaN vector...)
+            msg = " ".join(str(exc).split())[:300]
+            raise InvalidInput(
+                f"PostgreSQL refused the batch ({msg}); nothing was written"
+            ) from None
+
+    def _insert(self, docs: Sequence[StoredDoc], chunks: Sequence[StoredChunk],
+                vectors: FloatArray, replace: bool) -> None:  # fmt: skip
         s = f'"{self.schema}"'
         with self._write() as conn:
             old = conn.execute(
