@@ -43,8 +43,11 @@ leaf = st.dictionaries(KEYS, conditions, min_size=1, max_size=2)
 filters = st.recursive(
     leaf,
     lambda inner: st.one_of(
-        st.builds(lambda op, subs: {op: subs}, st.sampled_from(["$and", "$or"]),
-                  st.lists(inner, min_size=1, max_size=3)),  # fmt: skip
+        st.builds(
+            lambda op, subs: {op: subs},
+            st.sampled_from(["$and", "$or"]),
+            st.lists(inner, min_size=1, max_size=3),
+        ),  # fmt: skip
         st.builds(lambda a, b: {**a, **b}, leaf, inner),
     ),
     max_leaves=5,
