@@ -61,7 +61,14 @@ class Backend:
 
     name: str
     target: str
+    make: Callable[[], str] | None = None
     opened: list[Index] = field(default_factory=list)
+
+    def fresh(self) -> Backend:
+        """Another target on the same backend (its indexes closed with this one's)."""
+        assert self.make is not None
+        other = Backend(self.name, self.make(), self.make, self.opened)
+        return other
 
     def create(self, **kwargs: Any) -> Index:
         kwargs.setdefault("encoder", encoder())
@@ -80,7 +87,7 @@ class Backend:
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     """Each backend in turn, with a fresh target; every index it opened is closed after."""
     make: Callable[[], str] = request.getfixturevalue(BACKENDS[request.param])
-    b = Backend(request.param, make())
+    b = Backend(request.param, make(), make)
     yield b
     for idx in b.opened:
         idx.close()
