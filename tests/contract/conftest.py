@@ -39,6 +39,8 @@ DIFFERENCES: dict[str, dict[str, str]] = {
     "postgresql": {
         "precision": "float32 vectors only (pgvector 'vector'); int8/binary are refused",
         "sparse": "no SPLADE postings or ColBERT vectors (sparse=/colbert= refused)",
+        "n_deleted": "dead rows are reclaimed by (auto)vacuum: stats().n_deleted is always 0",
+        "nul": "a NUL character in a document is InvalidInput (PostgreSQL text cannot hold it)",
     },
 }
 

@@ -230,6 +230,28 @@ def test_engine_differences_are_what_we_say(backend: Backend) -> None:
             backend.create(precision="int8")
     else:
         backend.create(precision="int8").close()
+    other = backend.fresh()
+    if differs(backend.name, "sparse"):
+        with pytest.raises(InvalidInput, match="not supported"):
+            other.create(sparse="splade-tiny")
+    idx = other.create()
+    idx.add(corpus(4))
+    idx.delete(["doc00"])
+    idx.upsert([{**corpus(4)[1], "text": "changed"}])
+    if differs(backend.name, "n_deleted"):
+        assert idx.stats().n_deleted == 0
+    else:
+        assert idx.stats().n_deleted == 2
+    idx.compact()
+    assert idx.stats().n_deleted == 0 and len(idx) == 3
+    nul = [{"id": "nul", "text": "before\x00after"}]
+    if differs(backend.name, "nul"):
+        with pytest.raises(InvalidInput, match="NUL"):
+            idx.add(nul)
+        assert idx.get("nul") is None
+    else:
+        idx.add(nul)
+        assert idx.get("nul")["text"] == "before\x00after"  # type: ignore[index]
 
 
 def test_closed_index_refuses(backend: Backend) -> None:

@@ -177,6 +177,10 @@ def test_cli_on_a_postgresql_uri(
     out = capsys.readouterr().out
     assert json.loads(out[out.index("{") :])["n_docs"] == 5
     assert run(["index", "check", target]) == 0
+    capsys.readouterr()
+    assert run(["search", target, "purr cat", "--mode", "bm25", "-k", "2", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["rank"] for r in rows] == [1, 2]
     assert run(["index", "create", target, "--model", hash_model]) != 0  # exists
     assert run(["index", "create", "nosuch://x", "--model", hash_model]) != 0
     assert "unknown index URI scheme" in capsys.readouterr().err

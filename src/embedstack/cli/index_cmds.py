@@ -24,7 +24,7 @@ TargetArg = Annotated[
 ]
 
 
-def _open(target: str, *, readonly: bool = False) -> Any:
+def open_target(target: str, *, readonly: bool = False) -> Any:
     """Open the index at ``target``: a directory, or an engine URI routed by its scheme."""
     from embedstack.index import Index
     from embedstack.index.backends import scheme_of
@@ -144,7 +144,7 @@ def add(
     skipped = describe_skipped(scan)
     if skipped:
         err.print(skipped, soft_wrap=True)
-    with _open(directory) as index:
+    with open_target(directory) as index:
         earlier = find_earlier_ids(index, scan)
         if earlier:
             shown = " ".join(earlier[:3]) + (" …" if len(earlier) > 3 else "")
@@ -204,7 +204,7 @@ def delete(
     ids: Annotated[list[str], typer.Argument(help="Document ids to delete.")],
 ) -> None:
     """Delete documents by id (all or nothing: an unknown id deletes none)."""
-    with _open(directory) as index:
+    with open_target(directory) as index:
         removed = index.delete(ids)
     out.print(f"deleted {removed}")
 
@@ -212,7 +212,7 @@ def delete(
 @index_app.command("stats")
 def stats(directory: TargetArg, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Show document, chunk and byte counts."""
-    with _open(directory, readonly=True) as index:
+    with open_target(directory, readonly=True) as index:
         info = index.stats().as_dict()
     if as_json:
         out.print(json.dumps(info, indent=2, sort_keys=True, default=str), soft_wrap=True)
@@ -228,7 +228,7 @@ def stats(directory: TargetArg, as_json: Annotated[bool, typer.Option("--json")]
 @index_app.command("compact")
 def compact(directory: TargetArg) -> None:
     """Merge segments and reclaim the space of deleted documents."""
-    with _open(directory) as index:
+    with open_target(directory) as index:
         before = index.stats().bytes_total
         index.compact()
         after = index.stats().bytes_total
@@ -238,6 +238,6 @@ def compact(directory: TargetArg) -> None:
 @index_app.command("check")
 def check(directory: TargetArg) -> None:
     """Verify the index's integrity (exit code 1 with the problem if it fails)."""
-    with _open(directory, readonly=True) as index:
+    with open_target(directory, readonly=True) as index:
         index.check()
     out.print("ok")
