@@ -72,3 +72,12 @@ def test_core_import_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_remote_index_overrides_every_public_method() -> None:
+    """No local code (SQLite store, fields) runs on an engine's index: every public method
+    of Index is RemoteIndex's own (the context manager only calls close)."""
+    from embedstack.index.backends.remote import RemoteIndex
+
+    public = {n for n in vars(Index) if not n.startswith("_")} | {"__len__"}
+    assert public - set(vars(RemoteIndex)) == set()

@@ -8,15 +8,19 @@
   ``hnsw.ef_search = m``, m up to pgvector's maximum of 1000), then the filter and the
   per-document maximum over them; when they hold fewer than ``k`` documents the exact
   statement answers, so a filtered search returns ``k`` whenever ``k`` documents match.
-* BM25: Lucene's formula (:mod:`embedstack.index.lexical_scoring`) in one statement:
-  ``idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5))`` with ``N`` and the average length from
-  the ``totals`` row and ``df`` counted over the live postings, then
-  ``sum idf * tf / (tf + k1 * (1 - b + b * dl / avgdl)) * count(t in query)``.
+* BM25: Lucene's formula (:mod:`embedstack.index.lexical_scoring`), in the same snapshot:
+  ``N`` and the average length from the ``totals`` row, ``df`` counted over the live
+  postings of the query's terms, ``idf(t) = log1p((N - df + 0.5) / (df + 0.5))`` computed
+  here as the local scorer does, then one statement sums
+  ``idf * tf / (tf + k1 * (1 - b + b * dl / avgdl)) * count(t in query)`` per document,
+  in the local scorer's order of operations.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 from embedstack._typing import FloatArray
 from embedstack.index.backends.base import Ranked
@@ -93,22 +97,27 @@ class Queries:
         """The ``k`` best documents for one analysed query (its stems, repeats kept)."""
         if not terms:
             return []
+        n, total = conn.execute(f"SELECT n_docs, total_length FROM {self.s}.totals").fetchone()
+        uniq, counts = np.unique(np.asarray(terms, dtype=object), return_counts=True)
+        df = dict(conn.execute(
+            f"SELECT term, count(*) FROM {self.s}.postings WHERE term = ANY(%s) GROUP BY term",
+            (uniq.tolist(),)).fetchall())  # fmt: skip
+        present = [i for i, t in enumerate(uniq.tolist()) if df.get(t, 0) > 0]
+        if not present:
+            return []
+        dfs = np.asarray([df[uniq[i]] for i in present], dtype=np.float64)
+        idf = np.log1p((float(n) - dfs + 0.5) / (dfs + 0.5))  # as lexical_scoring
+        avgdl = float(total) / float(n) if total > 0 else 1.0
         sql = (
-            "WITH q AS (SELECT term, count(*)::float8 AS c FROM unnest(%s::text[]) AS term "
-            "GROUP BY term), "
-            "tot AS (SELECT n_docs::float8 AS n, CASE WHEN total_length > 0 THEN "
-            "total_length::float8 / n_docs ELSE 1 END AS avgdl FROM "
-            f"{self.s}.totals), "
-            "w AS (SELECT q.term, q.c, ln(1 + (tot.n - df.df + 0.5) / (df.df + 0.5)) AS idf "
-            f"FROM q CROSS JOIN tot CROSS JOIN LATERAL (SELECT count(*)::float8 AS df FROM "
-            f"{self.s}.postings p WHERE p.term = q.term) df WHERE df.df > 0) "
             "SELECT doc_id, s FROM (SELECT d.doc_id, "
-            "sum(w.idf * p.tf / (p.tf + %s * (1 - %s + %s * d.length / "
-            f"tot.avgdl)) * w.c) AS s FROM w JOIN {self.s}.postings p ON p.term = w.term "
-            f"JOIN {self.s}.docs d ON d.key = p.doc_key CROSS JOIN tot WHERE {where[0]} "
+            "sum(w.idf * p.tf / (p.tf + %s * (1 - %s + %s * d.length / %s)) * w.c) AS s "
+            "FROM unnest(%s::text[], %s::float8[], %s::float8[]) AS w(term, idf, c) "
+            f"JOIN {self.s}.postings p ON p.term = w.term "
+            f"JOIN {self.s}.docs d ON d.key = p.doc_key WHERE {where[0]} "
             f"GROUP BY d.doc_id) t {_ORDER}"
         )
-        params = [terms, self.k1, self.b, self.b, *where[1], k]
+        params = [self.k1, self.b, self.b, avgdl, [uniq[i] for i in present], idf.tolist(),
+                  [float(counts[i]) for i in present], *where[1], k]  # fmt: skip
         return _ranked(conn.execute(sql, params).fetchall())
 
     def scores(self, conn: Any, q: FloatArray, ids: list[str]) -> dict[str, float]:

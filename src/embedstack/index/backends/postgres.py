@@ -227,10 +227,14 @@ class PostgresStore(Store):
                 for key, d in zip(keys, docs, strict=True):
                     for term, tf in d.terms.items():
                         cp.write_row((term, key, tf))
-            conn.execute(
-                f"UPDATE {s}.totals SET n_docs = n_docs + %s, total_length = total_length + %s",
+            n_docs = conn.execute(
+                f"UPDATE {s}.totals SET n_docs = n_docs + %s, total_length = total_length + %s "
+                "RETURNING n_docs",
                 (len(docs) - len(old), sum(d.length for d in docs) - sum(r[2] for r in old)),
-            )
+            ).fetchone()[0]
+        if 10 * len(docs) >= n_docs:  # a bulk load: plan the next queries on fresh statistics
+            for table in ("docs", "chunks", "postings"):
+                conn.execute(f"ANALYZE {s}.{table}")
 
     def delete(self, ids: Sequence[str]) -> int:
         s = f'"{self.schema}"'
