@@ -25,6 +25,8 @@ def test_unknown_scheme_is_refused_and_creates_nothing(
         Index.create(target, encoder=HashEncoder(16))
     with pytest.raises(InvalidInput, match="unknown index URI scheme"):
         Index.open(target)
+    with pytest.raises(InvalidInput, match="unknown index URI scheme"):
+        Index.create(path=target, encoder=HashEncoder(16))
     assert list(tmp_path.iterdir()) == []
 
 
