@@ -5,8 +5,8 @@
   by score (as float32, like the local index) then doc id in code-point order
   (``COLLATE "C"``).
 * Dense, HNSW: the graph's nearest chunks (``ORDER BY embedding <op> q LIMIT m`` with
-  ``hnsw.ef_search = m``, m up to pgvector's maximum of 1000), then the filter and the
-  per-document maximum over them; when they hold fewer than ``k`` documents the exact
+  ``hnsw.ef_search = m``, m = 10 k between 100 and pgvector's maximum of 1000), then the
+  filter and the per-document maximum over them; when they hold fewer than ``k`` documents the exact
   statement answers, so a filtered search returns ``k`` whenever ``k`` documents match.
 * BM25: Lucene's formula (:mod:`embedstack.index.lexical_scoring`), in the same snapshot:
   ``N`` and the average length from the ``totals`` row, ``df`` counted over the live
@@ -29,6 +29,8 @@ from embedstack.index.backends.pg_filters import compile_pg, key_path
 __all__ = ["Queries", "check", "compile_pg"]
 
 _EF_MAX = 1000  # pgvector's largest hnsw.ef_search
+_EF_MIN = 100
+_EF_PER_K = 10  # chunks the graph hands over per document asked for (MaxP and recall)
 _ORDER = 'ORDER BY s::real DESC, doc_id COLLATE "C" LIMIT %s'
 
 Where = tuple[str, list[Any]]
@@ -63,12 +65,10 @@ class Queries:
     def dense(self, conn: Any, q: FloatArray, k: int, where: Where) -> list[Ranked]:
         """The ``k`` best documents for one query vector, MaxP over chunks."""
         if self.hnsw:
-            m = max(40, 4 * k)
-            while m <= _EF_MAX:
+            for m in sorted({min(_EF_MAX, max(_EF_MIN, _EF_PER_K * k)), _EF_MAX}):
                 got = self._hnsw(conn, q, k, where, m)
                 if len(got) >= k:
                     return got
-                m = _EF_MAX if m < _EF_MAX else _EF_MAX + 1
         dist = f"c.embedding {self.op} %s"
         sql = (
             "SELECT doc_id, s, chunk_no, start_char, end_char FROM ("
