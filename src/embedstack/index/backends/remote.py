@@ -299,14 +299,15 @@ class RemoteIndex(Index):
                  for qi, lst in enumerate(lists) for r in lst}  # fmt: skip
         out = []
         for qi, (per, fused) in enumerate(results):
+            rank = {n: {i: r for r, (i, _) in enumerate(lst, 1)} for n, lst in per.items()}
+            score_of = {n: dict(lst) for n, lst in per.items()}
             hits: list[Hit] = []
             for doc_id, score in fused:
                 doc = docs.get(doc_id)
                 if doc is None:  # deleted meanwhile
                     continue
-                ranks = {n: r for n, lst in per.items()
-                         for r, (i, _) in enumerate(lst, 1) if i == doc_id}  # fmt: skip
-                scores = {n: s for n, lst in per.items() for i, s in lst if i == doc_id}
+                ranks = {n: rank[n][doc_id] for n in per if doc_id in rank[n]}
+                scores = {n: score_of[n][doc_id] for n in per if doc_id in score_of[n]}
                 best = where.get((qi, doc_id))
                 hits.append(Hit(
                     doc_id=doc_id, score=float(score), rank=len(hits) + 1,
