@@ -184,3 +184,24 @@ def test_cli_on_a_postgresql_uri(
     assert run(["index", "create", target, "--model", hash_model]) != 0  # exists
     assert run(["index", "create", "nosuch://x", "--model", hash_model]) != 0
     assert "unknown index URI scheme" in capsys.readouterr().err
+
+
+def test_check_names_what_is_wrong(pg_target: Any) -> None:
+    import psycopg
+
+    from embedstack.errors import IndexCorrupt
+    from embedstack.index.backends.pg_sql import parse_uri
+
+    target = pg_target()
+    with Index.create(target, encoder=encoder()) as idx:
+        idx.add(docs(5))
+        idx.check()
+    t = parse_uri(target)
+    with psycopg.connect(t.conninfo, autocommit=True) as conn:
+        conn.execute(f'UPDATE "{t.name}".totals SET total_length = total_length + 1')
+        conn.execute(f"DELETE FROM \"{t.name}\".chunks WHERE doc_key = (SELECT key FROM "
+                     f"\"{t.name}\".docs WHERE doc_id = 'd2')")  # fmt: skip
+    with Index.open(target, encoder=encoder()) as idx:
+        with pytest.raises(IndexCorrupt, match="BM25 totals") as info:
+            idx.check()
+        assert "1 documents have no chunk vectors" in str(info.value)
