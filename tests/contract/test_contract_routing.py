@@ -41,9 +41,13 @@ def test_postgresql_uri_never_becomes_a_local_folder(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_path_built_from_a_uri_is_refused(tmp_path: Path) -> None:
+def test_a_path_built_from_a_uri_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(InvalidInput, match="pass the URI as a str"):
         Index.create(Path("postgresql://h/db"), encoder=HashEncoder(16))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_paths_stay_local(tmp_path: Path) -> None:
