@@ -1,14 +1,14 @@
 """The backend factory of the contract suite: every test here runs once per backend.
 
-A backend joins with one entry in :data:`BACKENDS` (its name → the name of a fixture that
-returns a callable making a fresh, empty target: a directory path or a URI) and, where it
-cannot do exactly what the local index does, a named entry in :data:`DIFFERENCES` that the
-tests consult with :func:`differs` (documented in docs/architecture.md, "Adding a storage
-engine").
+A backend joins with one entry in ``_backends.BACKENDS`` (its name → the name of a fixture
+here that returns a callable making a fresh, empty target: a directory path or a URI) and,
+where it cannot do exactly what the local index does, a named entry in
+``_backends.DIFFERENCES`` that the tests consult with ``differs`` (documented in
+docs/architecture.md, "Adding a storage engine").
 
 PostgreSQL runs for real: ``pgserver`` (PyPI wheel with PostgreSQL and pgvector) starts one
-server per session under pytest's temporary folder and stops it at the end; each test gets
-its own index namespace (``?index=tN``). Without pgserver the PostgreSQL runs are skipped.
+server per session in a system temporary folder and stops it at the end; each test gets its
+own index namespace (``?index=tN``). Without pgserver the PostgreSQL runs are skipped.
 """
 
 from __future__ import annotations
@@ -18,71 +18,10 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
-
-from embedstack import HashEncoder
-from embedstack.index import Index
-
-#: backend name -> fixture returning ``() -> str``, a fresh target for a new index.
-BACKENDS: dict[str, str] = {
-    "local": "local_target",
-    "postgresql": "pg_target",
-}
-
-#: backend -> {difference name: what differs}. Tests that meet a difference call
-#: ``differs(backend, name)`` and assert the documented behaviour instead.
-DIFFERENCES: dict[str, dict[str, str]] = {
-    "postgresql": {
-        "precision": "float32 vectors only (pgvector 'vector'); int8/binary are refused",
-        "sparse": "no SPLADE postings or ColBERT vectors (sparse=/colbert= refused)",
-        "n_deleted": "dead rows are reclaimed by (auto)vacuum: stats().n_deleted is always 0",
-        "nul": "a NUL character in a document is InvalidInput (PostgreSQL text cannot hold it)",
-    },
-}
-
-DIM = 64
-
-
-def encoder() -> HashEncoder:
-    """The suite's encoder: 64-d feature hashing (fast, deterministic)."""
-    return HashEncoder(DIM)
-
-
-def differs(backend: str, name: str) -> bool:
-    """Whether ``backend`` has the documented difference ``name``."""
-    return name in DIFFERENCES.get(backend, {})
-
-
-@dataclass
-class Backend:
-    """One backend under test, with one fresh target for its index."""
-
-    name: str
-    target: str
-    make: Callable[[], str] | None = None
-    opened: list[Index] = field(default_factory=list)
-
-    def fresh(self) -> Backend:
-        """Another target on the same backend (its indexes closed with this one's)."""
-        assert self.make is not None
-        other = Backend(self.name, self.make(), self.make, self.opened)
-        return other
-
-    def create(self, **kwargs: Any) -> Index:
-        kwargs.setdefault("encoder", encoder())
-        idx = Index.create(self.target, **kwargs)
-        self.opened.append(idx)
-        return idx
-
-    def open(self, **kwargs: Any) -> Index:
-        kwargs.setdefault("encoder", encoder())
-        idx = Index.open(self.target, **kwargs)
-        self.opened.append(idx)
-        return idx
+from _backends import BACKENDS, Backend
 
 
 @pytest.fixture(params=sorted(BACKENDS))

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _backends import Backend, differs, encoder
 
 from _oracle import Oracle, assert_ranking, matches
-from conftest import Backend, differs, encoder
 from embedstack import HashEncoder, fusion
 from embedstack.errors import DimensionMismatch, IndexNotFound, InvalidInput, ModelMismatch
 from embedstack.index import AddResult, Index

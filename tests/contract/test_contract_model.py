@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from _backends import Backend
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from _oracle import Oracle, assert_ranking
-from conftest import Backend
 from embedstack import HashEncoder
 from embedstack.errors import InvalidInput
 from embedstack.index import Index

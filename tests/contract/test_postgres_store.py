@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _backends import encoder
 
-from conftest import encoder
 from embedstack import HashEncoder
 from embedstack.cli import run
 from embedstack.errors import IndexNotFound, InvalidInput
