@@ -39,11 +39,13 @@ Ranking contract (what makes scores comparable to the local index):
   contract suite (``tests/contract``) marks it by name.
 
 A new engine: subclass :class:`Store`, add one line to
-:data:`embedstack.index.backends.SCHEMES`, add one factory to ``tests/contract/conftest.py``
-(``BACKENDS``). Import the engine's client inside the store module only (``import
-embedstack`` stays light) and raise :class:`~embedstack.errors.MissingDependency` naming the
-extra when it is missing. The URI is the store's: PostgreSQL takes the index name from
-``?index=NAME`` (one schema per index); choose what fits the engine and document it.
+:data:`embedstack.index.backends.SCHEMES`, one entry to ``BACKENDS`` (and its documented
+differences to ``DIFFERENCES``) in ``tests/contract/_backends.py``, and the fixture making
+fresh targets to ``tests/contract/conftest.py``. Import the engine's client inside the
+store module only (``import embedstack`` stays light) and raise
+:class:`~embedstack.errors.MissingDependency` naming the extra when it is missing. The URI
+is the store's: PostgreSQL takes the index name from ``?index=NAME`` (one schema per
+index); choose what fits the engine and document it.
 """
 
 from __future__ import annotations
