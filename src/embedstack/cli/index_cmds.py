@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -19,12 +19,24 @@ from embedstack.errors import InvalidInput
 index_app = typer.Typer(help="Create, fill and maintain a local index.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
 
-DirArg = Annotated[Path, typer.Argument(help="Index directory.")]
+TargetArg = Annotated[
+    str, typer.Argument(help="Index directory, or an engine URI (postgresql://…?index=NAME).")
+]
+
+
+def open_target(target: str, *, readonly: bool = False) -> Any:
+    """Open the index at ``target``: a directory, or an engine URI routed by its scheme."""
+    from embedstack.index import Index
+    from embedstack.index.backends import scheme_of
+
+    if scheme_of(target) is None:
+        return open_index(Path(target), readonly=readonly)
+    return Index.open(target, readonly=readonly)
 
 
 @index_app.command("create")
 def create(
-    directory: DirArg,
+    target: TargetArg,
     model: ModelOpt = DEFAULT_MODEL,
     dim: DimOpt = None,
     precision: PrecisionOpt = "float32",
@@ -50,17 +62,24 @@ def create(
         str, typer.Option(help="Stored precision of the ColBERT vectors: float32, float16, int8.")
     ] = "float16",
 ) -> None:
-    """Create an empty index in DIRECTORY."""
+    """Create an empty index in TARGET: a new directory, or an engine URI
+    (postgresql://USER@HOST/DB?index=NAME)."""
     from embedstack.index import BM25Params, ChunkingParams, Index, manifest
+    from embedstack.index.backends import scheme_of
 
-    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+    directory = Path(target)
+    if (
+        scheme_of(target) is None
+        and directory.exists()
+        and (not directory.is_dir() or any(directory.iterdir()))
+    ):
         held = " (it holds an index)" if (directory / manifest.FILE).is_file() else ""
         raise InvalidInput(
             f"{directory} exists and is not an empty directory{held}: add documents to an "
             f"index with `embedstack index add {directory} FILES`, or pick a new directory"
         )
     index = Index.create(
-        directory,
+        target if scheme_of(target) else directory,
         encoder=model,
         dim=dim,
         precision=precision,  # type: ignore[arg-type]
@@ -74,12 +93,12 @@ def create(
         colbert_precision=colbert_precision,  # type: ignore[arg-type]
     )
     index.close()
-    out.print(f"created {directory}")
+    out.print(f"created {target}")
 
 
 @index_app.command("add")
 def add(
-    directory: DirArg,
+    directory: TargetArg,
     paths: Annotated[
         list[Path],
         typer.Argument(
@@ -139,7 +158,7 @@ def add(
     skipped = describe_skipped(scan)
     if skipped:
         err.print(skipped, soft_wrap=True)
-    with open_index(directory) as index:
+    with open_target(directory) as index:
         earlier = find_earlier_ids(index, scan)
         if earlier:
             shown = " ".join(earlier[:3]) + (" …" if len(earlier) > 3 else "")
@@ -204,19 +223,19 @@ def _totals(totals: dict[str, int]) -> str:
 
 @index_app.command("delete")
 def delete(
-    directory: DirArg,
+    directory: TargetArg,
     ids: Annotated[list[str], typer.Argument(help="Document ids to delete.")],
 ) -> None:
     """Delete documents by id (all or nothing: an unknown id deletes none)."""
-    with open_index(directory) as index:
+    with open_target(directory) as index:
         removed = index.delete(ids)
     out.print(f"deleted {removed}")
 
 
 @index_app.command("stats")
-def stats(directory: DirArg, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def stats(directory: TargetArg, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Show document, chunk and byte counts."""
-    with open_index(directory, readonly=True) as index:
+    with open_target(directory, readonly=True) as index:
         info = index.stats().as_dict()
     if as_json:
         out.print(json.dumps(info, indent=2, sort_keys=True, default=str), soft_wrap=True)
@@ -230,9 +249,9 @@ def stats(directory: DirArg, as_json: Annotated[bool, typer.Option("--json")] = 
 
 
 @index_app.command("compact")
-def compact(directory: DirArg) -> None:
+def compact(directory: TargetArg) -> None:
     """Merge segments and reclaim the space of deleted documents."""
-    with open_index(directory) as index:
+    with open_target(directory) as index:
         before = index.stats().bytes_total
         index.compact()
         after = index.stats().bytes_total
@@ -240,8 +259,8 @@ def compact(directory: DirArg) -> None:
 
 
 @index_app.command("check")
-def check(directory: DirArg) -> None:
+def check(directory: TargetArg) -> None:
     """Verify the index's integrity (exit code 1 with the problem if it fails)."""
-    with open_index(directory, readonly=True) as index:
+    with open_target(directory, readonly=True) as index:
         index.check()
     out.print("ok")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from embedstack.cli.app import app, out
-from embedstack.cli.errors import open_index
+from embedstack.cli.index_cmds import open_target
 from embedstack.encoders.backends import avoid_ort_spinning
 from embedstack.errors import InvalidInput
 from embedstack.index.protocols import DEFAULT_MODE, SearchOptions
@@ -29,7 +28,7 @@ FilterOpt = Annotated[
 
 @app.command()
 def search(
-    directory: Annotated[Path, typer.Argument(help="Index directory.")],
+    directory: Annotated[str, typer.Argument(help="Index directory or engine URI.")],
     query: Annotated[str, typer.Argument(help="The search query.")],
     mode: Annotated[
         str, typer.Option(help="dense, bm25, sparse (an index created with --sparse) or hybrid.")
@@ -67,7 +66,7 @@ def search(
                             alpha=alpha)  # fmt: skip
     if pipeline is not None:  # several models take turns on the same cores
         avoid_ort_spinning()
-    with open_index(directory, readonly=True) as index:
+    with open_target(directory, readonly=True) as index:
         if pipeline is not None:
             from embedstack.pipeline import Pipeline
 

@@ -51,6 +51,7 @@ from embedstack.index import _maintenance, _writes, late_model
 from embedstack.index._setup import Parts, create_parts, open_parts, recorded_chunker
 from embedstack.index._state import load_snapshot, version
 from embedstack.index._types import AddResult, BM25Params, Hit, IndexStats
+from embedstack.index.backends import routed
 from embedstack.index.docstore import DocStore
 from embedstack.index.fields.base import Field, Snapshot
 from embedstack.index.fields.local import not_stored
@@ -98,6 +99,7 @@ class Index:
     # --- lifecycle ---------------------------------------------------------------------------
 
     @classmethod
+    @routed  # a URI (postgresql://…) goes to its engine, see embedstack.index.backends
     def create(
         cls,
         path: str | os.PathLike[str],
@@ -151,6 +153,7 @@ class Index:
         ))  # fmt: skip
 
     @classmethod
+    @routed
     def open(
         cls,
         path: str | os.PathLike[str],
