@@ -269,3 +269,32 @@ def test_missing_pymilvus_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setitem(sys.modules, "pymilvus", None)  # what an absent package imports as
     with pytest.raises(MissingDependency, match=r"embedstack\[milvus\]"):
         connect(parse_uri("milvus:///tmp/never/x.db"))
+
+
+def test_ids_with_quotes_newlines_and_unicode(uri: str) -> None:
+    ids = ['a"b', "c\\d", "é ü", "x'y", "nl\nz", "tab\tq"]
+    with Index.create(uri, encoder=HashEncoder(16)) as idx:
+        idx.add([{"id": i, "text": f"text {n}"} for n, i in enumerate(ids)])
+        assert [idx.get(i)["id"] for i in ids] == ids  # type: ignore[index]
+        assert idx.delete(ids[:3]) == 3 and [idx.get(i) for i in ids[:3]] == [None] * 3
+        idx.upsert([{"id": ids[4], "text": "new"}])
+        assert idx.get(ids[4])["text"] == "new"  # type: ignore[index]
+        idx.compact()
+        idx.check()
+        assert sorted(h.doc_id for h in idx.search("text", mode="bm25")) == [ids[5], ids[3]]
+
+
+def test_reopen_after_the_embedded_server_stopped(tmp_path: Path) -> None:
+    """Closing the last index of a milvus-lite file stops its server; opening it again
+    starts a fresh one, whose collections must be loaded before any search."""
+    from milvus_lite.server_manager import server_manager_instance
+
+    uri = f"milvus://{tmp_path}/own.db?index=solo"
+    with Index.create(uri, encoder=HashEncoder(16)) as idx:
+        idx.add([{"id": "a", "text": "hello world"}, {"id": "b", "text": "other words"}])
+    assert str(tmp_path / "own.db") not in server_manager_instance._servers
+    with Index.open(uri, encoder=HashEncoder(16)) as idx:
+        assert [h.doc_id for h in idx.search("hello", mode="bm25")] == ["a"]
+        assert idx.search("hello", mode="dense", k=1)[0].doc_id == "a"
+        idx.check()
+    assert str(tmp_path / "own.db") not in server_manager_instance._servers

@@ -28,6 +28,7 @@ number of processes see each commit on their next call.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Sequence
@@ -63,6 +64,12 @@ _DENSE_OUT = ["doc_id", "chunk_no", "start", "end"]
 
 def _utf8_len(value: str) -> int:
     return len(value.encode("utf-8"))
+
+
+def _key(doc_id: str) -> str:
+    """The primary-key part of a document id: a digest, so that pymilvus's iterators, which
+    page by pasting the last key into an expression unescaped, never meet a quote."""
+    return hashlib.sha256(doc_id.encode("utf-8")).hexdigest()
 
 
 def _lit(values: Sequence[str]) -> str:
@@ -120,6 +127,8 @@ class MilvusStore(Store):
             if not client.has_collection(target.collection("meta")):
                 raise IndexNotFound(f"no index at {target.location}: create one with "
                                     "Index.create()", location=target.location)  # fmt: skip
+            for part in ("meta", "docs", "chunks"):  # a restarted server holds them released
+                client.load_collection(target.collection(part))
             rows = client.get(target.collection("meta"), ids=[_MANIFEST], output_fields=["data"])
             try:
                 manifest = json.loads(rows[0]["data"])
@@ -224,7 +233,11 @@ class MilvusStore(Store):
         out: list[dict[str, Any]] = []
         for i in range(0, len(ids), _BATCH):
             expr = f"doc_id in {_lit(ids[i : i + _BATCH])} and {visible}"
-            out.extend(self._query(coll, expr, fields))
+            if coll == self.docs_c:  # one visible row per id: no iterator needed
+                out.extend(self.client.query(coll, filter=expr, output_fields=fields,
+                                             limit=_BATCH))  # fmt: skip
+            else:
+                out.extend(self._query(coll, expr, fields))
         return out
 
     def existing(self, ids: Sequence[str]) -> dict[str, str]:
@@ -348,7 +361,7 @@ class MilvusStore(Store):
         for d in docs:
             tf = {ids[s]: c for s, c in d.terms.items()}
             meta = json.loads(d.metadata_json)
-            rows.append({"pk": f"{g}:{d.id}", "doc_id": d.id, "gen": g, "title": d.title,
+            rows.append({"pk": f"{g}:{_key(d.id)}", "doc_id": d.id, "gen": g, "title": d.title,
                          "text": d.text, "metadata": d.metadata_json, "hash": d.content_hash,
                          "meta": meta, "marks": marks(meta), "dl": d.length, "avgdl": avgdl,
                          "tf": {t: float(c) for t, c in tf.items()} or {bm.NO_TERMS: 1e-30},
@@ -356,7 +369,7 @@ class MilvusStore(Store):
         crow = []
         for c, v in zip(chunks, vectors, strict=True):
             d = docs[c.doc]
-            crow.append({"pk": f"{g}:{c.chunk_no}:{d.id}", "doc_id": d.id, "gen": g,
+            crow.append({"pk": f"{g}:{c.chunk_no}:{_key(d.id)}", "doc_id": d.id, "gen": g,
                          "chunk_no": c.chunk_no, "start": c.start, "end": c.end,
                          "meta": rows[c.doc]["meta"], "marks": rows[c.doc]["marks"],
                          "vec": v.tolist()})  # fmt: skip
@@ -373,6 +386,7 @@ class MilvusStore(Store):
         self._put_state(new)  # 5. the commit point
         if hide:
             self._clean(new)  # 6.
+        self._seal()
 
     def delete(self, ids: Sequence[str]) -> int:
         self._writable()
@@ -397,7 +411,17 @@ class MilvusStore(Store):
                "n_chunks": int(state["n_chunks"]) - old_chunks}  # fmt: skip
         self._put_state(new)
         self._clean(new)
+        self._seal()
         return len(wanted)
+
+    def _seal(self) -> None:
+        """milvus-lite searches rows not yet flushed by brute force in Python (seconds per
+        query at a few thousand rows); flushing after a write seals them into indexed
+        segments. A server flushes on its own schedule (explicit flushes are rate-limited
+        there), so this is milvus-lite only."""
+        if self.target.lite:
+            for coll in (self.docs_c, self.chunks_c):
+                self.client.flush(coll)
 
     # --- maintenance ---------------------------------------------------------------------------
 
