@@ -16,7 +16,13 @@ import numpy as np
 import pytest
 
 from embedstack import HashEncoder
-from embedstack.errors import IndexCorrupt, IndexNotFound, InvalidInput, MissingDependency
+from embedstack.errors import (
+    IndexCorrupt,
+    IndexLocked,
+    IndexNotFound,
+    InvalidInput,
+    MissingDependency,
+)
 from embedstack.index import Index
 
 pytest.importorskip("pymilvus")
@@ -298,3 +304,26 @@ def test_reopen_after_the_embedded_server_stopped(tmp_path: Path) -> None:
         assert idx.search("hello", mode="dense", k=1)[0].doc_id == "a"
         idx.check()
     assert str(tmp_path / "own.db") not in server_manager_instance._servers
+
+
+@pytest.mark.slow  # a second Python process starting embedstack and milvus-lite: ~30 s here
+def test_a_lite_file_open_in_another_process_is_locked(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    uri = f"milvus://{tmp_path}/shared.db?index=s"
+    code = (
+        "import sys\nfrom embedstack import HashEncoder\nfrom embedstack.index import Index\n"
+        f"idx = Index.create({uri!r}, encoder=HashEncoder(16))\nprint('ready', flush=True)\n"
+        "sys.stdin.readline()\nidx.close()\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        with pytest.raises(IndexLocked, match="another process"):
+            Index.open(uri, encoder=HashEncoder(16), readonly=True)
+    finally:
+        holder.communicate("\n", timeout=60)
+    with Index.open(uri, encoder=HashEncoder(16)) as idx:  # released with the holder
+        assert len(idx) == 0

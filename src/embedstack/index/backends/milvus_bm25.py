@@ -1,11 +1,11 @@
 """Lucene BM25 on Milvus, ranked exactly like the local index within a candidate depth.
 
-Milvus's own BM25 function was measured and not used: milvus-lite scores with an IDF that
-turns negative for terms in over half of the documents (``benchmarks/milvus_quality.py``
-records its SciFact nDCG@10 next to ours), its analyzers are not the local index's
-(``embedstack.index.tokenize``: bm25s's English pipeline), and its statistics count rows
-the server has not compacted away. Instead (Robertson & Zaragoza 2009; the Lucene variant
-of :mod:`embedstack.index.lexical_scoring`):
+Milvus's own BM25 function was measured and not used (``benchmarks/milvus_quality.py``
+records its SciFact nDCG@10 next to ours): milvus-lite 3 keeps BM25 statistics (N, df,
+avgdl) per *segment*, so a document's score depends on which flush it landed in, and
+Milvus's analyzers (tokenizer, stemmer) are not the local index's
+(``embedstack.index.tokenize``: bm25s's English pipeline). Instead (Robertson & Zaragoza
+2009; the Lucene variant of :mod:`embedstack.index.lexical_scoring`):
 
 * the client analyses text with the local index's :class:`~embedstack.index.tokenize.Analyzer`
   (the base seam hands stems over) and keeps a vocabulary ``stem → term id`` and the live

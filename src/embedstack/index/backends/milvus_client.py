@@ -32,10 +32,11 @@ import re
 import threading
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from embedstack.errors import InvalidInput, require
+from embedstack.errors import IndexLocked, InvalidInput, require
 
 __all__ = ["MilvusTarget", "connect", "create_collections", "disconnect", "parse_uri"]
 
@@ -127,6 +128,7 @@ def connect(target: MilvusTarget) -> Any:
 
     Raises:
         MissingDependency: pymilvus (or, for a ``.db`` file, milvus-lite) is not installed.
+        IndexLocked: another process has the milvus-lite file open (one process per file).
         InvalidInput: the server cannot be reached.
     """
     pymilvus = require("pymilvus", "milvus", "Milvus indexes")
@@ -136,11 +138,33 @@ def connect(target: MilvusTarget) -> Any:
         client = pymilvus.MilvusClient(target.uri, token=target.token, db_name=target.db,
                                        timeout=30)  # fmt: skip
     except pymilvus.MilvusException as exc:
+        if target.lite and _locked(target.uri):
+            raise IndexLocked(
+                f"{target.location} is open in another process: milvus-lite serves one "
+                "process per file; to share an index between processes, run a Milvus server "
+                "(milvus://host:19530)", location=target.location,
+            ) from exc  # fmt: skip
         raise InvalidInput(f"cannot connect to Milvus at {target.location}: {exc}") from exc
     if target.lite:
         with _LITE_LOCK:
             _LITE_USERS[os.path.abspath(target.uri)] += 1
     return client
+
+
+def _locked(path: str) -> bool:
+    """Whether another process holds milvus-lite's advisory lock on data directory ``path``."""
+    import fcntl
+
+    lock = Path(path) / "LOCK"
+    if not lock.is_file():
+        return False
+    with open(lock, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return False
 
 
 def disconnect(target: MilvusTarget, client: Any) -> None:
