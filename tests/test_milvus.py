@@ -27,6 +27,8 @@ from embedstack.index import Index
 
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
+# the engine seam (base Store, RemoteIndex, URI routing) comes from the pgbackend branch
+pytest.importorskip("embedstack.index.backends.remote")
 
 from embedstack.index.backends import milvus_bm25  # noqa: E402
 from embedstack.index.backends.milvus import MilvusStore  # noqa: E402
