@@ -329,3 +329,32 @@ def test_a_lite_file_open_in_another_process_is_locked(tmp_path: Path) -> None:
         holder.communicate("\n", timeout=60)
     with Index.open(uri, encoder=HashEncoder(16)) as idx:  # released with the holder
         assert len(idx) == 0
+
+
+def test_a_crash_after_the_commit_hides_replaced_rows_until_cleaned(
+    uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = corpus(8)
+    with Index.create(uri, encoder=HashEncoder(64)) as idx:
+        idx.add(docs[:6])
+        store: MilvusStore = idx._remote  # type: ignore[attr-defined]
+
+        def boom(*_: Any, **__: Any) -> None:
+            raise RuntimeError("crash")
+
+        monkeypatch.setattr(store, "_clean", boom)
+        with pytest.raises(RuntimeError, match="crash"):
+            idx.upsert([{**docs[0], "text": "river river"}, *docs[6:]])
+        monkeypatch.undo()
+        assert len(idx) == 8 and idx.get("d000")["text"] == "river river"  # type: ignore[index]
+        for mode in ("dense", "bm25"):
+            hits = idx.search("river red cat", mode=mode, k=20)
+            assert sorted(h.doc_id for h in hits) == sorted({h.doc_id for h in hits})
+            assert len(hits) == 8 or mode == "bm25"
+        idx.check()  # the old version is hidden, so the index is consistent
+        old_rows = store.client.query(store.docs_c, filter='doc_id == "d000"', limit=10)
+        assert len(old_rows) == 2  # both versions stored until the clean-up
+    with Index.open(uri, encoder=HashEncoder(64)) as idx:  # a writer's open finishes it
+        again: MilvusStore = idx._remote  # type: ignore[attr-defined]
+        assert len(again.client.query(again.docs_c, filter='doc_id == "d000"', limit=10)) == 1
+        idx.check()
