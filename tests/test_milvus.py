@@ -358,3 +358,15 @@ def test_a_crash_after_the_commit_hides_replaced_rows_until_cleaned(
         again: MilvusStore = idx._remote  # type: ignore[attr-defined]
         assert len(again.client.query(again.docs_c, filter='doc_id == "d000"', limit=10)) == 1
         idx.check()
+
+
+def test_check_names_what_is_wrong(uri: str) -> None:
+    with Index.create(uri, encoder=HashEncoder(16)) as idx:
+        idx.add(corpus(5))
+        store: MilvusStore = idx._remote  # type: ignore[attr-defined]
+        store.client.delete(store.chunks_c, filter='doc_id == "d001"')
+        with pytest.raises(IndexCorrupt, match="chunks stored, the state says"):
+            idx.check()
+        store.terms.add_df({store.terms.lookup(["cat"])["cat"]: 1})
+        with pytest.raises(IndexCorrupt, match="document frequencies differ"):
+            idx.check()

@@ -40,10 +40,9 @@ import numpy as np
 from embedstack._typing import FloatArray
 from embedstack.errors import IndexCorrupt, IndexNotFound, InvalidInput
 from embedstack.index.backends import milvus_bm25 as bm
+from embedstack.index.backends import milvus_check
 from embedstack.index.backends.base import Ranked, Store, StoredChunk, StoredDoc, StoreStats
 from embedstack.index.backends.milvus_client import (
-    MAX_ID,
-    MAX_VARCHAR,
     MilvusTarget,
     connect,
     create_collections,
@@ -328,22 +327,10 @@ class MilvusStore(Store):
 
     # --- writes --------------------------------------------------------------------------------
 
-    def _check_sizes(self, docs: Sequence[StoredDoc]) -> None:
-        for i, d in enumerate(docs):
-            for what, value, cap in (("id", d.id, MAX_ID), ("title", d.title, MAX_VARCHAR),
-                                     ("text", d.text, MAX_VARCHAR),
-                                     ("metadata", d.metadata_json, MAX_VARCHAR)):  # fmt: skip
-                if _utf8_len(value) > cap:
-                    raise InvalidInput(
-                        f"document {i} ({d.id[:80]!r}): its {what} is {_utf8_len(value)} bytes "
-                        f"of UTF-8; a Milvus index stores at most {cap} (a VARCHAR field): "
-                        "split the document"
-                    )
-
     def write(self, docs: Sequence[StoredDoc], chunks: Sequence[StoredChunk],
               vectors: FloatArray, *, replace: bool) -> None:  # fmt: skip
         self._writable()
-        self._check_sizes(docs)
+        milvus_check.check_sizes(docs)
         state = self._state()
         held = self.existing([d.id for d in docs])
         if held and not replace:
@@ -426,27 +413,8 @@ class MilvusStore(Store):
     # --- maintenance ---------------------------------------------------------------------------
 
     def recover(self) -> None:
-        """Undo what a crashed writer left (see the module docstring); a no-op when the
-        state is clean."""
-        state = self._state()
-        if state.get("inflight") is not None:
-            top = int(state["committed"])
-            self.client.delete(self.chunks_c, filter=f"gen > {top}")
-            self.client.delete(self.docs_c, filter=f"gen > {top}")
-            self.client.delete(self.meta_c, filter=f'pk like "hide:{top + 1}:%"')
-            counted = self._recount(state)
-            self.terms.set_df(counted, set(self.terms.all_dfs()) - set(counted))
-            state = {**state, "inflight": None}
-            self._put_state(state)
-        if state.get("hide"):
-            self._clean(state)
-
-    def _recount(self, state: dict[str, Any]) -> dict[int, int]:
-        """Document frequencies of the visible rows."""
-        df: Counter[int] = Counter()
-        for r in self._query(self.docs_c, self._visible(state), ["tf"]):
-            df.update(int(t) for t in r["tf"] if int(t) != bm.NO_TERMS)
-        return dict(df)
+        """Undo what a crashed writer left (see the module docstring)."""
+        milvus_check.recover(self)
 
     def stats(self) -> StoreStats:
         state = self._state()
@@ -460,31 +428,7 @@ class MilvusStore(Store):
                           segments=0)  # fmt: skip
 
     def check(self) -> None:
-        state = self._state()
-        where = self.location
-        if state.get("inflight") is not None:
-            raise IndexCorrupt(f"{where}: a write to generation {state['inflight']} did not "
-                               "finish; open the index for writing to recover it")  # fmt: skip
-        visible = self._visible(state)
-        docs = self._query(self.docs_c, visible, ["doc_id", "dl", "tf"])
-        chunks = self._query(self.chunks_c, visible, ["doc_id"])
-        ids = Counter(r["doc_id"] for r in docs)
-        problems = []
-        if any(n > 1 for n in ids.values()):
-            problems.append(f"documents stored twice: {[i for i, n in ids.items() if n > 1][:5]}")
-        if len(docs) != state["n_docs"] or len(chunks) != state["n_chunks"]:
-            problems.append(f"{len(docs)} documents and {len(chunks)} chunks stored, the state "
-                            f"says {state['n_docs']} and {state['n_chunks']}")  # fmt: skip
-        orphans = {r["doc_id"] for r in chunks} - set(ids)
-        if orphans or set(ids) - {r["doc_id"] for r in chunks}:
-            problems.append(f"chunks and documents disagree: {sorted(orphans)[:5]}")
-        if sum(int(r["dl"]) for r in docs) != state["sum_dl"]:
-            problems.append("the total BM25 length differs from the state's")
-        stored = {t: n for t, n in self.terms.all_dfs().items() if n}
-        if stored != self._recount(state):
-            problems.append("document frequencies differ from the stored documents'")
-        if problems:
-            raise IndexCorrupt(f"{where}: " + "; ".join(problems))
+        milvus_check.check(self)
 
     def compact(self) -> None:
         self._writable()
