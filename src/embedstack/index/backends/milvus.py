@@ -273,7 +273,9 @@ class MilvusStore(Store):
         limit = min(bm.MAX_LIMIT, k + 16)  # ties at the cut are settled by id upstream
         params: dict[str, Any] = {"metric_type": "IP"}
         if self.manifest.get("ann") == "hnsw":
-            params["params"] = {"ef": max(2 * limit, 128)}
+            # ten graph candidates per document wanted: chunks of one document crowd the
+            # graph's neighbourhoods, and grouping by document needs distinct ones
+            params["params"] = {"ef": min(max(10 * limit, 200), 4096)}
         out = []
         for i in range(0, len(queries), 100):
             res = self.client.search(
