@@ -17,6 +17,7 @@ from embedstack.index import Index
 BACKENDS: dict[str, str] = {
     "local": "local_target",
     "postgresql": "pg_target",
+    "milvus": "milvus_target",
 }
 
 #: backend -> {difference name: what differs}. Tests that meet a difference call
@@ -27,6 +28,11 @@ DIFFERENCES: dict[str, dict[str, str]] = {
         "sparse": "no SPLADE postings or ColBERT vectors (sparse=/colbert= refused)",
         "n_deleted": "dead rows are reclaimed by (auto)vacuum: stats().n_deleted is always 0",
         "nul": "a NUL character in a document is InvalidInput (PostgreSQL text cannot hold it)",
+    },
+    "milvus": {
+        "precision": "float32 vectors only (Milvus FLOAT_VECTOR); int8/binary are refused",
+        "sparse": "no SPLADE postings or ColBERT vectors (sparse=/colbert= refused)",
+        "n_deleted": "Milvus compacts deleted rows on its own: stats().n_deleted is always 0",
     },
 }
 

@@ -80,3 +80,27 @@ _pg_names = itertools.count()
 def pg_target(pg_uri: str) -> Callable[[], str]:
     sep = "&" if "?" in pg_uri else "?"
     return lambda: f"{pg_uri}{sep}index=t{next(_pg_names)}"
+
+
+@pytest.fixture(scope="session")
+def milvus_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A milvus-lite data directory for this session, its embedded server held up by one
+    client and stopped at the end; skipped when pymilvus or milvus-lite is missing."""
+    for module in ("pymilvus", "milvus_lite"):
+        pytest.importorskip(module, reason=f"{module} not installed: pip install "
+                            "embedstack[milvus]")  # fmt: skip
+    from embedstack.index.backends.milvus_client import connect, disconnect, parse_uri
+
+    path = str(tmp_path_factory.mktemp("milvus") / "contract.db")
+    target = parse_uri(f"milvus://{path}")
+    keeper = connect(target)
+    yield path
+    disconnect(target, keeper)
+
+
+_milvus_names = itertools.count()
+
+
+@pytest.fixture()
+def milvus_target(milvus_db: str) -> Callable[[], str]:
+    return lambda: f"milvus://{milvus_db}?index=t{next(_milvus_names)}"

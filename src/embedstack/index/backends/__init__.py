@@ -39,6 +39,9 @@ __all__ = ["SCHEMES", "register_backend", "routed", "scheme_of", "store_class"]
 SCHEMES: dict[str, str] = {
     "postgresql": "embedstack.index.backends.postgres:PostgresStore",
     "postgres": "embedstack.index.backends.postgres:PostgresStore",
+    "milvus": "embedstack.index.backends.milvus:MilvusStore",
+    "milvus+http": "embedstack.index.backends.milvus:MilvusStore",
+    "milvus+https": "embedstack.index.backends.milvus:MilvusStore",
 }
 
 _URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
