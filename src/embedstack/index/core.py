@@ -4,12 +4,10 @@ Layout::
 
     manifest.json   encoder (name, model_id, dims), precision, BM25 and chunking parameters
     docs.sqlite     documents, chunks, segment registry — the source of truth
-    dense/          seg-NNNNNN*.npy vector segments, one per add batch
-    sparse/         seg-NNNNNN.*.npy SPLADE postings of the same chunks (indexes created
-                    with ``sparse=``; see :mod:`embedstack.index.sparse`)
-    colbert/        seg-NNNNNN.*.npy ColBERT token vectors of the same chunks (indexes
-                    created with ``colbert=``; see :mod:`embedstack.index.late`)
-    lexical/        a LexicalIndex (BM25) keyed by the documents' SQLite keys
+    dense/          seg-NNNNNN*.npy vector segments, one per add batch; hnsw-*.faiss graph
+    sparse/         SPLADE postings of the same chunks (``sparse=``; :mod:`.sparse`)
+    colbert/        ColBERT token vectors of the same chunks (``colbert=``; :mod:`.late`)
+    lexical/        a LexicalIndex (BM25) keyed by SQLite keys, segments merged in tiers
     write.lock      held (flock) by the one writer, who writes its pid and command line
                     into it; readers take no lock
 
