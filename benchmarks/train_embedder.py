@@ -21,6 +21,8 @@ Defaults, and why:
   compromise that still gives ~14 optimizer steps per SciFact epoch.
 * ``--negatives 1``: one mined hard negative per pair (SBERT MS MARCO triplets); each extra
   negative column is another full forward pass of ``batch-size`` documents.
+* Mining (BM25 + dense over the corpus) costs about as much as encoding the corpus once;
+  ``--negatives-file`` reuses an earlier run's ``hard_negatives.jsonl`` (the reranker's too).
 * ``--max-seq-length 256``: the base's own length (SciFact abstracts average ~300 tokens);
   lower it (128) to halve the cost when a run must fit the 30-minute budget.
 
@@ -59,6 +61,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--mini-batch-size", type=int, default=16)
     p.add_argument("--negatives", type=int, default=1)
+    p.add_argument("--miner", default="all-MiniLM-L6-v2", help="'none': BM25 negatives only")
+    p.add_argument("--negatives-file", type=Path, default=None,
+                   help="an earlier training's hard_negatives.jsonl (no mining)")  # fmt: skip
     p.add_argument("--lr", type=float, default=2e-5)
     p.add_argument("--max-seq-length", type=int, default=256)
     p.add_argument("--max-pairs", type=int, default=None, help="cap on pairs per epoch")
@@ -116,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     result = train_embedder(
         data, out=out, overwrite=True, base=args.base, epochs=args.epochs,
         batch_size=args.batch_size, mini_batch_size=args.mini_batch_size,
-        negatives_per_query=args.negatives, lr=args.lr, max_seq_length=args.max_seq_length,
+        negatives_per_query=args.negatives, negatives_file=args.negatives_file,
+        miner=None if args.miner.lower() == "none" else args.miner, lr=args.lr,
+        max_seq_length=args.max_seq_length,
         max_pairs=max_pairs, dev_fraction=args.dev_fraction, patience=args.patience,
         threads=args.threads, unsupervised=args.unsupervised, teacher=args.teacher,
         matryoshka_dims=",".join(map(str, DIMS)) if args.matryoshka else None,
