@@ -18,6 +18,7 @@ import typer
 
 from embedstack.cli.app import app, err, out
 from embedstack.train.config import ColbertConfig, RerankerConfig, TrainConfig, cli_fields, flag
+from embedstack.train.embedder_config import EmbedderConfig
 
 train_app = typer.Typer(help="Train models on your own judgements.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
@@ -54,6 +55,8 @@ def _command(name: str, config: type[TrainConfig], trainer: Callable[[Any], Any]
             f"mined negatives in {result.mining_seconds:.0f} s ({result.groups} groups, "
             f"{result.dropped_negatives} likely false negatives dropped)"
         )
+        for line in getattr(result, "report", lambda: [])():
+            err.print(line)
         out.print(
             f"trained {result.steps} steps on {result.pairs} pairs in {result.seconds:.0f} s "
             f"({result.pairs_per_second:.1f} pairs/s), loss {result.first_loss:.4f} -> "
@@ -86,6 +89,22 @@ _command(
     _reranker,
     "Train a cross-encoder reranker on DATASET_DIR's qrels/<split>.tsv and save it to --out "
     "(a Hugging Face folder that `CrossEncoder` and the server load).",
+)
+
+
+def _embedder(config: Any) -> Any:
+    from embedstack.train import train_embedder
+
+    return train_embedder(config)
+
+
+_command(
+    "embedder",
+    EmbedderConfig,
+    _embedder,
+    "Fine-tune a bi-encoder on DATASET_DIR (a BEIR folder's qrels/<split>.tsv, a pairs JSONL "
+    "or scored pairs) and save it to --out (a sentence-transformers folder that `Encoder` "
+    "loads).",
 )
 _command(
     "colbert",

@@ -147,6 +147,12 @@ class Encoder(Identified):
         return self._dim
 
     @property
+    def matryoshka_dims(self) -> tuple[int, ...]:
+        """Dimensions the model was trained to be truncated to (its registry entry's, or
+        those a trained folder records); empty when truncation was not trained."""
+        return self.config.matryoshka_dims
+
+    @property
     def query_prefix(self) -> str:
         """Prefix prepended to queries by :meth:`encode_queries`."""
         return self.config.query_prefix

@@ -18,7 +18,13 @@ from embedstack.encoders.registry import ModelSpec
 from embedstack.encoders.runtime.folder import resolve_model_dir, weights_hash
 from embedstack.errors import InvalidInput, ModelNotFound
 
-__all__ = ["ModelConfig", "load_model_config", "resolve_model_dir", "weights_hash"]
+__all__ = [
+    "ModelConfig",
+    "folder_spec",
+    "load_model_config",
+    "resolve_model_dir",
+    "weights_hash",
+]
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,7 @@ class ModelConfig:
     dim: int | None
     model_type: str
     symmetric_prefix: str = ""
+    matryoshka_dims: tuple[int, ...] = ()
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -49,6 +56,12 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _pooling_from(config: dict[str, Any], where: Path) -> Pooling:
+    mode = config.get("pooling_mode")  # sentence-transformers >= 6 saves one string
+    if isinstance(mode, str):
+        named: dict[str, Pooling] = {"mean": "mean", "cls": "cls", "lasttoken": "last"}
+        if mode in named:
+            return named[mode]
+        raise InvalidInput(f"{where}: pooling {mode!r} is not supported (mean, cls and last are)")
     if config.get("pooling_mode_cls_token"):
         return "cls"
     if config.get("pooling_mode_lasttoken"):
@@ -90,10 +103,14 @@ def load_model_config(path: Path, spec: ModelSpec | None = None) -> ModelConfig:
             st_config = _read_json(transformer_path / name)
             break
     positions = int(hf_config.get("max_position_embeddings", 512))
-    max_length = int(st_config.get("max_seq_length") or (spec.max_length if spec else positions))
+    max_length = int(st_config.get("max_seq_length") or _tokenizer_length(transformer_path)
+                     or (spec.max_length if spec else positions))  # fmt: skip
     prompts: dict[str, Any] = {}
+    matryoshka = spec.matryoshka_dims if spec else ()
     if (path / "config_sentence_transformers.json").is_file():
-        prompts = _read_json(path / "config_sentence_transformers.json").get("prompts") or {}
+        st_model = _read_json(path / "config_sentence_transformers.json")
+        prompts = st_model.get("prompts") or {}
+        matryoshka = _matryoshka(st_model, path) or matryoshka
     query_prefix = str(prompts.get("query", "")) or (spec.query_prefix if spec else "")
     document_prefix = str(prompts.get("document", prompts.get("passage", ""))) or (
         spec.document_prefix if spec else ""
@@ -111,4 +128,44 @@ def load_model_config(path: Path, spec: ModelSpec | None = None) -> ModelConfig:
         dim=int(hidden) if hidden else (spec.dim if spec else None),
         model_type=str(hf_config.get("model_type", "")),
         symmetric_prefix=spec.symmetric_prefix if spec else "",
+        matryoshka_dims=matryoshka,
     )
+
+
+def _tokenizer_length(folder: Path) -> int | None:
+    """``model_max_length`` of the tokenizer config when the folder has no
+    ``max_seq_length`` (sentence-transformers >= 6 keeps it there); None when absent or
+    the "unlimited" sentinel transformers writes."""
+    file = folder / "tokenizer_config.json"
+    if not (folder / "sentence_bert_config.json").is_file() or not file.is_file():
+        return None
+    value = _read_json(file).get("model_max_length")
+    return value if type(value) is int and 0 < value < 1_000_000 else None
+
+
+def _matryoshka(st_model: dict[str, Any], path: Path) -> tuple[int, ...]:
+    """The ``matryoshka_dims`` a trained folder records (``embedstack train embedder``)."""
+    dims = st_model.get("matryoshka_dims") or []
+    if not isinstance(dims, list) or not all(type(d) is int and d > 0 for d in dims):
+        raise ModelNotFound(f"{path}/config_sentence_transformers.json: matryoshka_dims must "
+                            f"be a list of positive ints, got {dims!r}")  # fmt: skip
+    return tuple(dims)
+
+
+def folder_spec(path: str | Path, name: str | None = None) -> ModelSpec:
+    """A registry entry for a local model folder, from what the folder says (dimension,
+    length, pooling, prefixes, Matryoshka dims), to :func:`register_model` it so that ``pick``
+    and ``embedstack models`` know it.
+
+    Example:
+        >>> from embedstack import register_model
+        >>> register_model(folder_spec("models/scifact-minilm"))  # doctest: +SKIP
+    """
+    folder = Path(path).expanduser().resolve()
+    config = load_model_config(folder)
+    if config.dim is None:
+        raise ModelNotFound(f"{folder}/config.json does not give the model's hidden size")
+    return ModelSpec(name or folder.name, str(folder), config.dim, config.max_length,
+                     config.pooling, config.normalize, config.query_prefix,
+                     config.document_prefix, matryoshka_dims=config.matryoshka_dims,
+                     bundled=None)  # fmt: skip

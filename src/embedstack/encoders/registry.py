@@ -34,7 +34,8 @@ class ModelSpec:
 
     Attributes:
         name: Short registry name (``"all-MiniLM-L6-v2"``).
-        source: Hugging Face model id the weights come from.
+        source: Hugging Face model id the weights come from, or the absolute path of a local
+            folder (a fine-tuned model registered with ``folder_spec``).
         dim: Output dimension of the full embedding.
         max_length: Maximum number of tokens the model reads; longer inputs are truncated.
         pooling: How token vectors become one vector: ``"mean"``, ``"cls"`` or ``"last"``.
@@ -89,7 +90,8 @@ class ModelSpec:
                 from embedstack.encoders.fetch import fetched_path
 
                 return fetched_path(self.name)
-            return None
+            local = Path(self.source)  # a local folder (embedstack.encoders.loading.folder_spec)
+            return local if local.is_absolute() and local.is_dir() else None
         module_name, _, func_name = self.bundled.partition(":")
         try:
             module = importlib.import_module(module_name)

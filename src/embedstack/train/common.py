@@ -252,6 +252,14 @@ class TrainingLog:
         if self.step % self.every == 0:
             self.flush()
 
+    def write(self, record: dict[str, Any]) -> None:
+        """Write one extra line (a dev evaluation) with the current step and clock."""
+        if not self._handle.closed:
+            line = {"step": self.step, "epoch": self.epoch, **record,
+                    "elapsed_s": round(self.elapsed(), 3)}  # fmt: skip
+            self._handle.write(json.dumps(line) + "\n")
+            self._handle.flush()
+
     def flush(self, final: bool = False) -> None:
         if self.window and not self._handle.closed:
             now = time.perf_counter()
@@ -290,15 +298,18 @@ class PairProgress:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         columns = [TextColumn(self.label), BarColumn(),
-                   TextColumn("{task.completed}/{task.total} pairs")]  # fmt: skip
+                   TextColumn("{task.completed}/{task.total} pairs"),
+                   TextColumn("{task.fields[rate]}")]  # fmt: skip
         if self.label == "training":
             columns.append(TextColumn("loss {task.fields[loss]:.4f}"))
         self._progress = Progress(*columns, TimeRemainingColumn(), transient=True)
         self._progress.__enter__()
-        task = self._progress.add_task(self.label, total=self.total, loss=float("nan"))
+        task = self._progress.add_task(self.label, total=self.total, loss=float("nan"), rate="")
 
         def advance(n: int, loss: float) -> None:
-            self._progress.update(task, advance=n, loss=loss)
+            speed = self._progress.tasks[task].speed
+            rate = f"{speed:.1f} pairs/s" if speed else ""
+            self._progress.update(task, advance=n, loss=loss, rate=rate)
 
         return advance
 

@@ -55,13 +55,15 @@ def build_groups(
     *,
     random_negatives: int = 0,
     rng: random.Random | None = None,
+    keep_empty: bool = False,
 ) -> list[Group]:
     """One :class:`Group` per judged (query, positive) pair whose document is in the corpus.
 
     ``negatives`` is ``{query_id: {positive_id: [doc_id, ...]}}``. ``random_negatives``
     documents drawn uniformly from the corpus (never a judged positive of the query, nor one
     of the group's hard negatives) are added to each group, seeded by ``rng``. A pair without
-    any negative yields no group (nothing to contrast).
+    any negative yields no group (nothing to contrast), unless ``keep_empty``: a bi-encoder
+    contrasts it with the other documents of its batch.
     """
     rng = rng or random.Random(0)
     doc_ids = list(corpus) if random_negatives else []
@@ -86,7 +88,7 @@ def build_groups(
                     excluded.add(cand)
                     drawn.append(cand)
             negs = tuple(corpus[d] for d in (*mined, *drawn))
-            if negs:
+            if negs or keep_empty:
                 groups.append(Group(queries[qid], corpus[doc], negs))
     return groups
 

@@ -1,0 +1,159 @@
+"""Fine-tune a bi-encoder on a BEIR dataset's train qrels, then measure it on the test split.
+
+Measures (issue 17 "Must show"): test dense nDCG@10 at the full dimension and at 256/128/64
+(Matryoshka retention = truncated / full), hybrid nDCG@10 (the index's BM25 + dense fusion)
+with the fine-tuned model, the same for the base model (same machine, same run), STS-B
+Spearman before and after (the forgetting check), and the training wall time. Only the
+``train`` qrels are trained on; the dev split is carved from them; ``test`` is only scored.
+Writes one JSON under ``benchmarks/results/issue17/``.
+
+Defaults, and why:
+
+* ``--lr 2e-5``, warm-up 10 %, linear decay: sentence-transformers' MS MARCO bi-encoder and
+  its training overview (Reimers & Gurevych); higher rates erase the base's general
+  similarity (the STS-B check watches it).
+* ``--epochs 1``: the SBERT/MS MARCO examples train one epoch over large data; SciFact has
+  only ~900 train pairs, where early stopping on the dev split decides whether more passes
+  help (``--epochs 3 --patience 1`` keeps the best epoch).
+* ``--batch-size 64`` with ``--mini-batch-size 16`` (GradCache, CachedMNRL): more in-batch
+  negatives make InfoNCE harder and better (Gao et al. 2021 train with thousands); on a CPU
+  memory is not the limit but the 1.3x cost of GradCache's extra forward is, so 64 is the
+  compromise that still gives ~14 optimizer steps per SciFact epoch.
+* ``--negatives 1``: one mined hard negative per pair (SBERT MS MARCO triplets); each extra
+  negative column is another full forward pass of ``batch-size`` documents.
+* Mining (BM25 + dense over the corpus) costs about as much as encoding the corpus once;
+  ``--negatives-file`` reuses an earlier run's ``hard_negatives.jsonl`` (the reranker's too).
+* ``--max-seq-length 256``: the base's own length (SciFact abstracts average ~300 tokens);
+  lower it (128) to halve the cost when a run must fit the 30-minute budget.
+
+Example:
+    .venv/bin/python benchmarks/train_embedder.py --dataset scifact --matryoshka \\
+        --time-limit-min 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DIMS = (256, 128, 64)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", choices=("scifact", "nfcorpus"), default="scifact")
+    p.add_argument("--datasets", type=Path, default=ROOT.parent / "shared" / "datasets")
+    p.add_argument("--base", default="all-MiniLM-L6-v2")
+    p.add_argument("--matryoshka", action="store_true", help="train dims 256,128,64 too")
+    p.add_argument("--unsupervised", choices=("ict", "crop"), default=None,
+                   help="train on the corpus alone (no qrels)")  # fmt: skip
+    p.add_argument("--teacher", default=None, help="cross-encoder folder (Margin-MSE / GPL)")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--mini-batch-size", type=int, default=16)
+    p.add_argument("--negatives", type=int, default=1)
+    p.add_argument("--miner", default="all-MiniLM-L6-v2", help="'none': BM25 negatives only")
+    p.add_argument("--negatives-file", type=Path, default=None,
+                   help="an earlier training's hard_negatives.jsonl (no mining)")  # fmt: skip
+    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--max-seq-length", type=int, default=256)
+    p.add_argument("--max-pairs", type=int, default=None, help="cap on pairs per epoch")
+    p.add_argument("--dev-fraction", type=float, default=0.1)
+    p.add_argument("--patience", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--time-limit-min", type=float, default=None,
+                   help="cap max pairs so training fits (uses --pairs-per-s)")  # fmt: skip
+    p.add_argument("--pairs-per-s", type=float, default=None,
+                   help="measured training speed for --time-limit-min")  # fmt: skip
+    p.add_argument("--skip-base", action="store_true", help="do not re-measure the base")
+    p.add_argument("--work", type=Path, default=Path("/tmp/embedstack-issue17"))
+    p.add_argument("--out", type=Path, default=None, help="result JSON")
+    return p.parse_args(argv)
+
+
+def measure(model: Any, dataset: Any, work: Path, threads: int) -> dict[str, Any]:
+    """Dense nDCG@10 (full and truncated dims) and hybrid nDCG@10 of ``model`` on test."""
+    from embedstack import Encoder
+    from embedstack.eval import evaluate_dense, load_corpus
+    from embedstack.eval.index_runner import evaluate_on_index
+
+    encoder = Encoder(model, threads=threads)
+    ids, texts = load_corpus(dataset)
+    started = time.perf_counter()
+    docs = encoder.encode_documents(texts)
+    report: dict[str, Any] = {"encode_s": round(time.perf_counter() - started, 1), "dense": {}}
+    for dim in (None, *DIMS):
+        result = evaluate_dense(encoder, dataset, dim=dim, doc_embeddings=(ids, docs))
+        report["dense"][str(dim or encoder.dim)] = round(result["ndcg@10"], 4)
+    full = report["dense"][str(encoder.dim)]
+    report["retention"] = {str(d): round(report["dense"][str(d)] / full, 4) for d in DIMS}
+    folder = work / f"index-{encoder.identity.weights_hash[:12]}"
+    hybrid = evaluate_on_index(dataset, encoder, mode="hybrid", directory=folder)
+    report["hybrid"] = round(hybrid["ndcg@10"], 4)
+    report["matryoshka_dims"] = list(encoder.matryoshka_dims)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from embedstack.eval import load_beir
+    from embedstack.train import train_embedder
+
+    data = args.datasets / args.dataset
+    test = load_beir(data, split="test")
+    max_pairs = args.max_pairs
+    if args.time_limit_min and args.pairs_per_s:
+        budget = int(args.time_limit_min * 60 * args.pairs_per_s * 0.8 / args.epochs)
+        max_pairs = min(max_pairs or budget, budget)  # 20 % kept for mining and saving
+    parts = ["mrl" if args.matryoshka else "plain", args.unsupervised or "sup"]
+    tag = "-".join([*parts, f"e{args.epochs}", f"b{args.batch_size}", f"L{args.max_seq_length}"])
+    out = args.work / f"{args.dataset}-{tag}"
+    started = time.perf_counter()
+    result = train_embedder(
+        data, out=out, overwrite=True, base=args.base, epochs=args.epochs,
+        batch_size=args.batch_size, mini_batch_size=args.mini_batch_size,
+        negatives_per_query=args.negatives, negatives_file=args.negatives_file,
+        miner=None if args.miner.lower() == "none" else args.miner, lr=args.lr,
+        max_seq_length=args.max_seq_length,
+        max_pairs=max_pairs, dev_fraction=args.dev_fraction, patience=args.patience,
+        threads=args.threads, unsupervised=args.unsupervised, teacher=args.teacher,
+        matryoshka_dims=",".join(map(str, DIMS)) if args.matryoshka else None,
+        sts_file=args.datasets / "stsb" / "sts-test.csv",
+    )  # fmt: skip
+    wall = time.perf_counter() - started
+    report: dict[str, Any] = {
+        "command": shlex.join([sys.executable, *sys.argv]),
+        "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads},
+        "dataset": args.dataset,
+        "train": {
+            k: (str(v) if isinstance(v, Path) else v) for k, v in vars(result).items()
+        },  # fmt: skip
+        "train_wall_s": round(wall, 1),
+        "tuned": measure(out, test, args.work, args.threads),
+    }
+    if not args.skip_base:
+        report["base"] = measure(args.base, test, args.work, args.threads)
+        report["gain"] = {
+            "dense": round(float(np.subtract(*[report[k]["dense"][str(max(
+                map(int, report[k]["dense"])))] for k in ("tuned", "base")])), 4),
+            "hybrid": round(report["tuned"]["hybrid"] - report["base"]["hybrid"], 4),
+        }  # fmt: skip
+    path = args.out or ROOT / "benchmarks" / "results" / "issue17" / f"{args.dataset}-{tag}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    print(json.dumps({k: report[k] for k in ("tuned", "base", "gain") if k in report}, indent=2))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
