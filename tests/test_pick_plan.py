@@ -247,9 +247,16 @@ def test_encoder_precision_is_validated() -> None:
 
 
 def test_cli_prints_what_was_not_measured(
-    tmp_path: Path, beir: Path, slow_models: dict[str, str], capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    beir: Path,
+    slow_models: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    pytest.importorskip("matplotlib")
     from embedstack.cli import run
+
+    monkeypatch.delitem(sys.modules, "embedstack.eval.report")  # the real report this time
 
     name = slow_models["no_int8"]
     args = ["pick", str(beir), "--out", str(tmp_path / "o"), "--models", name,
@@ -260,5 +267,8 @@ def test_cli_prints_what_was_not_measured(
     assert f"not measured: {name} not measured: estimated" in " ".join(printed.split())
     saved = json.loads((tmp_path / "o" / "pick.json").read_text())
     assert "--encoder-precision float32" in saved["command"]
+    report = (tmp_path / "o" / "report.md").read_text(encoding="utf-8")
+    [entry] = saved["not_measured"]
+    assert f"| {name} | {entry['estimated_encode_s'] / 60:.1f} min |" in report
     assert run([*args[:-4], "--encoder-precision", "int4"]) == 2
     assert "unknown 'int4'" in capsys.readouterr().err
