@@ -4,7 +4,10 @@ With ``--time-budget-min`` set, pick first *probes* every model: it encodes
 :data:`PROBE_DOCS` seeded sample documents (after one untimed warm-up document) and estimates
 the whole corpus as ``probe seconds x corpus tokens / sample tokens`` (tokens capped at the
 model's max length; corpus tokens from :func:`~embedstack.eval.pick.data.token_counts`).
-Vectors already cached (pick's own cache or ``embedstack eval``'s) cost nothing to encode.
+The sample goes :data:`PROBE_BATCH` documents at a time, and a probe stops early once its
+estimate is :data:`INT8_MAX_SPEEDUP` times what is left of the encoding budget, so a model
+that cannot fit costs a few documents, not the whole sample. Vectors already cached (pick's
+own cache or ``embedstack eval``'s) cost nothing to encode.
 Then, cheapest model first, each model gets:
 
 1. its float32 weights when the estimate fits what is left of the *encoding budget*
@@ -56,6 +59,8 @@ ENCODE_SHARE = 0.75
 """Share of the time left after probing that corpus encodings may use."""
 PROBE_DOCS = 16
 """Documents each probe encodes (a seeded sample of the corpus)."""
+PROBE_BATCH = 4
+"""Probe documents per call; after each, a probe whose estimate cannot fit stops."""
 INT8_MAX_SPEEDUP = 4.0
 """int8 weights are probed only when the float32 estimate divided by this would fit."""
 
@@ -128,34 +133,47 @@ class _Corpus:
         self.n = n
         self.warmup = min(self.texts, key=len)
 
-    def scale(self, max_length: int) -> float:
-        """Corpus tokens over sample tokens, each capped at ``max_length``."""
+    def scale(self, max_length: int, done: int) -> float:
+        """Corpus tokens over the first ``done`` sample documents' tokens, each capped at
+        ``max_length``."""
         cap = max_length + 2  # [CLS] and [SEP]
         corpus = float(np.minimum(self.corpus_tokens, cap).mean()) * self.n
-        sample = float(np.minimum(self.sample_tokens, cap).sum())
+        sample = float(np.minimum(self.sample_tokens[:done], cap).sum())
         return corpus / max(sample, 1.0)
 
 
-def _probe(encoder: Any, corpus: _Corpus, max_length: int) -> tuple[dict[str, Any], np.ndarray]:
+def _probe(
+    encoder: Any, corpus: _Corpus, max_length: int, stop_over: float
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Time the sample, :data:`PROBE_BATCH` documents at a time, stopping early once the
+    estimate exceeds ``stop_over`` seconds (a model that cannot fit, even with int8)."""
     encoder.encode_documents([corpus.warmup])  # sessions and arenas: not the corpus's cost
-    t0 = time.perf_counter()
-    vecs = np.asarray(encoder.encode_documents(corpus.texts), dtype=np.float32)
-    seconds = time.perf_counter() - t0
-    scale = corpus.scale(max_length)
+    blocks, seconds, done, est = [], 0.0, 0, 0.0
+    while done < len(corpus.texts):
+        t0 = time.perf_counter()
+        batch = corpus.texts[done : done + PROBE_BATCH]
+        blocks.append(np.asarray(encoder.encode_documents(batch), dtype=np.float32))
+        seconds += time.perf_counter() - t0
+        done += len(batch)
+        est = seconds * corpus.scale(max_length, done)
+        if est > stop_over:
+            break
     probe = {
-        "docs": len(corpus.texts),
+        "docs": done,
         "seconds": seconds,
-        "token_scale": scale,
-        "estimated_encode_s": seconds * scale,
-        "docs_per_s": corpus.n / max(seconds * scale, 1e-9),
+        "token_scale": corpus.scale(max_length, done),
+        "estimated_encode_s": est,
+        "docs_per_s": corpus.n / max(est, 1e-9),
+        "stopped_early": done < len(corpus.texts),
     }
-    return probe, vecs
+    return probe, np.concatenate(blocks)
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
     na = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
     nb = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    cos = np.einsum("ij,ij->i", na, nb)
+    n = min(len(na), len(nb))  # an early-stopped probe has fewer
+    cos = np.einsum("ij,ij->i", na[:n], nb[:n])
     return {"min": float(cos.min()), "mean": float(cos.mean()), "n_docs": len(cos)}
 
 
@@ -201,7 +219,12 @@ def _cached(encoder: Any, data: PickData, cache: Path, precision: str) -> np.nda
 
 
 def _try_int8(
-    plan: ModelPlan, data: PickData, cache: Path, corpus: _Corpus, fp32_sample: np.ndarray
+    plan: ModelPlan,
+    data: PickData,
+    cache: Path,
+    corpus: _Corpus,
+    fp32_sample: np.ndarray,
+    stop_over: float,
 ) -> float | None:
     """Load and probe ``plan``'s int8 weights; their estimate (None: it has none). The
     encoder, cached vectors and quality facts are set on ``plan`` for when it is kept."""
@@ -210,7 +233,7 @@ def _try_int8(
         return None
     limit = int(getattr(encoder, "max_length", plan.spec.max_length))
     cached = _cached(encoder, data, cache, "int8")
-    probe, vecs = _probe(encoder, corpus, limit)
+    probe, vecs = _probe(encoder, corpus, limit, stop_over)
     plan.probes["int8"] = probe
     est = 0.0 if cached is not None else float(probe["estimated_encode_s"])
     plan.encoder, plan.cached = encoder, cached  # used only if the plan keeps the model
@@ -255,7 +278,8 @@ def plan_models(
         plan = ModelPlan(spec, encoder, precision)
         limit = int(getattr(encoder, "max_length", spec.max_length))
         plan.cached = _cached(encoder, data, cache, precision)
-        plan.probes[precision], samples[spec.name] = _probe(encoder, corpus, limit)
+        hopeless = INT8_MAX_SPEEDUP * ENCODE_SHARE * (budget - (time.perf_counter() - start))
+        plan.probes[precision], samples[spec.name] = _probe(encoder, corpus, limit, hopeless)
         plan.estimate_s = (
             0.0 if plan.cached is not None else plan.probes[precision]["estimated_encode_s"]
         )
@@ -287,7 +311,7 @@ def plan_models(
             still_over.append(plan)
             continue
         t0 = time.perf_counter()
-        int8_est = _try_int8(plan, data, cache, corpus, samples[plan.spec.name])
+        int8_est = _try_int8(plan, data, cache, corpus, samples[plan.spec.name], available)
         extra += time.perf_counter() - t0  # quantizing and probing took time
         if int8_est is not None and int8_est <= encode_budget - extra - committed:
             committed += int8_est
