@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import shlex
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.table import Table
@@ -166,7 +166,7 @@ def pick(
         modes=_split(modes), latency_budget_ms=latency_budget_ms,
         storage_budget_gb=storage_budget_gb, corpus_size=corpus_size,
         languages=_split(languages), price_file=price_file, time_budget_min=time_budget_min,
-        encoder_precision=encoder_precision, split=split, seed=seed, cache_dir=cache_dir,
+        encoder_precision=cast(Any, encoder_precision), split=split, seed=seed, cache_dir=cache_dir,
     )  # fmt: skip
     given = {"models": models, "dims": dims, "precisions": precisions, "modes": modes,
              "latency-budget-ms": latency_budget_ms, "storage-budget-gb": storage_budget_gb,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from embedstack.encoders.registry import ModelSpec, find_model, list_models
 from embedstack.errors import InvalidInput, ModelNotFound
@@ -80,7 +81,7 @@ class PickOptions:
     languages: tuple[str, ...] | None = None
     price_file: Path | None = None
     time_budget_min: float | None = None
-    encoder_precision: str = "auto"
+    encoder_precision: Literal["auto", "float32", "int8"] = "auto"
     split: str = "test"
     seed: int = 0
     n_permutations: int = 10_000
