@@ -172,13 +172,15 @@ def ensure_export(
             if not check_is_current(info.get("int8_check")):
                 for graph in head.graphs:
                     (staging / f"{graph.stem}.int8.onnx").unlink(missing_ok=True)
-                    (staging / f"{graph.stem}.unpadded.int8.onnx").unlink(missing_ok=True)
-                info.pop("unpadded", None)  # rebuilt on demand, if the new check allows it
             for i, graph in enumerate(head.graphs):
                 feed = _probe(head, path, info) if i == 0 else None
                 facts = export.add_int8(staging, graph.stem, feed, ident.name)
                 if facts and i == 0:
                     info["int8_check"] = facts
+                    if facts.get("reduce_range") or facts.get("fp32_matmuls"):
+                        # an unpadded graph is plain int8: not for a model that needed more
+                        (staging / f"{graph.stem}.unpadded.int8.onnx").unlink(missing_ok=True)
+                        info["unpadded"] = False
         if unpadded and not _files(staging, head, variant)[head.graphs[0].stem].is_file():
             info["unpadded"] = export.add_unpadded(staging, head.graphs[0].stem, info, ident.name)
         import onnx
