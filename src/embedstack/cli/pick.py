@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import shlex
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.table import Table
@@ -80,7 +80,11 @@ def _show(result: dict[str, Any], out_dir: Path, top: int) -> None:
         out.print(f"[bold]recommended[/bold]: {rec['candidate']}", soft_wrap=True)
         for part in ("model", "dimension", "mode", "prefix"):
             out.print(f"  {part}: {rec[part]['reason']}", soft_wrap=True)
+    for entry in result.get("not_measured") or []:
+        out.print(f"[yellow]not measured[/yellow]: {entry['message']}", soft_wrap=True)
     for warning in rec["warnings"]:
+        if any(warning == e["message"] for e in result.get("not_measured") or []):
+            continue
         out.print(f"[yellow]warning[/yellow]: {warning}", soft_wrap=True)
     err.print(f"wrote {out_dir / 'pick.json'}")
 
@@ -122,8 +126,20 @@ def pick(
         Path | None, typer.Option(help="Price JSON (default: built-in list prices).")
     ] = None,
     time_budget_min: Annotated[
-        float | None, typer.Option(help="Subsample queries to finish in about this time.")
+        float | None,
+        typer.Option(
+            help="Finish in about this many minutes: probe each model's encoding speed first, "
+            "use int8 weights where only that fits, list models that still do not fit as not "
+            "measured, subsample queries."
+        ),
     ] = None,
+    encoder_precision: Annotated[
+        str,
+        typer.Option(
+            help="Model weights: auto (float32, or guarded int8 when only that fits "
+            "--time-budget-min), float32 or int8."
+        ),
+    ] = "auto",
     split: Annotated[str, typer.Option(help="qrels split of a BEIR folder.")] = "test",
     seed: Annotated[int, typer.Option(help="Seed of proxy queries, subsampling and tests.")] = 0,
     top: Annotated[int, typer.Option(help="Candidates shown in the table.")] = 10,
@@ -150,13 +166,15 @@ def pick(
         modes=_split(modes), latency_budget_ms=latency_budget_ms,
         storage_budget_gb=storage_budget_gb, corpus_size=corpus_size,
         languages=_split(languages), price_file=price_file, time_budget_min=time_budget_min,
-        split=split, seed=seed, cache_dir=cache_dir,
+        encoder_precision=cast(Any, encoder_precision), split=split, seed=seed, cache_dir=cache_dir,
     )  # fmt: skip
     given = {"models": models, "dims": dims, "precisions": precisions, "modes": modes,
              "latency-budget-ms": latency_budget_ms, "storage-budget-gb": storage_budget_gb,
              "corpus-size": corpus_size if corpus_size != 1_000_000 else None,
              "languages": languages, "price-file": price_file,
-             "time-budget-min": time_budget_min, "split": split if split != "test" else None,
+             "time-budget-min": time_budget_min,
+             "encoder-precision": encoder_precision if encoder_precision != "auto" else None,
+             "split": split if split != "test" else None,
              "seed": seed or None, "cache-dir": cache_dir}  # fmt: skip
     words = ["embedstack", "pick", str(data), "--out", str(out_dir)]
     words += [w for k, v in given.items() if v is not None for w in (f"--{k}", str(v))]

@@ -35,6 +35,7 @@ from typing import Any, Literal
 from embedstack.encoders.runtime import export
 from embedstack.encoders.runtime.export import OPSET, Head
 from embedstack.encoders.runtime.identity import ModelId
+from embedstack.encoders.runtime.int8guard import check_is_current
 
 __all__ = ["MANIFEST_VERSION", "Variant", "cache_folder", "ensure_export", "read_manifest"]
 
@@ -142,8 +143,8 @@ def ensure_export(
     def ready() -> bool:
         manifest = read_manifest(folder)
         ok = _stale(manifest, head, weights) is None
-        if variant == "int8" and "int8_check" not in manifest:
-            return False  # quantized before int8 was checked against fp32: redo it once
+        if variant == "int8" and not check_is_current(manifest.get("int8_check")):
+            return False  # quantized before int8 was checked with today's probes: redo it once
         return ok and all(f.is_file() for f in _files(folder, head, variant).values())
 
     manifest = read_manifest(folder)
@@ -168,7 +169,7 @@ def ensure_export(
             logger.info("exporting %s to ONNX under %s (once per weights)", ident.name, folder)
             info = export.export_head(head, path, staging, trust=trust_remote_code)
         if variant == "int8":
-            if "int8_check" not in info:
+            if not check_is_current(info.get("int8_check")):
                 for graph in head.graphs:
                     (staging / f"{graph.stem}.int8.onnx").unlink(missing_ok=True)
             for i, graph in enumerate(head.graphs):
@@ -176,6 +177,10 @@ def ensure_export(
                 facts = export.add_int8(staging, graph.stem, feed, ident.name)
                 if facts and i == 0:
                     info["int8_check"] = facts
+                    if facts.get("reduce_range") or facts.get("fp32_matmuls"):
+                        # an unpadded graph is plain int8: not for a model that needed more
+                        (staging / f"{graph.stem}.unpadded.int8.onnx").unlink(missing_ok=True)
+                        info["unpadded"] = False
         if unpadded and not _files(staging, head, variant)[head.graphs[0].stem].is_file():
             info["unpadded"] = export.add_unpadded(staging, head.graphs[0].stem, info, ident.name)
         import onnx

@@ -13,10 +13,14 @@ for some architectures, found on all-mpnet-base-v2 (cosine 0.03 to fp32 before t
   few levels. Those MatMuls stay fp32.
 
 :func:`quantize_checked` measures instead of guessing: it quantizes as before, runs fp32 and
-int8 on :data:`PROBE_TEXTS` (mean-pooled over the mask, cosine per text) and stops at the
-first of these that is close enough, keeping the closest one it tried: (1) the plain
-quantization (:data:`TARGET`; all-MiniLM-L6-v2 reaches 0.968 on these texts, 0.989 on
-SciFact), (2) 7-bit weights, (3) 7-bit weights leaving fp32 the 1, 2, 4, ... MatMuls whose
+int8 on the probes (:func:`probe_texts`: :data:`PROBE_TEXTS` and :data:`LONG_PARAGRAPHS`
+repeated up to the model's max length, since saturation shows on long inputs; mean-pooled
+over the mask, cosine per text) and stops at the first of these that is close enough,
+keeping the closest one it tried: (1) the plain quantization (kept at or above
+:data:`SEVEN_BIT_TARGET`; from :data:`TARGET` up, only 7-bit weights are tried besides it:
+all-MiniLM-L6-v2 reaches 0.986 on the probes and keeps its plain graph,
+paraphrase-MiniLM-L3-v2 goes from 0.963 to 0.993 with 7-bit weights), (2) 7-bit weights,
+(3) 7-bit weights leaving fp32 the 1, 2, 4, ... MatMuls whose
 inputs have the largest max/RMS ratio on the probes (:data:`FALLBACK_TARGET`, or until
 doubling gains under 0.005). all-mpnet-base-v2 ends at step 3 with 8 of its 72 MatMuls
 fp32 (probe cosines 0.76 / 0.95 / 0.98 with 0 / 4 / 8 of them, 0.98 with 12). Models that
@@ -36,10 +40,18 @@ import numpy as np
 
 __all__ = [
     "FALLBACK_TARGET",
+    "LONG_PARAGRAPHS",
     "PROBE_TEXTS",
+    "PROBE_VERSION",
+    "SEVEN_BIT_TARGET",
     "TARGET",
+    "check_is_current",
+    "long_probe_texts",
+    "model_max_length",
     "outlier_matmuls",
     "probe_cosines",
+    "probe_feed",
+    "probe_texts",
     "quantize_checked",
 ]
 
@@ -47,6 +59,11 @@ logger = logging.getLogger(__name__)
 
 TARGET = 0.95
 """Lowest probe cosine (fp32 vs int8) at which the plain quantization is kept."""
+SEVEN_BIT_TARGET = 0.98
+"""Below this probe cosine (but at or above :data:`TARGET`), 7-bit weights are tried too and
+kept when closer: they run on the same kernels at the same speed, and they cannot saturate
+(paraphrase-MiniLM-L3-v2: plain 0.963 on the probes, 0.941 min on SciFact; 7-bit 0.993 and
+0.985). No MatMul is left fp32 on this path."""
 FALLBACK_TARGET = 0.975
 """Lowest probe cosine at which a fallback step is kept (each costs speed)."""
 
@@ -65,16 +82,85 @@ PROBE_TEXTS = (
 )
 """Calibration texts: short and long, several domains, one non-English."""
 
+LONG_PARAGRAPHS = (
+    "Randomized controlled trials remain the strongest evidence for the effect of a "
+    "treatment. In this trial, two thousand adults with type 2 diabetes were assigned to "
+    "metformin or placebo and followed for five years. The primary outcome was the time to "
+    "the first cardiovascular event; secondary outcomes included body weight, blood pressure "
+    "and kidney function. Treatment reduced the risk of the primary outcome by eighteen "
+    "percent, and the effect was consistent across age groups, sexes and baseline glucose "
+    "levels. Adverse events were mostly gastrointestinal and resolved within weeks. ",
+    "The town grew up around a wooden bridge over the river, where farmers brought grain to "
+    "the mill every autumn. When the railway arrived, the old market moved to the station "
+    "square, and the bridge was rebuilt in stone. Today visitors walk along the embankment, "
+    "eat at the small restaurants near the harbour and watch the boats come in at sunset. "
+    "In winter the streets are quiet, the shops close early and fog rolls in from the sea. ",
+)
+"""Natural paragraphs repeated up to the model's max length (:func:`long_probe_texts`): long
+inputs are where some models saturate (paraphrase-MiniLM-L3-v2: probe cosine 0.995 on the
+short texts, 0.942 on SciFact abstracts at 128 tokens)."""
+
+PROBE_VERSION = 2
+"""Version of the probe set; an ``int8_check`` made with another version is redone."""
+PROBE_MAX_LENGTH = 512
+"""Longest probe input (tokens), whatever the model accepts."""
+
 Quantize = Callable[..., None]
 
 
-def probe_feed(tokenizer_json: Path, names: list[str], max_length: int = 256) -> dict[str, Any]:
-    """:data:`PROBE_TEXTS` tokenized and right-padded for a graph's inputs ``names``."""
+def model_max_length(folder: Path) -> int:
+    """The longest input ``folder``'s model reads (tokens), capped at :data:`PROBE_MAX_LENGTH`:
+    ``max_seq_length`` of ``sentence_bert_config.json``, else ``max_position_embeddings`` of
+    ``config.json`` (less RoBERTa's padding offset), else the cap."""
+    import json
+
+    def read(name: str) -> dict[str, Any]:
+        try:
+            value = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    length = read("sentence_bert_config.json").get("max_seq_length")
+    if not isinstance(length, int) or length < 1:
+        config = read("config.json")
+        length = config.get("max_position_embeddings")
+        if isinstance(length, int) and config.get("model_type") in ("roberta", "xlm-roberta"):
+            length -= 2
+    if not isinstance(length, int) or length < 1:
+        length = PROBE_MAX_LENGTH
+    return min(length, PROBE_MAX_LENGTH)
+
+
+def long_probe_texts(tokenizer: Any, max_length: int) -> list[str]:
+    """Each of :data:`LONG_PARAGRAPHS` repeated until it fills ``max_length`` tokens
+    (deterministic: the same tokenizer and length give the same texts)."""
+    texts = []
+    for paragraph in LONG_PARAGRAPHS:
+        per = max(len(tokenizer.encode(paragraph, add_special_tokens=False).ids), 1)
+        texts.append((paragraph * (max_length // per + 1)).strip())
+    return texts
+
+
+def probe_texts(tokenizer: Any, max_length: int) -> list[str]:
+    """What the guard probes with: :data:`PROBE_TEXTS` and the long ones."""
+    return [*PROBE_TEXTS, *long_probe_texts(tokenizer, max_length)]
+
+
+def probe_feed(
+    tokenizer_json: Path, names: list[str], max_length: int | None = None
+) -> dict[str, Any]:
+    """:func:`probe_texts` tokenized (truncated at ``max_length``, by default the model's own,
+    :func:`model_max_length` of the tokenizer's folder) and right-padded for a graph's inputs
+    ``names``."""
     from tokenizers import Tokenizer
 
+    if max_length is None:
+        max_length = model_max_length(tokenizer_json.parent)
     tokenizer = Tokenizer.from_file(str(tokenizer_json))
+    tokenizer.no_padding()
     tokenizer.enable_truncation(max_length)
-    encodings = tokenizer.encode_batch(list(PROBE_TEXTS))
+    encodings = tokenizer.encode_batch(probe_texts(tokenizer, max_length))
     width = max(len(e.ids) for e in encodings)
     ids = np.zeros((len(encodings), width), dtype=np.int64)
     mask = np.zeros_like(ids)
@@ -154,12 +240,12 @@ def quantize_checked(
         return {"checked": False}
     first = float(probe_cosines(src, dst, feed).min())
     best: tuple[float, bool, list[str]] = (first, False, [])
-    if first < TARGET:
+    if first < SEVEN_BIT_TARGET:
         quantize(src, dst, reduce_range=True, exclude=())
         last: tuple[float, bool, list[str]] = (float(probe_cosines(src, dst, feed).min()), True, [])
         order: list[str] = []
         count, previous = 1, -1.0
-        while last[0] < FALLBACK_TARGET and last[0] - previous >= 0.005:
+        while first < TARGET and last[0] < FALLBACK_TARGET and last[0] - previous >= 0.005:
             best = max(best, last, key=lambda state: state[0])
             order = order or outlier_matmuls(src, feed)
             if count > len(order):
@@ -187,4 +273,17 @@ def quantize_checked(
         "fp32_matmuls": best[2],
         "probe_min_cosine": round(best[0], 4),
         "plain_min_cosine": round(first, 4),
+        "probe_version": PROBE_VERSION,
+        "probe_max_length": int(feed["attention_mask"].shape[1])
+        if "attention_mask" in feed
+        else None,
     }
+
+
+def check_is_current(check: Any) -> bool:
+    """Whether an ``int8_check`` from a cache manifest was made with today's probes (an
+    older one is redone: the long probes catch what the short ones missed). An unchecked
+    graph (no probe inputs for its kind) stays as it is."""
+    if not isinstance(check, dict):
+        return False
+    return check.get("checked") is False or check.get("probe_version") == PROBE_VERSION

@@ -4,8 +4,9 @@ Measures every candidate configuration on your data (judged BEIR qrels, or a cle
 labelled proxy built from the corpus), tests which differences are real (paired
 randomization test), finds the Pareto front of quality, p99 latency and bytes per document,
 and recommends the configuration to deploy within your budgets. Modules: ``candidates``
-(grid, model discovery), ``data`` (judged / proxy), ``measure``, ``stats``, ``prices``,
-``recommend`` and ``run`` (orchestration, ``pick.json``).
+(grid, model discovery), ``data`` (judged / proxy), ``plan`` (corpus encodings fitted to
+``--time-budget-min``: float32, guarded int8 or not measured), ``measure``, ``stats``,
+``prices``, ``recommend`` and ``run`` (orchestration, ``pick.json``).
 
 Example:
     >>> from embedstack.eval.pick import PickOptions, run_pick

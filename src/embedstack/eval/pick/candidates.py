@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from embedstack.encoders.registry import ModelSpec, find_model, list_models
 from embedstack.errors import InvalidInput, ModelNotFound
@@ -34,6 +35,7 @@ __all__ = [
 
 MODES = ("dense", "bm25", "hybrid", "colbert")
 PRECISIONS = ("float32", "int8", "binary")
+ENCODER_PRECISIONS = ("auto", "float32", "int8")
 DEFAULT_DIMS = ("full", "256", "128")
 DEFAULT_PRECISIONS = ("float32", "int8")
 DEFAULT_MODES = ("dense", "bm25", "hybrid")
@@ -55,7 +57,11 @@ class PickOptions:
         corpus_size: documents the deployment will hold (costs and the storage budget).
         languages: ISO 639-1 codes the models must cover (a multilingual model covers all).
         price_file: price JSON, None for the built-in one.
-        time_budget_min: subsample queries to finish in about this many minutes.
+        time_budget_min: finish in about this many minutes: every model's corpus encoding is
+            estimated first (:mod:`~embedstack.eval.pick.plan`), models that do not fit are
+            encoded with int8 weights or listed as not measured, and queries are subsampled.
+        encoder_precision: the models' weights: ``"auto"`` (float32, or guarded int8 when
+            only that fits the time budget), ``"float32"`` or ``"int8"``.
         split: qrels split of a BEIR folder.
         seed: seeds proxy queries, subsampling and the randomization test.
         n_permutations: random sign assignments of the paired test.
@@ -75,6 +81,7 @@ class PickOptions:
     languages: tuple[str, ...] | None = None
     price_file: Path | None = None
     time_budget_min: float | None = None
+    encoder_precision: Literal["auto", "float32", "int8"] = "auto"
     split: str = "test"
     seed: int = 0
     n_permutations: int = 10_000
@@ -89,6 +96,11 @@ class PickOptions:
                 raise InvalidInput(
                     f"--{name.replace('_', '-')} must be a positive number, got {value}"
                 )
+        if self.encoder_precision not in ENCODER_PRECISIONS:
+            raise InvalidInput(
+                f"--encoder-precision: unknown {self.encoder_precision!r}; choose from "
+                f"{', '.join(ENCODER_PRECISIONS)}"
+            )
         if self.corpus_size < 1:
             raise InvalidInput(f"--corpus-size must be >= 1, got {self.corpus_size}")
         if self.n_permutations < 100:

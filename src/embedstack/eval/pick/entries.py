@@ -17,8 +17,16 @@ MAIN_METRIC = "ndcg@10"
 
 
 def model_entry(
-    spec: Any, encoder: Any, encode_s: float, n_docs: int, timing: str, share_over: float
+    spec: Any,
+    encoder: Any,
+    encode_s: float,
+    n_docs: int,
+    timing: str,
+    share_over: float,
+    planned: Any = None,
 ) -> dict[str, Any]:
+    """One model of pick.json; ``planned`` is its
+    :class:`~embedstack.eval.pick.plan.ModelPlan` (the weights' precision, the estimate)."""
     return {
         "name": spec.name,
         "model_id": encoder.model_id,
@@ -33,6 +41,10 @@ def model_entry(
         "query_prefix": getattr(encoder, "query_prefix", spec.query_prefix),
         "document_prefix": getattr(encoder, "document_prefix", spec.document_prefix),
         "share_docs_over_max_length": share_over,
+        "encoder_precision": planned.precision if planned is not None else "float32",
+        "int8": planned.int8 if planned is not None else None,
+        "estimated_encode_s": planned.estimate_s if planned is not None else None,
+        "plan_note": planned.note if planned is not None else "",
     }
 
 
@@ -63,6 +75,7 @@ def candidate_entry(
         "latency_ms_p99": lat["latency_ms_p99"],
         "latency_ms_mean": lat["latency_ms_mean"],
         "encode_docs_per_s": model["encode_docs_per_s"] if model else None,
+        "encoder_precision": model["encoder_precision"] if model else None,
         "bytes_per_doc": result.bytes_per_doc,
         "cost": {
             "usd_per_1m_queries": prices.usd_per_1m_queries(cpu_s),

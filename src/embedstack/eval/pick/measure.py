@@ -41,6 +41,8 @@ __all__ = [
     "Bm25Run",
     "CandidateRun",
     "ModelRun",
+    "OutOfTime",
+    "cached_corpus",
     "encode_corpus",
     "encode_queries",
     "measure",
@@ -51,6 +53,7 @@ __all__ = [
 DEPTH = 100  # documents ranked per query: enough for recall@100, nDCG@10 and MRR@10
 TIMING_SAMPLE = 128
 _CHUNK = 256
+_DEADLINE_CHUNK = 32  # smaller chunks when a deadline is checked between them
 
 
 def slug(text: str) -> str:
@@ -127,11 +130,25 @@ def _save_cached(folder: Path, key: str, matrix: np.ndarray) -> None:
     (folder / "pick-source.json").write_text(json.dumps({"key": key}), encoding="utf-8")
 
 
-def _encode_docs(encoder: Any, texts: list[str], steps: Steps, label: str) -> np.ndarray:
+class OutOfTime(Exception):
+    """A corpus encoding passed its deadline: ``done`` of ``total`` documents in ``seconds``."""
+
+    def __init__(self, done: int, total: int, seconds: float) -> None:
+        super().__init__(f"stopped after {done} of {total} documents")
+        self.done, self.total, self.seconds = done, total, seconds
+
+
+def _encode_docs(
+    encoder: Any, texts: list[str], steps: Steps, label: str, deadline: float | None = None
+) -> np.ndarray:
     blocks = []
+    chunk_size = _CHUNK if deadline is None else _DEADLINE_CHUNK
+    start = time.perf_counter()
     with steps.task(label, len(texts)) as advance:
-        for start in range(0, len(texts), _CHUNK):
-            chunk = texts[start : start + _CHUNK]
+        for first in range(0, len(texts), chunk_size):
+            if deadline is not None and time.perf_counter() > deadline:
+                raise OutOfTime(first, len(texts), time.perf_counter() - start)
+            chunk = texts[first : first + chunk_size]
             blocks.append(np.asarray(encoder.encode_documents(chunk), dtype=np.float32))
             advance(len(chunk))
     return np.ascontiguousarray(np.concatenate(blocks), dtype=np.float32)
@@ -156,6 +173,34 @@ def _load_eval_cache(encoder: Any, beir: Any, root: Path, ids: list[str]) -> np.
     return np.ascontiguousarray(matrix, dtype=np.float32)
 
 
+def _folder(encoder: Any, texts: list[str], cache: Path, precision: str) -> tuple[Path, str]:
+    ident = encoder.model_id if precision == "float32" else f"{encoder.model_id}|{precision}"
+    key = _texts_key(ident, texts)
+    return cache / "pick" / f"{slug(encoder.name)}-{key[:16]}", key
+
+
+def cached_corpus(
+    encoder: Any,
+    texts: list[str],
+    cache: Path,
+    precision: str = "float32",
+    *,
+    beir: Any = None,
+    ids: list[str] | None = None,
+) -> np.ndarray | None:
+    """The corpus vectors of ``encoder`` with ``precision`` weights, when cached.
+
+    Pick's own cache (``cache/pick``) is keyed by the model identity, the weights' precision
+    and the exact texts; for float32 weights and a judged BEIR dataset (``beir`` and its
+    ``ids``) the vectors ``embedstack eval`` cached under ``cache`` count too.
+    """
+    folder, key = _folder(encoder, texts, cache, precision)
+    matrix = _load_cached(folder, key, len(texts))
+    if matrix is None and precision == "float32" and beir is not None and ids is not None:
+        matrix = _load_eval_cache(encoder, beir, cache, ids)
+    return matrix
+
+
 def encode_corpus(
     encoder: Any,
     texts: list[str],
@@ -165,27 +210,34 @@ def encode_corpus(
     seed: int = 0,
     beir: Any = None,
     ids: list[str] | None = None,
+    precision: str = "float32",
+    timed: tuple[float, str] | None = None,
+    deadline: float | None = None,
 ) -> tuple[np.ndarray, float, str]:
     """``((n, full_dim) float32 vectors, encode seconds for the whole corpus, timing note)``.
 
-    Loads cached vectors when this model already encoded these exact texts (under
-    ``cache/pick``), or, for a judged BEIR dataset (``beir`` and its ``ids``), the vectors
-    ``embedstack eval`` cached under ``cache``; the throughput is then timed on a seeded
-    sample of :data:`TIMING_SAMPLE` documents.
+    Loads cached vectors (:func:`cached_corpus`) when there are; the throughput is then
+    ``timed`` (seconds and a note, e.g. from the plan's probe) or timed on a seeded sample
+    of :data:`TIMING_SAMPLE` documents.
+
+    Raises:
+        OutOfTime: the encoding passed ``deadline`` (a ``time.perf_counter()`` value).
     """
     if hasattr(encoder, "show_progress"):
         encoder.show_progress = False
-    key = _texts_key(encoder.model_id, texts)
-    folder = cache / "pick" / f"{slug(encoder.name)}-{key[:16]}"
-    matrix = _load_cached(folder, key, len(texts))
-    if matrix is None and beir is not None and ids is not None:
-        matrix = _load_eval_cache(encoder, beir, cache, ids)
+    folder, key = _folder(encoder, texts, cache, precision)
+    matrix = cached_corpus(encoder, texts, cache, precision, beir=beir, ids=ids)
     if matrix is None:
         start = time.perf_counter()
-        matrix = _encode_docs(encoder, texts, steps, f"encoding corpus with {encoder.name}")
+        label = f"encoding corpus with {encoder.name}" + (
+            f" ({precision})" if precision != "float32" else ""
+        )
+        matrix = _encode_docs(encoder, texts, steps, label, deadline)
         encode_s = time.perf_counter() - start
         _save_cached(folder, key, matrix)
         return matrix, encode_s, f"full corpus ({len(texts)} documents)"
+    if timed is not None:
+        return matrix, timed[0], timed[1]
     rng = np.random.default_rng(seed)
     size = min(TIMING_SAMPLE, len(texts))
     sample = [texts[i] for i in sorted(rng.choice(len(texts), size, replace=False))]

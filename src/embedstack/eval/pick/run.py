@@ -1,7 +1,9 @@
 """``embedstack pick`` end to end: measure every candidate, test, recommend, write pick.json.
 
-Order of work: read the data (judged or proxy), choose the models and the grid, encode each
-model's corpus once (cached), build one BM25 index, fit the number of queries to
+Order of work: read the data (judged or proxy), choose the models, plan the corpus
+encodings within ``--time-budget-min`` (:mod:`~embedstack.eval.pick.plan`: float32 or
+guarded int8 weights per model, or listed in ``not_measured``), encode each kept model's
+corpus once (cached), build the grid and one BM25 index, fit the number of queries to
 ``--time-budget-min`` (a seeded subsample, said in ``data.subsample_note``), encode each
 query alone per model, search it with every candidate, then compute metrics, costs, the
 Pareto front, the significance tests and the recommendation. The output is
@@ -21,10 +23,12 @@ from typing import Any
 
 import numpy as np
 
+from embedstack.errors import InvalidInput
 from embedstack.eval.pick import measure as m
 from embedstack.eval.pick.candidates import CandidateSpec, PickOptions, build_grid, select_models
 from embedstack.eval.pick.data import PickData, load_pick_data, token_counts
 from embedstack.eval.pick.entries import MAIN_METRIC, candidate_entry, model_entry, prices_entry
+from embedstack.eval.pick.plan import int8_warning, plan_models, stopped
 from embedstack.eval.pick.prices import Prices, load_prices
 from embedstack.eval.pick.progress import Steps
 from embedstack.eval.pick.recommend import apply_budgets, recommend, significance
@@ -65,14 +69,11 @@ def run_pick(
         >>> result["recommendation"]["candidate"]  # doctest: +SKIP
         'all-MiniLM-L6-v2|384|int8|hybrid'
     """
-    from embedstack.encoders import load_encoder
 
     options = options or PickOptions()
     start = time.perf_counter()
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        from embedstack.errors import InvalidInput
-
         raise InvalidInput(f"--out {out}: exists and is not a folder")
     prices = load_prices(options.price_file)
     data = load_pick_data(
@@ -82,35 +83,62 @@ def run_pick(
         max_proxy_queries=options.max_proxy_queries,
     )
     specs, warnings = select_models(options)
-    grid, grid_warnings = build_grid(specs, options, len(data.doc_ids))
-    warnings += grid_warnings
-    for warning in warnings:  # also in recommendation.warnings, which the CLI prints
-        logger.info("%s", warning)
+    build_grid(specs, options, len(data.doc_ids))  # bad --dims/--modes fail before probing
     out.mkdir(parents=True, exist_ok=True)
     steps = Steps(options.show_progress)
     counts, counter = token_counts(data.doc_texts, seed=options.seed)
     cache = options.cache_dir or cache_dir() / "eval-embeddings"
+    plan = plan_models(specs, data, options, start, cache)
     encoders: dict[str, Any] = {}
     docs: dict[str, np.ndarray] = {}
     models: dict[str, dict[str, Any]] = {}
     share_over: dict[str, float] = {}
-    for spec in specs:
-        encoder = load_encoder(spec.name, show_progress=False)
-        matrix, encode_s, timing = m.encode_corpus(
-            encoder,
-            data.doc_texts,
-            cache,
-            steps,
-            seed=options.seed,
-            beir=data.beir,
-            ids=data.doc_ids,
-        )
+    not_measured = list(plan.not_measured)
+    for planned in plan.models:
+        spec, encoder = planned.spec, planned.encoder
+        probe = planned.probes.get(planned.precision)
+        timed = None
+        if probe is not None:
+            timed = (
+                probe["estimated_encode_s"],
+                f"vectors from cache; throughput from the plan's probe of {probe['docs']} "
+                "sampled documents",
+            )
+        try:
+            matrix, encode_s, timing = m.encode_corpus(
+                encoder,
+                data.doc_texts,
+                cache,
+                steps,
+                seed=options.seed,
+                beir=data.beir,
+                ids=data.doc_ids,
+                precision=planned.precision,
+                timed=timed,
+                deadline=plan.deadline,
+            )
+        except m.OutOfTime as exc:
+            not_measured.append(stopped(spec.name, exc, plan.entry or {}))
+            continue
         encoders[spec.name], docs[spec.name] = encoder, matrix
         limit = int(getattr(encoder, "max_length", spec.max_length))
         share_over[spec.name] = float(np.mean(counts > limit)) if counts.size else 0.0
         models[spec.name] = model_entry(
-            spec, encoder, encode_s, len(data.doc_ids), timing, share_over[spec.name]
+            spec, encoder, encode_s, len(data.doc_ids), timing, share_over[spec.name], planned
         )
+    kept = [s for s in specs if s.name in models]
+    if specs and not kept and not any(mode == "bm25" for mode in options.modes or ("bm25",)):
+        raise InvalidInput(
+            f"no model fits --time-budget-min {options.time_budget_min:g}: "
+            + "; ".join(entry["message"] for entry in not_measured)
+        )
+    grid, grid_warnings = build_grid(kept, options, len(data.doc_ids))
+    warnings += grid_warnings
+    warnings += [entry["message"] for entry in not_measured]
+    warnings += [int8_warning(name, entry) for name, entry in models.items()
+                 if entry["encoder_precision"] == "int8"]  # fmt: skip
+    for warning in warnings:  # also in recommendation.warnings, which the CLI prints
+        logger.info("%s", warning)
     needs_bm25 = any(c.mode in ("bm25", "hybrid") for c in grid)
     bm25 = m.Bm25(data.doc_ids, data.doc_texts, out / ".pick-bm25") if needs_bm25 else None
     try:
@@ -131,6 +159,8 @@ def run_pick(
             counts,
             counter,
             command,
+            plan.entry,
+            not_measured,
         )
     finally:
         if bm25 is not None:
@@ -154,6 +184,8 @@ def _measure_all(
     counts: np.ndarray,
     counter: str,
     command: str | None,
+    plan_entry: dict[str, Any] | None,
+    not_measured: list[dict[str, Any]],
 ) -> dict[str, Any]:
     qids = [q for q, text in data.queries.items() if text.strip()]
     if len(qids) < len(data.queries):
@@ -241,7 +273,9 @@ def _measure_all(
             "time_budget_min": options.time_budget_min,
         },
         "prices": prices_entry(prices, counts, q_tokens, options.corpus_size),
+        "plan": plan_entry,
         "models": list(models.values()),
+        "not_measured": not_measured,
         "candidates": cands,
         "recommendation": rec,
     }

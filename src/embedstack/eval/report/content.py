@@ -28,6 +28,7 @@ from embedstack.eval.report.blocks import (
     fmt_usd,
 )
 from embedstack.eval.report.derived import api_lines, by_main_metric, retention
+from embedstack.eval.report.left_out import budget_blocks
 from embedstack.eval.report.plots import PLOT_FILES, Plot
 from embedstack.eval.report.study import Study
 
@@ -342,9 +343,11 @@ def _models(study: Study) -> list[Block]:
                 str(m.get("license", "")),
                 f"{speed:,.1f}" if isinstance(speed, int | float) else "—",
                 ",".join(map(str, m.get("matryoshka_dims") or [])) or "—",
+                str(m.get("encoder_precision") or "float32"),
             )
         )
-    headers = ("model", "dim", "max length", "languages", "license", "docs/s", "Matryoshka dims")
+    headers = ("model", "dim", "max length", "languages", "license", "docs/s", "Matryoshka dims",
+               "weights")  # fmt: skip
     return [Heading("Models"), Table(headers, tuple(rows))]
 
 
@@ -371,5 +374,6 @@ def build(study: Study, plots: Sequence[Plot], title: str) -> list[Block]:
         *_plots(study, plots),
         *_cost_section(study),
         *_models(study),
+        *budget_blocks(study),
         *_runs(study),
     ]

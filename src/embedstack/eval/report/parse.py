@@ -153,6 +153,14 @@ def read_pick(raw: Mapping[str, Any], label: str, source: int) -> tuple[dict[str
     if data.get("queries_subsampled"):
         notes.append(data.get("subsample_note") or "queries were subsampled")
     models = raw.get("models") or []
+    left_out = raw.get("not_measured") or []
+    if not isinstance(left_out, list):
+        raise reader.fail("not_measured", "must be a list")
+    for i, entry in enumerate(left_out):
+        where = f"not_measured[{i}]"
+        reader.text(reader.mapping(entry, where), "model", where)
+        reader.text(entry, "message", where)
+        reader.number(entry, "estimated_encode_s", where)
     run = Run(
         kind="pick",
         label=label,
@@ -162,6 +170,7 @@ def read_pick(raw: Mapping[str, Any], label: str, source: int) -> tuple[dict[str
         recommendation=recommendation,
         budgets=reader.mapping(raw.get("budgets") or {}, "budgets"),
         models=tuple(reader.mapping(m, "models[]") for m in models),
+        not_measured=tuple(left_out),
     )
     return {
         "task": str(raw.get("task") or "retrieval"),

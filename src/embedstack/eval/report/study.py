@@ -69,6 +69,7 @@ class Run:
     recommendation: Mapping[str, Any] | None = None
     budgets: Mapping[str, Any] = field(default_factory=dict)
     models: tuple[Mapping[str, Any], ...] = ()
+    not_measured: tuple[Mapping[str, Any], ...] = ()  # models a pick's time budget left out
 
 
 @dataclass(frozen=True)
