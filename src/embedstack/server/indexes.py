@@ -164,6 +164,17 @@ class IndexHub:
                 raise _unavailable(served, exc) from None
         return bool(served.manifest.get("sparse"))
 
+    def any_sparse(self) -> bool:
+        """Whether some served index stores SPLADE postings; indexes that cannot be opened
+        now are skipped (the API description must not fail with an engine)."""
+        for name in self.names():
+            try:
+                if self.has_sparse(name):
+                    return True
+            except ApiError:
+                continue
+        return False
+
     def _shared_encoder(self, manifest: dict[str, Any]) -> TextEncoder | None:
         """A served encoder that produced this index's vectors, if one is loaded."""
         recorded = manifest["encoder"]
