@@ -21,11 +21,25 @@ requests per model call; and the ratio of requests/s, batched / unbatched. Final
 encoder alone (no HTTP) encodes the same texts one per call and ``--concurrency`` per call:
 that ratio bounds what any micro-batching can gain on this machine.
 
+``--mixed`` runs the soak instead (:mod:`server_mixed`): for each of ``--backends``
+(``local``: an index folder; ``pg``: a PostgreSQL-backed index, on a PostgreSQL started with
+``pgserver`` in a temporary folder unless ``--pg-uri`` names one) it creates the index with
+``--model`` (default ``hash-256``, the hashing encoder, so the storage paths are what is
+measured; any model name works), adds ``--seed-docs`` documents, serves it with
+``embedstack serve --model MODEL --index soak=TARGET``, sends ``--requests`` mixed
+requests (embeddings, searches, upserts, deletes) from ``--concurrency`` clients, stops the
+server and reads the index back: every acknowledged upsert must be there with its content,
+every acknowledged delete gone. Reported per backend: errors, requests/s, p50/p99 per
+request kind and the verification counts; the exit status is 0 only with no error and a
+clean verification.
+
 Prints one JSON object and writes it to ``--out``.
 
 Example:
     .venv/bin/python benchmarks/server_load.py --out /tmp/server_load.json
     .venv/bin/python benchmarks/server_load.py --requests 500 --concurrency 16
+    nice -n 19 .venv/bin/python benchmarks/server_load.py --mixed --requests 10000 \\
+        --concurrency 32 --out benchmarks/results/issue18/server_soak.json
 """
 
 from __future__ import annotations
@@ -42,6 +56,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +65,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(1, str(ROOT / "benchmarks"))
 
 MODES = ("batched", "unbatched")
 
@@ -67,6 +84,16 @@ def _texts(datasets: Path, n: int) -> tuple[list[str], str]:
     return [texts[i % len(texts)] for i in range(n)], source
 
 
+def hash_prelude(model: str) -> str:
+    """Python that registers ``hash-DIM`` (the hashing encoder) in a child ``embedstack
+    serve`` (:func:`server_mixed.register_hash`; the registry holds no hashing model)."""
+    bench = str(ROOT / "benchmarks")
+    return (
+        f"import sys; sys.path.insert(0, {bench!r}); from server_mixed import register_hash; "
+        f"register_hash({model!r}); "
+    )
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -76,15 +103,17 @@ def _free_port() -> int:
 class Server:
     """``embedstack serve`` in a subprocess, logs in a temporary file."""
 
-    def __init__(self, model: str, batching: bool, max_wait_ms: float) -> None:
+    def __init__(self, model: str, batching: bool, max_wait_ms: float,
+                 extra: tuple[str, ...] = ()) -> None:  # fmt: skip
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)  # noqa: SIM115
         command = [
-            sys.executable, "-c", "from embedstack.cli import main; main()", "serve",
-            "--model", model,
+            sys.executable, "-c", f"{hash_prelude(model)}from embedstack.cli import main; main()",
+            "serve", "--model", model,
             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
             "--max-wait-ms", str(max_wait_ms), "--batching" if batching else "--no-batching",
+            *extra,
         ]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "EMBEDSTACK_NO_PROGRESS": "1"}
         self.process = subprocess.Popen(
@@ -221,9 +250,97 @@ def run_mode(mode: str, args: argparse.Namespace, texts: list[str]) -> dict[str,
         server.stop()
 
 
+@contextmanager
+def _target(backend: str, args: argparse.Namespace, work: Path) -> Iterator[str]:
+    """A fresh index target: a folder under ``work``, or a PostgreSQL URI (``--pg-uri``,
+    else a pgserver started under ``work`` and stopped on exit)."""
+    if backend == "local":
+        yield str(work / "soak-index")
+        return
+    from backends_quality import postgres
+
+    with postgres(args.pg_uri, work) as uri:
+        sep = "&" if "?" in uri else "?"
+        yield f"{uri}{sep}index=soak_{os.getpid()}_{int(time.time())}"
+
+
+def run_mixed(backend: str, args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
+    """Create, seed, serve, load and verify one backend's index (see the module doc)."""
+    import httpx
+
+    from embedstack.index import Index
+    from server_mixed import Acked, mixed_load, register_hash, verify
+
+    register_hash(args.model)  # the same hashing model as the server's
+    with tempfile.TemporaryDirectory(prefix="embedstack-soak-") as tmp, _target(
+        backend, args, Path(tmp)
+    ) as target:  # fmt: skip
+        os.chmod(tmp, 0o755)  # pgserver's PostgreSQL user traverses it when run as root
+        acked = Acked()
+        seed = acked.seed(args.seed_docs, texts)
+        with Index.create(target, encoder=args.model) as index:
+            for i in range(0, len(seed), 500):
+                index.add(seed[i : i + 500])
+        server = Server(args.model, True, args.max_wait_ms, ("--index", f"soak={target}"))
+        try:
+            server.wait_ready(args.start_timeout)
+            limits = httpx.Limits(max_connections=args.concurrency)
+
+            async def load() -> dict[str, Any]:
+                async with httpx.AsyncClient(base_url=server.url, timeout=args.request_timeout,
+                                             limits=limits) as client:  # fmt: skip
+                    return await mixed_load(
+                        client, model=args.model, index="soak", acked=acked, texts=texts,
+                        requests=args.requests, concurrency=args.concurrency, seed=args.seed,
+                    )  # fmt: skip
+
+            result = asyncio.run(load())
+        finally:
+            server.stop()
+        start = time.perf_counter()
+        with Index.open(target, readonly=True) as index:
+            result["verify"] = verify(index, acked)
+        result["verify"]["seconds"] = round(time.perf_counter() - start, 1)
+        result["seed_docs"] = args.seed_docs
+        return result
+
+
+def main_mixed(args: argparse.Namespace) -> dict[str, Any]:
+    texts, source = _texts(args.datasets, 2000)
+    results = {backend: run_mixed(backend, args, texts) for backend in args.backends}
+    from server_mixed import KINDS, WEIGHTS
+
+    return {
+        "benchmark": "server_load_mixed",
+        "model": args.model,
+        "requests": args.requests,
+        "concurrency": args.concurrency,
+        "weights": dict(zip(KINDS, WEIGHTS, strict=True)),
+        "texts": source,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "results": results,
+        "errors": sum(r["errors"] for r in results.values()),
+        "verified": all(r["verify"]["ok"] for r in results.values()),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="all-MiniLM-L6-v2")
+    parser.add_argument(
+        "--model", default=None,
+        help="served model (default all-MiniLM-L6-v2; with --mixed hash-256, the hashing "
+        "encoder: hash-DIM names it at any dimension)",
+    )  # fmt: skip
+    parser.add_argument("--mixed", action="store_true", help="the mixed soak (see above)")
+    parser.add_argument("--backends", type=lambda v: v.split(","), default=["local", "pg"],
+                        help="--mixed: comma-separated, of local and pg")  # fmt: skip
+    parser.add_argument("--pg-uri", default=None, help="--mixed: a PostgreSQL to use")
+    parser.add_argument("--seed-docs", type=int, default=1000, help="--mixed: first docs")
+    parser.add_argument("--seed", type=int, default=0, help="--mixed: random seed")
+    parser.add_argument("--request-timeout", type=float, default=600.0,
+                        help="--mixed: seconds before a request counts as an error")  # fmt: skip
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=64)
@@ -234,6 +351,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.requests < 1 or args.concurrency < 1 or args.warmup < 1:
         parser.error("--requests, --concurrency and --warmup must be >= 1")
+    if args.mixed:
+        args.model = args.model or "hash-256"
+        if not set(args.backends) <= {"local", "pg"} or args.seed_docs < 1:
+            parser.error("--backends takes local and pg; --seed-docs must be >= 1")
+        report = main_mixed(args)
+        print(json.dumps(report, indent=2))
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        return report
+    args.model = args.model or "all-MiniLM-L6-v2"
 
     texts, source = _texts(args.datasets, args.requests)
     results = {mode: run_mode(mode, args, texts) for mode in MODES}
@@ -263,4 +391,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main()["errors"] == 0 else 1)
+    final = main()
+    sys.exit(0 if final["errors"] == 0 and final.get("verified", True) else 1)

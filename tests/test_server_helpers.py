@@ -1,13 +1,16 @@
-"""Helpers of the server tests: uvicorn in a thread, a tiny deterministic reranker, and the
-tier-0 models registered for a whole module (no tests here)."""
+"""Helpers of the server tests: uvicorn in a thread, a tiny deterministic reranker, the
+tier-0 models registered for a whole module, and the small mixed soak (no tests here)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -81,3 +84,46 @@ class ServerThread:
         self.thread.join(timeout=30)
         self.sock.close()
         assert not self.thread.is_alive(), "the test server did not stop"
+
+
+SOAK_TEXTS = [
+    f"{subject} {verb} {thing} in study {i}."
+    for i, (subject, verb, thing) in enumerate(
+        (s, v, t)
+        for s in ("Vitamin D", "Protein folding", "Gene expression", "The immune response")
+        for v in ("changes", "predicts", "reduces")
+        for t in ("bone density", "tumour growth", "sleep quality", "insulin levels")
+    )
+]
+
+
+def soak(
+    target: str | Path, model: str, *, requests: int, concurrency: int, seed_docs: int = 100
+) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """The mixed soak of ``benchmarks/server_mixed.py``, small and in-process: seed an index
+    at ``target`` (a folder or an engine URI) with ``model``, serve it, send the mixed load,
+    stop the server and read the index back. Returns (load result, verification, Acked)."""
+    import httpx
+
+    from embedstack.index import Index
+    from embedstack.server import ServerSettings, create_app
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from server_mixed import Acked, mixed_load, verify
+
+    acked = Acked()
+    with Index.create(target, encoder=model) as index:
+        index.add(acked.seed(seed_docs, SOAK_TEXTS))
+    settings = ServerSettings(models=(model,), indexes={"soak": target}, api_keys=())
+
+    async def load(url: str) -> dict[str, Any]:
+        async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+            return await mixed_load(
+                client, model=model, index="soak", acked=acked, texts=SOAK_TEXTS,
+                requests=requests, concurrency=concurrency,
+            )  # fmt: skip
+
+    with ServerThread(create_app(settings)) as server:
+        result = asyncio.run(load(server.url))
+    with Index.open(target, readonly=True) as index:
+        return result, verify(index, acked), acked

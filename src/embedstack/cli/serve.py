@@ -15,30 +15,52 @@ from embedstack.errors import EmbedstackError, InvalidInput, require
 __all__ = ["index_dirs", "serve"]
 
 
-def index_dirs(entries: list[str]) -> dict[str, Path]:
-    """``["DIR", "NAME=DIR", ...]`` → ``{name: dir}``; the name defaults to the folder name.
+def index_dirs(entries: list[str]) -> dict[str, Path | str]:
+    """``["DIR", "NAME=DIR", "NAME=URI", "URI", ...]`` → ``{name: target}``.
+
+    A target is an index directory (a ``Path``; the name defaults to the folder name) or
+    an engine URI kept as a ``str`` (``postgresql://USER@HOST/DB?index=NAME``,
+    ``milvus:///abs/file.db?index=NAME``; the name defaults to its ``index`` parameter).
+    A URI's engine is reached when the server opens the index, before it listens.
 
     Raises:
-        InvalidInput: a folder that is not an index, or a name given twice.
+        InvalidInput: a folder that is not an index, a URI of an unknown scheme or without a
+            name, or a name given twice.
     """
-    from embedstack.index import manifest
+    from urllib.parse import parse_qs, urlsplit
 
-    out: dict[str, Path] = {}
+    from embedstack.index import manifest
+    from embedstack.index.backends import scheme_of, store_class
+    from embedstack.server.settings import redact
+
+    out: dict[str, Path | str] = {}
     for entry in entries:
-        name, sep, folder = entry.partition("=")
-        if not (sep and name and folder and "/" not in name and "\\" not in name):
-            name, folder = Path(entry).name or Path(entry).resolve().name, entry
-        path = Path(folder).expanduser()
-        if not (path / manifest.FILE).is_file():
-            raise InvalidInput(
-                f"--index {entry}: {path} is not an embedstack index (no {manifest.FILE}); "
-                f"create one with `embedstack index create {path}`"
-            )
+        name, sep, target = entry.partition("=")
+        if not (sep and name and target and "/" not in name and "\\" not in name):
+            name, target = "", entry
+        scheme = scheme_of(target)
+        if scheme is not None:
+            store_class(scheme)  # InvalidInput naming the known schemes
+            name = name or parse_qs(urlsplit(target).query).get("index", [""])[-1]
+            if not name:
+                raise InvalidInput(
+                    f"--index {redact(target)}: name the index: --index NAME={redact(target)}"
+                )
+            found: Path | str = target
+        else:
+            path = Path(target).expanduser()
+            name = name or Path(target).name or Path(target).resolve().name
+            if not (path / manifest.FILE).is_file():
+                raise InvalidInput(
+                    f"--index {entry}: {path} is not an embedstack index (no {manifest.FILE}); "
+                    f"create one with `embedstack index create {path}`"
+                )
+            found = path
         if name in out:
             raise InvalidInput(
                 f"--index: two indexes are named {name!r}; name them with --index NAME=DIR"
             )
-        out[name] = path
+        out[name] = found
     return out
 
 
@@ -59,7 +81,12 @@ def _settings(**values: Any) -> Any:
 def serve(
     index: Annotated[
         list[str] | None,
-        typer.Option("--index", help="Index directory to serve (name = folder name), or NAME=DIR."),
+        typer.Option(
+            "--index",
+            help="Index to serve: a directory (name = folder name), an engine URI "
+            "(postgresql://USER@HOST/DB?index=NAME, milvus:///abs/file.db?index=NAME; name = "
+            "its index), or NAME=DIR / NAME=URI.",
+        ),
     ] = None,
     model: Annotated[
         list[str] | None,

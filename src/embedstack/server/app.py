@@ -124,7 +124,7 @@ def create_app(
         )
         state: ServerState = app.state.embedstack
         dims = embeddings.served_dims(state)
-        sparse = any(state.indexes.has_sparse(name) for name in state.indexes.names())
+        sparse = state.indexes.any_sparse()
         return specialize(
             schema,
             settings,

@@ -17,6 +17,14 @@ All handles of an index share one encoder object: the served embedding model wit
 same ``model_id`` when there is one (and the index records no special encoder options),
 else one loaded with the first handle. ONNX Runtime sessions and ``tokenizers`` are safe
 to call from several threads.
+
+An index may live in an engine (``ServerSettings.indexes`` holds a URI such as
+``postgresql://…?index=NAME`` or ``milvus:///abs/file.db?index=NAME``): its handles are
+:class:`~embedstack.index.backends.remote.RemoteIndex` objects, each with its own
+connection, pooled and used exactly like local ones. An index that cannot be opened when a
+request first needs it (engine unreachable, no index of that name, a bad URI) answers 503
+``index_unavailable`` with ``Retry-After``, the cause logged, not sent; the next request
+tries again.
 """
 
 from __future__ import annotations
@@ -26,16 +34,17 @@ import functools
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from embedstack.errors import EmbedstackError
+from embedstack.errors import EmbedstackError, IndexLocked, InvalidInput
 from embedstack.server.batching import Gate
 from embedstack.server.errors import ApiError
 from embedstack.server.metrics import Metrics
-from embedstack.server.settings import ServerSettings
+from embedstack.server.settings import IndexTarget, ServerSettings, redact
 
 if TYPE_CHECKING:
     from embedstack.encoders import TextEncoder
@@ -48,8 +57,9 @@ T = TypeVar("T")
 
 
 class _Served:
-    def __init__(self, name: str, path: Path, settings: ServerSettings) -> None:
-        self.path = path
+    def __init__(self, name: str, target: IndexTarget, settings: ServerSettings) -> None:
+        self.name = name
+        self.target = target  # a Path, or an engine URI (str)
         self.pool: queue.SimpleQueue[Index] = queue.SimpleQueue()
         self.readers = Gate(f"index {name}", settings.index_readers, settings.queue_size)
         self.writes = Gate(f"index {name} (writes)", 1, settings.queue_size)
@@ -57,7 +67,39 @@ class _Served:
         self.writer_thread = ThreadPoolExecutor(1, thread_name_prefix=f"index-{name}"[:40])
         self.encoder: TextEncoder | None = None
         self.open_lock = threading.Lock()
-        self.sparse: bool | None = None  # read from the manifest on first use
+        self.manifest: dict[str, Any] | None = None  # read on first use (fixed parts only)
+
+
+@contextmanager
+def _manifest_of(target: IndexTarget) -> Iterator[dict[str, Any]]:
+    """The manifest of the index at ``target``: a local ``manifest.json``, or the one an
+    engine keeps (read through a readonly store connection, held open for the block so
+    that an embedded engine is not stopped and restarted in between)."""
+    if isinstance(target, Path):
+        from embedstack.index.manifest import read_manifest
+
+        yield read_manifest(target)
+        return
+    from embedstack.index.backends import scheme_of, store_class
+
+    store = store_class(str(scheme_of(target))).open(target, True)
+    try:
+        yield store.manifest
+    finally:
+        store.close()
+
+
+def _unavailable(served: _Served, error: EmbedstackError) -> ApiError:
+    """The 503 answered when index ``served`` cannot be opened; the cause (which may name
+    hosts and paths) is logged, not sent."""
+    logger.error("index %r at %s cannot be opened: %s", served.name, redact(served.target), error)
+    return ApiError(
+        503,
+        f"index {served.name!r} is unavailable: it cannot be opened now (its storage is "
+        "unreachable or misconfigured; the server log says why); retry later",
+        code="index_unavailable",
+        headers={"Retry-After": "1"},
+    )
 
 
 class IndexHub:
@@ -72,7 +114,7 @@ class IndexHub:
     ) -> None:
         self._shared = shared_encoders
         self._served = {
-            name: _Served(name, Path(path), settings) for name, path in settings.indexes.items()
+            name: _Served(name, target, settings) for name, target in settings.indexes.items()
         }
         if metrics is not None:
             for name, served in self._served.items():
@@ -97,52 +139,83 @@ class IndexHub:
             )
         return served
 
-    def path(self, name: str) -> Path:
-        """The directory of index ``name``.
+    def path(self, name: str) -> Path | None:
+        """The directory of index ``name``; None for an index held by an engine (it has no
+        folder, hence no saved pipelines).
 
         Raises:
             ApiError: 404 for an unknown index.
         """
-        return self._get(name).path
+        target = self._get(name).target
+        return target if isinstance(target, Path) else None
 
     def has_sparse(self, name: str) -> bool:
         """Whether index ``name`` stores SPLADE postings (searchable with mode ``sparse``).
 
         Raises:
-            ApiError: 404 for an unknown index.
+            ApiError: 404 for an unknown index; 503 for one that cannot be opened.
         """
         served = self._get(name)
-        if served.sparse is None:
-            from embedstack.index.manifest import read_manifest
+        if served.manifest is None:
+            try:
+                with served.open_lock, _manifest_of(served.target) as manifest:
+                    served.manifest = manifest
+            except EmbedstackError as exc:
+                raise _unavailable(served, exc) from None
+        return bool(served.manifest.get("sparse"))
 
-            served.sparse = bool(read_manifest(served.path).get("sparse"))
-        return served.sparse
+    def any_sparse(self) -> bool:
+        """Whether some served index stores SPLADE postings; indexes that cannot be opened
+        now are skipped (the API description must not fail with an engine)."""
+        for name in self.names():
+            try:
+                if self.has_sparse(name):
+                    return True
+            except ApiError:
+                continue
+        return False
 
-    def _shared_encoder(self, path: Path) -> TextEncoder | None:
+    def _shared_encoder(self, manifest: dict[str, Any]) -> TextEncoder | None:
         """A served encoder that produced this index's vectors, if one is loaded."""
-        from embedstack.index.manifest import read_manifest
-
-        recorded = read_manifest(path)["encoder"]
+        recorded = manifest["encoder"]
         if recorded.get("options"):
             return None  # built with special options (quantization …): load its own
         return next((e for e in self._shared() if e.model_id == recorded["model_id"]), None)
 
     def _open(self, served: _Served, *, readonly: bool) -> Index:
+        """A new handle of ``served`` (the first one picks the encoder).
+
+        Raises:
+            EmbedstackError: the index cannot be opened (as :meth:`Index.open`).
+        """
         from embedstack.index import Index
 
         with served.open_lock:  # the first open loads the encoder; later ones reuse it
-            if served.encoder is None:
-                served.encoder = self._shared_encoder(served.path)
-            index = Index.open(served.path, encoder=served.encoder, readonly=readonly)
+            if served.encoder is not None:
+                return Index.open(served.target, encoder=served.encoder, readonly=readonly)
+            with _manifest_of(served.target) as manifest:
+                served.manifest = manifest
+                served.encoder = self._shared_encoder(manifest)
+                index = Index.open(served.target, encoder=served.encoder, readonly=readonly)
             if served.encoder is None:
                 served.encoder = index.encoder
         return index
+
+    def _open_for_request(self, served: _Served, *, readonly: bool) -> Index:
+        """:meth:`_open` for a request: a failure to open is the server's, not the
+        client's (503 ``index_unavailable``), except a write lock held elsewhere (409)."""
+        try:
+            return self._open(served, readonly=readonly)
+        except IndexLocked:
+            raise
+        except InvalidInput as exc:  # unreachable engine, no such index, bad URI
+            raise _unavailable(served, exc) from None
 
     def _read_sync(self, served: _Served, fn: Callable[[Index], T]) -> T:
         try:
             index = served.pool.get_nowait()
         except queue.Empty:
-            index = self._open(served, readonly=True)
+            index = self._open_for_request(served, readonly=True)
         try:
             result = fn(index)
         except EmbedstackError:
@@ -156,7 +229,8 @@ class IndexHub:
 
     def _write_sync(self, served: _Served, fn: Callable[[Index], T]) -> T:
         if served.writer is None:
-            served.writer = self._open(served, readonly=False)  # IndexLocked → 409, retried
+            # IndexLocked → 409, an engine that cannot be reached → 503; both retried
+            served.writer = self._open_for_request(served, readonly=False)
         try:
             return fn(served.writer)
         except EmbedstackError:
@@ -170,7 +244,7 @@ class IndexHub:
         """Run ``fn`` with a readonly handle of index ``name`` on a worker thread.
 
         Raises:
-            ApiError: 404 for an unknown index.
+            ApiError: 404 for an unknown index; 503 for one that cannot be opened.
             Overloaded: ``queue_size`` reads are already waiting.
         """
         served = self._get(name)
@@ -181,7 +255,7 @@ class IndexHub:
         """Run ``fn`` with the one writable handle of index ``name``, one write at a time.
 
         Raises:
-            ApiError: 404 for an unknown index.
+            ApiError: 404 for an unknown index; 503 for one that cannot be opened.
             Overloaded: ``queue_size`` writes are already waiting.
             IndexLocked: another process holds the index's write lock.
         """

@@ -141,8 +141,9 @@ class PipelineHub:
                 )
         return next(iter(chosen["rerank"]), None), next(iter(chosen["colbert"]), None)
 
-    async def get(self, index: str, path: Path, spec: str) -> Pipeline:
-        """The pipeline ``spec`` of index ``index`` (stored at ``path``), built on first use.
+    async def get(self, index: str, path: Path | None, spec: str) -> Pipeline:
+        """The pipeline ``spec`` of index ``index`` (stored at ``path``; None for an index
+        held by an engine, which has no saved pipelines), built on first use.
 
         Raises:
             InvalidInput: an unknown or invalid pipeline, or a stage whose model the server

@@ -7,6 +7,7 @@ without the ``server`` extra installed.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from embedstack.encoders.registry import DEFAULT_MODEL
 
-__all__ = ["API_KEYS_ENV", "ServerSettings", "split_alias"]
+__all__ = ["API_KEYS_ENV", "IndexTarget", "ServerSettings", "redact", "split_alias"]
+
+#: Where a served index lives: a local directory (``Path``), or an engine URI (``str`` with
+#: a ``scheme://`` routed by :mod:`embedstack.index.backends`: ``postgresql://…?index=NAME``,
+#: ``milvus:///abs/file.db?index=NAME``, ``milvus://host:19530?index=NAME`` …).
+IndexTarget = Path | str
+_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*):[^/?#@]*@")
+_SECRET_PARAM = re.compile(r"([?&](?:password|sslpassword|token)=)[^&#]*", re.IGNORECASE)
 
 API_KEYS_ENV = "EMBEDSTACK_API_KEYS"
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
@@ -49,6 +57,46 @@ def split_alias(entry: str) -> tuple[str, str]:
     return entry, entry
 
 
+def redact(target: IndexTarget) -> str:
+    """``target`` as text without secrets: a URI's password and its ``password``,
+    ``sslpassword`` and ``token`` query parameters become ``***``; a path is returned as is.
+
+    Example:
+        >>> redact("postgresql://app:s3cret@db:5432/rag?index=papers")
+        'postgresql://app:***@db:5432/rag?index=papers'
+        >>> redact("milvus+https://host:443?index=docs&token=abc")
+        'milvus+https://host:443?index=docs&token=***'
+    """
+    if isinstance(target, Path):
+        return str(target)
+    return _SECRET_PARAM.sub(r"\1***", _PASSWORD.sub(r"\1:***@", target))
+
+
+def _index_target(name: str, target: IndexTarget) -> IndexTarget:
+    """A local path as ``Path``, an engine URI as ``str`` (its scheme must be routed).
+
+    Raises:
+        ValueError: an unknown scheme, or a URI that was turned into a ``Path``.
+    """
+    from embedstack.errors import InvalidInput
+    from embedstack.index.backends import SCHEMES, scheme_of
+
+    try:
+        scheme = scheme_of(target)
+    except InvalidInput as exc:  # Path("postgresql://h/db") lost its "//"
+        raise ValueError(f"index {name!r}: {exc}") from None
+    if scheme is None:
+        return Path(target)
+    if scheme not in SCHEMES:
+        known = ", ".join(f"{s}://" for s in sorted(SCHEMES))
+        raise ValueError(
+            f"index {name!r}: unknown index URI scheme {scheme + '://'!r} in "
+            f"{redact(target)!r}: an index is a local directory (a path without scheme) or "
+            f"lives in an engine: {known}"
+        )
+    return target
+
+
 def _keys_from_env() -> tuple[SecretStr, ...]:
     raw = os.environ.get(API_KEYS_ENV, "")
     return tuple(SecretStr(k.strip()) for k in raw.split(",") if k.strip())
@@ -67,7 +115,12 @@ class ServerSettings(BaseModel):
             under the folder's name; see :func:`split_alias`). The first one is also the
             cross-encoder of index-search pipelines whose ``rerank`` stage names no model;
             a stage that names one must name a served reranker.
-        indexes: Index directories served under ``/v1/indexes/{name}``, by name.
+        indexes: Indexes served under ``/v1/indexes/{name}``, by name: a local directory
+            (a ``Path``, or a ``str`` without scheme), or an engine URI as a ``str``
+            (:data:`IndexTarget`; ``postgresql://USER@HOST/DB?index=NAME``,
+            ``milvus:///abs/file.db?index=NAME``, ``milvus://HOST:19530?index=NAME``). An
+            unknown scheme is refused here; an unreachable engine when the index is first
+            opened (at start-up with ``preload``, else 503 ``index_unavailable``).
         preload: Load every model (and open every index) at startup, so a bad name fails
             the start and the first request is not slow. When False (the default for
             ``create_app``) models load on first use, in a worker thread, once;
@@ -103,7 +156,7 @@ class ServerSettings(BaseModel):
 
     models: tuple[str, ...] = (DEFAULT_MODEL,)
     rerankers: tuple[str, ...] = ()
-    indexes: dict[str, Path] = Field(default_factory=dict)
+    indexes: dict[str, IndexTarget] = Field(default_factory=dict)
     preload: bool = False
     api_keys: tuple[SecretStr, ...] = Field(default_factory=_keys_from_env)
     max_inputs_per_request: int = Field(default=2048, ge=1)
@@ -134,11 +187,11 @@ class ServerSettings(BaseModel):
 
     @field_validator("indexes")
     @classmethod
-    def _index_names(cls, indexes: dict[str, Path]) -> dict[str, Path]:
+    def _index_names(cls, indexes: dict[str, IndexTarget]) -> dict[str, IndexTarget]:
         for name in indexes:
             if not name or not set(name) <= _NAME_CHARS:
                 raise ValueError(f"index name {name!r} must be letters, digits, '-', '_' or '.'")
-        return indexes
+        return {name: _index_target(name, target) for name, target in indexes.items()}
 
     @field_validator("api_keys")
     @classmethod
@@ -164,5 +217,6 @@ class ServerSettings(BaseModel):
     def public_dict(self) -> dict[str, Any]:
         """The settings without secrets (for logs and ``/healthz``-style reports)."""
         data = self.model_dump(mode="json", exclude={"api_keys"})
+        data["indexes"] = {name: redact(target) for name, target in self.indexes.items()}
         data["auth"] = bool(self.api_keys)
         return data
