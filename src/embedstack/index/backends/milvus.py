@@ -327,9 +327,12 @@ class MilvusStore(Store):
                       flt: dict[str, Any] | None) -> list[list[Ranked]]:  # fmt: skip
         if not self.manifest.get("sparse"):
             return super().search_sparse(queries, k, flt)
-        expr = self._filtered(self._state(), flt)
-        return milvus_sparse.search(self.client, self.chunks_c, queries, k, expr,
-                                    min(bm.MAX_LIMIT, k + 16))  # fmt: skip
+        state = self._state()
+        expr = self._filtered(state, flt)
+        return milvus_sparse.search(
+            self.client, self.chunks_c, queries, k, expr, min(bm.MAX_LIMIT, k + 16),
+            lambda ids: self._rows(self.chunks_c, ids, milvus_sparse.OUT, state),
+        )  # fmt: skip
 
     def dense_scores(self, query: FloatArray, ids: Sequence[str]) -> dict[str, float]:
         rows = self._rows(self.chunks_c, list(ids), ["doc_id", "vec"], self._state())

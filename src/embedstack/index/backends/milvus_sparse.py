@@ -7,17 +7,18 @@ its SPLADE weights keyed by vocabulary id, written in the same insert as its den
 without weights stores :data:`NO_WEIGHTS` (Milvus refuses an empty sparse vector) under a
 term id no vocabulary reaches, so no query ever scores it.
 
-Search: Milvus returns, per query, the best chunk of each of the ``k + 16`` best documents
-(``group_by_field="doc_id"``, so a document's score is its best chunk's: MaxP) with the
-chunk's weights; the client rescores each returned chunk exactly as
-:mod:`embedstack.index.sparse` does (float64 sums of ``query weight × weight`` in ascending
-term order), then sorts by the float32 score and doc id. Documents sharing no term with the
-query do not come back (score 0), as in the local index.
+Search: Milvus returns, per query, the ``k + 16`` best documents (``group_by_field=
+"doc_id"``: a document ranks by its best chunk, MaxP); the client reads every visible chunk
+of those documents and rescores them exactly as :mod:`embedstack.index.sparse` does
+(float64 sums of ``query weight × weight`` in ascending term order), keeps each document's
+best chunk (the first by chunk number among equal scores, as the local index) and sorts by
+the float32 score and doc id. Documents sharing no term with the query do not come back
+(score 0), as in the local index.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,7 @@ __all__ = ["FIELD", "NO_WEIGHTS", "chunk_rows", "exact_score", "search"]
 FIELD = "sp"
 #: The placeholder of a chunk without weights: term id 2**32 - 2 (above any vocabulary).
 NO_WEIGHTS = {2**32 - 2: 1e-30}
-_OUT = ["doc_id", "chunk_no", "start", "end", FIELD]
+OUT = ["doc_id", "chunk_no", "start", "end", FIELD]
 
 
 def chunk_rows(vectors: SparseVectors) -> list[dict[int, float]]:
@@ -53,9 +54,13 @@ def exact_score(q_ids: list[int], q_weights: list[float], row: Mapping[int, floa
     return total
 
 
-def search(client: Any, coll: str, queries: SparseVectors, k: int, expr: str,
-           limit: int) -> list[list[Ranked]]:  # fmt: skip
-    """Per query, the ``k`` best documents among the ``limit`` Milvus hands over."""
+ChunksOf = Callable[[Sequence[str]], list[dict[str, Any]]]
+
+
+def search(client: Any, coll: str, queries: SparseVectors, k: int, expr: str, limit: int,
+           chunks_of: ChunksOf) -> list[list[Ranked]]:  # fmt: skip
+    """Per query, the ``k`` best documents among the ``limit`` Milvus hands over;
+    ``chunks_of(ids)`` reads the visible chunk rows (fields :data:`OUT`) of documents."""
     out: list[list[Ranked]] = []
     for qi in range(len(queries)):
         ids, weights = queries.row(qi)
@@ -66,16 +71,17 @@ def search(client: Any, coll: str, queries: SparseVectors, k: int, expr: str,
             continue
         hits = client.search(
             coll, data=[dict(zip(q_ids, q_w, strict=True))], anns_field=FIELD, limit=limit,
-            filter=expr, group_by_field="doc_id", output_fields=_OUT,
+            filter=expr, group_by_field="doc_id", output_fields=["doc_id"],
             search_params={"metric_type": "IP"},
         )[0]  # fmt: skip
-        ranked = []
-        for h in hits:
-            e = h["entity"]
+        best: dict[str, tuple[float, int, int, int]] = {}
+        for e in chunks_of(sorted({h["entity"]["doc_id"] for h in hits})):
             s = exact_score(q_ids, q_w, {int(t): w for t, w in e[FIELD].items()})
-            if s > 0:
-                chunk = (int(e["chunk_no"]), int(e["start"]), int(e["end"]))
-                ranked.append(Ranked(e["doc_id"], s, chunk))
+            old = best.get(e["doc_id"])
+            no = int(e["chunk_no"])
+            if s > 0 and (old is None or (-s, no) < (-old[0], old[1])):
+                best[e["doc_id"]] = (s, no, int(e["start"]), int(e["end"]))
+        ranked = [Ranked(d, s, (no, a, b)) for d, (s, no, a, b) in best.items()]
         ranked.sort(key=lambda r: (-np.float32(r.score), r.doc_id))
         out.append(ranked[:k])
     return out
