@@ -22,7 +22,7 @@ from langchain_tests.integration_tests import (  # noqa: E402
 )
 from langchain_tests.unit_tests import EmbeddingsUnitTests  # noqa: E402
 
-from embedstack import HashEncoder, Index, InvalidInput  # noqa: E402
+from embedstack import DimensionMismatch, HashEncoder, Index, InvalidInput  # noqa: E402
 from embedstack.integrations.langchain import (  # noqa: E402
     EmbedstackEmbeddings,
     EmbedstackVectorStore,
@@ -175,6 +175,40 @@ def test_scores_are_the_index_cosines_and_relevance_maps_them_to_0_1(tmp_path: P
     store.close()
 
 
+def test_search_by_vector_ranks_as_the_text_query_it_encodes(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    for query, flt in (("cats chase mice", None), ("animals", {"year": {"$gte": 2021}})):
+        vec = store.embeddings.embed_query(query)
+        by_text = store.similarity_search_with_score(query, k=3, filter=flt)
+        by_vec = store.similarity_search_with_score_by_vector(vec, k=3, filter=flt)
+        assert [d.id for d, _ in by_vec] == [d.id for d, _ in by_text]
+        assert [s for _, s in by_vec] == pytest.approx([s for _, s in by_text], abs=1e-6)
+        scaled = [3.0 * x for x in vec]  # a vector's length does not change the cosine
+        assert [d.id for d in store.similarity_search_by_vector(scaled, k=3, filter=flt)] == [
+            d.id for d, _ in by_text
+        ]
+    store.add_texts(["a kitten and its mice"], [{"animal": "cat", "year": 2024}], ids=["k1"])
+    vec = store.embeddings.embed_query("kitten mice")
+    assert store.similarity_search_by_vector(vec, k=1)[0].id == "k1"  # sees later writes
+    with pytest.raises(DimensionMismatch):
+        store.similarity_search_by_vector([1.0] * 63)
+    for bad in ([float("nan")] * 64, ["x"] * 64):
+        with pytest.raises(InvalidInput):
+            store.similarity_search_by_vector(bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="dense"):
+        store.similarity_search_by_vector(vec, mode="bm25")
+    store.close()
+    store.close()
+
+
+async def test_async_search_by_vector_equals_the_sync_one(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    vec = store.embeddings.embed_query("cats")
+    got = await store.asimilarity_search_by_vector(vec, k=2)
+    assert [d.id for d in got] == [d.id for d in store.similarity_search_by_vector(vec, k=2)]
+    store.close()
+
+
 def test_add_texts_titles_upsert_and_bad_input(tmp_path: Path) -> None:
     store = _store(tmp_path)
     assert store.add_texts(["cats purr on the sofa"], [{"animal": "cat", "year": 2020}],
@@ -193,8 +227,8 @@ def test_add_texts_titles_upsert_and_bad_input(tmp_path: Path) -> None:
         with pytest.raises(InvalidInput):
             bad()
     assert len(store.index) == 4
-    with pytest.raises(NotImplementedError):
-        store.similarity_search_by_vector([0.0] * 64)
+    with pytest.raises(InvalidInput):
+        store.similarity_search_by_vector([0.0] * 64)  # no direction: not a query
     with pytest.raises(InvalidInput):
         EmbedstackVectorStore("not an index")  # type: ignore[arg-type]
     store.close()

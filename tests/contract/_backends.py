@@ -25,13 +25,15 @@ BACKENDS: dict[str, str] = {
 DIFFERENCES: dict[str, dict[str, str]] = {
     "postgresql": {
         "precision": "float32 vectors only (pgvector 'vector'); int8/binary are refused",
-        "sparse": "no SPLADE postings or ColBERT vectors (sparse=/colbert= refused)",
+        "colbert": "no ColBERT vectors (colbert= refused); SPLADE postings (sparse=) are "
+        "stored in a table and scored by SQL (pgvector 0.6 has no sparsevec)",
         "n_deleted": "dead rows are reclaimed by (auto)vacuum: stats().n_deleted is always 0",
         "nul": "a NUL character in a document is InvalidInput (PostgreSQL text cannot hold it)",
     },
     "milvus": {
         "precision": "float32 vectors only (Milvus FLOAT_VECTOR); int8/binary are refused",
-        "sparse": "no SPLADE postings or ColBERT vectors (sparse=/colbert= refused)",
+        "colbert": "no ColBERT vectors (colbert= refused); SPLADE postings (sparse=) are a "
+        "SPARSE_FLOAT_VECTOR field of the chunks",
         "n_deleted": "Milvus compacts deleted rows on its own: stats().n_deleted is always 0",
     },
 }

@@ -231,9 +231,9 @@ def test_engine_differences_are_what_we_say(backend: Backend) -> None:
     else:
         backend.create(precision="int8").close()
     other = backend.fresh()
-    if differs(backend.name, "sparse"):
+    if differs(backend.name, "colbert"):
         with pytest.raises(InvalidInput, match="not supported"):
-            other.create(sparse="splade-tiny")
+            other.create(colbert="colbert-tiny")
     idx = other.create()
     idx.add(corpus(4))
     idx.delete(["doc00"])

@@ -1,14 +1,19 @@
-"""The encoder behind an adapter: a registry name, a model folder or a TextEncoder."""
+"""The encoder behind an adapter: a registry name, a model folder or a TextEncoder; and
+the query-vector encoder that lets an adapter search an index by a raw vector."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
+from embedstack._typing import FloatArray
 from embedstack.encoders import TextEncoder, load_encoder
 from embedstack.errors import InvalidInput
 
-__all__ = ["resolve_encoder"]
+__all__ = ["QueryVectors", "resolve_encoder"]
 
 
 def resolve_encoder(model: str | os.PathLike[str] | TextEncoder,
@@ -27,3 +32,51 @@ def resolve_encoder(model: str | os.PathLike[str] | TextEncoder,
             raise InvalidInput("encoder_options apply to a model name, not to an encoder object")
         return model
     raise InvalidInput(f"model must be a model name or a TextEncoder, got {type(model).__name__}")
+
+
+class QueryVectors:
+    """An index's encoder whose ``encode_queries`` returns vectors given beforehand
+    (:meth:`serve`), so that an index opened with it searches by a raw query vector with
+    its own dense retriever (filters, MaxP over chunks, HNSW). Everything else (identity,
+    documents, tokenizer) is the wrapped model's, so ``Index.open`` accepts it.
+    """
+
+    def __init__(self, base: TextEncoder) -> None:
+        self.base = base
+        self.pending: FloatArray | None = None
+
+    def __getattr__(self, name: str) -> Any:  # tokenizer, max_length, prefixes, config
+        return getattr(self.base, name)
+
+    @property
+    def name(self) -> str:
+        return self.base.name
+
+    @property
+    def model_id(self) -> str:
+        return self.base.model_id
+
+    @property
+    def dim(self) -> int:
+        return int(self.base.dim)
+
+    def serve(self, vector: FloatArray | None) -> None:
+        """Answer the next query encoding with ``vector`` (``(dim,)``), None to stop."""
+        self.pending = vector
+
+    def encode(self, texts: Iterable[str]) -> FloatArray:
+        return self.base.encode(texts)
+
+    def encode_documents(self, texts: Iterable[str]) -> FloatArray:
+        return self.base.encode_documents(texts)
+
+    def encode_queries(self, texts: Iterable[str]) -> FloatArray:
+        """The served vector once per text.
+
+        Raises:
+            InvalidInput: no vector was served (this encoder searches by vector only).
+        """
+        items = list(texts)
+        if self.pending is None:
+            raise InvalidInput("this index handle searches by vector only: serve() a vector")
+        return np.repeat(self.pending[None, :].astype(np.float32), len(items), axis=0)

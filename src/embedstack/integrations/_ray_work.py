@@ -17,7 +17,20 @@ from embedstack.errors import ModelMismatch
 from embedstack.index._setup import recorded_chunker
 from embedstack.index.sources import json_doc, read_file
 
-__all__ = ["EncodeChunks", "LookupEncoder", "parquet_rows", "read_rows", "shards", "token_batches"]
+__all__ = [
+    "EncodeAndWrite",
+    "EncodeChunks",
+    "LookupEncoder",
+    "RESULT_COLUMNS",
+    "docs_of",
+    "parquet_rows",
+    "read_rows",
+    "shards",
+    "token_batches",
+]
+
+#: The columns of what an :class:`EncodeAndWrite` actor returns: one row per batch written.
+RESULT_COLUMNS = ("added", "updated", "unchanged", "chunks", "docs", "chars", "misses")
 
 EncoderFactory = Callable[[], TextEncoder]
 
@@ -192,6 +205,58 @@ class EncodeChunks:
             "vectors": pa.array([np.ascontiguousarray(vecs[rows_]).tobytes() for rows_ in per_doc],
                                 type=pa.binary()),
         })  # fmt: skip
+
+
+def docs_of(cols: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """The index documents of an encoded batch's columns."""
+    return [{"id": i, "title": t, "text": x, "metadata": json.loads(m)}
+            for i, t, x, m in zip(cols["id"], cols["title"], cols["text"], cols["metadata"],
+                                  strict=True)]  # fmt: skip
+
+
+def feed(lookup: LookupEncoder, cols: dict[str, list[Any]]) -> None:
+    """Serve an encoded batch's chunk vectors to ``lookup``."""
+    for chunks, raw in zip(cols["chunks"], cols["vectors"], strict=True):
+        lookup.feed(chunks, np.frombuffer(raw, np.float32).reshape(len(chunks), lookup.dim))
+
+
+class EncodeAndWrite(EncodeChunks):
+    """Ray actor for targets that take concurrent writers (PostgreSQL): encodes a batch as
+    :class:`EncodeChunks` does, then upserts it into ``target`` over the actor's own
+    connection, as one atomic batch, and returns one row of counts
+    (:data:`RESULT_COLUMNS`). A retried batch (a restarted actor) whose first try had
+    committed finds its documents unchanged (same ids, same content hash) and writes
+    nothing twice.
+
+    Args:
+        target: the index URI.
+        manifest, encoder, max_batch_tokens: as :class:`EncodeChunks`.
+    """
+
+    def __init__(self, target: str, manifest: dict[str, Any], encoder: EncoderFactory | None,
+                 max_batch_tokens: int) -> None:  # fmt: skip
+        from embedstack.index import Index
+
+        super().__init__(manifest, encoder, max_batch_tokens)
+        self.lookup = LookupEncoder(self.encoder)
+        self.index = Index.open(target, encoder=self.lookup)  # type: ignore[arg-type]
+
+    def __call__(self, batch: Any) -> Any:
+        import pyarrow as pa
+
+        cols = super().__call__(batch).to_pydict()
+        docs = docs_of(cols)
+        feed(self.lookup, cols)
+        misses = self.lookup.misses
+        try:
+            result = self.index.upsert(docs)
+        finally:
+            self.lookup.clear()
+        counts = {"added": result.added, "updated": result.updated,
+                  "unchanged": result.unchanged, "chunks": result.chunks, "docs": len(docs),
+                  "chars": sum(len(d["text"]) for d in docs),
+                  "misses": self.lookup.misses - misses}  # fmt: skip
+        return pa.table({name: [int(counts[name])] for name in RESULT_COLUMNS})
 
 
 class LookupEncoder:

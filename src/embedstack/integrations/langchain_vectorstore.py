@@ -14,9 +14,12 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from embedstack.errors import IndexNotFound, InvalidInput, require
+import numpy as np
+
+from embedstack.errors import DimensionMismatch, IndexNotFound, InvalidInput, require
 from embedstack.index import Hit, Index
 from embedstack.index.protocols import SearchOptions
+from embedstack.integrations._encoders import QueryVectors
 
 require("langchain_core", "langchain", "the LangChain adapters")
 
@@ -48,6 +51,11 @@ class EmbedstackVectorStore(VectorStore):
     (which run the sync ones in worker threads) are safe. It does not close an index it was
     given; :meth:`close` does.
 
+    Search by vector (:meth:`similarity_search_by_vector`) runs the index's own dense
+    retriever with the given vector in place of an encoded query: the store opens a second,
+    read-only handle on the same index (same folder or URI) whose encoder serves that
+    vector, on first use, and closes it with :meth:`close`.
+
     Args:
         index: an open, writable :class:`~embedstack.index.Index` (any backend).
         embedding: the LangChain embeddings reported by :attr:`embeddings`; None reports an
@@ -73,6 +81,7 @@ class EmbedstackVectorStore(VectorStore):
         self.index = index
         self._embedding = embedding
         self._lock = threading.RLock()
+        self._by_vector: tuple[Index, QueryVectors] | None = None
 
     @property
     def embeddings(self) -> Embeddings:
@@ -84,6 +93,9 @@ class EmbedstackVectorStore(VectorStore):
     def close(self) -> None:
         """Close the index (idempotent)."""
         with self._lock:
+            if self._by_vector is not None:
+                self._by_vector[0].close()
+                self._by_vector = None
             self.index.close()
 
     # --- writes ----------------------------------------------------------------------------
@@ -195,14 +207,81 @@ class EmbedstackVectorStore(VectorStore):
     def _select_relevance_score_fn(self) -> Any:
         return relevance  # the dense score is a cosine similarity
 
+    def similarity_search_with_score_by_vector(
+        self,
+        embedding: Sequence[float],
+        k: int = 4,
+        filter: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> list[tuple[Document, float]]:
+        """The ``k`` best documents for a query vector, with their cosine scores.
+
+        The index's dense retriever ranks them exactly as a text query encoded to this
+        vector: each document scores its best chunk (the vector is L2-normalized first),
+        filters apply before top-k, HNSW where the index has it.
+
+        Args:
+            embedding: ``(dim,)`` floats in the index's vector space (e.g. from
+                :attr:`embeddings`' ``embed_query``); the index's full model dimension is
+                truncated as the index truncates its queries.
+            k, filter: as :meth:`similarity_search_with_score`.
+            **kwargs: other :class:`~embedstack.SearchOptions` fields; ``mode`` may only
+                be ``"dense"`` (the other retrievers need the query text).
+
+        Raises:
+            DimensionMismatch: a vector of another length than the index's dimension (or
+                its model's full one).
+            InvalidInput: a vector that is not finite or is all zeros, another ``mode``, a
+                bad option or filter.
+        """
+        if kwargs.setdefault("mode", "dense") != "dense":
+            raise InvalidInput(f"search by vector runs the dense retriever only, not mode="
+                               f"{kwargs['mode']!r}: pass the query text for it")  # fmt: skip
+        options = SearchOptions.build(None, k=k, filter=filter, **kwargs)
+        vec = self._query_vector(embedding)
+        with self._lock:
+            handle, served = self._vector_handle()
+            served.serve(vec)
+            try:
+                hits = handle.search("query vector", options)
+            finally:
+                served.serve(None)
+        return [(_document(h), h.score) for h in hits]
+
     def similarity_search_by_vector(
-        self, embedding: list[float], k: int = 4, **kwargs: Any
+        self,
+        embedding: list[float],
+        k: int = 4,
+        filter: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> list[Document]:
-        """Not offered: an embedstack index searches by query text (it encodes the query
-        with its own model and prefix), and its public API takes no raw vector."""
-        raise NotImplementedError(
-            "EmbedstackVectorStore searches by text: use similarity_search(query)"
-        )
+        """The ``k`` best documents for a query vector; see
+        :meth:`similarity_search_with_score_by_vector`."""
+        found = self.similarity_search_with_score_by_vector(embedding, k, filter, **kwargs)
+        return [doc for doc, _ in found]
+
+    def _query_vector(self, embedding: Sequence[float]) -> np.ndarray:
+        try:
+            vec = np.asarray(embedding, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"embedding must be a sequence of floats ({exc})") from None
+        full = int(self.index.manifest["encoder"]["full_dim"])
+        if vec.ndim != 1 or len(vec) not in (self.index.dim, full):
+            raise DimensionMismatch(f"a query vector of shape {vec.shape}; the index holds "
+                                    f"{self.index.dim}-d vectors")  # fmt: skip
+        norm = float(np.linalg.norm(vec)) if np.all(np.isfinite(vec)) else 0.0
+        if not norm > 0:
+            raise InvalidInput("a query vector must be finite and not all zeros")
+        return (vec / norm).astype(np.float32)
+
+    def _vector_handle(self) -> tuple[Index, QueryVectors]:
+        """The read-only handle whose encoder serves query vectors (opened once)."""
+        if self._by_vector is None:
+            served = QueryVectors(self.index.encoder)
+            where = getattr(self.index, "uri", None) or self.index.path
+            handle = Index.open(where, encoder=served, readonly=True)  # type: ignore[arg-type]
+            self._by_vector = (handle, served)
+        return self._by_vector
 
     # --- construction ----------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
-"""Ingestion on a Ray cluster (extra ``ray``): read, chunk and encode in parallel, write
-through the index's single writer.
+"""Ingestion on a Ray cluster (extra ``ray``): read, chunk and encode in parallel; write in
+parallel to an engine that takes concurrent writers (PostgreSQL), else through one writer.
 
 The pipeline is Ray Data: the files of ``paths`` (text, Markdown, HTML, JSONL, BEIR folders;
 read by :func:`embedstack.index.sources.read_file`, so ids and validation are those of
@@ -18,8 +18,19 @@ is written before the driver's upsert, which is atomic. A run that fails leaves 
 upserted before the failure committed; running it again skips those (same ids, same content
 hash: ``unchanged``) and adds the rest, so nothing is lost or duplicated.
 
-Writes go through the driver for every target (a local index has one writer; an engine
-URI is written the same way, by one process).
+Where the batches are written:
+
+* **PostgreSQL** (a store with ``concurrent_writers``): by the actors themselves. Each
+  actor opens its own connection to the target (:class:`~._ray_work.EncodeAndWrite`) and
+  upserts each batch it encoded, as one transaction (the store serialises the commits of
+  concurrent writers with an advisory lock; encoding and the transfer of rows run in
+  parallel). The driver only sums the counts. A killed actor's batch is retried by Ray: a
+  transaction cut short is rolled back by PostgreSQL, one that had committed finds its
+  documents unchanged on the retry, so nothing is lost or stored twice.
+* **A local index** and **Milvus**: through the driver, one ``upsert`` per batch as it
+  arrives. A local index has a single writer (its file lock); milvus-lite serves one process
+  per file, and the Milvus store's commit protocol allows one writer per index at a time
+  (see :mod:`embedstack.index.backends.milvus`), so parallel writers would corrupt it.
 
 Example:
     >>> from embedstack.integrations.ray_ingest import ingest
@@ -29,15 +40,12 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from embedstack.encoders import TextEncoder
 from embedstack.errors import EmbedstackError, InvalidInput, require
@@ -51,8 +59,12 @@ from embedstack.index.sources import (
     scan_documents,
 )
 from embedstack.integrations._ray_work import (
+    RESULT_COLUMNS,
+    EncodeAndWrite,
     EncodeChunks,
     LookupEncoder,
+    docs_of,
+    feed,
     parquet_rows,
     read_rows,
     shards,
@@ -68,9 +80,10 @@ class IngestResult:
     Attributes:
         added, updated, unchanged: documents, as :class:`~embedstack.index.AddResult`.
         chunks: chunks embedded and stored by this run.
-        batches: upserts the driver made.
-        driver_encoded: chunk texts the driver had to encode itself (0 when the workers
+        batches: atomic upserts made (by the driver, or by the actors for PostgreSQL).
+        driver_encoded: chunk texts the writer had to encode itself (0 when the workers
             covered every chunk).
+        parallel_writes: whether the actors wrote their batches to the target themselves.
         seconds: wall time from the first read to the last commit.
     """
 
@@ -81,6 +94,7 @@ class IngestResult:
     batches: int
     driver_encoded: int
     seconds: float
+    parallel_writes: bool = False
 
 
 def _ray() -> Any:
@@ -128,7 +142,8 @@ def ingest(
     starts a local one for the run and shuts it down after.
 
     Args:
-        target: the index (a folder or an engine URI); it must exist.
+        target: the index (a folder or an engine URI); it must exist. A PostgreSQL
+            target is written by the actors in parallel (see the module docstring).
         paths: files and folders, as ``embedstack index add`` reads them, and Parquet files.
         workers: actors in the encoding pool (one model each).
         options: include/exclude globs and the id prefix.
@@ -166,6 +181,7 @@ def ingest(
     base = encoder() if encoder is not None else None
     with Index.open(target, encoder=base) as probe:
         base, manifest = probe.encoder, probe.manifest
+        parallel = _parallel_target(probe)
     lookup = LookupEncoder(base)
     started_ray = not ray.is_initialized()
     if started_ray:
@@ -183,16 +199,27 @@ def ingest(
             ds = ds.flat_map(read_rows, num_cpus=0, fn_kwargs={
                 "skip": skip, "skip_ids": skip_ids | frozenset(conflicts)})  # fmt: skip
             pool = min(workers, max(1, -(-scan.n_documents // batch_docs)))
+            kwargs = {"manifest": manifest, "encoder": encoder,
+                      "max_batch_tokens": max_batch_tokens}  # fmt: skip
             ds = ds.map_batches(
-                EncodeChunks, batch_size=batch_docs, batch_format="pyarrow",
-                compute=ray.data.ActorPoolStrategy(size=pool),
-                fn_constructor_kwargs={"manifest": manifest, "encoder": encoder,
-                                       "max_batch_tokens": max_batch_tokens},
+                EncodeAndWrite if parallel else EncodeChunks, batch_size=batch_docs,
+                batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=pool),
+                fn_constructor_kwargs={**kwargs, "target": str(target)} if parallel else kwargs,
             )  # fmt: skip
+            if parallel:
+                return _collect(ds, on_batch)
             return _write(index, lookup, ds, batch_docs, on_batch)
     finally:
         if started_ray:
             ray.shutdown()
+
+
+def _parallel_target(index: Index) -> bool:
+    """Whether ``index`` lives in an engine that takes concurrent writers (the actors then
+    write their batches themselves)."""
+    from embedstack.index.backends.remote import RemoteIndex
+
+    return isinstance(index, RemoteIndex) and index.concurrent_writers
 
 
 def is_parquet(path: Path) -> bool:
@@ -248,20 +275,31 @@ def _items(files: list[Path], opts: SourceOptions, workers: int) -> list[dict[st
     return items
 
 
+def _failed(exc: Exception, totals: dict[str, int]) -> EmbedstackError:
+    """The error to raise for a run that failed: a worker's typed error, else one saying
+    what was committed and that a re-run completes it."""
+    cause = _cause(exc)
+    if cause is not None:  # a worker's typed error (a model mismatch, bad input)
+        return cause
+    done = f"{totals['added'] + totals['updated'] + totals['unchanged']} documents"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return EmbedstackError(
+        f"Ray ingestion failed after committing {done}: {first}. Run it again: committed "
+        "documents are skipped as unchanged, the rest are added"
+    )
+
+
 def _write(index: Index, lookup: LookupEncoder, ds: Any, batch_docs: int,
            on_batch: Callable[[int, int], None] | None) -> IngestResult:  # fmt: skip
+    """The single writer: the driver upserts each encoded batch as it arrives."""
     totals = {"added": 0, "updated": 0, "unchanged": 0, "chunks": 0}
     batches = 0
     start = time.perf_counter()
-    dim = lookup.dim
     try:
         for table in ds.iter_batches(batch_size=batch_docs, batch_format="pyarrow"):
             cols = table.to_pydict()
-            docs = [{"id": i, "title": t, "text": x, "metadata": json.loads(m)}
-                    for i, t, x, m in zip(cols["id"], cols["title"], cols["text"],
-                                          cols["metadata"], strict=True)]  # fmt: skip
-            for chunks, raw in zip(cols["chunks"], cols["vectors"], strict=True):
-                lookup.feed(chunks, np.frombuffer(raw, np.float32).reshape(len(chunks), dim))
+            docs = docs_of(cols)
+            feed(lookup, cols)
             try:
                 result = index.upsert(docs)
             finally:
@@ -274,15 +312,29 @@ def _write(index: Index, lookup: LookupEncoder, ds: Any, batch_docs: int,
     except EmbedstackError:
         raise
     except Exception as exc:  # noqa: BLE001 - Ray wraps worker errors in its own types
-        cause = _cause(exc)
-        done = f"{totals['added'] + totals['updated'] + totals['unchanged']} documents"
-        if cause is not None:  # a worker's typed error (a model mismatch, bad input)
-            raise cause from exc
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EmbedstackError(
-            f"Ray ingestion failed after committing {done}: {first}. Run it again: committed "
-            "documents are skipped as unchanged, the rest are added"
-        ) from exc
+        raise _failed(exc, totals) from exc
     return IngestResult(totals["added"], totals["updated"], totals["unchanged"],
                         totals["chunks"], batches, lookup.misses,
                         time.perf_counter() - start)  # fmt: skip
+
+
+def _collect(ds: Any, on_batch: Callable[[int, int], None] | None) -> IngestResult:
+    """Parallel writers: sum the counts each actor returns for each batch it committed."""
+    totals = dict.fromkeys(RESULT_COLUMNS, 0)
+    batches = 0
+    start = time.perf_counter()
+    try:
+        for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for row in table.to_pylist():
+                batches += 1
+                for key in RESULT_COLUMNS:
+                    totals[key] += int(row[key])
+                if on_batch is not None:
+                    on_batch(int(row["docs"]), int(row["chars"]))
+    except EmbedstackError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Ray wraps worker errors in its own types
+        raise _failed(exc, totals) from exc
+    return IngestResult(totals["added"], totals["updated"], totals["unchanged"],
+                        totals["chunks"], batches, totals["misses"],
+                        time.perf_counter() - start, parallel_writes=True)  # fmt: skip

@@ -37,6 +37,11 @@ Ranking contract (what makes scores comparable to the local index):
   times counts ``c`` times; only documents sharing a term with the query score. Same sort
   and filter rules. A store that cannot do this exactly documents the difference and the
   contract suite (``tests/contract``) marks it by name.
+* ``search_sparse`` (stores with ``supports_sparse``; the index's manifest has a
+  ``sparse`` record): each chunk scores the SPLADE dot product ``sum over shared terms of
+  query weight × chunk weight`` (float64 sums of the float32 weights, as
+  :mod:`embedstack.index.sparse`), each document the MAX over its chunks; only documents
+  sharing a term with the query score. Same sort and filter rules as dense search.
 
 A new engine: subclass :class:`Store`, add one line to
 :data:`embedstack.index.backends.SCHEMES`, one entry to ``BACKENDS`` (and its documented
@@ -53,9 +58,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from embedstack._typing import FloatArray
+from embedstack.encoders.sparse_vectors import SparseVectors
+from embedstack.errors import InvalidInput
 
 __all__ = ["Ranked", "Store", "StoredChunk", "StoredDoc", "StoreStats"]
 
@@ -125,6 +132,12 @@ class Store(ABC):
     manifest: dict[str, Any]
     location: str
     readonly: bool
+    #: whether the engine stores learned-sparse (SPLADE) chunk vectors: ``write`` takes
+    #: ``sparse=`` and :meth:`search_sparse` answers when the manifest has a sparse record.
+    supports_sparse: ClassVar[bool] = False
+    #: whether several processes may write the index at once (each write still atomic):
+    #: Ray ingestion then writes from its actors in parallel.
+    concurrent_writers: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod
@@ -152,10 +165,13 @@ class Store(ABC):
 
     @abstractmethod
     def write(self, docs: Sequence[StoredDoc], chunks: Sequence[StoredChunk],
-              vectors: FloatArray, *, replace: bool) -> None:  # fmt: skip
+              vectors: FloatArray, *, replace: bool,
+              sparse: SparseVectors | None = None) -> None:  # fmt: skip
         """Store a batch atomically; ``vectors`` is ``(len(chunks), dim)`` float32,
         L2-normalized. ``replace``: documents with the same ids are replaced in the same
-        transaction; otherwise an existing id raises InvalidInput and nothing is written."""
+        transaction; otherwise an existing id raises InvalidInput and nothing is written.
+        ``sparse``: the chunks' SPLADE vectors (row ``i`` = chunk ``i``), given exactly when
+        the manifest has a sparse record."""
 
     @abstractmethod
     def delete(self, ids: Sequence[str]) -> int:
@@ -175,6 +191,12 @@ class Store(ABC):
     def search_bm25(self, queries: Sequence[Sequence[str]], k: int,
                     flt: dict[str, Any] | None) -> list[list[Ranked]]:  # fmt: skip
         """Per query (its analysed stems, repeats kept), the ``k`` best documents."""
+
+    def search_sparse(self, queries: SparseVectors, k: int,
+                      flt: dict[str, Any] | None) -> list[list[Ranked]]:  # fmt: skip
+        """Per query (SPLADE weights, one row each), the ``k`` best documents by max chunk
+        dot product (stores with ``supports_sparse``; the default refuses)."""
+        raise InvalidInput(f"{self.location}: this engine stores no sparse vectors")
 
     @abstractmethod
     def dense_scores(self, query: FloatArray, ids: Sequence[str]) -> dict[str, float]:

@@ -38,9 +38,10 @@ from typing import Any
 import numpy as np
 
 from embedstack._typing import FloatArray
+from embedstack.encoders.sparse_vectors import SparseVectors
 from embedstack.errors import IndexCorrupt, IndexNotFound, InvalidInput
 from embedstack.index.backends import milvus_bm25 as bm
-from embedstack.index.backends import milvus_check
+from embedstack.index.backends import milvus_check, milvus_sparse
 from embedstack.index.backends.base import Ranked, Store, StoredChunk, StoredDoc, StoreStats
 from embedstack.index.backends.milvus_client import (
     MilvusTarget,
@@ -77,7 +78,10 @@ def _lit(values: Sequence[str]) -> str:
 
 class MilvusStore(Store):
     """An index in Milvus; see the module docstring for the write protocol and
-    :mod:`~embedstack.index.backends.base` for the contract."""
+    :mod:`~embedstack.index.backends.base` for the contract (SPLADE vectors:
+    :mod:`~embedstack.index.backends.milvus_sparse`)."""
+
+    supports_sparse = True
 
     def __init__(self, target: MilvusTarget, client: Any, manifest: dict[str, Any],
                  readonly: bool) -> None:  # fmt: skip
@@ -106,7 +110,8 @@ class MilvusStore(Store):
             if client.has_collection(target.collection("meta")):
                 raise InvalidInput(f"an index already exists at {target.location}; use "
                                    "Index.open() (or another ?index= name)")  # fmt: skip
-            create_collections(client, target, int(manifest["encoder"]["dim"]), manifest["ann"])
+            create_collections(client, target, int(manifest["encoder"]["dim"]), manifest["ann"],
+                               sparse=bool(manifest.get("sparse")))  # fmt: skip
             store = cls(target, client, manifest, readonly=False)
             store._put_meta(_MANIFEST, json.dumps(manifest))
             store._put_state(cls._empty_state())
@@ -318,6 +323,17 @@ class MilvusStore(Store):
             out.append([Ranked(doc_id, s) for s, doc_id in scored[:k] if s > 0])
         return out
 
+    def search_sparse(self, queries: SparseVectors, k: int,
+                      flt: dict[str, Any] | None) -> list[list[Ranked]]:  # fmt: skip
+        if not self.manifest.get("sparse"):
+            return super().search_sparse(queries, k, flt)
+        state = self._state()
+        expr = self._filtered(state, flt)
+        return milvus_sparse.search(
+            self.client, self.chunks_c, queries, k, expr, min(bm.MAX_LIMIT, k + 16),
+            lambda ids: self._rows(self.chunks_c, ids, milvus_sparse.OUT, state),
+        )  # fmt: skip
+
     def dense_scores(self, query: FloatArray, ids: Sequence[str]) -> dict[str, float]:
         rows = self._rows(self.chunks_c, list(ids), ["doc_id", "vec"], self._state())
         q = np.asarray(query, dtype=np.float32)
@@ -330,9 +346,11 @@ class MilvusStore(Store):
     # --- writes --------------------------------------------------------------------------------
 
     def write(self, docs: Sequence[StoredDoc], chunks: Sequence[StoredChunk],
-              vectors: FloatArray, *, replace: bool) -> None:  # fmt: skip
+              vectors: FloatArray, *, replace: bool,
+              sparse: SparseVectors | None = None) -> None:  # fmt: skip
         self._writable()
         milvus_check.check_sizes(docs)
+        sp = milvus_check.sparse_rows(self.manifest, len(chunks), sparse)
         state = self._state()
         held = self.existing([d.id for d in docs])
         if held and not replace:
@@ -356,9 +374,10 @@ class MilvusStore(Store):
                          "tf": {t: float(c) for t, c in tf.items()} or {bm.NO_TERMS: 1e-30},
                          "bm": bm.impacts(tf, d.length, avgdl, self.k1, self.b)})  # fmt: skip
         crow = []
-        for c, v in zip(chunks, vectors, strict=True):
+        for row, (c, v) in enumerate(zip(chunks, vectors, strict=True)):
             d = docs[c.doc]
-            crow.append({"pk": f"{g}:{c.chunk_no}:{_key(d.id)}", "doc_id": d.id, "gen": g,
+            extra = {milvus_sparse.FIELD: sp[row]} if sp else {}
+            crow.append({**extra,"pk": f"{g}:{c.chunk_no}:{_key(d.id)}", "doc_id": d.id, "gen": g,
                          "chunk_no": c.chunk_no, "start": c.start, "end": c.end,
                          "meta": rows[c.doc]["meta"], "marks": rows[c.doc]["marks"],
                          "vec": v.tolist()})  # fmt: skip
@@ -419,15 +438,7 @@ class MilvusStore(Store):
         milvus_check.recover(self)
 
     def stats(self) -> StoreStats:
-        state = self._state()
-        size = 0
-        if self.target.lite:
-            p = Path(self.target.uri)
-            files = [p] if p.is_file() else [f for f in p.rglob("*") if f.is_file()]
-            size = sum(f.stat().st_size for f in files)
-        return StoreStats(n_docs=int(state["n_docs"]), n_chunks=int(state["n_chunks"]),
-                          n_deleted=0, bytes={"milvus": size, "total": size},
-                          segments=0)  # fmt: skip
+        return milvus_check.stats(self)
 
     def check(self) -> None:
         milvus_check.check(self)

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from embedstack.encoders.sparse_vectors import SparseVectors
 from embedstack.errors import IndexCorrupt, InvalidInput
 from embedstack.index.backends import milvus_bm25 as bm
-from embedstack.index.backends.base import StoredDoc
+from embedstack.index.backends import milvus_sparse
+from embedstack.index.backends.base import StoredDoc, StoreStats
 from embedstack.index.backends.milvus_client import MAX_ID, MAX_VARCHAR
 
 if TYPE_CHECKING:
     from embedstack.index.backends.milvus import MilvusStore
 
-__all__ = ["check", "check_sizes", "recount", "recover"]
+__all__ = ["check", "check_sizes", "recount", "recover", "sparse_rows", "stats"]
 
 
 def _utf8_len(value: str) -> int:
@@ -34,6 +37,39 @@ def check_sizes(docs: Sequence[StoredDoc]) -> None:
                     f"of UTF-8; a Milvus index stores at most {cap} (a VARCHAR field): "
                     "split the document"
                 )
+
+
+def sparse_rows(manifest: dict[str, Any], n_chunks: int,
+                sparse: SparseVectors | None) -> list[dict[int, float]] | None:  # fmt: skip
+    """The ``sp`` values of a batch's chunks (None for an index without sparse vectors).
+
+    Raises:
+        InvalidInput: SPLADE vectors missing for a sparse index, given for another, or not
+            one row per chunk.
+    """
+    if not manifest.get("sparse"):
+        if sparse is not None:
+            raise InvalidInput("this index stores no sparse vectors: write without sparse=")
+        return None
+    if sparse is None or len(sparse) != n_chunks:
+        got = "none" if sparse is None else f"{len(sparse)} rows"
+        raise InvalidInput(f"the batch's SPLADE vectors ({got}) must have one row per chunk "
+                           f"({n_chunks})")  # fmt: skip
+    return milvus_sparse.chunk_rows(sparse)
+
+
+def stats(store: MilvusStore) -> StoreStats:
+    """The index's sizes: counts from the state row, bytes of a milvus-lite file (0 on a
+    server)."""
+    state = store._state()
+    size = 0
+    if store.target.lite:
+        p = Path(store.target.uri)
+        files = [p] if p.is_file() else [f for f in p.rglob("*") if f.is_file()]
+        size = sum(f.stat().st_size for f in files)
+    return StoreStats(n_docs=int(state["n_docs"]), n_chunks=int(state["n_chunks"]),
+                      n_deleted=0, bytes={"milvus": size, "total": size},
+                      segments=0)  # fmt: skip
 
 
 def recount(store: MilvusStore, state: dict[str, Any]) -> dict[int, int]:

@@ -20,7 +20,8 @@ a 2-d dummy):
   when written ``avgdl``, term frequencies ``tf`` and BM25 impacts ``bm`` (sparse, keyed by
   term id), and its generation ``gen``;
 * ``NAME__chunks`` — one row per chunk: document id, ``gen``, chunk number, character span,
-  ``meta``/``marks`` and the dense vector ``vec``;
+  ``meta``/``marks``, the dense vector ``vec`` and, for an index created with ``sparse=``,
+  its SPLADE weights ``sp``;
 * ``NAME__meta`` — the manifest, the state row (the commit point), the vocabulary
   (``s:<stem>`` → term id) and document frequencies (``d:<term id>``).
 """
@@ -185,10 +186,12 @@ def disconnect(target: MilvusTarget, client: Any) -> None:
         server_manager_instance.release_server(path)
 
 
-def create_collections(client: Any, target: MilvusTarget, dim: int, ann: str | None) -> None:
+def create_collections(client: Any, target: MilvusTarget, dim: int, ann: str | None, *,
+                       sparse: bool = False) -> None:  # fmt: skip
     """Create the index's three collections, with ``Strong`` consistency (a read sees
     every write acknowledged before it), dense ``FLAT`` (exact) or ``HNSW``, inner product
-    (vectors are L2-normalized, so it is the cosine)."""
+    (vectors are L2-normalized, so it is the cosine); ``sparse``: chunks also hold SPLADE
+    weights ``sp`` (:mod:`~embedstack.index.backends.milvus_sparse`)."""
     from pymilvus import DataType
 
     def schema(*fields: tuple[str, Any, dict[str, Any]]) -> Any:
@@ -214,19 +217,21 @@ def create_collections(client: Any, target: MilvusTarget, dim: int, ann: str | N
     chunks = schema(
         *key, ("chunk_no", DataType.INT64, {}), ("start", DataType.INT64, {}),
         ("end", DataType.INT64, {}), *filt, ("vec", DataType.FLOAT_VECTOR, {"dim": dim}),
+        *((("sp", DataType.SPARSE_FLOAT_VECTOR, {}),) if sparse else ()),
     )  # fmt: skip
     meta = schema(
         ("pk", DataType.VARCHAR, {"is_primary": True, "max_length": MAX_VARCHAR}),
         ("a", DataType.INT64, {}), ("data", DataType.VARCHAR, text),
         ("v", DataType.FLOAT_VECTOR, {"dim": META_DIM}),
     )  # fmt: skip
-    sparse = {"index_type": "SPARSE_INVERTED_INDEX", "metric_type": "IP"}
+    sparse_ix = {"index_type": "SPARSE_INVERTED_INDEX", "metric_type": "IP"}
     dense = ({"index_type": "HNSW", "metric_type": "IP",
               "params": {"M": 16, "efConstruction": 200}}
              if ann == "hnsw" else {"index_type": "FLAT", "metric_type": "IP"})  # fmt: skip
+    splade = {"sp": sparse_ix} if sparse else {}
     for part, sch, vectors in (("meta", meta, {"v": {"index_type": "FLAT", "metric_type": "IP"}}),
-                               ("docs", docs, {"tf": sparse, "bm": sparse}),
-                               ("chunks", chunks, {"vec": dense})):  # fmt: skip
+                               ("docs", docs, {"tf": sparse_ix, "bm": sparse_ix}),
+                               ("chunks", chunks, {"vec": dense, **splade})):  # fmt: skip
         params = client.prepare_index_params()
         for field, spec in vectors.items():
             params.add_index(field, **spec)

@@ -14,6 +14,9 @@
   here as the local scorer does, then one statement sums
   ``idf * tf / (tf + k1 * (1 - b + b * dl / avgdl)) * count(t in query)`` per document,
   in the local scorer's order of operations.
+* Sparse (SPLADE): ``sum(query weight * weight)`` per chunk over the postings of the
+  query's terms (float8 sums of the stored float4 weights, as the local scorer's float64),
+  each document's best chunk, the ``k`` best documents by the same order.
 """
 
 from __future__ import annotations
@@ -119,6 +122,23 @@ class Queries:
         params = [self.k1, self.b, self.b, avgdl, [uniq[i] for i in present], idf.tolist(),
                   [float(counts[i]) for i in present], *where[1], k]  # fmt: skip
         return _ranked(conn.execute(sql, params).fetchall())
+
+    def sparse(self, conn: Any, term_ids: list[int], weights: list[float], k: int,
+               where: Where) -> list[Ranked]:  # fmt: skip
+        """The ``k`` best documents for one SPLADE query (term ids and weights)."""
+        if not term_ids:
+            return []
+        sql = (
+            "SELECT doc_id, s, chunk_no, start_char, end_char FROM ("
+            "SELECT DISTINCT ON (x.doc_key) d.doc_id, x.s, x.chunk_no, c.start_char, "
+            "c.end_char FROM (SELECT p.doc_key, p.chunk_no, sum(w.qw * p.weight) AS s "
+            f"FROM unnest(%s::int[], %s::float8[]) AS w(term, qw) JOIN {self.s}.sparse p "
+            "ON p.term = w.term GROUP BY p.doc_key, p.chunk_no) x "
+            f"JOIN {self.s}.docs d ON d.key = x.doc_key JOIN {self.s}.chunks c "
+            "ON c.doc_key = x.doc_key AND c.chunk_no = x.chunk_no "
+            f"WHERE x.s > 0 AND {where[0]} ORDER BY x.doc_key, x.s DESC, x.chunk_no) t {_ORDER}"
+        )
+        return _ranked(conn.execute(sql, [term_ids, weights, *where[1], k]).fetchall())
 
     def scores(self, conn: Any, q: FloatArray, ids: list[str]) -> dict[str, float]:
         """``{id: best chunk score}`` of the ``ids`` held."""

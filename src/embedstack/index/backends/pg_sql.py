@@ -21,6 +21,14 @@ Tables of schema ``NAME``::
     postings  (term text, doc_key → docs ON DELETE CASCADE, tf int)   BM25 postings
     totals    (id = 1, n_docs, total_length) live BM25 statistics, kept in each write's
                                              transaction
+    sparse    (term int, doc_key → docs ON DELETE CASCADE, chunk_no, weight real)
+                                             SPLADE postings of each chunk (only for an
+                                             index created with ``sparse=``)
+
+pgvector 0.6 has no sparse vector type (``sparsevec`` came in 0.7), so SPLADE weights are
+postings in a table, like BM25's, and scored by SQL: ``sum(query weight * weight)`` per
+chunk over the query's terms (the primary key ``(term, doc_key, chunk_no)`` is the inverted
+index), the best chunk per document.
 """
 
 from __future__ import annotations
@@ -82,9 +90,9 @@ def parse_uri(uri: str) -> PgTarget:
     return PgTarget(conninfo, name, metric, location)
 
 
-def ddl(schema: str, dim: int, hnsw_opclass: str | None) -> list[str]:
+def ddl(schema: str, dim: int, hnsw_opclass: str | None, *, sparse: bool = False) -> list[str]:
     """The statements creating an index's tables in ``schema`` (already validated as a
-    plain identifier, so quoting it is enough)."""
+    plain identifier, so quoting it is enough); ``sparse``: with the SPLADE postings."""
     s = f'"{schema}"'
     out = [
         f"CREATE TABLE {s}.manifest (id int PRIMARY KEY CHECK (id = 1), body jsonb NOT NULL)",
@@ -103,6 +111,13 @@ def ddl(schema: str, dim: int, hnsw_opclass: str | None) -> list[str]:
         "total_length bigint NOT NULL)",
         f"INSERT INTO {s}.totals VALUES (1, 0, 0)",
     ]
+    if sparse:
+        out += [
+            f"CREATE TABLE {s}.sparse (term int NOT NULL, doc_key bigint NOT NULL "
+            f"REFERENCES {s}.docs (key) ON DELETE CASCADE, chunk_no int NOT NULL, "
+            "weight real NOT NULL, PRIMARY KEY (term, doc_key, chunk_no))",
+            f"CREATE INDEX ON {s}.sparse (doc_key)",
+        ]
     if hnsw_opclass is not None:
         out.append(f"CREATE INDEX ON {s}.chunks USING hnsw (embedding {hnsw_opclass})")
     return out

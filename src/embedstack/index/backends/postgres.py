@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from embedstack._typing import FloatArray
+from embedstack.encoders.sparse_vectors import SparseVectors
 from embedstack.errors import (
     IndexCorrupt,
     IndexNotFound,
@@ -81,6 +82,9 @@ def _no_nul(docs: Sequence[StoredDoc]) -> None:
 class PostgresStore(Store):
     """One index in a PostgreSQL schema; see the module docstring."""
 
+    supports_sparse = True
+    concurrent_writers = True
+
     def __init__(self, target: PgTarget, conn: Any, manifest: dict[str, Any],
                  readonly: bool) -> None:  # fmt: skip
         from pgvector.psycopg import register_vector
@@ -122,7 +126,8 @@ class PostgresStore(Store):
                         "use Index.open(), or another ?index=NAME"
                     )
                 conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{target.name}"')
-                for stmt in ddl(target.name, int(manifest["encoder"]["dim"]), opclass):
+                for stmt in ddl(target.name, int(manifest["encoder"]["dim"]), opclass,
+                                sparse=bool(manifest.get("sparse"))):  # fmt: skip
                     conn.execute(stmt)
                 conn.execute(f'INSERT INTO "{target.name}".manifest VALUES (1, %s)', (Json(meta),))
             return cls(target, conn, meta, readonly=False)
@@ -187,10 +192,15 @@ class PostgresStore(Store):
         return dict(rows)
 
     def write(self, docs: Sequence[StoredDoc], chunks: Sequence[StoredChunk],
-              vectors: FloatArray, *, replace: bool) -> None:  # fmt: skip
+              vectors: FloatArray, *, replace: bool,
+              sparse: SparseVectors | None = None) -> None:  # fmt: skip
         _no_nul(docs)
+        if bool(self.manifest.get("sparse")) != (sparse is not None) or (
+                sparse is not None and len(sparse) != len(chunks)):  # fmt: skip
+            raise InvalidInput("a write needs SPLADE vectors, one row per chunk, exactly "
+                               "when the index was created with sparse=")  # fmt: skip
         try:
-            self._insert(docs, chunks, vectors, replace)
+            self._insert(docs, chunks, vectors, replace, sparse)
         except self._psycopg.DataError as exc:  # a value PostgreSQL refuses (NaN vector...)
             msg = " ".join(str(exc).split())[:300]
             raise InvalidInput(
@@ -198,7 +208,8 @@ class PostgresStore(Store):
             ) from None
 
     def _insert(self, docs: Sequence[StoredDoc], chunks: Sequence[StoredChunk],
-                vectors: FloatArray, replace: bool) -> None:  # fmt: skip
+                vectors: FloatArray, replace: bool,
+                sparse: SparseVectors | None) -> None:  # fmt: skip
         s = f'"{self.schema}"'
         with self._write() as conn:
             old = conn.execute(
@@ -227,6 +238,13 @@ class PostgresStore(Store):
                 for key, d in zip(keys, docs, strict=True):
                     for term, tf in d.terms.items():
                         cp.write_row((term, key, tf))
+            if sparse is not None:
+                with cur.copy(f"COPY {s}.sparse (term, doc_key, chunk_no, weight) "
+                              "FROM STDIN") as cp:  # fmt: skip
+                    for n, c in enumerate(chunks):
+                        ids, weights = sparse.row(n)
+                        for t, w in zip(ids.tolist(), weights.tolist(), strict=True):
+                            cp.write_row((t, keys[c.doc], c.chunk_no, w))
             n_docs = conn.execute(
                 f"UPDATE {s}.totals SET n_docs = n_docs + %s, total_length = total_length + %s "
                 "RETURNING n_docs",
@@ -287,6 +305,16 @@ class PostgresStore(Store):
             where = self._filter(conn, flt)
             return [self.sql.bm25(conn, list(q), k, where) for q in queries]
 
+    def search_sparse(self, queries: SparseVectors, k: int,
+                      flt: dict[str, Any] | None) -> list[list[Ranked]]:  # fmt: skip
+        if not self.manifest.get("sparse"):
+            return super().search_sparse(queries, k, flt)
+        with self._read() as conn:
+            where = self._filter(conn, flt)
+            rows = [queries.row(i) for i in range(len(queries))]
+            return [self.sql.sparse(conn, ids.tolist(), w.astype("float64").tolist(), k, where)
+                    for ids, w in rows]  # fmt: skip
+
     def dense_scores(self, query: FloatArray, ids: Sequence[str]) -> dict[str, float]:
         with self._read() as conn:
             return self.sql.scores(conn, query, list(ids))
@@ -308,7 +336,12 @@ class PostgresStore(Store):
                         "SELECT pg_total_relation_size(%s)", (f'"{s}".{table}',)
                     ).fetchone()[0]
                 )  # fmt: skip
-                for part, table in (("docs", "docs"), ("dense", "chunks"), ("lexical", "postings"))
+                for part, table in (
+                    ("docs", "docs"),
+                    ("dense", "chunks"),
+                    ("lexical", "postings"),
+                    *((("sparse", "sparse"),) if self.manifest.get("sparse") else ()),
+                )
             }
         size["total"] = sum(size.values())
         return StoreStats(n_docs, n_chunks, 0, size, 0)
@@ -319,5 +352,6 @@ class PostgresStore(Store):
             raise IndexCorrupt(f"{self.location}: " + "; ".join(problems))
 
     def compact(self) -> None:
-        for table in ("docs", "chunks", "postings", "totals"):
+        sparse = ("sparse",) if self.manifest.get("sparse") else ()
+        for table in ("docs", "chunks", "postings", "totals", *sparse):
             self._conn.execute(f'VACUUM "{self.schema}".{table}')

@@ -17,9 +17,11 @@ from embedstack._typing import FloatArray, Precision
 from embedstack.chunking import ChunkingParams
 from embedstack.encoders import TextEncoder
 from embedstack.encoders.multivector import TokenPrecision
+from embedstack.encoders.sparse_vectors import SparseVectors
 from embedstack.encoders.splade import SparseTextEncoder
 from embedstack.errors import DimensionMismatch, InvalidInput
 from embedstack.index import late_model
+from embedstack.index import sparse as sparse_index
 from embedstack.index._embedding import Chunker
 from embedstack.index._setup import new_manifest, open_encoders, recorded_chunker
 from embedstack.index._state import resolve_encoder
@@ -54,7 +56,8 @@ class RemoteIndex(Index):
 
     Built by ``Index.create(uri, …)`` / ``Index.open(uri)``. Writes are the store's
     transactions; any number of processes may read and write at once. ``precision`` is
-    float32 only and ``sparse`` / ``colbert`` are not stored (``InvalidInput``).
+    float32 only and ``colbert`` is not stored (``InvalidInput``); ``sparse`` (SPLADE
+    postings, ``mode="sparse"``) where the engine supports it (PostgreSQL, Milvus).
 
     Example:
         >>> idx = Index.create("postgresql://localhost/db?index=papers",
@@ -62,7 +65,8 @@ class RemoteIndex(Index):
         >>> idx.search("kitten", mode="bm25", k=1)                          # doctest: +SKIP
     """
 
-    def __init__(self, store: Store, encoder: TextEncoder) -> None:  # noqa: D107
+    def __init__(self, store: Store, encoder: TextEncoder,  # noqa: D107
+                 sparse: SparseTextEncoder | None = None) -> None:  # fmt: skip
         self.uri = store.location
         self.manifest = store.manifest
         self.encoder = encoder
@@ -74,6 +78,7 @@ class RemoteIndex(Index):
         self._scheme = str(self.manifest.get("backend", "remote"))
         self._chunker = recorded_chunker(encoder, self.manifest)
         self._analyzer = Analyzer(Vocabulary())
+        self._sparse = sparse
         self._closed = False
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -100,28 +105,31 @@ class RemoteIndex(Index):
 
         Raises:
             InvalidInput: an index already at ``path``, a bad URI or argument, or an option
-                the engine does not support (``precision`` other than float32, ``sparse``,
-                ``colbert``).
+                the engine does not support (``precision`` other than float32,
+                ``colbert``; ``sparse`` on an engine without sparse vectors).
             DimensionMismatch: ``dim`` larger than the encoder's.
         """
         store_cls = _store_class(path)
         scheme = str(scheme_of(path))
         if precision != "float32":
             raise _unsupported(f"precision={precision!r}", scheme)
-        if sparse is not None or colbert is not None:
-            raise _unsupported("sparse= / colbert=", scheme)
+        if colbert is not None:
+            raise _unsupported("colbert=", scheme)
+        if sparse is not None and not store_cls.supports_sparse:
+            raise _unsupported("sparse=", scheme)
         if ann not in (None, "hnsw"):
             raise InvalidInput(f"unknown ann {ann!r}; choose None or 'hnsw'")
         if not isinstance(bm25, BM25Params) or not isinstance(chunking, ChunkingParams):
             raise InvalidInput("bm25 must be a BM25Params and chunking a ChunkingParams")
         enc = resolve_encoder(encoder, encoder_options)
+        senc = None if sparse is None else sparse_index.resolve_encoder(sparse, sparse_options)
         meta = new_manifest(
             enc, dim, precision=precision, bm25=bm25, chunking=chunking,
             chunker=Chunker(enc, chunking), ann=ann, encoder_options=encoder_options,
-            sparse=None, sparse_options=None, colbert_record=None,
+            sparse=senc, sparse_options=sparse_options, colbert_record=None,
         )  # fmt: skip
         meta["backend"] = store_cls.__module__.rsplit(".", 1)[-1]
-        return cls(store_cls.create(str(path), meta), enc)
+        return cls(store_cls.create(str(path), meta), enc, senc)
 
     @classmethod
     def open(
@@ -137,8 +145,8 @@ class RemoteIndex(Index):
         store = _store_class(path).open(str(path), bool(readonly))
         try:
             where: Any = store.location
-            enc, _, _ = open_encoders(where, store.manifest, encoder, sparse, colbert)
-            return cls(store, enc)
+            enc, senc, _ = open_encoders(where, store.manifest, encoder, sparse, colbert)
+            return cls(store, enc, senc)
         except BaseException:
             store.close()
             raise
@@ -155,6 +163,11 @@ class RemoteIndex(Index):
 
     def __repr__(self) -> str:
         return f"RemoteIndex({self.uri!r})"
+
+    @property
+    def concurrent_writers(self) -> bool:
+        """Whether several processes may write this index at once (PostgreSQL)."""
+        return self._remote.concurrent_writers
 
     @property
     def fields(self) -> tuple[Field, ...]:
@@ -201,14 +214,16 @@ class RemoteIndex(Index):
         updated = sum(d.id in existing for d in changed)
         if not changed:
             return AddResult(unchanged=len(batch))
-        stored, chunks, vecs = self._prepare(changed)
-        self._remote.write(stored, chunks, vecs, replace=replace)
+        stored, chunks, vecs, sparse = self._prepare(changed)
+        self._remote.write(stored, chunks, vecs, replace=replace, sparse=sparse)
         return AddResult(added=len(changed) - updated, updated=updated,
                          unchanged=len(batch) - len(changed), chunks=len(chunks))  # fmt: skip
 
-    def _prepare(self, batch: Sequence[NewDoc]) -> tuple[list[StoredDoc], list[StoredChunk],
-                                                         FloatArray]:  # fmt: skip
-        """Chunks, vectors and BM25 terms of a batch, as the local fields compute them."""
+    def _prepare(
+        self, batch: Sequence[NewDoc]
+    ) -> tuple[list[StoredDoc], list[StoredChunk], FloatArray, SparseVectors | None]:
+        """Chunks, vectors, SPLADE vectors and BM25 terms of a batch, as the local fields
+        compute them."""
         chunks = self._chunker.chunks([d.title for d in batch], [d.text for d in batch])
         full = int(self.manifest["encoder"]["full_dim"])
         emb = np.asarray(self.encoder.encode_documents([c.embed for c in chunks]), np.float32)
@@ -223,7 +238,43 @@ class RemoteIndex(Index):
             stored.append(StoredDoc(d.id, d.title, d.text, d.metadata_json, d.content_hash,
                                     dict(terms), sum(terms.values())))  # fmt: skip
         rows = [StoredChunk(c.doc, c.chunk_no, c.start, c.end) for c in chunks]
-        return stored, rows, np.ascontiguousarray(emb, dtype=np.float32)
+        sparse = self._sparse_documents([c.embed for c in chunks])
+        return stored, rows, np.ascontiguousarray(emb, dtype=np.float32), sparse
+
+    def sparse_encoder(self) -> SparseTextEncoder | None:
+        """The index's SPLADE encoder (given at open, else the recorded one, loaded on first
+        use), or None for an index without sparse postings.
+
+        Raises:
+            ModelMismatch, DimensionMismatch: the recorded model changed.
+        """
+        record = self.manifest.get("sparse")
+        if record and self._sparse is None:
+            senc = sparse_index.resolve_encoder(record["name"], record.get("options"))
+            sparse_index.check_encoder(senc, record, self.uri)  # type: ignore[arg-type]
+            self._sparse = senc
+        return self._sparse if record else None
+
+    def _searchable_sparse(self) -> SparseTextEncoder:
+        senc = self.sparse_encoder()
+        if senc is None:
+            raise InvalidInput(f"{self.uri} has no sparse postings: create the index with "
+                               "Index.create(..., sparse='splade-tiny') to search with "
+                               "mode='sparse'")  # fmt: skip
+        return senc
+
+    def _sparse_documents(self, texts: list[str]) -> SparseVectors | None:
+        """The SPLADE vectors of chunk texts (None without sparse postings)."""
+        senc = self.sparse_encoder()
+        if senc is None:
+            return None
+        vecs = senc.encode_documents(texts) if texts else None
+        vocab = int(self.manifest["sparse"]["vocab_size"])
+        if vecs is None or len(vecs) != len(texts) or vecs.vocab_size != vocab:
+            got = (0, vocab) if vecs is None else (len(vecs), vecs.vocab_size)
+            raise DimensionMismatch(f"the sparse encoder returned {got[0]} rows over {got[1]} "
+                                    f"terms, expected {len(texts)} over {vocab}")  # fmt: skip
+        return vecs
 
     def delete(self, ids: Iterable[str]) -> int:
         """Delete documents by id (see :meth:`Index.delete`)."""
@@ -248,14 +299,14 @@ class RemoteIndex(Index):
     def search_many(
         self, queries: Sequence[str], options: SearchOptions | None = None, **kwargs: Any
     ) -> list[list[Hit]]:
-        """Search several queries (see :meth:`Index.search_many`); ``mode="sparse"`` is not
-        available (no SPLADE postings)."""
+        """Search several queries (see :meth:`Index.search_many`); ``mode="sparse"`` needs
+        an index created with ``sparse=``."""
         opts = SearchOptions.build(options, **kwargs)
         qs = check_queries(queries)
         self._check_open()
         names = active_retrievers(opts)
-        if "sparse" in names:
-            raise _unsupported("the sparse retriever", self._scheme)
+        if "sparse" in names and not self.manifest.get("sparse"):
+            self._searchable_sparse()  # raises the local index's error
         flt = opts.filter or None
         if flt is not None:
             compile_filter(flt)  # the local index's errors for a bad filter
@@ -263,12 +314,15 @@ class RemoteIndex(Index):
             return []
         depth = opts.k if opts.mode != "hybrid" else max(opts.candidates, opts.k)
         found: dict[str, list[list[Ranked]]] = {}
-        if "dense" in names:
-            q = self._encode_queries(qs)
-            found["dense"] = self._remote.search_dense(q, depth, flt)
-        if "bm25" in names:
-            terms = [self._analyzer.tokens(q) for q in qs]
-            found["bm25"] = self._remote.search_bm25(terms, depth, flt)
+        for name in names:  # fusion order: dense, sparse, bm25
+            if name == "dense":
+                found[name] = self._remote.search_dense(self._encode_queries(qs), depth, flt)
+            elif name == "sparse":
+                q = self._searchable_sparse().encode_queries(qs)
+                found[name] = self._remote.search_sparse(q, depth, flt)
+            else:
+                terms = [self._analyzer.tokens(q) for q in qs]
+                found[name] = self._remote.search_bm25(terms, depth, flt)
         return self._hits(found, opts, depth, len(qs))
 
     def _encode_queries(self, queries: list[str]) -> FloatArray:
@@ -295,8 +349,12 @@ class RemoteIndex(Index):
                                       weights=weights)  # fmt: skip
             results.append((per, fused[: opts.k]))
         docs = self._remote.docs(sorted({i for _, fused in results for i, _ in fused}))
-        where = {(qi, r.doc_id): r.chunk for name, lists in found.items() if name == "dense"
-                 for qi, lst in enumerate(lists) for r in lst}  # fmt: skip
+        where: dict[tuple[int, str], tuple[int, int, int]] = {}
+        for lists in found.values():  # the first retriever that locates a best chunk
+            for qi, lst in enumerate(lists):
+                for r in lst:
+                    if r.chunk is not None:
+                        where.setdefault((qi, r.doc_id), r.chunk)
         out = []
         for qi, (per, fused) in enumerate(results):
             rank = {n: {i: r for r, (i, _) in enumerate(lst, 1)} for n, lst in per.items()}
