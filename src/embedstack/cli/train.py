@@ -104,37 +104,28 @@ def _command(name: str, config: type[TrainConfig], trainer: Callable[[Any], Any]
     train_app.command(name)(command)
 
 
-def _reranker(config: Any) -> Any:
-    from embedstack.train import train_reranker
+def _trainer(name: str) -> Callable[[Any], Any]:
+    """The trainer ``embedstack.train.<name>``, looked up when the command runs."""
 
-    return train_reranker(config)
+    def run(config: Any) -> Any:
+        import embedstack.train
 
+        return getattr(embedstack.train, name)(config)
 
-def _colbert(config: Any) -> Any:
-    from embedstack.train import train_colbert
-
-    return train_colbert(config)
+    return run
 
 
 _command(
     "reranker",
     RerankerConfig,
-    _reranker,
+    _trainer("train_reranker"),
     "Train a cross-encoder reranker on DATASET_DIR's qrels/<split>.tsv and save it to --out "
     "(a Hugging Face folder that `CrossEncoder` and the server load).",
 )
-
-
-def _embedder(config: Any) -> Any:
-    from embedstack.train import train_embedder
-
-    return train_embedder(config)
-
-
 _command(
     "embedder",
     EmbedderConfig,
-    _embedder,
+    _trainer("train_embedder"),
     "Fine-tune a bi-encoder on DATASET_DIR (a BEIR folder's qrels/<split>.tsv, a pairs JSONL "
     "or scored pairs) and save it to --out (a sentence-transformers folder that `Encoder` "
     "loads).",
@@ -142,7 +133,7 @@ _command(
 _command(
     "colbert",
     ColbertConfig,
-    _colbert,
+    _trainer("train_colbert"),
     "Train a ColBERT late-interaction model on DATASET_DIR's qrels/<split>.tsv and save it "
     "to --out (a folder that `LateInteractionEncoder` and `ColbertReranker` load).",
 )
