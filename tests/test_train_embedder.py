@@ -54,22 +54,23 @@ def make_corpus(root: Path, n_topics: int = 12, seed: int = 0) -> Path:
     return root
 
 
-def build_tiny_bert(folder: Path, texts: list[str]) -> Path:
-    """A random 2-layer BertModel (hidden 32, no dropout) with 256 positions, so the int8
-    export's probe texts (truncated to 256 tokens) fit, and its tokenizer."""
+def build_tiny_bert(folder: Path, texts: list[str], positions: int = 256) -> Path:
+    """A random 2-layer BertModel (hidden 32, no dropout) with ``positions`` positions, and
+    its tokenizer."""
     import torch
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
     tok = build_tokenizer(texts)
     config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=256,
-                        initializer_range=0.2, hidden_dropout_prob=0.0,
+                        num_attention_heads=2, intermediate_size=64,
+                        max_position_embeddings=positions, initializer_range=0.2,
+                        hidden_dropout_prob=0.0,
                         attention_probs_dropout_prob=0.0)  # fmt: skip
     torch.manual_seed(0)
     BertModel(config).save_pretrained(folder)
     PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
                             cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
-                            model_max_length=256).save_pretrained(folder)  # fmt: skip
+                            model_max_length=positions).save_pretrained(folder)  # fmt: skip
     return folder
 
 
@@ -144,6 +145,21 @@ def test_saved_folder_loads_in_sentence_transformers_and_encoder(trained: Path) 
         ours = encoder.encode(texts)
         cos = np.sum(ours * reference, axis=1) / np.linalg.norm(reference, axis=1)
         assert cos.min() >= (0.9999 if quantize is None else 0.9), cos
+
+
+def test_a_base_with_few_positions_exports_int8(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    """The int8 guard's probes are cut at the model's own length (64 here), not at a fixed
+    256 that runs past the position embeddings of a short model."""
+    data, _ = setup
+    texts = [json.loads(x)["text"] for x in (data / "corpus.jsonl").read_text().splitlines()]
+    base = build_tiny_bert(tmp_path / "base", texts + WORDS, positions=64)
+    out = tmp_path / "model"
+    train_embedder(data, out=out, base=str(base), **{**FAST, "epochs": 1, "max_seq_length": None})
+    assert json.loads((out / "sentence_bert_config.json").read_text())["max_seq_length"] == 64
+    long = " ".join(WORDS * 8)  # 160 words: cut at 64 tokens
+    reference = Encoder(out, threads=1).encode([long, "falcon and copper"])
+    int8 = Encoder(out, quantize="int8", threads=1).encode([long, "falcon and copper"])
+    assert np.sum(int8 * reference, axis=1).min() >= 0.9
 
 
 def test_mined_negatives_never_hold_judged_positives(

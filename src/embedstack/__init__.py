@@ -17,6 +17,9 @@ Public names:
 - modules: :mod:`embedstack.vectors`, :mod:`embedstack.fusion`, :mod:`embedstack.eval`;
 - every error of :mod:`embedstack.errors`.
 
+``embedstack.eval`` is an attribute but not in ``__all__``: ``from embedstack import *``
+would otherwise replace the builtin :func:`eval` with the subpackage.
+
 Example:
     >>> import embedstack
     >>> encoder = embedstack.Encoder()  # doctest: +SKIP
@@ -45,7 +48,8 @@ from embedstack.errors import (
 )
 
 if _t.TYPE_CHECKING:  # what mypy and IDEs see; at run time __getattr__ imports these on demand
-    from embedstack import eval, fusion, vectors
+    from embedstack import eval as eval  # an attribute, not in __all__ (module docstring)
+    from embedstack import fusion, vectors
     from embedstack.encoders import (
         DEFAULT_MODEL,
         Encoder,
@@ -90,7 +94,6 @@ __all__ = [
     "SparseEncoder",
     "TextEncoder",
     "__version__",
-    "eval",
     "fusion",
     "get_model",
     "list_models",
@@ -150,7 +153,7 @@ def __getattr__(name: str) -> object:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | _SUBMODULES)
 
 
 _logging.getLogger("embedstack").addHandler(_logging.NullHandler())

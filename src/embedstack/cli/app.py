@@ -39,6 +39,9 @@ QuantizeOpt = Annotated[
 DimOpt = Annotated[int | None, typer.Option(help="Matryoshka truncation to this dimension.")]
 PrecisionOpt = Annotated[str, typer.Option(help="float32, int8 or binary.")]
 JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the report to this file.")]
+RerankerOpt = Annotated[
+    str | None, typer.Option(help="Cross-encoder name or folder for the pipeline's rerank.")
+]
 
 
 def _version(value: bool) -> None:

@@ -16,6 +16,7 @@ from embedstack.cli.app import (
     ModelOpt,
     PrecisionOpt,
     QuantizeOpt,
+    RerankerOpt,
     _encoder,
     _write_json,
     app,
@@ -104,9 +105,7 @@ def eval_retrieval(
             "instead of --mode; adds per-stage latency."
         ),
     ] = None,
-    reranker: Annotated[
-        str | None, typer.Option(help="Cross-encoder name or folder for the pipeline's rerank.")
-    ] = None,
+    reranker: RerankerOpt = None,
     colbert: Annotated[
         str | None,
         typer.Option(

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from embedstack.cli.app import app, out
+from embedstack.cli.app import RerankerOpt, app, out
 from embedstack.cli.index_cmds import open_target
 from embedstack.encoders.backends import avoid_ort_spinning
 from embedstack.errors import InvalidInput
@@ -46,9 +46,7 @@ def search(
             "string, e.g. 'bm25(top=100) -> rerank(top=20) -> top 10'."
         ),
     ] = None,
-    reranker: Annotated[
-        str | None, typer.Option(help="Cross-encoder name or folder for the pipeline's rerank.")
-    ] = None,
+    reranker: RerankerOpt = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print JSON lines (with each document's text).")
     ] = False,

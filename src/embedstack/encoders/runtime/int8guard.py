@@ -110,8 +110,9 @@ Quantize = Callable[..., None]
 
 def model_max_length(folder: Path) -> int:
     """The longest input ``folder``'s model reads (tokens), capped at :data:`PROBE_MAX_LENGTH`:
-    ``max_seq_length`` of ``sentence_bert_config.json``, else ``max_position_embeddings`` of
-    ``config.json`` (less RoBERTa's padding offset), else the cap."""
+    ``max_seq_length`` of ``sentence_bert_config.json`` and ``max_position_embeddings`` of
+    ``config.json`` (less RoBERTa's padding offset), the smaller of the two where both are
+    given (a longer probe than the model's positions fails in the graph), else the cap."""
     import json
 
     def read(name: str) -> dict[str, Any]:
@@ -121,15 +122,13 @@ def model_max_length(folder: Path) -> int:
             return {}
         return value if isinstance(value, dict) else {}
 
-    length = read("sentence_bert_config.json").get("max_seq_length")
-    if not isinstance(length, int) or length < 1:
-        config = read("config.json")
-        length = config.get("max_position_embeddings")
-        if isinstance(length, int) and config.get("model_type") in ("roberta", "xlm-roberta"):
-            length -= 2
-    if not isinstance(length, int) or length < 1:
-        length = PROBE_MAX_LENGTH
-    return min(length, PROBE_MAX_LENGTH)
+    declared = read("sentence_bert_config.json").get("max_seq_length")
+    config = read("config.json")
+    positions = config.get("max_position_embeddings")
+    if isinstance(positions, int) and config.get("model_type") in ("roberta", "xlm-roberta"):
+        positions -= 2
+    known = [n for n in (declared, positions) if isinstance(n, int) and n >= 1]
+    return min([*known, PROBE_MAX_LENGTH])
 
 
 def long_probe_texts(tokenizer: Any, max_length: int) -> list[str]:

@@ -14,16 +14,7 @@ import base64
 import html
 from collections.abc import Sequence
 
-from embedstack.eval.report.blocks import (
-    Block,
-    Bullets,
-    Callout,
-    Code,
-    Figure,
-    Heading,
-    Para,
-    Table,
-)
+from embedstack.eval.report import blocks as bk
 
 __all__ = ["render_html"]
 
@@ -70,7 +61,7 @@ def _e(value: str) -> str:
     return html.escape(value, quote=True)
 
 
-def _table(block: Table) -> str:
+def _table(block: bk.Table) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in block.headers)
     rows = []
     for row in block.rows:
@@ -83,32 +74,32 @@ def _table(block: Table) -> str:
     )
 
 
-def _block(block: Block) -> str:
-    if isinstance(block, Heading):
+def _block(block: bk.Block) -> str:
+    if isinstance(block, bk.Heading):
         return f"<h{block.level}>{_e(block.text)}</h{block.level}>"
-    if isinstance(block, Para):
+    if isinstance(block, bk.Para):
         return f"<p>{_e(block.text)}</p>"
-    if isinstance(block, Callout):
+    if isinstance(block, bk.Callout):
         return f'<div class="callout"><strong>{_e(block.label)}</strong> {_e(block.text)}</div>'
-    if isinstance(block, Bullets):
+    if isinstance(block, bk.Bullets):
         return "<ul>\n" + "\n".join(f"<li>{_e(item)}</li>" for item in block.items) + "\n</ul>"
-    if isinstance(block, Table):
+    if isinstance(block, bk.Table):
         return _table(block)
-    if isinstance(block, Figure):
+    if isinstance(block, bk.Figure):
         data = base64.b64encode(block.plot.png or b"").decode("ascii")
         title = _e(block.plot.title)
         return (
             f'<figure><img src="data:image/png;base64,{data}" alt="{title}">'
             f"<figcaption>{title} ({_e(block.plot.file)})</figcaption></figure>"
         )
-    if isinstance(block, Code):
+    if isinstance(block, bk.Code):
         return f"<pre><code>{_e(block.text)}</code></pre>"
     raise TypeError(f"unknown block {block!r}")
 
 
-def render_html(blocks: Sequence[Block], title: str) -> str:
+def render_html(blocks: Sequence[bk.Block], title: str) -> str:
     """The whole report as one HTML document (UTF-8, no external resources)."""
-    images = sum(isinstance(b, Figure) for b in blocks)
+    images = sum(isinstance(b, bk.Figure) for b in blocks)
     body = "\n".join(_block(b) for b in blocks)
     return (
         "<!DOCTYPE html>\n"

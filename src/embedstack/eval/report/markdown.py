@@ -5,16 +5,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
-from embedstack.eval.report.blocks import (
-    Block,
-    Bullets,
-    Callout,
-    Code,
-    Figure,
-    Heading,
-    Para,
-    Table,
-)
+from embedstack.eval.report import blocks as bk
 
 __all__ = ["render_markdown"]
 
@@ -29,25 +20,25 @@ def _cell(value: str) -> str:
     return _text(value).replace("|", "\\|") or " "
 
 
-def _block(block: Block) -> str:
-    if isinstance(block, Heading):
+def _block(block: bk.Block) -> str:
+    if isinstance(block, bk.Heading):
         return f"{'#' * block.level} {_text(block.text)}"
-    if isinstance(block, Para):
+    if isinstance(block, bk.Para):
         return _text(block.text)
-    if isinstance(block, Callout):
+    if isinstance(block, bk.Callout):
         return f"> **{_text(block.label)}** {_text(block.text)}"
-    if isinstance(block, Bullets):
+    if isinstance(block, bk.Bullets):
         return "\n".join(f"- {_text(item)}" for item in block.items)
-    if isinstance(block, Table):
+    if isinstance(block, bk.Table):
         lines = [
             "| " + " | ".join(_cell(h) for h in block.headers) + " |",
             "|" + "|".join("---" for _ in block.headers) + "|",
         ]
         lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in block.rows]
         return "\n".join(lines)
-    if isinstance(block, Figure):
+    if isinstance(block, bk.Figure):
         return f"![{_text(block.plot.title)}]({block.plot.file})"
-    if isinstance(block, Code):
+    if isinstance(block, bk.Code):
         fence = "```"
         while fence in block.text:
             fence += "`"
@@ -55,6 +46,6 @@ def _block(block: Block) -> str:
     raise TypeError(f"unknown block {block!r}")
 
 
-def render_markdown(blocks: Sequence[Block]) -> str:
+def render_markdown(blocks: Sequence[bk.Block]) -> str:
     """The whole report as Markdown text, ending with one newline."""
     return "\n\n".join(_block(b) for b in blocks) + "\n"
