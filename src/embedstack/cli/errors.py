@@ -61,6 +61,8 @@ def exit_code(error: BaseException) -> int:
 
 def message(error: BaseException) -> str:
     """One line for ``error``, naming the command to run where there is one."""
+    if isinstance(error, IndexNotFound) and str(error).startswith("cannot connect"):
+        return str(error)  # an engine that does not answer: creating an index would not help
     if isinstance(error, IndexNotFound):
         where = error.location or "DIR"
         return f"no embedstack index at {where}: create one with `embedstack index create {where}`"
