@@ -83,12 +83,34 @@ def _teacher_token_outputs(teacher: Path) -> np.ndarray:
     return hidden.mean(dim=1).double().numpy()
 
 
+def _teacher_ids(static_dir: Path, teacher: Path) -> list[int]:
+    """The teacher's token id of each row of the static table. model2vec rewrites the
+    WordPiece vocabulary as a Metaspace one: ``"cat"`` becomes ``"▁cat"``, the continuation
+    ``"##at"`` becomes ``"at"``; ``[PAD]`` and ``[UNK]`` stay."""
+    from tokenizers import Tokenizer
+
+    ours = Tokenizer.from_file(str(static_dir / "tokenizer.json")).get_vocab()
+    theirs = Tokenizer.from_file(str(teacher / "tokenizer.json")).get_vocab()
+
+    def form(token: str) -> str:
+        if token in ("[PAD]", "[UNK]"):
+            return token
+        return token[1:] if token.startswith("\u2581") else f"##{token}"
+
+    return [theirs[form(token)] for token in sorted(ours, key=ours.__getitem__)]
+
+
 def test_rows_are_the_teachers_token_outputs_after_pca_and_sif(
     teacher: Path, static_dir: Path
 ) -> None:
     from tokenizers import Tokenizer
 
     outputs = _teacher_token_outputs(teacher)
+    kept = _teacher_ids(static_dir, teacher)
+    teacher_vocab = Tokenizer.from_file(str(teacher / "tokenizer.json")).get_vocab()
+    dropped = {t for t, i in teacher_vocab.items() if i not in kept}
+    assert dropped == {"[CLS]", "[SEP]", "[MASK]"}  # special tokens never occur in a text
+    outputs = outputs[kept]
     centred = outputs - outputs.mean(axis=0)
     _, _, components = np.linalg.svd(centred, full_matrices=False)
     reduced = centred @ components[:DIMS].T  # PCA: the top DIMS principal axes
@@ -97,14 +119,13 @@ def test_rows_are_the_teachers_token_outputs_after_pca_and_sif(
     unk = Tokenizer.from_file(str(static_dir / "tokenizer.json")).token_to_id("[UNK]")
     expected[unk] = 0.0  # model2vec drops unknown tokens: a zero row, after normalization
     table = load_table(static_dir).astype(np.float64)
-    assert table.shape == (len(outputs), DIMS)
+    assert table.shape == (len(kept), DIMS)
     signs = np.sign((table * expected).sum(axis=0))  # a principal axis has no sign
     assert np.all(signs != 0)
-    np.testing.assert_allclose(
-        table * signs, expected, rtol=1e-3, atol=1e-4 * np.abs(expected).max()
-    )
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(table * signs, expected, rtol=1e-3, atol=1e-4 * scale)
     manifest = json.loads((static_dir / "distill.json").read_text())
-    assert manifest["dims"] == DIMS and manifest["vocab_size"] == len(outputs)
+    assert manifest["dims"] == DIMS and manifest["vocab_size"] == len(kept)
     assert manifest["teacher_weights_sha256"] and manifest["model2vec"] == "0.7.0"
 
 

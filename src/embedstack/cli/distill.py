@@ -28,8 +28,7 @@ def models_distill(
     dims: Annotated[
         int | None,
         typer.Option(
-            help="PCA dimensions of the static model [default: 256; the teacher's "
-            "width with --dims 0]."
+            help="PCA dimensions of the static model (default 256; 0: the teacher's width)."
         ),  # fmt: skip
     ] = None,
     pca: Annotated[
