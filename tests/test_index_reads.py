@@ -39,11 +39,11 @@ def _plain_row_keys(conn: sqlite3.Connection, segment: int, n_rows: int) -> np.n
 @pytest.mark.parametrize("limit", [None, 8])
 def test_bulk_snapshot_reads_equal_row_by_row(index: Index, limit: int | None) -> None:
     store = DocStore(index.path, readonly=True)
+    registry = [(seg, n) for seg, _, n in store.segments()]  # file names exceed 8 bytes
     if limit is not None:  # group_concat beyond SQLite's string limit: row by row
         store.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limit)
     plain = [r[0] for r in store.conn.execute("SELECT key FROM docs ORDER BY key")]
     assert store.live_keys().tolist() == plain and len(plain) == 25 + 12 + 25
-    registry = [(seg, n) for seg, _, n in store.segments()]
     assert len(registry) == 4  # one empty: every document of batch 2 is deleted
     got = store.all_row_keys(registry)
     for seg, n in registry:
