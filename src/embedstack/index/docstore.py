@@ -207,9 +207,9 @@ class DocStore:
         try:
             row = self.conn.execute(query, params).fetchone()
         except sqlite3.DataError:  # beyond SQLite's string limit (~1e8 rows): row by row
-            plain = re.sub(r"group_concat\((\w+)\)", r"\1", query)
+            plain, n_cols = re.subn(r"group_concat\((\w+)\)", r"\1", query)
             rows = self.conn.execute(plain, params).fetchall()
-            return list(np.array(rows, dtype=np.int64).reshape(len(rows), -1).T)
+            return list(np.array(rows, dtype=np.int64).reshape(len(rows), n_cols).T)
         try:
             cols = [_ints(text) for text in row]
         except ValueError as exc:
