@@ -17,16 +17,22 @@ Backends (``--backends``, comma separated; each runs in its own process so peak 
   reason, where the URI is refused or not routed to a backend.
 
 Per backend: ingest (documents and chunks per second, batches of ``--batch``), bytes on disk
-per chunk, open time and first-query time, single-query latency p50/p99 (ms, query encoding
-included, ``k=10``) for bm25, dense and hybrid, HNSW recall@10, and peak RSS. Every backend
-and peer runs with ``--threads`` BLAS/OpenMP threads (1 by default: on a shared 2-core box
-multi-threaded BLAS makes a 1x256 @ 256x2000 product 100x slower). With
-``--encode-sample`` > 0 the default model (all-MiniLM-L6-v2) encodes a sample of documents;
-its rate, extrapolated to N, gives the local storage overhead as a percent of encoding time
+per chunk, open time (reader and writer, wall and CPU seconds) and first-query time,
+single-query latency p50/p99 (ms, query encoding included, ``k=10``) for bm25, dense and
+hybrid, HNSW recall@10, and peak RSS. Every backend and peer runs with ``--threads``
+BLAS/OpenMP threads (1 by default: on a shared 2-core box multi-threaded BLAS makes a
+1x256 @ 256x2000 product 100x slower). With ``--encode-sample`` > 0 the default model
+(all-MiniLM-L6-v2) encodes a sample of documents; its rate, extrapolated to N, gives the
+local storage overhead as a percent of encoding time
 (an extrapolation, not a measured full encode).
+
+Latencies are reported as wall clock and as the process's CPU time (``cpu_*``), which the
+load of a shared machine spoils least. ``--reuse DIR`` keeps the local indexes in ``DIR`` and
+measures an index found there without ingesting it again (open and queries only).
 
 Example:
     .venv/bin/python benchmarks/scale.py --n 20000 --backends local,local-hnsw,peers
+    .venv/bin/python benchmarks/scale.py --n 20000 --backends local,peers --reuse /tmp/s20k
 """
 
 from __future__ import annotations
@@ -98,19 +104,23 @@ def batches(pool: list[str], n: int, size: int, seed: int = 18) -> Iterator[list
 
 
 def latency(fn: Callable[[str], object], qs: list[str], warmup: int = 10) -> dict[str, float]:
-    """p50/p99/mean of single calls, in milliseconds, after ``warmup`` untimed calls."""
+    """p50/p99/mean of single calls, in milliseconds, after ``warmup`` untimed calls: wall
+    clock, and the process's CPU time (``cpu_*``: what a shared machine's load spoils
+    least)."""
     for q in qs[:warmup]:
         fn(q)
-    times = []
+    times, cpu = [], []
     for q in qs:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn(q)
+        cpu.append((time.process_time() - c) * 1000)
         times.append((time.perf_counter() - t) * 1000)
-    return {
-        "p50_ms": round(float(np.percentile(times, 50)), 3),
-        "p99_ms": round(float(np.percentile(times, 99)), 3),
-        "mean_ms": round(float(np.mean(times)), 3),
-    }
+    out = {}
+    for prefix, values in (("", times), ("cpu_", cpu)):
+        out[f"{prefix}p50_ms"] = round(float(np.percentile(values, 50)), 3)
+        out[f"{prefix}p99_ms"] = round(float(np.percentile(values, 99)), 3)
+        out[f"{prefix}mean_ms"] = round(float(np.mean(values)), 3)
+    return out
 
 
 def peak_rss_mb() -> float:
@@ -136,10 +146,14 @@ def run_index(args: argparse.Namespace, backend: str, target: str) -> dict[str, 
     from embedstack.errors import EmbedstackError
     from embedstack.index import Index
 
-    pool, qs = sentences(args.datasets), queries(args.datasets, args.queries)
+    pool = sentences(args.datasets)
     encoder = encoder_for(args.model)
     ann = "hnsw" if backend == "local-hnsw" else None
     local = "://" not in target
+    if local and args.reuse is not None:  # the index kept by an earlier run, if any
+        target = str(args.reuse / backend)
+        if (Path(target) / "manifest.json").exists():
+            return measure_index(args, backend, target, {"n_docs": args.n, "reused": target})
     try:
         idx = Index.create(target, encoder=encoder, ann=ann)
     except EmbedstackError as exc:
@@ -156,13 +170,6 @@ def run_index(args: argparse.Namespace, backend: str, target: str) -> dict[str, 
     t0 = time.perf_counter()
     idx.close()  # a writer's close saves what it keeps in memory (the HNSW graph's rows)
     close_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    idx = Index.open(target, encoder=encoder)
-    open_s = time.perf_counter() - t0
-    stats = idx.stats()
-    t0 = time.perf_counter()
-    idx.search(qs[0], mode="dense", k=10)
-    first_s = time.perf_counter() - t0
     out: dict[str, Any] = {
         "n_docs": args.n,
         "n_chunks": n_chunks,
@@ -170,11 +177,35 @@ def run_index(args: argparse.Namespace, backend: str, target: str) -> dict[str, 
         "ingest_docs_per_s": round(args.n / ingest, 1),
         "ingest_chunks_per_s": round(n_chunks / ingest, 1),
         "close_s": round(close_s, 3),
-        "bytes": stats.bytes,
-        "bytes_per_chunk": round(stats.bytes["total"] / n_chunks, 1) if local else None,
-        "open_s": round(open_s, 4),
-        "first_dense_query_s": round(first_s, 4),
     }
+    return measure_index(args, backend, target, out)
+
+
+def measure_index(
+    args: argparse.Namespace, backend: str, target: str, out: dict[str, Any]
+) -> dict[str, Any]:
+    """Open the built index at ``target`` (writer, then reader: each timed, CPU seconds
+    too) and measure its queries."""
+    from embedstack.index import Index
+
+    qs = queries(args.datasets, args.queries)
+    encoder = encoder_for(args.model)
+    local = "://" not in target
+    for key, readonly in (("open_readonly", True), ("open", False)):
+        t0, c0 = time.perf_counter(), time.process_time()
+        idx = Index.open(target, encoder=encoder, readonly=readonly)
+        out[f"{key}_s"] = round(time.perf_counter() - t0, 4)
+        out[f"{key}_cpu_s"] = round(time.process_time() - c0, 4)
+        if readonly:
+            idx.close()
+    stats = idx.stats()
+    n_chunks = stats.n_chunks
+    t0 = time.perf_counter()
+    idx.search(qs[0], mode="dense", k=10)
+    out["first_dense_query_s"] = round(time.perf_counter() - t0, 4)
+    out["n_chunks"] = n_chunks
+    out["bytes"] = stats.bytes
+    out["bytes_per_chunk"] = round(stats.bytes["total"] / n_chunks, 1) if local else None
     lexical = getattr(next((f for f in idx.fields if f.name == "bm25"), None), "lexical", None)
     if lexical is not None:
         out["bm25_segments"] = lexical.stats().n_segments
@@ -338,6 +369,13 @@ def main(argv: list[str] | None = None) -> None:
         "--threads", type=int, default=1, help="BLAS/OpenMP threads of every backend and peer"
     )
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--reuse",
+        type=Path,
+        default=None,
+        help="keep the local indexes in this folder and, when one is there already, skip "
+        "its ingest and measure only open and queries",
+    )
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (a temp dir)")
     parser.add_argument("--child", choices=BACKENDS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -359,6 +397,8 @@ def main(argv: list[str] | None = None) -> None:
         for backend in chosen:  # local before local-hnsw: its exact results give the recall
             given = argv if argv is not None else sys.argv[1:]
             cmd = [sys.executable, __file__, *given, "--child", backend, "--work", work]
+            if args.reuse is not None:  # the children run in the work folder
+                cmd += ["--reuse", str(args.reuse.resolve())]
             threads = str(args.threads)
             env = {**os.environ, "PYTHONPATH": str(HERE / "src"), "OMP_NUM_THREADS": threads,
                    "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}  # fmt: skip

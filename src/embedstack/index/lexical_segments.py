@@ -8,10 +8,18 @@ Layout (every array an ``.npy`` file, ``allow_pickle=False``)::
         keys.npy               (n_docs,) int64      caller's doc keys
         lengths.npy            (n_docs,) int32      tokens per doc after stopword removal
         terms.npy              (bytes,) uint8       UTF-8 stems joined by "\\n", in term order
+        term_ids.npy           (n_terms,) int64     the index-wide id of each term (below)
         indptr.npy             (n_terms + 1,) int64 CSR row pointers, term -> postings
         docs.npy               (n_postings,) int32  segment-local doc ids, ascending per term
         tfs.npy                (n_postings,) int32  term frequencies
     seg-000001.del-000007.npy  (n_deleted,) int32   tombstones: segment-local ids, sorted
+
+The term ids persist the index's vocabulary: each segment records the id its writer gave
+each of its terms, so opening an index reads the ids instead of rebuilding the vocabulary
+term by term, and two segments sharing a term agree on its id (checked at open). A segment
+written before term ids were stored (its manifest entry lacks ``"term_ids": true``) is read
+by its terms, which then take the ids of the stored vocabulary or new ones; it gets its ids
+when a merge rewrites it. Readers of the older layout ignore ``term_ids.npy``.
 
 This module builds, merges, writes, reads and checks segments; it knows nothing of scoring
 (:mod:`embedstack.index.lexical_scoring`) or of the write protocol
@@ -44,7 +52,7 @@ __all__ = [
     "build_segment",
     "check_segment",
     "load_npy",
-    "load_segment",
+    "load_segments",
     "merge_segments",
     "read_manifest",
     "remove",
@@ -71,6 +79,7 @@ class Segment:
     tfs: npt.NDArray[np.int32]  # (n_postings,)
     deleted: npt.NDArray[np.int32]  # sorted local ids of tombstoned docs
     tomb_file: str | None = None
+    stored_ids: bool = True  # term_ids.npy exists (False: a segment of the older layout)
     local: npt.NDArray[np.int32] | None = None  # global term id -> local row, -1 if absent
 
     def row(self, gid: int) -> int:
@@ -82,7 +91,7 @@ class Segment:
     def meta(self) -> dict[str, Any]:
         return {"name": self.name, "n_docs": len(self.keys), "n_terms": len(self.gids),
                 "n_postings": len(self.docs), "tombstones": self.tomb_file,
-                "n_tombstones": len(self.deleted)}  # fmt: skip
+                "n_tombstones": len(self.deleted), "term_ids": self.stored_ids}  # fmt: skip
 
 
 def save_npy(path: Path, array: np.ndarray) -> None:
@@ -178,11 +187,12 @@ def write_segment(root: Path, seg: Segment, vocab: Vocabulary) -> None:
     remove(final)  # not in the manifest (names are never reused): left by a crashed write
     try:
         tmp.mkdir()
-        terms = "\n".join([vocab.terms[g] for g in seg.gids.tolist()]).encode("utf-8")
+        terms = "\n".join(vocab.terms_of(seg.gids)).encode("utf-8")
         arrays: dict[str, np.ndarray] = {
             "keys": seg.keys,
             "lengths": seg.lengths,
             "terms": np.frombuffer(terms, dtype=np.uint8),
+            "term_ids": seg.gids.astype(np.int64),
             "indptr": seg.indptr,
             "docs": seg.docs,
             "tfs": seg.tfs,
@@ -218,17 +228,40 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
-def load_segment(root: Path, meta: dict[str, Any], vocab: Vocabulary, *, mmap: bool) -> Segment:
-    """Load a segment, checking that array sizes agree with ``meta`` and each other."""
+def load_segments(
+    root: Path, metas: list[dict[str, Any]], *, mmap: bool
+) -> tuple[list[Segment], Vocabulary]:
+    """Load the segments ``metas`` names and the vocabulary their term ids make up.
+
+    Raises:
+        IndexCorrupt: a file is missing or malformed, sizes disagree, or two segments give
+            one term two ids (or one id two terms).
+    """
+    loaded = [_load_segment(root, meta, mmap=mmap) for meta in metas]
+    try:
+        vocab = Vocabulary.from_ids((s.gids, terms) for s, terms in loaded if s.stored_ids)
+    except ValueError as exc:
+        raise IndexCorrupt(f"{root}: {exc}") from exc
+    for seg, terms in loaded:
+        if not seg.stored_ids:  # the older layout: ids from the terms
+            seg.gids = vocab.add_many(terms)
+    return [seg for seg, _ in loaded], vocab
+
+
+def _load_segment(root: Path, meta: dict[str, Any], *, mmap: bool) -> tuple[Segment, list[str]]:
+    """A segment and its terms, checking that array sizes agree with ``meta`` and each
+    other (a segment of the older layout comes with empty ``gids``)."""
     try:
         name, n_docs, n_terms = meta["name"], meta["n_docs"], meta["n_terms"]
         n_postings, tomb_file = meta["n_postings"], meta["tombstones"]
+        stored_ids = meta.get("term_ids", False) is True
     except (KeyError, TypeError) as exc:
         raise IndexCorrupt(f"{root / MANIFEST}: malformed segment entry {meta!r}") from exc
     d = root / name
     keys = load_npy(d / "keys.npy", np.int64)
     lengths = load_npy(d / "lengths.npy", np.int32)
     raw = load_npy(d / "terms.npy", np.uint8)
+    gids = load_npy(d / "term_ids.npy", np.int64) if stored_ids else np.zeros(0, np.int64)
     indptr = load_npy(d / "indptr.npy", np.int64)
     docs = load_npy(d / "docs.npy", np.int32, mmap=mmap)
     tfs = load_npy(d / "tfs.npy", np.int32, mmap=mmap)
@@ -242,6 +275,7 @@ def load_segment(root: Path, meta: dict[str, Any], vocab: Vocabulary, *, mmap: b
     sizes_ok = (
         len(keys) == len(lengths) == n_docs
         and len(terms) == n_terms
+        and (not stored_ids or len(gids) == n_terms)
         and len(indptr) == n_terms + 1
         and indptr[0] == 0
         and indptr[-1] == len(docs) == len(tfs) == n_postings
@@ -249,8 +283,8 @@ def load_segment(root: Path, meta: dict[str, Any], vocab: Vocabulary, *, mmap: b
     )
     if not sizes_ok:
         raise IndexCorrupt(f"{d}: array sizes disagree with each other or with {MANIFEST}")
-    gids = vocab.add_many(terms)
-    return Segment(name, keys, lengths, gids, indptr, docs, tfs, deleted, tomb_file)
+    seg = Segment(name, keys, lengths, gids, indptr, docs, tfs, deleted, tomb_file, stored_ids)
+    return seg, terms
 
 
 def check_segment(d: Path, seg: Segment) -> None:

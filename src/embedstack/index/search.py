@@ -22,13 +22,14 @@ import numpy as np
 from embedstack import fusion as fuse
 from embedstack.errors import InvalidInput
 from embedstack.index._types import RETRIEVERS, Hit
-from embedstack.index.docstore import DocStore
+from embedstack.index.docstore import DocRow, DocStore, parse_metadata
 from embedstack.index.fields.base import DocHits, Field, Retriever, Snapshot
 from embedstack.index.protocols import SearchOptions
 
 __all__ = ["active_retrievers", "check_queries", "search_many"]
 
 _Ranked = list[tuple[int, float]]  # (doc key, score), best first
+_ONE_QUERY = 4  # read whole documents with their ids up to this many candidates per hit
 
 
 def check_queries(queries: Sequence[str]) -> list[str]:
@@ -53,6 +54,18 @@ def active_retrievers(options: SearchOptions) -> tuple[str, ...]:
     return tuple(r for r in RETRIEVERS if r in chosen)
 
 
+_RETRIEVER_TYPES: dict[type, bool] = {}
+
+
+def _ranks(field: Field) -> bool:
+    """Whether ``field`` is a :class:`Retriever`: the protocol check (some 50 µs) runs
+    once per field class."""
+    known = _RETRIEVER_TYPES.get(type(field))
+    if known is None:
+        known = _RETRIEVER_TYPES[type(field)] = isinstance(field, Retriever)
+    return known
+
+
 def search_many(
     store: DocStore,
     snapshot: Snapshot,
@@ -71,9 +84,9 @@ def search_many(
     retrievers: dict[str, Retriever] = {}
     for name in active_retrievers(options):
         retriever = field(name)
-        if not isinstance(retriever, Retriever):
+        if not _ranks(retriever):
             raise InvalidInput(f"the {name!r} field cannot rank documents")
-        retrievers[name] = retriever
+        retrievers[name] = retriever  # type: ignore[assignment]
     allowed = None
     if options.filter:
         allowed = np.intersect1d(store.filter_keys(options.filter, known_keys), snapshot.live)
@@ -99,7 +112,10 @@ def _hits(
         for name, hits in found.items()
     ]
     keys = {key for _, lists in sources for ranked_list in lists for key, _ in ranked_list}
-    ids = store.ids_by_key(keys)  # documents deleted meanwhile (readers) drop out
+    # documents deleted meanwhile (readers) drop out. Few candidates (one retriever, k
+    # plus ties): one query reads every field; many (fusion): ids now, the rest for the k
+    rows = store.rows_by_key(keys) if len(keys) <= _ONE_QUERY * n_queries * options.k else None
+    ids = store.ids_by_key(keys) if rows is None else {key: row[0] for key, row in rows.items()}
     out: list[list[tuple[int, float, dict[str, int], dict[str, float]]]] = []
     for qi in range(n_queries):
         per: dict[str, _Ranked] = {}
@@ -129,17 +145,18 @@ def _hits(
              {n: float(sc[key]) for n, sc in scores.items() if key in sc})
             for key, s in fused[: options.k]
         ])  # fmt: skip
-    return _materialise(store, out, list(found.values()))
+    return _materialise(store, out, list(found.values()), rows)
 
 
 def _materialise(
     store: DocStore,
     results: list[list[tuple[int, float, dict[str, int], dict[str, float]]]],
     located: list[list[DocHits]],
+    rows: dict[int, DocRow] | None,
 ) -> list[list[Hit]]:
-    """Hits with documents and best-chunk spans (from the first source that locates the
-    document's best chunk: BM25 locates none)."""
-    docs = store.docs_by_key({key for res in results for key, *_ in res})
+    """Hits with documents (``rows``, or read now when None) and best-chunk spans (from
+    the first source that locates the document's best chunk: BM25 locates none)."""
+    docs = store.rows_by_key({key for res in results for key, *_ in res}) if rows is None else rows
     best: list[dict[int, tuple[int, int]]] = []
     pairs: set[tuple[int, int]] = set()
     for qi in range(len(results)):
@@ -153,7 +170,7 @@ def _materialise(
                     where[kk] = (s, r)
         best.append(where)
         pairs |= set(where.values())
-    spans = store.chunk_spans(sorted(pairs))
+    spans = store.chunk_spans(sorted(pairs)) if pairs else {}
     out: list[list[Hit]] = []
     for qi, res in enumerate(results):
         hits: list[Hit] = []
@@ -163,10 +180,10 @@ def _materialise(
                 continue
             span = spans.get(best[qi].get(key, (-1, -1)))
             hits.append(Hit(
-                doc_id=doc["id"], score=float(score), rank=len(hits) + 1,
+                doc_id=doc[0], score=float(score), rank=len(hits) + 1,
                 chunk=span[0] if span else None, span=(span[1], span[2]) if span else None,
-                ranks=ranks, scores=scores, title=doc["title"], text=doc["text"],
-                metadata=doc["metadata"],
+                ranks=ranks, scores=scores, title=doc[1], text=doc[2],
+                metadata=parse_metadata(doc[3]),
             ))  # fmt: skip
         out.append(hits)
     return out

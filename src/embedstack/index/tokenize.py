@@ -22,12 +22,14 @@ not once per token. An :class:`Analyzer` is not thread-safe (PyStemmer objects a
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import chain, repeat
 
 import numpy as np
 import numpy.typing as npt
 import Stemmer
+
+from embedstack._typing import IntArray
 
 __all__ = ["STOPWORDS_EN", "TOKEN_PATTERN", "Analyzer", "Vocabulary"]
 
@@ -40,10 +42,15 @@ STOPWORDS_EN: frozenset[str] = frozenset(
 
 _STOP = -1  # term id of a stopword in the word cache
 _OOV = -2  # term id of a word whose stem is not in the vocabulary (queries only)
+_MAX_ID = 1 << 31  # term ids are int32-sized: segments map them to rows with int32 arrays
 
 
 class Vocabulary:
-    """An append-only map between stem strings and dense int ids ``0 .. len - 1``.
+    """An append-only map between stem strings and int ids ``0 .. len - 1``.
+
+    Ids are never reused. A vocabulary rebuilt from persisted ``(ids, terms)`` pairs
+    (:meth:`from_ids`) may have holes, ids no stored term uses any more: their
+    :attr:`terms` entry is ``""`` (no stem is empty) and they are not in :attr:`ids`.
 
     Example:
         >>> v = Vocabulary()
@@ -60,6 +67,40 @@ class Vocabulary:
     def __len__(self) -> int:
         return len(self.terms)
 
+    @classmethod
+    def from_ids(cls, parts: Iterable[tuple[IntArray, list[str]]]) -> Vocabulary:
+        """The vocabulary whose id ``parts[i][0][j]`` is the term ``parts[i][1][j]``.
+
+        Args:
+            parts: ``(ids, terms)`` pairs of equal length: non-negative int64 ids and
+                their non-empty terms; an id may repeat across parts with the same term.
+
+        Raises:
+            ValueError: the parts disagree (one id with two terms, one term with two ids),
+                an id is negative or a term is empty.
+        """
+        pairs = []
+        for gids, terms in parts:
+            if len(gids) != len(terms):
+                raise ValueError(f"{len(gids)} ids for {len(terms)} terms")
+            column = np.empty(len(terms), dtype=object)  # not "<U": no padding to the longest
+            column[:] = terms
+            pairs.append((gids, column))
+        every = np.unique(np.concatenate([g for g, _ in pairs])) if pairs else np.zeros(0, np.int64)
+        if len(every) and (every[0] < 0 or every[-1] >= _MAX_ID):
+            raise ValueError(f"a stored term id is out of range [0, {_MAX_ID})")
+        by_id = np.full(int(every[-1]) + 1 if len(every) else 0, "", dtype=object)
+        for gids, column in pairs:
+            by_id[gids] = column
+        if not all(bool(np.all(by_id[gids] == column)) for gids, column in pairs):
+            raise ValueError("a stored term id stands for two terms")
+        vocab = cls()
+        vocab.ids = dict(zip(by_id[every].tolist(), every.tolist(), strict=True))
+        if len(vocab.ids) != len(every) or "" in vocab.ids:
+            raise ValueError("a stored term has two ids, or is empty")
+        vocab.terms = by_id.tolist()
+        return vocab
+
     def get(self, term: str) -> int:
         """Return the id of ``term``, or -1 when it is not in the vocabulary."""
         return self.ids.get(term, -1)
@@ -73,8 +114,23 @@ class Vocabulary:
         return tid
 
     def add_many(self, terms: Sequence[str]) -> npt.NDArray[np.int64]:
-        """Ids of ``terms`` (adding new ones), as an int64 array of the same length."""
-        return np.fromiter(map(self.add, terms), dtype=np.int64, count=len(terms))
+        """Ids of ``terms`` (adding new ones in order of first appearance, as repeated
+        :meth:`add` would), as an int64 array of the same length; dictionary work only."""
+        ids = self.ids
+        out = np.fromiter(map(ids.get, terms, repeat(-1)), np.int64, count=len(terms))
+        missing = np.flatnonzero(out < 0).tolist()
+        if missing:
+            words = [terms[i] for i in missing]
+            new = list(dict.fromkeys(words))  # first appearance order, once each
+            start = len(self.terms)
+            ids.update(zip(new, range(start, start + len(new)), strict=True))
+            self.terms.extend(new)
+            out[missing] = np.fromiter(map(ids.__getitem__, words), np.int64, len(words))
+        return out
+
+    def terms_of(self, gids: IntArray) -> list[str]:
+        """The terms of ids ``gids`` (each must be a term's id)."""
+        return list(map(self.terms.__getitem__, gids.tolist()))
 
 
 class _WordIds(dict[str, int]):

@@ -70,7 +70,9 @@ class BM25Field:
         SQLite commit, or deletes committed in SQLite but not yet tombstoned), and files a
         crashed merge left behind."""
         self.lexical.collect_garbage()
-        stray = np.setdiff1d(self.lexical.keys(), snapshot.live)
+        keys, live = self.lexical.keys(), snapshot.live  # both ascending and unique
+        at = np.minimum(np.searchsorted(live, keys), max(len(live) - 1, 0))
+        stray = keys[live[at] != keys] if len(live) else keys
         if len(stray):
             self.lexical.delete(stray)
 
