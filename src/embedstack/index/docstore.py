@@ -247,7 +247,7 @@ class DocStore:
             marks = ",".join("?" * len(part))
             query = f"SELECT key, id, title, text, metadata FROM docs WHERE key IN ({marks})"
             for key, *row in self.conn.execute(query, part):
-                out[key] = tuple(row)  # type: ignore[assignment]
+                out[key] = tuple(row)
         return out
 
     def ids_by_key(self, keys: Iterable[int]) -> dict[int, str]:

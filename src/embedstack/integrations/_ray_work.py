@@ -239,7 +239,7 @@ class EncodeAndWrite(EncodeChunks):
 
         super().__init__(manifest, encoder, max_batch_tokens)
         self.lookup = LookupEncoder(self.encoder)
-        self.index = Index.open(target, encoder=self.lookup)  # type: ignore[arg-type]
+        self.index = Index.open(target, encoder=self.lookup)
 
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa

@@ -279,7 +279,7 @@ class EmbedstackVectorStore(VectorStore):
         if self._by_vector is None:
             served = QueryVectors(self.index.encoder)
             where = getattr(self.index, "uri", None) or self.index.path
-            handle = Index.open(where, encoder=served, readonly=True)  # type: ignore[arg-type]
+            handle = Index.open(where, encoder=served, readonly=True)
             self._by_vector = (handle, served)
         return self._by_vector
 
