@@ -57,6 +57,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--datasets", type=Path, default=ROOT.parent / "shared" / "datasets")
     p.add_argument("--base", default="all-MiniLM-L6-v2")
     p.add_argument("--matryoshka", action="store_true", help="train dims 256,128,64 too")
+    p.add_argument("--matryoshka-weights", default=None,
+                   help="loss weights, full dim first, e.g. 1,1,2,4 (default equal)")  # fmt: skip
     p.add_argument("--unsupervised", choices=("ict", "crop"), default=None,
                    help="train on the corpus alone (no qrels)")  # fmt: skip
     p.add_argument("--teacher", default=None, help="cross-encoder folder (Margin-MSE / GPL)")
@@ -117,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.time_limit_min and args.pairs_per_s:
         budget = int(args.time_limit_min * 60 * args.pairs_per_s * 0.8 / args.epochs)
         max_pairs = min(max_pairs or budget, budget)  # 20 % kept for mining and saving
-    parts = ["mrl" if args.matryoshka else "plain", args.unsupervised or "sup"]
+    mrl = "mrl" + (
+        "w" + args.matryoshka_weights.replace(",", "-") if args.matryoshka_weights else ""
+    )
+    parts = [mrl if args.matryoshka else "plain", args.unsupervised or "sup"]
     tag = "-".join([*parts, f"e{args.epochs}", f"b{args.batch_size}", f"L{args.max_seq_length}"])
     out = args.work / f"{args.dataset}-{tag}"
     started = time.perf_counter()
@@ -130,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         max_pairs=max_pairs, dev_fraction=args.dev_fraction, patience=args.patience,
         threads=args.threads, unsupervised=args.unsupervised, teacher=args.teacher,
         matryoshka_dims=",".join(map(str, DIMS)) if args.matryoshka else None,
+        matryoshka_weights=args.matryoshka_weights,
         sts_file=args.datasets / "stsb" / "sts-test.csv",
     )  # fmt: skip
     wall = time.perf_counter() - started

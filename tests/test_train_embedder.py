@@ -200,6 +200,24 @@ def test_matryoshka_model_truncates_better(setup: tuple[Path, Path], tmp_path: P
     assert spec.bundled_path() == nested.out.resolve()
 
 
+def test_matryoshka_weights_reach_the_loss(setup: tuple[Path, Path]) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    from embedstack.train.embedder_model import build_loss
+
+    model = SentenceTransformer(str(setup[1]), device="cpu")
+    cfg = EmbedderConfig(
+        dataset_dir="d", out="o", matryoshka_dims="4,8", matryoshka_weights="1,2,4"
+    )
+    loss = build_loss(model, "mnrl", cfg, 32)
+    assert list(loss.matryoshka_dims) == [32, 8, 4]
+    assert list(loss.matryoshka_weights) == [1.0, 2.0, 4.0]
+    equal = build_loss(
+        model, "mnrl", EmbedderConfig(dataset_dir="d", out="o", matryoshka_dims="8"), 32
+    )
+    assert list(equal.matryoshka_weights) == [1, 1]
+
+
 def test_same_seed_same_model(setup: tuple[Path, Path], tmp_path: Path) -> None:
     data, base = setup
     options = {**FAST, "epochs": 2}

@@ -26,6 +26,8 @@ OK: dict[str, Any] = {"dataset_dir": "data", "out": "model"}
         ("matryoshka_dims", "256,x", "must be dimensions like '256,128,64'"),
         ("matryoshka_dims", "64,64", "must be distinct positive dimensions"),
         ("matryoshka_dims", "0", "must be distinct positive dimensions"),
+        ("matryoshka_weights", "1,x", "must be numbers like '1,1,2,4'"),
+        ("matryoshka_weights", "1,2", "needs matryoshka_dims (--matryoshka)"),
         ("unsupervised", "cloze", "unsupervised (--unsupervised) must be one of ict, crop"),
         ("loss", "triplet", "loss (--loss) must be one of auto, mnrl, margin-mse, cosent"),
         ("loss", "margin-mse", "distils a teacher"),
@@ -36,6 +38,23 @@ OK: dict[str, Any] = {"dataset_dir": "data", "out": "model"}
 def test_out_of_range_options(option: str, value: Any, message: str) -> None:
     with pytest.raises(InvalidInput, match=re.escape(message)):
         EmbedderConfig(**OK, **{option: value})
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        ("1,0,1", "must be positive finite numbers, got [1.0, 0.0, 1.0]"),
+        ("1,inf", "must be positive finite numbers"),
+        ("1,nan", "must be positive finite numbers"),
+        ("1,1,1,1", "3 for --matryoshka 8,4, got 4"),
+        ("1", "3 for --matryoshka 8,4, got 1"),
+    ],
+)
+def test_matryoshka_weights_out_of_range(weights: str, message: str) -> None:
+    with pytest.raises(InvalidInput, match=re.escape(message)):
+        EmbedderConfig(**OK, matryoshka_dims="8,4", matryoshka_weights=weights)
+    config = EmbedderConfig(**OK, matryoshka_dims="8,4", matryoshka_weights="1,2,4")
+    assert config.matryoshka_weights == (1.0, 2.0, 4.0)
 
 
 def test_options_that_do_not_fit_together() -> None:
@@ -170,6 +189,10 @@ def test_a_failure_during_training_leaves_no_folder(tmp_path: Path, base: Path) 
         _train(data, out, base=str(base), matryoshka_dims="64")
     with pytest.raises(InvalidInput, match="max_seq_length .* must be <= 256"):
         _train(data, out, base=str(base), max_seq_length=512)
+    with pytest.raises(
+        InvalidInput, match=re.escape("has 2 weights for the 3 dims trained [32, 8, 4]")
+    ):
+        _train(data, out, base=str(base), matryoshka_dims="8,4", matryoshka_weights="1,2")
     _nothing_written(tmp_path, out)
 
 
@@ -179,6 +202,7 @@ def test_a_failure_during_training_leaves_no_folder(tmp_path: Path, base: Path) 
         (["--epoch", "2"], "No such option: --epoch"),
         (["--matryoshka", "a,b"], "error: matryoshka_dims (--matryoshka) must be dimensions"),
         (["--lr", "-1"], "error: lr (--lr) must be a positive number, got -1.0"),
+        (["--matryoshka", "8", "--matryoshka-weights", "1,1,1"], "got 3"),
         (["--unsupervised", "cloze"], "error: unsupervised (--unsupervised) must be one of ict"),
     ],
 )

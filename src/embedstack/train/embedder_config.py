@@ -73,6 +73,19 @@ def _dims(value: Any) -> tuple[int, ...] | None:
     return dims
 
 
+def _weights(value: Any) -> tuple[float, ...] | None:
+    """``"1,1,2"``, ``[1, 1, 2]`` or None as a tuple of floats (None stays None)."""
+    if value is None:
+        return None
+    parts = value.split(",") if isinstance(value, str) else value
+    try:
+        weights = tuple(float(str(p).strip()) for p in parts if str(p).strip())
+    except (TypeError, ValueError):
+        raise InvalidInput(f"matryoshka_weights (--matryoshka-weights) must be numbers like "
+                           f"'1,1,2,4', got {value!r}") from None  # fmt: skip
+    return weights
+
+
 @dataclass(frozen=True, kw_only=True)
 class EmbedderConfig(TrainConfig):
     """:func:`~embedstack.train.train_embedder`'s options.
@@ -90,9 +103,12 @@ class EmbedderConfig(TrainConfig):
             runs again ``mini_batch_size`` texts at a time, so ``batch_size`` (the number of
             in-batch negatives) is no longer bounded by memory; costs one extra forward pass.
         matryoshka_dims: Also train truncations to these dimensions (Kusupati et al. 2022,
-            sentence-transformers' ``MatryoshkaLoss``, equal weights); the full dimension is
-            always trained, and the saved model records them so the registry and ``pick``
-            know it truncates safely.
+            sentence-transformers' ``MatryoshkaLoss``); the full dimension is always
+            trained, and the saved model records them so the registry and ``pick`` know it
+            truncates safely.
+        matryoshka_weights: The loss weight of each trained dimension, largest first with
+            the full one included (``1,1,2,4`` for full, 256, 128, 64); default equal, as in
+            Kusupati et al. Heavier small dims trade full-dimension quality for truncation.
         unsupervised: Build pairs from the corpus alone: ``ict`` (inverse cloze task, Lee et
             al. 2019: a sentence is the query, the rest of its document the positive) or
             ``crop`` (independent cropping, Contriever, Izacard et al. 2021: two random spans
@@ -133,6 +149,9 @@ class EmbedderConfig(TrainConfig):
     matryoshka_dims: Any = option(None, cli="--matryoshka", cli_type=str | None,
                                   help="Matryoshka dims to train besides the full one, "
                                   "e.g. 256,128,64.")  # fmt: skip
+    matryoshka_weights: Any = option(None, cli_type=str | None,
+                                     help="Loss weight per Matryoshka dim, full first, e.g. "
+                                     "1,1,2,4 (default equal).")  # fmt: skip
     max_seq_length: int | None = option(None, check=at_least(8), optional=True,
                                         help="Tokens per text (default: the base's).")  # fmt: skip
     unsupervised: Unsupervised | None = option(None, cli_type=str | None, optional=True,
@@ -157,6 +176,7 @@ class EmbedderConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "matryoshka_dims", _dims(self.matryoshka_dims))
+        object.__setattr__(self, "matryoshka_weights", _weights(self.matryoshka_weights))
         if self.sts_file is not None:
             if not isinstance(self.sts_file, str | os.PathLike):
                 raise InvalidInput(f"sts_file must be a path, got {self.sts_file!r}")
@@ -168,6 +188,19 @@ class EmbedderConfig(TrainConfig):
         if any(d < 1 for d in dims) or len(set(dims)) != len(dims):
             raise InvalidInput(f"matryoshka_dims (--matryoshka) must be distinct positive "
                                f"dimensions, got {list(dims)}")  # fmt: skip
+        weights = self.matryoshka_weights
+        if weights is not None:
+            if not dims:
+                raise InvalidInput("matryoshka_weights (--matryoshka-weights) needs "
+                                   "matryoshka_dims (--matryoshka)")  # fmt: skip
+            if any(not w > 0 or w == float("inf") for w in weights):
+                raise InvalidInput(f"matryoshka_weights (--matryoshka-weights) must be "
+                                   f"positive finite numbers, got {list(weights)}")  # fmt: skip
+            if len(weights) not in (len(dims), len(dims) + 1):
+                raise InvalidInput(f"matryoshka_weights (--matryoshka-weights) takes one weight "
+                                   f"per trained dim, the full one first: {len(dims) + 1} for "
+                                   f"--matryoshka {','.join(map(str, dims))}, got "
+                                   f"{len(weights)}")  # fmt: skip
         if self.loss == "margin-mse" and self.teacher is None:
             raise InvalidInput("loss='margin-mse' distils a teacher: pass teacher= (--teacher)")
         if self.teacher is not None and self.loss not in ("auto", "margin-mse"):

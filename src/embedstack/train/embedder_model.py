@@ -153,14 +153,16 @@ def embedding_dim(module: Any) -> int:
 
 def build_loss(model: Any, loss: str, cfg: EmbedderConfig, dim: int) -> Any:
     """sentence-transformers' loss for ``loss``, wrapped in ``MatryoshkaLoss`` when
-    ``cfg.matryoshka_dims`` is set (the full ``dim`` first, equal weights).
+    ``cfg.matryoshka_dims`` is set (the full ``dim`` first; ``cfg.matryoshka_weights`` or
+    equal weights).
 
     Margin-MSE compares the teacher's raw margins with ``scale x`` the student's cosine
     margins: a normalised student's margins lie in [-2, 2] while a cross-encoder's logits
     span about ten units, and ``scale`` (20, MNRL's) puts the two on the same footing.
 
     Raises:
-        InvalidInput: a Matryoshka dimension larger than the model's.
+        InvalidInput: a Matryoshka dimension larger than the model's, or a weight count
+            that does not match the dims trained.
     """
     losses = _st_modules()[0]
     if loss == "cosent":
@@ -182,7 +184,12 @@ def build_loss(model: Any, loss: str, cfg: EmbedderConfig, dim: int) -> Any:
         raise InvalidInput(f"matryoshka_dims (--matryoshka) {too_big} exceed the model's "
                            f"dimension {dim}")  # fmt: skip
     dims = sorted({dim, *cfg.matryoshka_dims}, reverse=True)
-    return losses.MatryoshkaLoss(model, fn, dims)
+    weights = cfg.matryoshka_weights
+    if weights is not None and len(weights) != len(dims):
+        raise InvalidInput(f"matryoshka_weights (--matryoshka-weights) has {len(weights)} "
+                           f"weights for the {len(dims)} dims trained {dims} "
+                           "(full first)")  # fmt: skip
+    return losses.MatryoshkaLoss(model, fn, dims, matryoshka_weights=list(weights or ()) or None)
 
 
 def step_inputs(
