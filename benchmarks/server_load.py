@@ -305,25 +305,45 @@ def run_mixed(backend: str, args: argparse.Namespace, texts: list[str]) -> dict[
         return result
 
 
-def main_mixed(args: argparse.Namespace) -> dict[str, Any]:
-    texts, source = _texts(args.datasets, 2000)
-    results = {backend: run_mixed(backend, args, texts) for backend in args.backends}
-    from server_mixed import KINDS, WEIGHTS
-
+def _report(name: str, args: argparse.Namespace, settings: dict[str, Any], source: str,
+            results: dict[str, dict[str, Any]], **extra: Any) -> dict[str, Any]:  # fmt: skip
+    """The JSON report: the run's settings, the machine, ``results`` by mode or backend and
+    their total errors, then ``extra``."""
     return {
-        "benchmark": "server_load_mixed",
+        "benchmark": name,
         "model": args.model,
         "requests": args.requests,
         "concurrency": args.concurrency,
-        "weights": dict(zip(KINDS, WEIGHTS, strict=True)),
+        **settings,
         "texts": source,
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "machine": platform.machine(),
         "results": results,
         "errors": sum(r["errors"] for r in results.values()),
-        "verified": all(r["verify"]["ok"] for r in results.values()),
+        **extra,
     }
+
+
+def main_mixed(args: argparse.Namespace) -> dict[str, Any]:
+    texts, source = _texts(args.datasets, 2000)
+    results = {backend: run_mixed(backend, args, texts) for backend in args.backends}
+    from server_mixed import KINDS, WEIGHTS
+
+    weights = dict(zip(KINDS, WEIGHTS, strict=True))
+    verified = all(r["verify"]["ok"] for r in results.values())
+    return _report("server_load_mixed", args, {"weights": weights}, source, results,
+                   verified=verified)  # fmt: skip
+
+
+def main_load(args: argparse.Namespace) -> dict[str, Any]:
+    texts, source = _texts(args.datasets, args.requests)
+    results = {mode: run_mode(mode, args, texts) for mode in MODES}
+    bound = model_bound(args.model, texts[: min(len(texts), 1000)], args.concurrency)
+    ratio = results["batched"]["requests_per_s"] / results["unbatched"]["requests_per_s"]
+    return _report("server_load", args, {"max_wait_ms": args.max_wait_ms}, source, results,
+                   model_only_bound=bound,
+                   ratio_batched_over_unbatched=round(ratio, 2))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -356,33 +376,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if not set(args.backends) <= {"local", "pg"} or args.seed_docs < 1:
             parser.error("--backends takes local and pg; --seed-docs must be >= 1")
         report = main_mixed(args)
-        print(json.dumps(report, indent=2))
-        if args.out is not None:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        return report
-    args.model = args.model or "all-MiniLM-L6-v2"
-
-    texts, source = _texts(args.datasets, args.requests)
-    results = {mode: run_mode(mode, args, texts) for mode in MODES}
-    bound = model_bound(args.model, texts[: min(len(texts), 1000)], args.concurrency)
-    report = {
-        "benchmark": "server_load",
-        "model": args.model,
-        "requests": args.requests,
-        "concurrency": args.concurrency,
-        "max_wait_ms": args.max_wait_ms,
-        "texts": source,
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "results": results,
-        "errors": sum(r["errors"] for r in results.values()),
-        "model_only_bound": bound,
-        "ratio_batched_over_unbatched": round(
-            results["batched"]["requests_per_s"] / results["unbatched"]["requests_per_s"], 2
-        ),
-    }
+    else:
+        args.model = args.model or "all-MiniLM-L6-v2"
+        report = main_load(args)
     print(json.dumps(report, indent=2))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,9 @@ import asyncio
 import random
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -162,6 +164,32 @@ async def _search(client: Any, run: _Run, model: str, index: str) -> str | None:
     return None
 
 
+async def _write(
+    acked: Acked,
+    ids: list[str],
+    send: Callable[[], Awaitable[Any]],
+    confirmed: Callable[[Any], bool],
+    what: str,
+    outcome: dict[str, dict[str, Any] | None],
+) -> str | None:
+    """Send one write naming ``ids`` (taken busy) and record ``outcome`` (a document, or None
+    for deleted, by id) as acknowledged only when the server answers 200 and ``confirmed``
+    accepts the response; a refusal (returned as the error) or a transport error (raised)
+    makes ``ids`` uncertain. Either way they are no longer busy."""
+    try:
+        r = await send()
+        if r.status_code != 200 or not confirmed(r):
+            acked.uncertain.update(ids)
+            return f"{what} {r.status_code}: {r.text[:200]}"
+        acked.docs.update(outcome)
+        return None
+    except BaseException:
+        acked.uncertain.update(ids)
+        raise
+    finally:
+        acked.busy.difference_update(ids)
+
+
 async def _upsert(client: Any, run: _Run, model: str, index: str) -> str | None:
     acked, n = run.acked, run.rng.randint(1, 4)
     known = run.free(list(acked.docs), n // 2)
@@ -173,20 +201,13 @@ async def _upsert(client: Any, run: _Run, model: str, index: str) -> str | None:
     for doc_id in ids:
         acked.versions[doc_id] = acked.versions.get(doc_id, -1) + 1
         docs.append(make_doc(doc_id, acked.versions[doc_id], run.texts))
-    try:
-        r = await client.post(f"/v1/indexes/{index}/documents", json={"documents": docs})
-        body = r.json() if r.status_code == 200 else {}
-        if r.status_code != 200 or body["added"] + body["updated"] + body["unchanged"] != len(ids):
-            acked.uncertain.update(ids)
-            return f"upsert {r.status_code}: {r.text[:200]}"
-        for d in docs:
-            acked.docs[d["id"]] = d
-        return None
-    except BaseException:
-        acked.uncertain.update(ids)
-        raise
-    finally:
-        acked.busy.difference_update(ids)
+
+    def confirmed(r: Any) -> bool:
+        body = r.json()
+        return body["added"] + body["updated"] + body["unchanged"] == len(ids)
+
+    send = partial(client.post, f"/v1/indexes/{index}/documents", json={"documents": docs})
+    return await _write(acked, ids, send, confirmed, "upsert", {d["id"]: d for d in docs})
 
 
 async def _delete(client: Any, run: _Run, model: str, index: str) -> str | None:
@@ -194,19 +215,9 @@ async def _delete(client: Any, run: _Run, model: str, index: str) -> str | None:
     ids = run.free(acked.present(), run.rng.randint(1, 2))
     if not ids:
         return None  # nothing to delete now: counted as a request that did nothing
-    try:
-        r = await client.request("DELETE", f"/v1/indexes/{index}/documents", json={"ids": ids})
-        if r.status_code != 200 or r.json()["deleted"] != len(ids):
-            acked.uncertain.update(ids)
-            return f"delete {r.status_code}: {r.text[:200]}"
-        for doc_id in ids:
-            acked.docs[doc_id] = None
-        return None
-    except BaseException:
-        acked.uncertain.update(ids)
-        raise
-    finally:
-        acked.busy.difference_update(ids)
+    send = partial(client.request, "DELETE", f"/v1/indexes/{index}/documents", json={"ids": ids})
+    return await _write(acked, ids, send, lambda r: r.json()["deleted"] == len(ids), "delete",
+                        dict.fromkeys(ids))  # fmt: skip
 
 
 _CALLS = {"embed": _embed, "search": _search, "upsert": _upsert, "delete": _delete}

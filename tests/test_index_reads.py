@@ -81,3 +81,26 @@ def test_one_query_materialisation_equals_two(
         h.doc_id: index.get(h.doc_id)["metadata"]  # type: ignore[index]
         for h in hits
     }
+
+
+@pytest.mark.parametrize("readonly", [False, True])
+def test_open_reads_the_snapshot_once(
+    index: Index, readonly: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer recovers against the snapshot it then starts from; a reader only loads it."""
+    queries = ["cat protein", "mouse", "tumour therapy gene"]
+    expected = index.search_many(queries, mode="hybrid", k=10)
+    n_docs = len(index)
+    index.close()
+    reads: list[DocStore] = []
+    live_keys = DocStore.live_keys
+
+    def counted(store: DocStore) -> np.ndarray:
+        reads.append(store)
+        return live_keys(store)
+
+    monkeypatch.setattr(DocStore, "live_keys", counted)
+    with Index.open(index.path, encoder=HashEncoder(32), readonly=readonly) as again:
+        assert len(reads) == 1
+        assert len(again) == n_docs
+        assert again.search_many(queries, mode="hybrid", k=10) == expected

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import bm25s
@@ -100,6 +101,19 @@ def build(path: Path, keys: np.ndarray, texts: list[str], batches: int = 1) -> L
         np.array_split(keys, batches), np.array_split(np.arange(len(texts)), batches), strict=True
     ):
         index.add(part_keys, [texts[i] for i in part])
+    return index
+
+
+def corrupted(
+    path: Path, n_docs: int, corrupt: Callable[[Path], None], delete: Sequence[int] = ()
+) -> LexicalIndex:
+    """An index of ``n_docs`` synthetic documents in two batches, less ``delete``, that
+    passes ``check()``; then damaged on disk by ``corrupt`` (the object is left open)."""
+    index = build(path, np.arange(n_docs), synthetic_corpus(n_docs), batches=2)
+    if delete:
+        index.delete(list(delete))
+    index.check()
+    corrupt(index.path)
     return index
 
 
@@ -488,10 +502,7 @@ def _corrupt_tombstone(path: Path) -> None:
     ],
 )
 def test_check_detects_corruption(tmp_path: Path, corrupt) -> None:  # type: ignore[no-untyped-def]
-    index = build(tmp_path / "i", np.arange(50), synthetic_corpus(50), batches=2)
-    index.delete([3])
-    index.check()
-    corrupt(index.path)
+    index = corrupted(tmp_path / "i", 50, corrupt, delete=[3])
     with pytest.raises(IndexCorrupt):
         index.check()
         LexicalIndex.open(index.path).check()

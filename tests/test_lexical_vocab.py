@@ -20,7 +20,13 @@ from embedstack.errors import IndexCorrupt
 from embedstack.index import lexical_segments
 from embedstack.index.lexical import LexicalIndex
 from embedstack.index.tokenize import Vocabulary
-from test_lexical import assert_same_topk, build, synthetic_corpus, synthetic_queries
+from test_lexical import (
+    assert_same_topk,
+    build,
+    corrupted,
+    synthetic_corpus,
+    synthetic_queries,
+)
 
 QUERIES = synthetic_queries(12)
 
@@ -159,9 +165,7 @@ def _missing_ids(path: Path) -> None:
     ],
 )
 def test_stale_or_corrupt_ids_are_refused(tmp_path: Path, corrupt) -> None:  # type: ignore[no-untyped-def]
-    index = build(tmp_path / "i", np.arange(80), synthetic_corpus(80), batches=2)
-    index.check()
-    corrupt(index.path)
+    index = corrupted(tmp_path / "i", 80, corrupt)
     with pytest.raises(IndexCorrupt):
         index.check()
     with pytest.raises(IndexCorrupt):

@@ -5,6 +5,7 @@ engine URIs (typed errors for bad ones, secrets kept out of reports)."""
 
 from __future__ import annotations
 
+import random
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,6 +91,59 @@ def test_verify_reports_stale_missing_and_resurrected_documents() -> None:
     # 3 stored (d0, d1, d2) and 3 acknowledged present (d0, d1, d3): a count alone is blind
     assert out["count_matches"] is True
     assert out["check"] == "segment 3 is short"
+
+
+class _Reply:
+    def __init__(self, status_code: int, body: dict[str, int]) -> None:
+        self.status_code, self.body, self.text = status_code, body, str(body)
+
+    def json(self) -> dict[str, int]:
+        return self.body
+
+
+class _WriteClient:
+    """Answers writes as ``mode`` says: ``ok`` (counts every id), ``refuse`` (503),
+    ``miscount`` (200, counting none) or ``raise`` (a transport error)."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    async def post(self, url: str, json: dict[str, Any]) -> _Reply:
+        return self._answer({"added": len(json["documents"]), "updated": 0, "unchanged": 0})
+
+    async def request(self, method: str, url: str, json: dict[str, Any]) -> _Reply:
+        return self._answer({"deleted": len(json["ids"])})
+
+    def _answer(self, counts: dict[str, int]) -> _Reply:
+        if self.mode == "raise":
+            raise ConnectionError("connection reset")
+        if self.mode == "refuse":
+            return _Reply(503, {})
+        return _Reply(200, counts if self.mode == "ok" else dict.fromkeys(counts, 0))
+
+
+@pytest.mark.parametrize("kind", ["upsert", "delete"])
+@pytest.mark.parametrize("mode", ["ok", "refuse", "miscount", "raise"])
+async def test_writes_are_recorded_only_when_acknowledged(kind: str, mode: str) -> None:
+    acked = Acked()
+    acked.seed(6, TEXTS)
+    before = dict(acked.docs)
+    run = server_mixed._Run(acked, random.Random(0), TEXTS)
+    call = server_mixed._CALLS[kind](_WriteClient(mode), run, "m", "idx")
+    if mode == "raise":
+        with pytest.raises(ConnectionError):
+            await call
+    else:
+        error = await call
+        assert (error is None) == (mode == "ok")
+        assert error is None or error.startswith(f"{kind} {503 if mode == 'refuse' else 200}: ")
+    assert acked.busy == set()  # every id is free again, whatever happened
+    changed = {i for i, d in acked.docs.items() if before.get(i, "absent") != d}
+    if mode == "ok":
+        assert changed and acked.uncertain == set()
+        assert all((acked.docs[i] is None) == (kind == "delete") for i in changed)
+    else:  # nothing recorded, and the ids it named are excluded from the check
+        assert changed == set() and acked.uncertain
 
 
 def test_version_tokens_are_distinct_words() -> None:

@@ -18,7 +18,7 @@ from embedstack.index._maintenance import recover
 from embedstack.index._state import chunk_args, load_snapshot, lock, resolve_encoder
 from embedstack.index._types import BM25Params
 from embedstack.index.docstore import DocStore
-from embedstack.index.fields.base import Field
+from embedstack.index.fields.base import Field, Snapshot
 from embedstack.index.fields.local import create_fields, open_fields
 from embedstack.vectorset import PRECISIONS
 
@@ -26,8 +26,9 @@ __all__ = ["Parts", "create_parts", "open_parts", "recorded_chunker"]
 
 ANN_CHOICES = (None, "hnsw")
 Encoders = tuple[TextEncoder, SparseTextEncoder | None, late_model.LateEncoder | None]
-#: What ``Index.__init__`` takes: path, manifest, encoder, store, fields, lock descriptor.
-Parts = tuple[Path, dict[str, Any], TextEncoder, DocStore, list[Field], int | None]
+#: What ``Index.__init__`` takes: path, manifest, encoder, store, fields, the snapshot a
+#: writer recovered with (None: the index reads it), lock descriptor (None: readonly).
+Parts = tuple[Path, dict[str, Any], TextEncoder, DocStore, list[Field], Snapshot | None, int | None]
 
 
 def check_create(path: Path, precision: object, ann: object, bm25: object,
@@ -148,13 +149,15 @@ def create_parts(path: Path, *, encoder: object, dim: int | None, precision: str
     except BaseException:
         os.close(fd)
         raise
-    return path, meta, enc, store, fields, fd
+    return path, meta, enc, store, fields, None, fd
 
 
 def open_parts(path: Path, encoder: object, readonly: bool, sparse: object,
                colbert: object) -> Parts:  # fmt: skip
     """Read and check an index's manifest and encoders, take the lock (writers) and
-    recover what a crashed writer left (see :func:`~embedstack.index._maintenance.recover`).
+    recover what a crashed writer left (see :func:`~embedstack.index._maintenance.recover`)
+    against the snapshot, which the index then starts from: recovery changes the fields, never
+    what SQLite registers, and the lock keeps other writers out, so it is read once.
     """
     if not path.is_dir():
         raise IndexNotFound(
@@ -163,16 +166,18 @@ def open_parts(path: Path, encoder: object, readonly: bool, sparse: object,
     meta = manifest.read_manifest(path)
     enc, senc, cenc = open_encoders(path, meta, encoder, sparse, colbert)
     fd = None if readonly else lock(path)
+    snap = None
     try:
         store = DocStore(path, readonly=readonly)
         fields = open_fields(path, meta, enc, readonly=readonly, sparse=senc, colbert=cenc)
         if not readonly:
-            recover(path, fields, load_snapshot(store, fields))
+            snap = load_snapshot(store, fields)
+            recover(path, fields, snap)
     except BaseException:
         if fd is not None:
             os.close(fd)
         raise
-    return path, meta, enc, store, fields, fd
+    return path, meta, enc, store, fields, snap, fd
 
 
 def recorded_chunker(encoder: TextEncoder, meta: dict[str, Any]) -> Chunker:

@@ -77,7 +77,8 @@ class Index:
     """
 
     def __init__(self, path: Path, meta: dict[str, Any], encoder: TextEncoder,
-                 store: DocStore, fields: list[Field], lock_fd: int | None) -> None:  # fmt: skip
+                 store: DocStore, fields: list[Field], snap: Snapshot | None,
+                 lock_fd: int | None) -> None:  # fmt: skip
         self.path = path
         self.manifest = meta
         self.encoder = encoder
@@ -91,8 +92,7 @@ class Index:
         self._chunker = recorded_chunker(encoder, meta)
         self._known_keys: set[str] = set()
         self._closed = False
-        self._snap = Snapshot(np.zeros(0, np.int64), [])
-        self._reload()
+        self._use(load_snapshot(store, fields) if snap is None else snap)  # sets self._snap
 
     # --- lifecycle ---------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from embedstack.encoders import TextEncoder, load_encoder
 from embedstack.errors import ModelMismatch
 from embedstack.index._setup import recorded_chunker
 from embedstack.index.sources import json_doc, read_file
+from embedstack.integrations._encoders import WrappedEncoder
 
 __all__ = [
     "EncodeAndWrite",
@@ -259,7 +260,7 @@ class EncodeAndWrite(EncodeChunks):
         return pa.table({name: [int(counts[name])] for name in RESULT_COLUMNS})
 
 
-class LookupEncoder:
+class LookupEncoder(WrappedEncoder):
     """The driver's encoder: the index's own model, whose ``encode_documents`` returns the
     vectors the Ray workers computed for these exact chunk texts. A text the workers did not
     encode (none, when they chunk as the index does) is encoded here and counted in
@@ -267,24 +268,9 @@ class LookupEncoder:
     """
 
     def __init__(self, base: TextEncoder) -> None:
-        self.base = base
+        super().__init__(base)
         self.vectors: dict[str, FloatArray] = {}
         self.misses = 0
-
-    def __getattr__(self, name: str) -> Any:  # tokenizer, max_length, prefixes, config
-        return getattr(self.base, name)
-
-    @property
-    def name(self) -> str:
-        return self.base.name
-
-    @property
-    def model_id(self) -> str:
-        return self.base.model_id
-
-    @property
-    def dim(self) -> int:
-        return int(self.base.dim)
 
     def feed(self, chunks: Iterable[str], vectors: FloatArray) -> None:
         """Serve ``vectors`` (one row per chunk text) to the next ``encode_documents``."""
@@ -292,12 +278,6 @@ class LookupEncoder:
 
     def clear(self) -> None:
         self.vectors.clear()
-
-    def encode(self, texts: Iterable[str]) -> FloatArray:
-        return self.base.encode(texts)
-
-    def encode_queries(self, texts: Iterable[str]) -> FloatArray:
-        return self.base.encode_queries(texts)
 
     def encode_documents(self, texts: Iterable[str]) -> FloatArray:
         items = list(texts)
