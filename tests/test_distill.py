@@ -2,13 +2,16 @@
 
 Oracles: the teacher's own token outputs, reduced by a PCA computed here with numpy's SVD and
 weighted by the Zipf/SIF formula, for the table; model2vec's own inference
-(``StaticModel.encode``) for the vectors of the converted folder.
+(``StaticModel.encode``) on the model it distilled, for the vectors of the distilled and of
+the converted folder.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -116,8 +119,8 @@ def test_rows_are_the_teachers_token_outputs_after_pca_and_sif(
     reduced = centred @ components[:DIMS].T  # PCA: the top DIMS principal axes
     rank_p = 1 / np.arange(2, len(outputs) + 2)  # Zipf: p(token) ~ 1 / (rank + 1)
     expected = reduced * (SIF / (SIF + rank_p / rank_p.sum()))[:, None]
-    unk = Tokenizer.from_file(str(static_dir / "tokenizer.json")).token_to_id("[UNK]")
-    expected[unk] = 0.0  # model2vec drops unknown tokens: a zero row, after normalization
+    # [UNK] is a row like any other, the teacher's [CLS] [UNK] [SEP]: model2vec 0.7.0 keeps the
+    # unknown token of the Unigram tokenizer it writes (test below, module docstring)
     table = load_table(static_dir).astype(np.float64)
     assert table.shape == (len(kept), DIMS)
     signs = np.sign((table * expected).sum(axis=0))  # a principal axis has no sign
@@ -129,24 +132,77 @@ def test_rows_are_the_teachers_token_outputs_after_pca_and_sif(
     assert manifest["teacher_weights_sha256"] and manifest["model2vec"] == "0.7.0"
 
 
-def test_encoder_equals_model2vec_inference_and_conversion_equals_distill(
-    teacher: Path, static_dir: Path, tmp_path: Path
-) -> None:
-    from model2vec import StaticModel
+@pytest.fixture(scope="module")
+def theirs(teacher: Path) -> Any:
+    """model2vec's own distillation of the teacher, with the options of ``static_dir``."""
     from model2vec.distill import distill_from_model
     from transformers import AutoModel, AutoTokenizer
 
-    theirs = distill_from_model(AutoModel.from_pretrained(teacher),
-                                AutoTokenizer.from_pretrained(teacher), device="cpu",
-                                pca_dims=DIMS, quantize_to="float32")  # fmt: skip
-    theirs.save_pretrained(tmp_path / "m2v")
-    reference = StaticModel.from_pretrained(tmp_path / "m2v").encode(TEXTS)
-    converted = convert_model2vec(tmp_path / "m2v", tmp_path / "conv", dtype="float32")
-    np.testing.assert_allclose(load_table(converted), load_table(static_dir), atol=1e-6)
-    ours = Encoder(converted).encode(TEXTS)
-    assert np.abs(reference[-1]).max() == 0  # only unknown tokens: a zero vector
-    np.testing.assert_allclose(ours, reference, atol=1e-5)
+    return distill_from_model(AutoModel.from_pretrained(teacher),
+                              AutoTokenizer.from_pretrained(teacher), device="cpu",
+                              pca_dims=DIMS, quantize_to="float32")  # fmt: skip
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return np.asarray(v / np.linalg.norm(v, axis=-1, keepdims=True))
+
+
+def test_encoder_equals_model2vec_inference_and_conversion_equals_distill(
+    theirs: Any, static_dir: Path, tmp_path: Path
+) -> None:
+    from model2vec import StaticModel
+    from tokenizers import Tokenizer
+
+    # model2vec's own inference on the model it distilled, before any file is written
+    reference = theirs.encode(TEXTS)
+    table = load_table(static_dir)
+    np.testing.assert_allclose(table, theirs.embedding * theirs.weights[:, None], atol=1e-6)
     np.testing.assert_allclose(Encoder(static_dir).encode(TEXTS), reference, atol=1e-5)
+    # the unknown token counts: its Unigram tokenizer has no unk_token, so model2vec drops
+    # nothing, and a text of unknown characters alone is the [UNK] row's direction
+    assert theirs.unk_token_id is None
+    unk = Tokenizer.from_file(str(static_dir / "tokenizer.json")).token_to_id("[UNK]")
+    assert theirs.tokenize(TEXTS[-1:])[0] == [unk]
+    assert np.abs(table[unk]).max() > 0
+    np.testing.assert_allclose(reference[-1], _unit(table[unk]), atol=1e-6)
+
+    # model2vec's saved folder, converted. Saved C-ordered: safetensors 0.8 writes the memory
+    # of the Fortran-ordered table sklearn's PCA returns as if C-ordered (safetensors #825)
+    model = StaticModel(
+        vectors=np.ascontiguousarray(theirs.embedding),
+        weights=theirs.weights,
+        tokenizer=theirs.tokenizer,
+        config=theirs.config,
+        normalize=True,
+    )
+    with warnings.catch_warnings():  # model2vec 0.7.0 leaves its json files open
+        warnings.simplefilter("ignore", ResourceWarning)
+        model.save_pretrained(tmp_path / "m2v")
+        loaded = StaticModel.from_pretrained(tmp_path / "m2v")
+        gc.collect()
+    converted = convert_model2vec(tmp_path / "m2v", tmp_path / "conv", dtype="float32")
+    np.testing.assert_allclose(load_table(converted), table, atol=1e-6)
+    np.testing.assert_allclose(Encoder(converted).encode(TEXTS), loaded.encode(TEXTS), atol=1e-5)
+
+
+def test_long_texts_read_max_length_tokens_where_model2vec_cuts_characters_first(
+    theirs: Any, static_dir: Path
+) -> None:
+    """The documented difference: model2vec cuts a text to ``512 * median_token_length``
+    characters, then 512 tokens; embedstack reads the first 512 tokens."""
+    long = " ".join(WORDS[i % len(WORDS)] for i in range(700))
+    ids = theirs.tokenize([long], max_length=None)[0]
+    chars = 512 * theirs.median_token_length
+    assert len(ids) == 700 and len(theirs.tokenize([long[:chars]], max_length=None)[0]) < 512
+    table = load_table(static_dir).astype(np.float64)
+    encoder = Encoder(static_dir)
+    ours = encoder.encode([long])[0]
+    np.testing.assert_allclose(ours, _unit(table[ids[:512]].mean(axis=0)), atol=1e-5)
+    assert encoder.truncated == 1
+    cut = theirs.tokenize([long[:chars]], max_length=None)[0]
+    np.testing.assert_allclose(theirs.encode([long])[0], _unit(table[cut].mean(axis=0)),
+                               atol=1e-5)  # fmt: skip
+    assert np.abs(ours - theirs.encode([long])[0]).max() > 1e-3
 
 
 def test_the_cli_distills_a_loadable_float16_model_and_pick_takes_the_folder(

@@ -16,11 +16,37 @@ loads on its ``"static"`` backend:
 
 * ``model.safetensors``: ``embeddings``, ``(vocab, dims)`` float16 or float32, the SIF
   weights already multiplied into the rows;
-* the row of the unknown token is zero: model2vec drops unknown tokens before averaging, and a
-  zero row in the mean changes only the vector's length, which L2 normalization removes;
 * ``tokenizer.json``: model2vec's tokenizer without its post-processor (model2vec encodes with
   ``add_special_tokens=False``), truncation or padding;
 * ``distill.json``: the teacher, its weights hash, the method and its parameters, the time.
+
+What model2vec 0.7.0's ``StaticModel.encode`` does, and so what this folder does:
+
+* **The unknown token counts.** ``StaticModel`` drops token ids equal to its
+  ``unk_token_id``, which it reads from ``tokenizer.model.unk_token``. A distilled model's
+  tokenizer is a ``Unigram`` one (model2vec rewrites the vocabulary), and ``tokenizers``'
+  ``Unigram`` has no ``unk_token`` attribute (only ``unk_id``), so ``unk_token_id`` is None and
+  nothing is dropped: an unknown character is looked up as ``[UNK]``, whose row is the
+  teacher's output for ``[CLS] [UNK] [SEP]`` like any other token's, and a text of unknown
+  characters only gets that row's direction, not a zero vector. The row is therefore kept as
+  it is. Where model2vec *does* drop the unknown token (a converted folder whose tokenizer
+  model names ``unk_token``: WordPiece, WordLevel, BPE), its row is written as zeros: in a
+  mean that changes only the length, which L2 normalization removes (a ``normalize: false``
+  folder keeps the row, whose mean model2vec takes without it). Either way the decision is
+  model2vec's own rule, read from the same attribute.
+* **Truncation.** model2vec cuts a text to ``max_length * median_token_length`` *characters*
+  (the median length of the vocabulary's token strings) before tokenizing, then to
+  ``max_length`` tokens; embedstack reads the first ``max_length`` tokens. The two agree
+  unless a text is longer than that many characters and the character cut leaves fewer than
+  ``max_length`` tokens; then embedstack reads more of the text than model2vec does.
+
+The table never travels through model2vec's ``save_pretrained``: under ``safetensors`` 0.8
+its NumPy writer stores a Fortran-ordered array's memory as if it were C-ordered
+(safetensors issue #825), and the table sklearn's PCA returns is Fortran-ordered, so a model
+distilled with model2vec 0.7.0 and saved comes back with its values reordered, in model2vec
+as anywhere else. :func:`write_static_folder` writes C-ordered copies. A folder model2vec
+0.7.0 saved that way is converted as it is, scrambled values included: the bytes carry no
+sign of it (distill again, with this module, instead).
 
 :func:`convert_model2vec` writes the same folder from a folder model2vec saved
 (``StaticModel.save_pretrained``: ``embeddings``, optional ``weights`` and ``mapping``).
@@ -165,6 +191,8 @@ def distill_static(
         except ValueError as exc:  # model2vec's refusals: an unusable vocabulary
             raise InvalidInput(f"model2vec cannot distill {source}: {exc}") from exc
         seconds = time.perf_counter() - started
+        # static.unk_token_id is the id model2vec's encode drops: None for the Unigram
+        # tokenizer it writes, so the [UNK] row stays as distilled (module docstring)
         rows = _write(staging, static.embedding, static.weights, None, static.tokenizer.to_str(),
                       static.unk_token_id, options, f"distilled from {name}")  # fmt: skip
         return {"teacher": name, "teacher_path": str(folder),
@@ -206,7 +234,7 @@ def convert_model2vec(
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_str(tokenizer_json)
-    unk = getattr(tok.model, "unk_token", None)
+    unk = getattr(tok.model, "unk_token", None)  # StaticModel.__init__'s rule, to the letter
     unk_id = tok.token_to_id(unk) if isinstance(unk, str) else None
     normalize = bool(config.get("normalize", True))
 
