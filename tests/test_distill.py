@@ -205,6 +205,41 @@ def test_long_texts_read_max_length_tokens_where_model2vec_cuts_characters_first
     assert np.abs(ours - theirs.encode([long])[0]).max() > 1e-3
 
 
+@pytest.mark.parametrize("normalize", [True, False, None])
+def test_a_converted_folder_drops_the_unknown_token_as_model2vec_does(
+    normalize: bool | None, tmp_path: Path
+) -> None:
+    """A WordLevel tokenizer names its ``unk_token``, so model2vec drops it: the converted
+    folder's zero row gives model2vec's vectors when normalized, their direction when not
+    (shorter by the share of unknown tokens); a missing ``normalize`` means false."""
+    from model2vec import StaticModel
+    from tokenizers import Tokenizer
+
+    rng = np.random.default_rng(0)
+    config: dict[str, Any] = {"model_type": "model2vec", "architectures": ["StaticModel"]}
+    if normalize is not None:
+        config["normalize"] = normalize
+    model = StaticModel(
+        vectors=rng.standard_normal((8, 4)).astype(np.float32),
+        tokenizer=Tokenizer.from_str(_tok()),
+        config=config,
+        weights=rng.uniform(0.5, 1.0, 8),
+    )
+    assert model.unk_token_id == 0 and model.normalize is bool(normalize)
+    with warnings.catch_warnings():  # model2vec 0.7.0 leaves its json files open
+        warnings.simplefilter("ignore", ResourceWarning)
+        model.save_pretrained(tmp_path / "m2v")
+        gc.collect()
+    texts = ["the cat sat", "the zebra sat on a mat", "zebra", "zebra giraffe cat"]
+    converted = convert_model2vec(tmp_path / "m2v", tmp_path / "conv", dtype="float32")
+    ours = Encoder(converted).encode(texts)
+    reference = model.encode(texts)
+    assert not reference[2].any() and not ours[2].any()  # unknown tokens alone: zero
+    known = np.array([len(model.tokenize([t])[0]) / len(t.split()) for t in texts])
+    expected = reference if normalize else reference * known[:, None]
+    np.testing.assert_allclose(ours, expected, atol=1e-6)
+
+
 def test_the_cli_distills_a_loadable_float16_model_and_pick_takes_the_folder(
     teacher: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,

@@ -31,9 +31,14 @@ What model2vec 0.7.0's ``StaticModel.encode`` does, and so what this folder does
   characters only gets that row's direction, not a zero vector. The row is therefore kept as
   it is. Where model2vec *does* drop the unknown token (a converted folder whose tokenizer
   model names ``unk_token``: WordPiece, WordLevel, BPE), its row is written as zeros: in a
-  mean that changes only the length, which L2 normalization removes (a ``normalize: false``
-  folder keeps the row, whose mean model2vec takes without it). Either way the decision is
-  model2vec's own rule, read from the same attribute.
+  mean that changes only the length, which L2 normalization removes; a text of unknown
+  tokens alone is a zero vector in both. (A ``"normalize": false`` folder, not normalized
+  by model2vec either, keeps the direction; its mean is shorter than model2vec's by the
+  share of unknown tokens.) Either way the decision is model2vec's own rule, read from the
+  same attribute.
+* **Normalization.** A converted folder is L2-normalized when its ``config.json`` says
+  ``"normalize": true``; model2vec treats a missing key as false, and so does
+  :func:`convert_model2vec`.
 * **Truncation.** model2vec cuts a text to ``max_length * median_token_length`` *characters*
   (the median length of the vocabulary's token strings) before tokenizing, then to
   ``max_length`` tokens; embedstack reads the first ``max_length`` tokens. The two agree
@@ -236,12 +241,12 @@ def convert_model2vec(
     tok = Tokenizer.from_str(tokenizer_json)
     unk = getattr(tok.model, "unk_token", None)  # StaticModel.__init__'s rule, to the letter
     unk_id = tok.token_to_id(unk) if isinstance(unk, str) else None
-    normalize = bool(config.get("normalize", True))
+    normalize = bool(config.get("normalize", False))  # StaticModel's default when unset
 
     def build(staging: Path) -> dict[str, Any]:
         rows = _write(staging, tensors["embeddings"], tensors.get("weights"),
-                      tensors.get("mapping"), tokenizer_json, unk_id if normalize else None,
-                      options, f"model2vec folder {folder.name}", normalize=normalize)  # fmt: skip
+                      tensors.get("mapping"), tokenizer_json, unk_id, options,
+                      f"model2vec folder {folder.name}", normalize=normalize)  # fmt: skip
         return {"converted_from": str(folder.resolve()), "model2vec_config": config,
                 "options": asdict(options), "vocab_size": rows}  # fmt: skip
 
