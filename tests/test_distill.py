@@ -230,6 +230,10 @@ def test_a_converted_folder_drops_the_unknown_token_as_model2vec_does(
         warnings.simplefilter("ignore", ResourceWarning)
         model.save_pretrained(tmp_path / "m2v")
         gc.collect()
+    if normalize is None:  # save_pretrained writes the key: take it out again
+        saved = json.loads((tmp_path / "m2v" / "config.json").read_text())
+        del saved["normalize"]
+        (tmp_path / "m2v" / "config.json").write_text(json.dumps(saved))
     texts = ["the cat sat", "the zebra sat on a mat", "zebra", "zebra giraffe cat"]
     converted = convert_model2vec(tmp_path / "m2v", tmp_path / "conv", dtype="float32")
     ours = Encoder(converted).encode(texts)
