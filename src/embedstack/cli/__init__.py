@@ -14,6 +14,7 @@ from collections.abc import Sequence
 # Importing the command modules registers their commands on `app`.
 from embedstack.cli import (  # noqa: F401
     demo,
+    distill,
     evaluate,
     index_cmds,
     pick,

@@ -101,7 +101,10 @@ def pick(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for pick.json (+ reports).")],
     models: Annotated[
         str | None,
-        typer.Option(help="Comma-separated registry names (default: every local dense model)."),
+        typer.Option(
+            help="Comma-separated registry names or model folders (default: every "
+            "local dense model)."
+        ),  # fmt: skip
     ] = None,
     dims: Annotated[
         str | None, typer.Option(help="'full' and/or sizes (default: full,256,128).")

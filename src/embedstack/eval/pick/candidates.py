@@ -14,11 +14,11 @@ and otherwise skipped since no ColBERT weights are available locally.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from embedstack.encoders.registry import ModelSpec, find_model, list_models
+from embedstack.encoders.registry import ModelSpec, find_model, list_models, register_model
 from embedstack.errors import InvalidInput, ModelNotFound
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "CandidateSpec",
     "PickOptions",
     "build_grid",
+    "folder_model",
     "is_available",
     "select_models",
 ]
@@ -48,7 +49,8 @@ class PickOptions:
     """Everything ``embedstack pick`` is asked, validated once.
 
     Attributes:
-        models: registry names to compare; None means every local dense model.
+        models: registry names or model folders to compare; None means every local dense
+            model.
         dims: ``"full"`` or integers as strings; None means ``full, 256, 128``.
         precisions: subset of float32, int8, binary; None means float32, int8.
         modes: subset of dense, bm25, hybrid, colbert; None means dense, bm25, hybrid.
@@ -161,6 +163,24 @@ def is_available(spec: ModelSpec) -> bool:
     return isinstance(found, str)
 
 
+def folder_model(name: str) -> ModelSpec | None:
+    """The registry entry of a local model folder passed by path (a distilled static model,
+    a fine-tuned one), registered under the folder's name, or its path where that name is
+    another model's, so that it loads by name like any entry; None if ``name`` is no model
+    folder."""
+    path = Path(name).expanduser()
+    if not (path / "config.json").is_file():
+        return None
+    from embedstack.encoders.loading import folder_spec
+
+    spec = folder_spec(path)
+    taken = find_model(spec.name)
+    if taken is not None and taken.source != spec.source:
+        spec = replace(spec, name=spec.source)
+    register_model(spec, overwrite=True)
+    return spec
+
+
 def _covers(spec: ModelSpec, languages: tuple[str, ...] | None) -> bool:
     if not languages or "multilingual" in spec.languages:
         return True
@@ -180,7 +200,7 @@ def select_models(options: PickOptions) -> tuple[list[ModelSpec], list[str]]:
     if options.models is not None:
         chosen = []
         for name in options.models:
-            spec = find_model(name)
+            spec = find_model(name) or folder_model(name)
             if spec is None:
                 raise ModelNotFound(
                     f"unknown model {name!r}: `embedstack models` lists the registered names"
