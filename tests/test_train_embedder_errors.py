@@ -181,6 +181,28 @@ def test_out_not_empty_is_left_alone(tmp_path: Path, base: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if ".training-" in p.name]
 
 
+def test_folders_of_killed_runs_are_swept(tmp_path: Path, base: Path) -> None:
+    import subprocess
+    import sys
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(json.dumps({"query": "a", "positive": "b"}) + "\n")
+    never = int(Path("/proc/sys/kernel/pid_max").read_text()) if Path("/proc").is_dir() else 2**22
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dead = tmp_path / f".out.training-{never}"  # pids stay below pid_max: no such process
+        running = tmp_path / f".out.training-{alive.pid}"
+        other = tmp_path / f".other.training-{never}"
+        for folder in (dead, running, other):
+            (folder / "sub").mkdir(parents=True)
+        with pytest.raises(InvalidInput, match="exceed the model's dimension"):
+            _train(data, tmp_path / "out", base=str(base), matryoshka_dims="64")
+        assert not dead.exists() and running.is_dir() and other.is_dir()
+    finally:
+        alive.kill()
+        alive.wait()
+
+
 def test_a_failure_during_training_leaves_no_folder(tmp_path: Path, base: Path) -> None:
     data = tmp_path / "pairs.jsonl"
     data.write_text(json.dumps({"query": "a", "positive": "b"}) + "\n")

@@ -23,7 +23,9 @@ Recipe (Sentence-BERT, Reimers & Gurevych 2019; DPR's hard negatives, Karpukhin 
    steps); the best evaluated weights are kept and training stops after ``patience``
    evaluations without improvement.
 5. The result is written into a temporary folder beside ``out`` and renamed at the end, so
-   a failed run leaves nothing half-written: a standard sentence-transformers folder
+   a failed run leaves nothing half-written (a run killed outright leaves its work folder,
+   ``.OUT.training-PID``, which the next run into the same place removes once that process
+   is gone): a standard sentence-transformers folder
    (``SentenceTransformer(out)`` and ``embedstack.Encoder(out)`` load it, ONNX and int8
    included) with ``matryoshka_dims`` in ``config_sentence_transformers.json``,
    ``training_args.json`` (the exact options and the result), ``training_log.jsonl`` and
@@ -41,6 +43,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import glob
+import logging
 import os
 import random
 import shutil
@@ -73,6 +77,8 @@ from embedstack.train.embedder_model import (
 )
 
 __all__ = ["EmbedderConfig", "EmbedderResult", "train_embedder"]
+
+logger = logging.getLogger("embedstack")
 
 KIND = "a model folder made by embedstack's training"
 
@@ -119,6 +125,25 @@ def _check_out(out: Path, overwrite: bool) -> None:
             raise InvalidInput(f"{out} exists and is not empty; pass overwrite=True (--overwrite)")
         if not (out / "training_args.json").is_file():
             raise InvalidInput(f"{out} is not {KIND}; refusing to overwrite it")
+
+
+def _sweep_stale(parent: Path, name: str) -> list[Path]:
+    """Remove the work folders (``.NAME.training-PID``) that runs killed without a chance to
+    clean up left beside ``out``: those whose process is gone. A live process's folder,
+    another run's in progress, is left alone. Returns the folders removed."""
+    removed = []
+    for folder in parent.glob(f".{glob.escape(name)}.training-*"):
+        pid = folder.name.rsplit("-", 1)[1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        except (PermissionError, OverflowError):  # alive (another user's), or no such pid
+            continue
+    return removed
 
 
 def _sts(model: str | os.PathLike[str], cfg: EmbedderConfig) -> float | None:
@@ -200,6 +225,8 @@ def train_embedder(
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = cfg.out.parent / f".{cfg.out.name}.training-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
+    for stale in _sweep_stale(cfg.out.parent, cfg.out.name):
+        logger.info("removed %s, left by a training run that was killed", stale)
     try:
         result, args = _train(cfg, dataclasses.replace(cfg, out=tmp), base_dir, base_config,
                               torch, transformers, st)  # fmt: skip
