@@ -19,7 +19,13 @@ from embedstack import HashEncoder, ModelSpec, register_model, unregister_model
 from embedstack.cli import run
 from embedstack.errors import InvalidInput
 from embedstack.eval.pick import PickOptions, run_pick
-from embedstack.eval.pick.task_stats import paired_bootstrap, similarity_scores, weighted_ap
+from embedstack.eval.pick.recommend import significance
+from embedstack.eval.pick.task_stats import (
+    paired_bootstrap,
+    resample_counts,
+    similarity_scores,
+    weighted_ap,
+)
 from embedstack.eval.tasks import MAIN_METRICS, evaluate_task
 
 pytest.importorskip("sklearn")
@@ -88,6 +94,30 @@ class JunkEncoder(HashEncoder):
         return super().encode([hashlib.sha1(t.encode()).hexdigest() for t in texts])
 
 
+class TopicEncoder(HashEncoder):
+    """One-hot of the topic a text's words come from (every generated text has exactly three
+    words of one topic): the vectors of a topic are identical and the topics' orthogonal, so
+    k-means on them (k-means++ never seeds a centre on a point already chosen) finds the
+    topics exactly, V-measure 1.0 on every seed, and a classifier trained on balanced
+    samples of the three points labels every test text right, accuracy 1.0."""
+
+    def encode(self, texts: Iterable[str]) -> Any:
+        items = list(texts)
+        out = np.zeros((len(items), self.dim), dtype=np.float32)
+        for row, text in enumerate(items):
+            for col, words in enumerate(TOPICS.values()):
+                out[row, col] = len(set(text.split()) & set(words))
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+@pytest.fixture()
+def topic() -> Iterator[str]:
+    spec = ModelSpec("test-task-topic", "t/topic", 64, 512, factory=TopicEncoder.from_spec)
+    register_model(spec, overwrite=True)
+    yield spec.name
+    unregister_model(spec.name)
+
+
 @pytest.fixture()
 def models() -> Iterator[tuple[str, str]]:
     specs = (
@@ -136,7 +166,12 @@ def test_quality_column_is_the_tasks_main_score(
     assert cands[f"{good}|64|float32"]["bytes_per_doc"] == 256
     assert cands[f"{good}|64|int8"]["bytes_per_doc"] == pytest.approx(64 + 2 * 64 * 4 / n)
     assert cands[f"{good}|64|binary"]["bytes_per_doc"] == 8
-    best = max(saved["candidates"], key=lambda c: c["metrics"][main])
+    # "best" is any top-scoring candidate (an int8 copy can cluster exactly as float32 does),
+    # the tie broken as documented: lowest p99, then fewest bytes, then candidate order
+    top = max(c["metrics"][main] for c in saved["candidates"])
+    tied = [(c["latency_ms_p99"], c["bytes_per_doc"], i, c)
+            for i, c in enumerate(saved["candidates"]) if c["metrics"][main] == top]  # fmt: skip
+    best = min(tied, key=lambda t: t[:3])[3]
     for cand in saved["candidates"]:
         sig = cand["significance"]
         assert cand["latency_ms_p99"] >= cand["latency_ms_p50"] > 0
@@ -151,16 +186,25 @@ def test_quality_column_is_the_tasks_main_score(
 
 
 def test_clearly_better_model_is_recommended(
-    tmp_path: Path, task_files: dict[str, Path], models: tuple[str, str]
+    tmp_path: Path, task_files: dict[str, Path], models: tuple[str, str], topic: str
 ) -> None:
-    good, junk = models
+    """A smaller model (on the Pareto front) that is significantly worse is not recommended.
+
+    The better model is :class:`TopicEncoder`, perfect by construction (1.0 on both tasks);
+    the junk one hashes whole texts. The exact test over 10 k-means seeds then has the
+    p-value ``2 / 2**10`` as soon as junk is below 1.0 on every seed (only the all-plus and
+    all-minus sign vectors reach the observed mean), which is below 0.05 after Holm's
+    correction over one comparison, so junk is not eligible however small it is.
+    """
+    junk = models[1]
     for task in ("classification", "clustering"):
-        options = _options(tmp_path, task, models, dims=("full",), precisions=("float32",))
+        options = _options(tmp_path, task, (topic, junk), dims=("full",),
+                           precisions=("float32",))  # fmt: skip
         result = run_pick(task_files[task], tmp_path / task, options)
         cands = {c["id"]: c for c in result["candidates"]}
         main = MAIN_METRICS[task]
-        good_id, junk_id = f"{good}|64|float32", f"{junk}|32|float32"
-        assert cands[good_id]["metrics"][main] > cands[junk_id]["metrics"][main] + 0.3
+        good_id, junk_id = f"{topic}|64|float32", f"{junk}|32|float32"
+        assert cands[good_id]["metrics"][main] == 1.0 > cands[junk_id]["metrics"][main]
         # junk is smaller (so on the front) but significantly worse: good is recommended
         assert cands[junk_id]["pareto"] and cands[junk_id]["bytes_per_doc"] == 128
         assert cands[junk_id]["significance"]["significant"] is True
@@ -168,21 +212,57 @@ def test_clearly_better_model_is_recommended(
         assert (tmp_path / task / "report.md").is_file()
         assert main in (tmp_path / task / "report.md").read_text()
     sig = cands[junk_id]["significance"]
-    assert "k-means seeds" in sig["test"] and sig["p_value"] == pytest.approx(2 / 1024)
+    per_seed = zip(cands[good_id]["task_detail"]["v_measure_per_seed"],
+                   cands[junk_id]["task_detail"]["v_measure_per_seed"], strict=True)  # fmt: skip
+    assert all(g == 1.0 > j for g, j in per_seed)
+    assert "k-means seeds" in sig["test"] and sig["p_value"] == 2 / 2**10
 
 
 def test_classification_test_is_over_examples_and_experiments(
-    tmp_path: Path, task_files: dict[str, Path], models: tuple[str, str]
+    tmp_path: Path, task_files: dict[str, Path], models: tuple[str, str], topic: str
 ) -> None:
-    options = _options(tmp_path, "classification", models, dims=("full",),
+    """The main test pairs over test examples (2000 random sign vectors), the second over the
+    10 experiments (exact). The perfect model scores 1 on every unit, so every nonzero
+    difference has one sign and only a sign vector constant over them reaches the observed
+    mean: exact p = 2 / 2**10 once junk is below 1.0 in every experiment, and
+    p = 1 / 2001 unless one of 2000 draws is constant over the ``m`` examples junk gets
+    wrong at least once (chance at most 2000 * 2**(1 - m))."""
+    options = _options(tmp_path, "classification", (topic, models[1]), dims=("full",),
                        precisions=("float32",))  # fmt: skip
     result = run_pick(task_files["classification"], tmp_path / "out", options)
-    junk = next(c for c in result["candidates"] if c["model"] == models[1])
+    good, junk = result["candidates"]
     sig = junk["significance"]
     assert "test examples" in sig["test"] and "10 seeded" in sig["test"]
-    assert sig["p_value"] < 0.01 and sig["p_value_experiments"] == pytest.approx(2 / 1024)
-    assert len(junk["task_detail"]["accuracy_per_experiment"]) == 10
+    per_experiment = junk["task_detail"]["accuracy_per_experiment"]
+    assert (
+        len(per_experiment) == 10 and good["task_detail"]["accuracy_per_experiment"] == [1.0] * 10
+    )
+    assert max(per_experiment) < 1.0 and sig["p_value_experiments"] == 2 / 2**10
+    m = round(result["data"]["n_examples"] * (1.0 - per_experiment[0]))  # wrong in the first
+    assert m >= 40 and sig["p_value"] == pytest.approx(1 / (options.n_permutations + 1))
     assert result["data"]["n_examples"] == 75 and 24 <= result["data"]["n_train"] <= 36
+
+
+def test_best_candidate_tie_break_is_documented_rule() -> None:
+    """Equal main metrics: lower p99 wins, then fewer bytes, then the earlier candidate."""
+
+    def cand(ident: str, score: float, p99: float, size: float) -> dict[str, Any]:
+        return {"id": ident, "metrics": {"v_measure": score}, "main_metric": "v_measure",
+                "latency_ms_p99": p99, "bytes_per_doc": size}  # fmt: skip
+
+    def compare(baseline: str, other: str) -> tuple[float, float]:
+        return 0.0, 1.0
+
+    cases = [
+        ([cand("f32", 0.5, 2.0, 256), cand("i8", 0.5, 2.0, 72), cand("low", 0.4, 1.0, 8)], "i8"),
+        ([cand("slow", 0.5, 3.0, 8), cand("fast", 0.5, 2.0, 256)], "fast"),
+        ([cand("first", 0.5, 2.0, 72), cand("second", 0.5, 2.0, 72)], "first"),
+    ]
+    for cands, expected in cases:
+        for order in (cands, cands[::-1]) if expected != "first" else (cands,):
+            best = significance(order, {}, 10, 0, compare=compare)
+            assert best["id"] == expected
+            assert all(c["significance"]["baseline"] == expected for c in order)
 
 
 def test_weighted_ap_matches_scikit_learn_with_ties_and_weights() -> None:
@@ -199,7 +279,42 @@ def test_weighted_ap_matches_scikit_learn_with_ties_and_weights() -> None:
     assert weighted_ap(scores, labels)[0] == pytest.approx(average_precision_score(labels, scores))
 
 
-def test_paired_bootstrap() -> None:
+def _sklearn_max_ap(scores: np.ndarray, labels: np.ndarray, rows: np.ndarray) -> float:
+    """MTEB's max AP of the pairs ``rows`` (repeats allowed), by scikit-learn; 0 without a
+    positive (the convention of :func:`weighted_ap`)."""
+    from sklearn.metrics import average_precision_score
+
+    if not labels[rows].any():
+        return 0.0
+    return max(float(average_precision_score(labels[rows], s[rows])) for s in scores)
+
+
+def test_paired_bootstrap_at_its_floor_when_every_resample_favours_one() -> None:
+    """``best`` ranks the 40 positives of 80 pairs above the negatives on all four functions
+    (AP 1 on any resample holding a positive); ``other`` ranks them below (AP
+    ``sum_i i / (40 + i) / 40`` < 1/2). A resample holding both classes then has
+    ``d_b = AP_other_b - 1`` strictly between ``-1 < 2d`` and 0, so it never reaches
+    ``|d_b - d| >= |d|``; a one-class resample has ``d_b = 0`` and does. Hence
+    ``p = (1 + #one-class resamples) / (B + 1)``, and with 2 in 2**80 chances of a
+    one-class resample that is ``1 / (B + 1)``."""
+    labels = np.array([1, 0] * 40)
+    jitter = np.arange(80) / 80  # no ties within a class
+    best = np.tile(10.0 * labels + jitter, (4, 1))
+    other = np.tile(-10.0 * labels + jitter, (4, 1))
+    ap_other = sum(i / (40 + i) for i in range(1, 41)) / 40
+    assert ap_other < 0.5
+    for n_samples in (1, 250):
+        delta, p = paired_bootstrap(best, other, labels, n_samples=n_samples, seed=7)
+        assert delta == pytest.approx(ap_other - 1.0, abs=1e-12)
+        draws = np.concatenate(list(resample_counts(80, n_samples, 7)))
+        positives = draws @ labels
+        one_class = int(np.count_nonzero((positives == 0) | (positives == 80)))
+        assert one_class == 0 and p == (1 + one_class) / (n_samples + 1) == 1 / (n_samples + 1)
+
+
+def test_paired_bootstrap_matches_a_plain_recomputation() -> None:
+    """A difference with a real spread over pairs: the p-value is recomputed from the same
+    resamples with scikit-learn's average precision on the repeated pairs."""
     from embedstack.eval.tasks.pair_classification import pair_scores
 
     rng = np.random.default_rng(0)
@@ -211,11 +326,27 @@ def test_paired_bootstrap() -> None:
     assert float(weighted_ap(sharp[0], labels)[0]) == pytest.approx(
         pair_scores(left, right, labels)["cosine_ap"]
     )
-    delta, p = paired_bootstrap(sharp, noisy, labels, n_samples=300)
-    assert delta < -0.2 and p == pytest.approx(1 / 301)
+    n_samples, everything = 300, np.arange(80)
+    draws = np.concatenate(list(resample_counts(80, n_samples, 0)))
+    assert draws.shape == (n_samples, 80) and set(draws.sum(axis=1)) == {80}
+    observed = _sklearn_max_ap(noisy, labels, everything) - _sklearn_max_ap(
+        sharp, labels, everything
+    )
+    hits = 0
+    for counts in draws:
+        rows = np.repeat(everything, counts)
+        d_b = _sklearn_max_ap(noisy, labels, rows) - _sklearn_max_ap(sharp, labels, rows)
+        hits += abs(d_b - observed) >= abs(observed)  # centred, two-sided
+    delta, p = paired_bootstrap(sharp, noisy, labels, n_samples=n_samples)
+    assert delta == pytest.approx(observed, abs=1e-12)
+    assert p == (hits + 1) / (n_samples + 1)
+    # swapping the candidates negates the difference and keeps p; identical ones: p = 1
+    assert paired_bootstrap(noisy, sharp, labels, n_samples=n_samples) == pytest.approx((-delta, p))
     assert paired_bootstrap(sharp, sharp, labels, n_samples=100) == (0.0, 1.0)
     with pytest.raises(InvalidInput, match="same pairs"):
         paired_bootstrap(sharp, noisy[:, :10], labels)
+    with pytest.raises(InvalidInput, match="n_samples"):
+        paired_bootstrap(sharp, noisy, labels, n_samples=0)
 
 
 def test_bad_input(

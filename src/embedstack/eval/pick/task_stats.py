@@ -6,10 +6,23 @@ the sign-flip randomization test of :mod:`~embedstack.eval.pick.stats` does not 
 swapping two models' raw similarities is not exchangeable: their scales differ). The paired
 bootstrap (Efron & Tibshirani 1993, ch. 16; as used for non-decomposable metrics by Koehn
 2004 and Berg-Kirkpatrick et al. 2012) resamples the *pairs* with replacement, the same
-resample for both candidates, and recomputes both ``max_ap`` on it. Under the null
-hypothesis the centred bootstrap differences ``d_b - d`` describe how far chance moves the
-observed difference ``d``; the two-sided p-value is
-``(1 + #{b : |d_b - d| >= |d|}) / (B + 1)``.
+resample for both candidates (:func:`resample_counts`), and recomputes both ``max_ap`` on
+it, giving ``d_b``. The bootstrap distribution of ``d_b`` is centred near the observed
+difference ``d``, not near 0, so the null distribution is that of ``d_b - d`` (the shift
+method of Efron & Tibshirani 16.4; Berg-Kirkpatrick et al.'s ``d_b > 2d`` is its one-sided
+form). The test is two-sided because the baseline is the candidate that scored best on
+these very pairs (the data chose the direction), as in the randomization test of
+:mod:`~embedstack.eval.pick.stats`::
+
+    p = (1 + #{b : |d_b - d| >= |d|}) / (B + 1)
+
+the observed sample counted once, so p is never 0 (Davison & Hinkley 1997, 4.2). Koehn's
+share of resamples in which the best system loses, ``#{b : d_b >= 0} / B``, is a different
+(uncentred) quantity and is not what is computed. Consequences: identical candidates give
+``d = 0`` and p = 1; swapping the two candidates negates ``d`` and every ``d_b`` and leaves
+p unchanged; p is at its floor ``1 / (B + 1)`` exactly when every resample keeps ``d_b``
+strictly between ``2d`` and ``0``, so a large difference with a large spread over pairs is
+not at the floor.
 
 A resample is a vector of multiplicities (multinomial counts), so the average precision is
 computed with weights: over the distinct scores in decreasing order (ties form one
@@ -24,11 +37,20 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from embedstack.errors import InvalidInput
 
-__all__ = ["BOOTSTRAP_SAMPLES", "max_ap_bootstrap", "paired_bootstrap", "similarity_scores"]
+__all__ = [
+    "BOOTSTRAP_SAMPLES",
+    "max_ap_bootstrap",
+    "paired_bootstrap",
+    "resample_counts",
+    "similarity_scores",
+    "weighted_ap",
+]
 
 BOOTSTRAP_SAMPLES = 1000
 _BLOCK = 100  # resamples scored at once: bounds memory at _BLOCK x n_pairs
@@ -88,6 +110,19 @@ def max_ap_bootstrap(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray
     return np.max([weighted_ap(row, labels, weights) for row in scores], axis=0)
 
 
+def resample_counts(n: int, n_samples: int, seed: int) -> Iterator[np.ndarray]:
+    """The bootstrap resamples of ``n`` items, in blocks of ``(<= 100, n)`` int counts.
+
+    Row ``b`` says how often each item is drawn in resample ``b``: ``n`` draws with
+    replacement, uniform, i.e. one multinomial draw, so every row sums to ``n``. The same
+    ``seed`` gives the same ``n_samples`` resamples, so every comparison sees the same ones.
+    """
+    rng = np.random.default_rng(seed)
+    for start in range(0, n_samples, _BLOCK):
+        size = min(_BLOCK, n_samples - start)
+        yield rng.multinomial(n, np.full(n, 1.0 / n), size=size)
+
+
 def paired_bootstrap(
     best: np.ndarray,
     other: np.ndarray,
@@ -103,11 +138,12 @@ def paired_bootstrap(
             (:func:`similarity_scores`).
         other: ``(4, n)`` those of the compared candidate, same pairs in the same order.
         labels: ``(n,)`` 0/1.
-        n_samples: bootstrap resamples.
-        seed: seeds the resamples (the same for every comparison).
+        n_samples: bootstrap resamples ``B``.
+        seed: seeds the resamples (:func:`resample_counts`; the same for every comparison).
 
     Returns:
-        ``(delta, p_value)``: ``delta`` is the observed difference of ``max_ap``.
+        ``(delta, p_value)``: ``delta = max_ap(other) - max_ap(best)`` over all pairs and
+        ``p_value = (1 + #{b : |d_b - delta| >= |delta|}) / (B + 1)`` (module docstring).
 
     Raises:
         InvalidInput: mismatched shapes or ``n_samples < 1``.
@@ -120,12 +156,9 @@ def paired_bootstrap(
     observed = float(max_ap_bootstrap(other, y, np.ones((1, y.size)))[0]) - float(
         max_ap_bootstrap(best, y, np.ones((1, y.size)))[0]
     )
-    rng = np.random.default_rng(seed)
     hits = 0
-    target = abs(observed) - 1e-12
-    for start in range(0, n_samples, _BLOCK):
-        size = min(_BLOCK, n_samples - start)
-        counts = rng.multinomial(y.size, np.full(y.size, 1.0 / y.size), size=size)
+    target = abs(observed) - 1e-12  # differences below float noise count as reaching |d|
+    for counts in resample_counts(y.size, n_samples, seed):
         diffs = max_ap_bootstrap(other, y, counts) - max_ap_bootstrap(best, y, counts)
         hits += int(np.count_nonzero(np.abs(diffs - observed) >= target))
     return observed, (hits + 1) / (n_samples + 1)
