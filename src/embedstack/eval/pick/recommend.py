@@ -99,6 +99,12 @@ def unmet_budgets(cands: list[dict[str, Any]], options: PickOptions) -> list[dic
 
 
 def _rank_key(cand: dict[str, Any]) -> tuple[float, float, float]:
+    """What "best" means: the highest main metric; among equal ones (an int8 or binary copy
+    of a model can score exactly what its float32 vectors score, e.g. the same k-means
+    clustering), the lowest p99 latency, then the fewest bytes per document. ``max`` keeps
+    the first of any candidates still equal, so a remaining tie goes to the earliest in
+    pick.json's candidate order (the grid's: models as listed, then dims, then precisions).
+    Deterministic for given measurements."""
     return (
         float(cand["metrics"][cand["main_metric"]]),
         -float(cand["latency_ms_p99"]),
@@ -125,6 +131,9 @@ def significance(
     test_name: str | None = None,
 ) -> dict[str, Any]:
     """Test the best candidate against each other one; set each ``significance``.
+
+    The best is the highest main metric, ties broken by lower p99 latency, fewer bytes per
+    document, then candidate order (:func:`_rank_key`).
 
     Args:
         compare: the test (default: the paired randomization test over ``per_query``).
