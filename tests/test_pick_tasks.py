@@ -20,6 +20,7 @@ from embedstack.cli import run
 from embedstack.errors import InvalidInput
 from embedstack.eval.pick import PickOptions, run_pick
 from embedstack.eval.pick.recommend import significance
+from embedstack.eval.pick.task_measure import CLUSTER_SEEDS
 from embedstack.eval.pick.task_stats import (
     paired_bootstrap,
     resample_counts,
@@ -160,6 +161,12 @@ def test_quality_column_is_the_tasks_main_score(
         expected = evaluate_task(HashEncoder(64), task_files[task], task, dim=dim)
         cand = cands[f"{good}|{dim}|float32"]
         assert cand["main_metric"] == main == next(iter(cand["metrics"]))
+        if task == "clustering":  # the mean of k-means runs at seeds 42, 43, ... (one each)
+            runs = [evaluate_task(HashEncoder(64), task_files[task], task, dim=dim, seed=42 + i)
+                    for i in range(CLUSTER_SEEDS)]  # fmt: skip
+            assert cand["task_detail"]["v_measure_per_seed"] == [r["main_score"] for r in runs]
+            assert cand["metrics"]["v_measure_one_run"] == expected["main_score"]
+            expected = {"main_score": sum(r["main_score"] for r in runs) / CLUSTER_SEEDS}
         assert cand["metrics"][main] == pytest.approx(expected["main_score"], abs=1e-12)
     # bytes per stored vector: float32 4 B a dimension, int8 1 B + its ranges, binary 1 bit
     n = saved["data"]["n_docs"]

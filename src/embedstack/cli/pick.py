@@ -70,8 +70,9 @@ def _show(result: dict[str, Any], out_dir: Path, top: int) -> None:
     test = (best["significance"] or {}).get("test", "paired randomization test")
     out.print(f"* significant (Holm-adjusted p < 0.05; {test})", soft_wrap=True)
     if result.get("task", "retrieval") != "retrieval":
+        kind = "" if data["latency_kind"] == "text" else f"{data['latency_kind']} "
         out.print(
-            f"latency: encoding one {data['latency_kind']} text alone ({data['latency_texts']} "
+            f"latency: encoding one {kind}text alone ({data['latency_texts']} "
             "texts); $/1M q: per 1M texts encoded; B/doc: bytes per stored vector",
             soft_wrap=True,
         )

@@ -2,13 +2,14 @@
 
 The same choice as a retrieval pick, for another use of the embeddings: the grid is models x
 dimensions x storage precisions (no retrieval modes, no BM25), the quality column is the
-task's main score exactly as ``embedstack eval --task`` computes it (accuracy, V-measure,
-max AP, MAP; :mod:`~embedstack.eval.pick.task_measure`), latency is the encoding of one text
-at a time (p50/p99 over up to :data:`LATENCY_TEXTS` seeded texts; the classifier, k-means or
-threshold after it costs microseconds and is not included), bytes are per stored vector and
-the costs follow from them as for retrieval ($ per 1M texts encoded, storage $ per month for
-``--corpus-size`` vectors). Then the Pareto front, the budgets and the recommendation rule of
-:mod:`~embedstack.eval.pick.recommend`, with the significance test the task calls for:
+task's main score as ``embedstack eval --task`` computes it (accuracy, V-measure averaged
+over k-means seeds, max AP, MAP; :mod:`~embedstack.eval.pick.task_measure`), latency is
+the encoding of one text at a time (p50/p99 over up to :data:`LATENCY_TEXTS` seeded texts;
+the classifier, k-means or threshold after it costs microseconds and is not included),
+bytes are per stored vector and the costs follow from them as for retrieval ($ per 1M
+texts encoded, storage $ per month for ``--corpus-size`` vectors). Then the Pareto front,
+the budgets and the recommendation rule of :mod:`~embedstack.eval.pick.recommend`, with
+the significance test the task calls for:
 
 * classification: paired randomization over the test examples, each scored by the share of
   the seeded experiments' classifiers that label it right. The experiments' training
@@ -20,7 +21,8 @@ the costs follow from them as for retrieval ($ per 1M texts encoded, storage $ p
   ``significance.p_value_experiments``.
 * clustering: paired randomization over :data:`~.task_measure.CLUSTER_SEEDS` k-means seeds
   (each the mean V-measure over the sets): whether the difference exceeds what k-means'
-  initialisation alone moves; ``delta`` is the difference of the main score (the task seed).
+  initialisation alone moves. The quality column is the mean over those seeds, so the best
+  candidate, ``delta`` and the test all concern one quantity.
 * pair-classification: the paired bootstrap over pairs of :mod:`~.task_stats` (max AP is not
   a mean over pairs).
 * reranking: paired randomization over the samples' average precisions (their mean is MAP).
@@ -168,20 +170,16 @@ def _test(task: str, options: PickOptions, topts: Any) -> tuple[str, str]:
     )
 
 
-def _compare(
-    task: str, cands: dict[str, dict[str, Any]], units: dict[str, np.ndarray], labels: Any,
-    options: PickOptions,
-) -> Any:  # fmt: skip
+def _compare(task: str, units: dict[str, np.ndarray], labels: Any, options: PickOptions) -> Any:
+    """The test of ``task`` (module docstring); ``delta`` is the quality column's difference
+    (every unit set averages to the main score, max AP is recomputed by the bootstrap)."""
+
     def compare(baseline: str, other: str) -> tuple[float, float]:
         if task == "pair-classification":
             return paired_bootstrap(units[baseline], units[other], labels, seed=options.seed)
-        delta, p = paired_randomization(
+        return paired_randomization(
             units[baseline], units[other], n_permutations=options.n_permutations, seed=options.seed
         )
-        if task == "clustering":  # the units are seeds: delta is the main score's difference
-            main = cands[other]["main_metric"]
-            delta = cands[other]["metrics"][main] - cands[baseline]["metrics"][main]
-        return delta, p
 
     return compare
 
@@ -302,7 +300,7 @@ def run_task_pick(
         entry["pareto"] = on_front
     apply_budgets(cands, options)
     labels = np.asarray(data.payload.labels) if task == "pair-classification" else None
-    compare = _compare(task, {c["id"]: c for c in cands}, units, labels, options)
+    compare = _compare(task, units, labels, options)
     test_name, test_short = _test(task, options, topts)
     best = significance(cands, {}, options.n_permutations, options.seed, compare=compare,
                         test_name=test_name)  # fmt: skip
