@@ -32,11 +32,14 @@ def _table(result: dict[str, Any], top: int, wide: bool) -> Table:
     label = "PROXY evaluation" if data["evaluation"] == "proxy" else "judged"
     cands = sorted(result["candidates"], key=lambda c: -len(c["id"]))
     main = cands[0]["main_metric"]
-    table = Table(
-        title=f"{data['name']}: {data['n_queries']} queries, {data['n_docs']:,} documents "
-        f"({label}); top {top} by {main}"
-    )
-    extra = ["recall@100", "mrr@10", "$/month"] if wide else []
+    task = result.get("task", "retrieval")
+    if task == "retrieval":
+        what = f"{data['n_queries']} queries, {data['n_docs']:,} documents ({label})"
+    else:
+        what = f"{task}, {data['n_examples']} {data['unit']}, {data['n_docs']:,} texts encoded"
+    table = Table(title=f"{data['name']}: {what}; top {top} by {main}")
+    others = [k for k in cands[0]["metrics"] if k != main][:2]
+    extra = [*others, "$/month"] if wide else []
     table.add_column("candidate", overflow="fold", min_width=min(len(cands[0]["id"]), 40))
     for column in (main, *extra[:2], "p99 ms", "B/doc", "$/1M q", *extra[2:], "front",
                    "vs best"):  # fmt: skip
@@ -47,7 +50,7 @@ def _table(result: dict[str, Any], top: int, wide: bool) -> Table:
         if sig.get("p_value") is not None:
             versus = f"{sig['delta']:+.4f}" + ("*" if sig["significant"] else "")
         metrics = cand["metrics"]
-        more = [_num(metrics["recall@100"]), _num(metrics["mrr@10"])] if wide else []
+        more = [_num(metrics.get(k)) for k in others] if wide else []
         storage = [f"{cand['cost']['storage_usd_per_month']:.2f}"] if wide else []
         table.add_row(
             cand["id"], _num(metrics[main]), *more, f"{cand['latency_ms_p99']:.1f}",
@@ -62,8 +65,17 @@ def _show(result: dict[str, Any], out_dir: Path, top: int) -> None:
     wide = out.width >= 120
     out.print(_table(result, top, wide))
     if not wide:
-        out.print("recall@100, MRR@10 and storage $/month: widen the terminal or read pick.json")
-    out.print("* significant (paired randomization test, Holm-adjusted p < 0.05)")
+        out.print("more metrics and storage $/month: widen the terminal or read pick.json")
+    best = next(c for c in result["candidates"] if (c["significance"] or {}).get("p_value") is None)
+    test = (best["significance"] or {}).get("test", "paired randomization test")
+    out.print(f"* significant (Holm-adjusted p < 0.05; {test})", soft_wrap=True)
+    if result.get("task", "retrieval") != "retrieval":
+        kind = "" if data["latency_kind"] == "text" else f"{data['latency_kind']} "
+        out.print(
+            f"latency: encoding one {kind}text alone ({data['latency_texts']} "
+            "texts); $/1M q: per 1M texts encoded; B/doc: bytes per stored vector",
+            soft_wrap=True,
+        )
     if data["evaluation"] == "proxy":
         out.print(f"[bold]PROXY[/bold]: {data['proxy_note']}", soft_wrap=True)
     if data["queries_subsampled"]:
@@ -95,7 +107,8 @@ def pick(
         Path,
         typer.Argument(
             help="BEIR folder (judged), or a corpus: .jsonl or a "
-            "folder of text files (proxy evaluation)."
+            "folder of text files (proxy evaluation); with --task, the task's .jsonl file "
+            "(the format of `embedstack eval --task`)."
         ),
     ],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for pick.json (+ reports).")],
@@ -143,7 +156,17 @@ def pick(
             "--time-budget-min), float32 or int8."
         ),
     ] = "auto",
-    split: Annotated[str, typer.Option(help="qrels split of a BEIR folder.")] = "test",
+    task: Annotated[
+        str,
+        typer.Option(
+            help="What the embeddings are for: retrieval, or classification, clustering, "
+            "pair-classification, reranking (models x dims x precisions, scored by the task's "
+            "main metric)."
+        ),
+    ] = "retrieval",
+    split: Annotated[
+        str, typer.Option(help="qrels split of a BEIR folder, or the task file's split.")
+    ] = "test",
     seed: Annotated[int, typer.Option(help="Seed of proxy queries, subsampling and tests.")] = 0,
     top: Annotated[int, typer.Option(help="Candidates shown in the table.")] = 10,
     cache_dir: Annotated[
@@ -155,6 +178,10 @@ def pick(
     ] = None,
 ) -> None:
     """Measure models x dims x precisions x modes on your data; recommend one.
+
+    With --task (classification, clustering, pair-classification, reranking) DATA is that
+    task's labelled .jsonl and the grid is models x dims x precisions, scored by the task's
+    main metric (accuracy, v_measure, max_ap, map), with the test that task calls for.
 
     Reports nDCG@10, recall@100, MRR@10, p50/p99 latency (one query at a time), bytes per
     document and costs per candidate, tests differences against the best (paired
@@ -170,6 +197,7 @@ def pick(
         storage_budget_gb=storage_budget_gb, corpus_size=corpus_size,
         languages=_split(languages), price_file=price_file, time_budget_min=time_budget_min,
         encoder_precision=cast(Any, encoder_precision), split=split, seed=seed, cache_dir=cache_dir,
+        task=task,
     )  # fmt: skip
     given = {"models": models, "dims": dims, "precisions": precisions, "modes": modes,
              "latency-budget-ms": latency_budget_ms, "storage-budget-gb": storage_budget_gb,
@@ -177,6 +205,7 @@ def pick(
              "languages": languages, "price-file": price_file,
              "time-budget-min": time_budget_min,
              "encoder-precision": encoder_precision if encoder_precision != "auto" else None,
+             "task": task if task != "retrieval" else None,
              "split": split if split != "test" else None,
              "seed": seed or None, "cache-dir": cache_dir}  # fmt: skip
     words = ["embedstack", "pick", str(data), "--out", str(out_dir)]

@@ -26,6 +26,7 @@ __all__ = [
     "MIN_DIM",
     "MODES",
     "PRECISIONS",
+    "TASKS",
     "CandidateSpec",
     "PickOptions",
     "build_grid",
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 MODES = ("dense", "bm25", "hybrid", "colbert")
+TASKS = ("retrieval", "classification", "clustering", "pair-classification", "reranking")
 PRECISIONS = ("float32", "int8", "binary")
 ENCODER_PRECISIONS = ("auto", "float32", "int8")
 DEFAULT_DIMS = ("full", "256", "128")
@@ -71,6 +73,10 @@ class PickOptions:
         cache_dir: where corpus vectors are cached (default ``<cache>/eval-embeddings``, the
             folder of ``embedstack eval``, whose vectors a judged run reuses).
         show_progress: progress bars; None means "when stderr is a terminal".
+        task: what the embeddings are for: ``retrieval`` (DATA is a BEIR folder or a
+            corpus) or ``classification``, ``clustering``, ``pair-classification``,
+            ``reranking`` (DATA is the task's JSONL file, as for ``embedstack eval --task``;
+            :mod:`~embedstack.eval.pick.task_run`).
     """
 
     models: tuple[str, ...] | None = None
@@ -90,8 +96,11 @@ class PickOptions:
     max_proxy_queries: int = 500
     cache_dir: Path | None = None
     show_progress: bool | None = None
+    task: str = "retrieval"
 
     def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise InvalidInput(f"--task: unknown {self.task!r}; choose from {', '.join(TASKS)}")
         for name in ("latency_budget_ms", "storage_budget_gb", "time_budget_min"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):

@@ -21,10 +21,16 @@ The rule (applied to the measured candidates, dicts shaped as in ``pick.json``):
 
 Significance against the *best* candidate overall (for the report's table) uses the same
 test, with Holm's correction across the comparisons deciding ``significant``.
+
+A task pick (``--task``, :mod:`~embedstack.eval.pick.task_run`) passes its own ``compare``
+(the test its task calls for, see :mod:`~embedstack.eval.pick.task_measure`) and a
+``context["task"]``; the mode, prefix and evaluation plan then come from
+:mod:`~embedstack.eval.pick.task_recommend`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -32,7 +38,18 @@ import numpy as np
 from embedstack.eval.pick.candidates import PickOptions
 from embedstack.eval.pick.stats import TEST_NAME, holm, paired_randomization
 
-__all__ = ["LONG_DOC_SHARE", "apply_budgets", "recommend", "significance", "unmet_budgets"]
+__all__ = [
+    "LONG_DOC_SHARE",
+    "Compare",
+    "apply_budgets",
+    "recommend",
+    "significance",
+    "unmet_budgets",
+]
+
+Compare = Callable[[str, str], tuple[float, float]]
+"""``compare(baseline_id, other_id) -> (delta, p_value)``: ``delta`` is the other's main
+metric minus the baseline's."""
 
 ALPHA = 0.05
 MAX_LOSS = 0.01  # the most main metric the recommendation gives up for a cheaper candidate
@@ -82,6 +99,12 @@ def unmet_budgets(cands: list[dict[str, Any]], options: PickOptions) -> list[dic
 
 
 def _rank_key(cand: dict[str, Any]) -> tuple[float, float, float]:
+    """What "best" means: the highest main metric; among equal ones (an int8 or binary copy
+    of a model can score exactly what its float32 vectors score, e.g. the same k-means
+    clustering), the lowest p99 latency, then the fewest bytes per document. ``max`` keeps
+    the first of any candidates still equal, so a remaining tie goes to the earliest in
+    pick.json's candidate order (the grid's: models as listed, then dims, then precisions).
+    Deterministic for given measurements."""
     return (
         float(cand["metrics"][cand["main_metric"]]),
         -float(cand["latency_ms_p99"]),
@@ -89,27 +112,44 @@ def _rank_key(cand: dict[str, Any]) -> tuple[float, float, float]:
     )
 
 
+def _randomization(per_query: dict[str, np.ndarray], n_permutations: int, seed: int) -> Compare:
+    def compare(baseline: str, other: str) -> tuple[float, float]:
+        return paired_randomization(
+            per_query[baseline], per_query[other], n_permutations=n_permutations, seed=seed
+        )
+
+    return compare
+
+
 def significance(
-    cands: list[dict[str, Any]], per_query: dict[str, np.ndarray], n_permutations: int, seed: int
+    cands: list[dict[str, Any]],
+    per_query: dict[str, np.ndarray],
+    n_permutations: int,
+    seed: int,
+    *,
+    compare: Compare | None = None,
+    test_name: str | None = None,
 ) -> dict[str, Any]:
     """Test the best candidate against each other one; set each ``significance``.
+
+    The best is the highest main metric, ties broken by lower p99 latency, fewer bytes per
+    document, then candidate order (:func:`_rank_key`).
+
+    Args:
+        compare: the test (default: the paired randomization test over ``per_query``).
+        test_name: how ``significance.test`` names it (before the Holm note).
 
     Returns:
         The best candidate.
     """
+    cmp = compare or _randomization(per_query, n_permutations, seed)
     best = max(cands, key=_rank_key)
     others = [c for c in cands if c is not best]
-    tests = [
-        paired_randomization(
-            per_query[best["id"]], per_query[c["id"]], n_permutations=n_permutations, seed=seed
-        )
-        for c in others
-    ]
+    tests = [cmp(best["id"], c["id"]) for c in others]
     adjusted = holm([p for _, p in tests]) if tests else []
     name = (
-        f"{TEST_NAME}, {n_permutations} permutations (exact when 2^n is fewer), "
-        f"Holm-adjusted over {len(tests)} comparisons"
-    )
+        test_name or f"{TEST_NAME}, {n_permutations} permutations (exact when 2^n is fewer)"
+    ) + f", Holm-adjusted over {len(tests)} comparisons"
     best["significance"] = {
         "baseline": best["id"],
         "delta": 0.0,
@@ -140,15 +180,22 @@ def recommend(
     models: dict[str, dict[str, Any]],
     options: PickOptions,
     context: dict[str, Any],
+    *,
+    compare: Compare | None = None,
 ) -> dict[str, Any]:
     """The five-part recommendation (model, dimension/precision, mode, prefix, evaluation
     plan) plus warnings and unmet budgets; see the module docstring for the rule.
 
     Args:
         context: ``evaluation``, ``n_queries``, ``n_docs``, ``share_over`` (per model name:
-            share of documents over its token limit) and ``warnings`` (seed rules so far).
+            share of documents over its token limit) and ``warnings`` (seed rules so far);
+            a task pick adds ``task``, ``unit`` (what ``n_queries`` counts) and
+            ``test_short`` (the test's name in a sentence).
+        compare: the test (default: the paired randomization test over ``per_query``).
     """
     test = {"n_permutations": options.n_permutations, "seed": options.seed}
+    cmp = compare or _randomization(per_query, options.n_permutations, options.seed)
+    task = context.get("task", "retrieval")
     warnings = list(context.get("warnings", []))
     empty: dict[str, Any] = {
         "candidate": None,
@@ -171,7 +218,7 @@ def recommend(
         if cand is top:
             eligible.append((cand, 0.0, 1.0))
             continue
-        delta, p = paired_randomization(per_query[top["id"]], per_query[cand["id"]], **test)
+        delta, p = cmp(top["id"], cand["id"])
         if delta >= 0 or (p >= ALPHA and -delta <= MAX_LOSS):
             eligible.append((cand, delta, p))
     chosen, delta, p = min(
@@ -179,14 +226,15 @@ def recommend(
     )
     value = chosen["metrics"][main]
     n = context["n_queries"]
-    what = f"{context['evaluation']} {main} {value:.4f} on {n} queries"
+    what = f"{context['evaluation']} {main} {value:.4f} on {n} {context.get('unit', 'queries')}"
     if chosen is top:
         why = f"best {main} among the Pareto-optimal candidates within the budgets ({what})"
     else:
         why = (
             f"not significantly worse than the best within-budget candidate {top['id']} "
-            f"({main} {value:.4f} vs {top['metrics'][main]:.4f}, {_fmt_p(p)}, paired "
-            f"randomization test; at most {MAX_LOSS} lower) and the cheapest such candidate"
+            f"({main} {value:.4f} vs {top['metrics'][main]:.4f}, {_fmt_p(p)}, "
+            f"{context.get('test_short', 'paired randomization test')}; at most {MAX_LOSS} "
+            "lower) and the cheapest such candidate"
         )
     name = chosen["model"]
     spec = models.get(name or "", {})
@@ -197,6 +245,16 @@ def recommend(
         "model": {"name": name, "reason": model_reason},
     }
     rec["dimension"] = _dimension(chosen, cands, options, spec, main)
+    if task != "retrieval":
+        from embedstack.eval.pick.task_recommend import task_parts
+
+        rec.update(task_parts(task, chosen, cands, context, spec, main))
+        if n < 50:
+            warnings.append(
+                f"only {n} {context.get('unit', 'examples')}: differences between candidates "
+                "are hard to resolve; label more examples before deciding"
+            )
+        return rec
     rec["mode"] = _mode(chosen, cands, per_query, test, main)
     rec["prefix"] = _prefix(spec)
     rec["evaluation_plan"] = _plan(chosen, cands, context, options, main)

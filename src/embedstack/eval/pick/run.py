@@ -33,6 +33,7 @@ from embedstack.eval.pick.prices import Prices, load_prices
 from embedstack.eval.pick.progress import Steps
 from embedstack.eval.pick.recommend import apply_budgets, recommend, significance
 from embedstack.eval.pick.stats import pareto_front
+from embedstack.eval.pick.task_measure import refuse_task_file
 from embedstack.eval.pick.timebudget import fit_queries, pilot_seconds
 from embedstack.settings import cache_dir
 
@@ -59,8 +60,12 @@ def run_pick(
     Returns:
         The pick result (what ``pick.json`` holds).
 
+    With ``options.task`` other than ``retrieval``, ``data_path`` is that task's JSONL file
+    and the pick is :func:`~embedstack.eval.pick.task_run.run_task_pick`'s.
+
     Raises:
-        InvalidInput: bad data or options (see :func:`load_pick_data`, :class:`PickOptions`).
+        InvalidInput: bad data or options (see :func:`load_pick_data`, :class:`PickOptions`),
+            a task file without ``--task`` or a BEIR folder with it.
         ModelNotFound: an unknown model, or one not fetched (the message says what to run).
 
     Example:
@@ -75,6 +80,13 @@ def run_pick(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InvalidInput(f"--out {out}: exists and is not a folder")
+    if options.task != "retrieval":
+        from embedstack.eval.pick.task_run import run_task_pick
+
+        result = run_task_pick(data_path, out, options, command=command, start=start)
+        write_pick(result, out)
+        return result
+    refuse_task_file(data_path)
     prices = load_prices(options.price_file)
     data = load_pick_data(
         data_path,

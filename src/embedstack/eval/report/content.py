@@ -50,11 +50,9 @@ def _data(study: Study) -> list[Block]:
             )
         )
     else:
+        source = "relevance judgements (qrels)" if study.task == "retrieval" else "gold labels"
         blocks.append(
-            Para(
-                f"Judged evaluation: the relevance judgements (qrels) of {study.dataset} score "
-                "every candidate."
-            )
+            Para(f"Judged evaluation: the {source} of {study.dataset} score every candidate.")
         )
     facts = [
         f"dataset: {study.dataset}",

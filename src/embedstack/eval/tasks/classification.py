@@ -30,7 +30,7 @@ from embedstack.errors import InvalidInput, require
 from embedstack.eval.tasks.formats import LabelledTexts
 from embedstack.eval.tasks.options import TaskOptions, embed
 
-__all__ = ["classify", "evaluate_classification", "undersample"]
+__all__ = ["classify", "evaluate_classification", "fit_predict", "undersample"]
 
 MAIN_METRIC = "accuracy"
 
@@ -63,6 +63,54 @@ def undersample(
     return draws
 
 
+def fit_predict(
+    train: np.ndarray,
+    train_labels: Sequence[str],
+    test: np.ndarray,
+    *,
+    seed: int = 42,
+    max_iter: int = 100,
+) -> tuple[list[str], bool]:
+    """Fit MTEB's logistic regression on ``train`` and predict a label for each ``test`` row.
+
+    Args:
+        train: ``(n_train, dim)`` float32 embeddings.
+        train_labels: Their labels (at least two distinct).
+        test: ``(n_test, dim)`` float32 embeddings.
+        seed: The classifier's ``random_state``.
+        max_iter: Iterations of the solver (lbfgs).
+
+    Returns:
+        ``(predicted labels, converged)``: ``converged`` is False when the solver stopped at
+        ``max_iter``.
+    """
+    require("sklearn", "eval", "classification tasks")
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    if len(set(train_labels)) < 2:
+        raise InvalidInput(
+            f"classification needs training examples of at least two labels, got "
+            f"{sorted(set(train_labels))}"
+        )
+    model = LogisticRegression(max_iter=max_iter, random_state=seed)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        model.fit(train, list(train_labels))
+    converged = True
+    for caught_warning in caught:  # only the convergence warning is turned into a score
+        if issubclass(caught_warning.category, ConvergenceWarning):
+            converged = False
+        else:
+            warnings.warn_explicit(
+                caught_warning.message,
+                caught_warning.category,
+                caught_warning.filename,
+                caught_warning.lineno,
+            )
+    return [str(p) for p in model.predict(test)], converged
+
+
 def classify(
     train: np.ndarray,
     train_labels: Sequence[str],
@@ -88,9 +136,7 @@ def classify(
         a label never predicted counts 0), ``ap`` (two-label tasks only) and ``converged``
         (1.0, or 0.0 when the solver stopped at ``max_iter``).
     """
-    require("sklearn", "eval", "classification tasks")
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
+    predicted, converged = fit_predict(train, train_labels, test, seed=seed, max_iter=max_iter)
     from sklearn.metrics import (
         accuracy_score,
         average_precision_score,
@@ -99,16 +145,6 @@ def classify(
         recall_score,
     )
 
-    if len(set(train_labels)) < 2:
-        raise InvalidInput(
-            f"classification needs training examples of at least two labels, got "
-            f"{sorted(set(train_labels))}"
-        )
-    model = LogisticRegression(max_iter=max_iter, random_state=seed)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        model.fit(train, list(train_labels))
-    predicted = list(model.predict(test))
     gold = list(test_labels)
     scores: dict[str, float] = {"accuracy": float(accuracy_score(gold, predicted))}
     for name, function in (("f1", f1_score), ("precision", precision_score),
@@ -123,17 +159,6 @@ def classify(
                 [g == positive for g in gold], [p == positive for p in predicted]
             )
         )
-    converged = True
-    for caught_warning in caught:  # only the convergence warning is turned into a score
-        if issubclass(caught_warning.category, ConvergenceWarning):
-            converged = False
-        else:
-            warnings.warn_explicit(
-                caught_warning.message,
-                caught_warning.category,
-                caught_warning.filename,
-                caught_warning.lineno,
-            )
     scores["converged"] = 1.0 if converged else 0.0
     return scores
 

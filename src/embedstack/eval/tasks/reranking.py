@@ -30,7 +30,7 @@ from embedstack.errors import InvalidInput, require
 from embedstack.eval.tasks.formats import RerankingSample
 from embedstack.eval.tasks.options import TaskOptions, embed
 
-__all__ = ["evaluate_reranking", "rank_metrics"]
+__all__ = ["evaluate_reranking", "rank_metrics", "score_samples"]
 
 MAIN_METRIC = "map"
 
@@ -57,16 +57,20 @@ def rank_metrics(scores: np.ndarray, relevant: Sequence[bool], k: int = 10) -> d
     }
 
 
-def evaluate_reranking(
+def score_samples(
     encoder: TextEncoder, samples: list[RerankingSample], options: TaskOptions
-) -> dict[str, Any]:
-    """Rank every sample's candidates; returns ``map``, ``mrr@k`` and the counts.
+) -> tuple[list[float], list[float], int]:
+    """Rank each sample's candidates; its average precision and reciprocal rank at ``k``.
 
-    Every distinct query and candidate text is encoded once.
+    Every distinct query and candidate text is encoded once. Samples without a positive or
+    without a negative are skipped (as MTEB skips them).
 
     Returns:
-        ``map``, ``mrr@<k>``, ``n_examples`` (samples scored), ``n_skipped`` and
-        ``n_candidates`` (scored candidates over all samples).
+        ``(aps, rrs, n_candidates)``: one AP and one reciprocal rank per scored sample, in
+        file order, and the candidates scored over all samples.
+
+    Raises:
+        InvalidInput: No sample has both a positive and a negative candidate.
     """
     kept = [s for s in samples if s.positive and s.negative]
     if not kept:
@@ -88,10 +92,24 @@ def evaluate_reranking(
         metrics = rank_metrics(block.max(axis=0), relevant, options.mrr_k)
         aps.append(metrics["ap"])
         rrs.append(metrics["mrr"])
+    return aps, rrs, d_at
+
+
+def evaluate_reranking(
+    encoder: TextEncoder, samples: list[RerankingSample], options: TaskOptions
+) -> dict[str, Any]:
+    """Rank every sample's candidates (:func:`score_samples`); returns ``map``, ``mrr@k`` and
+    the counts.
+
+    Returns:
+        ``map``, ``mrr@<k>``, ``n_examples`` (samples scored), ``n_skipped`` and
+        ``n_candidates`` (scored candidates over all samples).
+    """
+    aps, rrs, n_candidates = score_samples(encoder, samples, options)
     return {
         "map": float(np.mean(aps)),
         f"mrr@{options.mrr_k}": float(np.mean(rrs)),
-        "n_examples": len(kept),
-        "n_skipped": len(samples) - len(kept),
-        "n_candidates": d_at,
+        "n_examples": len(aps),
+        "n_skipped": len(samples) - len(aps),
+        "n_candidates": n_candidates,
     }
