@@ -109,6 +109,7 @@ def fake_models() -> Iterator[dict[str, str]]:
         "unfetched": ModelSpec("test-pick-unfetched", "pypi:nothing==1", 64, 128,
                                fetch="embedstack.encoders.fetch:NOTHING"),
         "remote": ModelSpec("test-pick-remote", "pypi:remote==1", 64, 128),
+        "hub": ModelSpec("test-pick-hub", "example-org/no-such-model", 64, 128),
     }  # fmt: skip
     for spec in names.values():
         register_model(spec, overwrite=True)
@@ -173,8 +174,12 @@ def test_unknown_and_unfetched_models(fake_models: dict[str, str]) -> None:
     name = fake_models["unfetched"]
     with pytest.raises(ModelNotFound, match=f"`embedstack models fetch {name}`"):
         select_models(PickOptions(models=(name,)))
-    with pytest.raises(ModelNotFound, match="not on this machine"):
+    with pytest.raises(ModelNotFound, match=r"not on this machine: .*`pip install remote==1`"):
         select_models(PickOptions(models=(fake_models["remote"],)))
+    with pytest.raises(ModelNotFound, match="not on this machine") as caught:
+        select_models(PickOptions(models=(fake_models["hub"],)))
+    assert "download example-org/no-such-model once where the Hugging Face hub" in str(caught.value)
+    assert f"`embedstack embed --model {fake_models['hub']} hello`" in str(caught.value)
     with pytest.raises(InvalidInput, match="sparse"):
         select_models(PickOptions(models=("splade-tiny",)))
 

