@@ -82,6 +82,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-base", action="store_true", help="do not re-measure the base")
     p.add_argument("--work", type=Path, default=Path("/tmp/embedstack-issue17"))
     p.add_argument("--out", type=Path, default=None, help="result JSON")
+    p.add_argument("--measure-only", type=Path, default=None, metavar="MODEL_DIR",
+                   help="skip training: measure a trained folder on test")  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -115,6 +117,16 @@ def main(argv: list[str] | None = None) -> int:
 
     data = args.datasets / args.dataset
     test = load_beir(data, split="test")
+    if args.measure_only is not None:
+        report = {"command": shlex.join([sys.executable, *sys.argv]), "dataset": args.dataset,
+                  "model": str(args.measure_only),
+                  "tuned": measure(args.measure_only, test, args.work, args.threads)}  # fmt: skip
+        path = args.out or ROOT / "benchmarks" / "results" / "issue17" / (
+            f"{args.dataset}-{args.measure_only.name}-measured.json")  # fmt: skip
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+        print(json.dumps(report["tuned"], indent=2))
+        return 0
     max_pairs = args.max_pairs
     if args.time_limit_min and args.pairs_per_s:
         budget = int(args.time_limit_min * 60 * args.pairs_per_s * 0.8 / args.epochs)
