@@ -389,3 +389,33 @@ def test_cli_errors_are_one_line(
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and needle in err and "\n" not in err
     assert not (tmp_path / "m").exists()
+
+
+def test_a_run_that_fails_keeps_the_earlier_model(
+    trained: Trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``overwrite`` replaces an earlier model only when the new one is complete: a crash
+    while saving leaves the earlier folder whole and no work folder behind."""
+    import shutil
+
+    out = tmp_path / "model"
+    shutil.copytree(trained.out, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def crash(*args: Any) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(colbert_train, "_save_model", crash)
+    with pytest.raises(RuntimeError, match="disk full"):
+        train_colbert(trained.data, out=out, base=trained.base, miner=None, dim=DIM,
+                      query_maxlen=QUERY_MAXLEN, doc_maxlen=DOC_MAXLEN, overwrite=True,
+                      negatives_file=trained.out / "hard_negatives.jsonl", **FAST)  # fmt: skip
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    monkeypatch.undo()
+    result = train_colbert(trained.data, out=out, base=trained.base, miner=None, dim=DIM,
+                           query_maxlen=QUERY_MAXLEN, doc_maxlen=DOC_MAXLEN, overwrite=True,
+                           negatives_file=trained.out / "hard_negatives.jsonl", **FAST)  # fmt: skip
+    record = json.loads((out / "training_args.json").read_text())
+    assert result.out == out and record["out"] == str(out) and record["result"]["out"] == str(out)
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]

@@ -77,6 +77,7 @@ from embedstack.train.common import (
     save_tokenizer,
 )
 from embedstack.train.config import ColbertConfig
+from embedstack.train.staging import staged
 
 __all__ = [
     "ColbertConfig",
@@ -86,6 +87,8 @@ __all__ = [
     "token_vectors",
     "train_colbert",
 ]
+
+KIND = "a model folder made by embedstack's training"
 
 
 def maxsim_scores(
@@ -207,11 +210,16 @@ def train_colbert(
         ModelNotFound: ``base`` or ``miner`` cannot be found.
         MissingDependency: torch/transformers are not installed (extra ``torch``).
     """
-    from embedstack.eval.datasets import load_beir
-
     cfg = ColbertConfig.build(config, **options)
     torch = require("torch", "torch", "training a ColBERT model")
     transformers = require("transformers", "torch", "training a ColBERT model")
+    return staged(cfg, KIND, lambda work: _train(work, torch, transformers))
+
+
+def _train(cfg: ColbertConfig, torch: Any, transformers: Any) -> TrainResult:
+    """Train and save into ``cfg.out`` (the work folder of :func:`staged`)."""
+    from embedstack.eval.datasets import load_beir
+
     dataset = load_beir(cfg.dataset_dir, split=cfg.split)
     base_dir = base_folder(cfg.base)
     check_layers(transformers, base_dir, cfg.layers)
@@ -221,7 +229,7 @@ def train_colbert(
     check_maxlen("doc_maxlen", cfg.doc_maxlen, limit)
     tokenizer = ColbertTokenizer(base_dir, query_maxlen=cfg.query_maxlen,
                                  doc_maxlen=cfg.doc_maxlen, query_augmentation=True)  # fmt: skip
-    run = TrainingRun(cfg, "colbert", base_dir, kind="a model folder made by embedstack's training")
+    run = TrainingRun(cfg, "colbert", base_dir, kind=KIND)
     run.args["loss"] = "softmax cross-entropy of MaxSim, hard and in-batch negatives"
 
     # -- data ----------------------------------------------------------------------------

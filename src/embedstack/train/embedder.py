@@ -43,11 +43,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import glob
-import logging
 import os
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,10 +72,9 @@ from embedstack.train.embedder_model import (
     record_matryoshka,
     step_inputs,
 )
+from embedstack.train.staging import check_out, staged
 
 __all__ = ["EmbedderConfig", "EmbedderResult", "train_embedder"]
-
-logger = logging.getLogger("embedstack")
 
 KIND = "a model folder made by embedstack's training"
 
@@ -116,34 +112,6 @@ class EmbedderResult(TrainResult):
         if self.sts_before is not None:
             lines.append(f"STS-B Spearman {self.sts_before:.4f} -> {self.sts_after:.4f}")
         return lines
-
-
-def _check_out(out: Path, overwrite: bool) -> None:
-    """Refuse a non-empty ``out`` before any work (the rename replaces it at the end)."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not overwrite:
-            raise InvalidInput(f"{out} exists and is not empty; pass overwrite=True (--overwrite)")
-        if not (out / "training_args.json").is_file():
-            raise InvalidInput(f"{out} is not {KIND}; refusing to overwrite it")
-
-
-def _sweep_stale(parent: Path, name: str) -> list[Path]:
-    """Remove the work folders (``.NAME.training-PID``) that runs killed without a chance to
-    clean up left beside ``out``: those whose process is gone. A live process's folder,
-    another run's in progress, is left alone. Returns the folders removed."""
-    removed = []
-    for folder in parent.glob(f".{glob.escape(name)}.training-*"):
-        pid = folder.name.rsplit("-", 1)[1]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
-        except (PermissionError, OverflowError):  # alive (another user's), or no such pid
-            continue
-    return removed
 
 
 def _sts(model: str | os.PathLike[str], cfg: EmbedderConfig) -> float | None:
@@ -220,21 +188,10 @@ def train_embedder(
     torch = require("torch", "torch", "training a bi-encoder")
     transformers = require("transformers", "torch", "training a bi-encoder")
     st = require("sentence_transformers", "torch", "training a bi-encoder")
-    _check_out(cfg.out, cfg.overwrite)
+    check_out(cfg.out, cfg.overwrite, KIND)
     base_dir, base_config = check_bi_encoder(cfg.base)
-    cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cfg.out.parent / f".{cfg.out.name}.training-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    for stale in _sweep_stale(cfg.out.parent, cfg.out.name):
-        logger.info("removed %s, left by a training run that was killed", stale)
-    try:
-        result, args = _train(cfg, dataclasses.replace(cfg, out=tmp), base_dir, base_config,
-                              torch, transformers, st)  # fmt: skip
-        if cfg.out.exists():
-            shutil.rmtree(cfg.out) if cfg.out.is_dir() else cfg.out.unlink()
-        os.replace(tmp, cfg.out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    result, args = staged(cfg, KIND, lambda work: _train(cfg, work, base_dir, base_config,
+                                                         torch, transformers, st))  # fmt: skip
     sts_after = _sts(cfg.out, cfg) if result.sts_before is not None else None
     final = dataclasses.replace(result, out=cfg.out, sts_after=sts_after)
     write_args(cfg.out, args, final)

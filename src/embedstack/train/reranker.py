@@ -62,6 +62,7 @@ from embedstack.train.common import (
     save_tokenizer,
 )
 from embedstack.train.config import LOSSES, Loss, RerankerConfig
+from embedstack.train.staging import staged
 
 __all__ = [
     "LOSSES",
@@ -73,6 +74,8 @@ __all__ = [
     "score_with_teacher",
     "train_reranker",
 ]
+
+KIND = "a reranker folder made by train_reranker"
 
 logger = logging.getLogger("embedstack")
 
@@ -163,12 +166,17 @@ def train_reranker(
         ModelNotFound: ``base`` or ``miner`` cannot be found.
         MissingDependency: torch/transformers are not installed (extra ``torch``).
     """
-    from embedstack.eval.datasets import load_beir
-
     cfg = RerankerConfig.build(config, **options)
-    spec = cfg.split_spec()
     torch = require("torch", "torch", "training a reranker")
     transformers = require("transformers", "torch", "training a reranker")
+    return staged(cfg, KIND, lambda work: _train(work, torch, transformers))
+
+
+def _train(cfg: RerankerConfig, torch: Any, transformers: Any) -> TrainResult:
+    """Train and save into ``cfg.out`` (the work folder of :func:`staged`)."""
+    from embedstack.eval.datasets import load_beir
+
+    spec = cfg.split_spec()
     dataset = load_beir(cfg.dataset_dir, split=cfg.split)
     base_dir = base_folder(cfg.base)
     depth = check_layers(transformers, base_dir, cfg.layers)  # before the (slow) mining
@@ -177,7 +185,7 @@ def train_reranker(
         raise InvalidInput(
             f"split_layer={spec.layer} must leave at least one of the {depth} layers joint"
         )
-    run = TrainingRun(cfg, "reranker", base_dir, kind="a reranker folder made by train_reranker")
+    run = TrainingRun(cfg, "reranker", base_dir, kind=KIND)
 
     # -- data ----------------------------------------------------------------------------
     data = run.load_data(dataset)
