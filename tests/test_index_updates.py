@@ -76,6 +76,42 @@ def test_incremental_equals_one_shot(
     inc.close()
 
 
+def test_many_small_writes_rank_like_one_batch(tmp_path: Path, hash_model: str) -> None:
+    """A served index written a few documents at a time holds one segment per write (the
+    soak made thousands); dense search over one big segment plus 60 small ones, with
+    upserts and deletes between them, ranks like the same documents added at once, with
+    and without a filter, for k below, between and above the segment sizes."""
+    docs = corpus(220, seed=5)
+    opts = {"encoder": hash_model, "chunking": SMALL_CHUNKS}
+    inc = Index.create(tmp_path / "inc", **opts)
+    inc.add(docs[:100])  # bigger than a fetch for k 5 and 40: its rows are partitioned
+    rng = np.random.default_rng(1)
+    start = 100
+    while start < len(docs):
+        n = int(rng.integers(1, 4))
+        inc.add(docs[start : start + n])
+        start += n
+        if rng.random() < 0.3:  # a new version of an earlier document: its old rows die
+            i = int(rng.integers(0, start))
+            docs[i] = {**docs[i], "text": f"{docs[i]['text']} Kinase trial {start}."}
+            inc.upsert([docs[i]])
+    gone = {docs[i]["id"] for i in rng.choice(len(docs), size=15, replace=False)}
+    inc.delete(sorted(gone))
+    one = Index.create(tmp_path / "one", **opts)
+    one.add([d for d in docs if d["id"] not in gone])
+    assert inc.stats().segments > 60
+    n_de = sum(d["metadata"]["lang"] == "de" and d["id"] not in gone for d in docs)
+    for k in (1, 5, 40, 300):
+        for flt in (None, {"lang": "de"}):
+            got = inc.search_many(QUERIES, mode="dense", k=k, filter=flt)
+            _assert_same(one.search_many(QUERIES, mode="dense", k=k, filter=flt), got)
+            if flt:  # k whenever k match, and only those
+                assert all(len(hits) == min(k, n_de) for hits in got)
+                assert {h.metadata["lang"] for hits in got for h in hits} == {"de"}
+    one.close()
+    inc.close()
+
+
 def _size(index: Index) -> int:
     return index.stats().bytes["total"]
 
