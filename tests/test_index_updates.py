@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,59 @@ def test_incremental_equals_one_shot(
         assert [r[0].doc_id for r in a] == [r[0].doc_id for r in b]
     one.close()
     inc.close()
+
+
+def test_many_small_writes_rank_like_one_batch(tmp_path: Path, hash_model: str) -> None:
+    """A served index written a few documents at a time holds one segment per write (the
+    soak made thousands); dense search over one big segment plus 60 small ones, with
+    upserts and deletes between them, ranks like the same documents added at once, with
+    and without a filter, for k below, between and above the segment sizes."""
+    docs = corpus(220, seed=5)
+    opts = {"encoder": hash_model, "chunking": SMALL_CHUNKS}
+    inc = Index.create(tmp_path / "inc", **opts)
+    inc.add(docs[:100])  # bigger than a fetch for k 5 and 40: its rows are partitioned
+    rng = np.random.default_rng(1)
+    start = 100
+    while start < len(docs):
+        n = int(rng.integers(1, 4))
+        inc.add(docs[start : start + n])
+        start += n
+        if rng.random() < 0.3:  # a new version of an earlier document: its old rows die
+            i = int(rng.integers(0, start))
+            docs[i] = {**docs[i], "text": f"{docs[i]['text']} Kinase trial {start}."}
+            inc.upsert([docs[i]])
+    gone = {docs[i]["id"] for i in rng.choice(len(docs), size=15, replace=False)}
+    inc.delete(sorted(gone))
+    one = Index.create(tmp_path / "one", **opts)
+    one.add([d for d in docs if d["id"] not in gone])
+    assert inc.stats().segments > 60
+    n_de = sum(d["metadata"]["lang"] == "de" and d["id"] not in gone for d in docs)
+    reader = Index.open(tmp_path / "inc", readonly=True)  # reads every segment's rows back
+    for k, flt, index in itertools.product((1, 5, 40, 300), (None, {"lang": "de"}), (inc, reader)):
+        got = index.search_many(QUERIES, mode="dense", k=k, filter=flt)
+        _assert_same(one.search_many(QUERIES, mode="dense", k=k, filter=flt), got)
+        if flt:  # k whenever k match, and only those
+            assert all(len(hits) == min(k, n_de) for hits in got)
+            assert {h.metadata["lang"] for hits in got for h in hits} == {"de"}
+    for index in (one, inc, reader):
+        index.close()
+
+
+def test_a_chunk_outside_its_segment_is_corruption(tmp_path: Path, hash_model: str) -> None:
+    import sqlite3
+
+    from embedstack.errors import IndexCorrupt
+
+    with Index.create(tmp_path / "idx", encoder=hash_model, chunking=SMALL_CHUNKS) as index:
+        for part in (corpus(3, prefix="a"), corpus(2, prefix="b"), corpus(4, prefix="c")):
+            index.add(part)
+    conn = sqlite3.connect(tmp_path / "idx" / "docs.sqlite")
+    with conn:
+        seg = conn.execute("SELECT id, n_rows FROM segments ORDER BY id").fetchall()[1]
+        conn.execute("UPDATE chunks SET row = ? WHERE segment = ? AND row = 0", (seg[1], seg[0]))
+    conn.close()
+    with pytest.raises(IndexCorrupt, match=f"outside segment {seg[0]}'s rows"):
+        Index.open(tmp_path / "idx", readonly=True)
 
 
 def _size(index: Index) -> int:

@@ -56,15 +56,24 @@ class ServerThread:
     """uvicorn serving ``app`` on a free 127.0.0.1 port in a thread; a context manager that
     waits for startup and stops the server cleanly."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, settings: Any = None) -> None:
+        """``settings``: run with the config ``embedstack serve`` builds from these
+        :class:`~embedstack.server.ServerSettings` (its keep-alive) instead of uvicorn's."""
         import uvicorn
+
+        from embedstack.cli.serve import uvicorn_config
 
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.port = int(self.sock.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        config = (
+            uvicorn.Config(app, log_level="warning", lifespan="on")
+            if settings is None
+            else uvicorn_config(app, settings, "127.0.0.1", self.port, "warning")
+        )
+        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
         )

@@ -6,7 +6,9 @@ engine URIs (typed errors for bad ones, secrets kept out of reports)."""
 from __future__ import annotations
 
 import random
+import socket
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from embedstack.index import Index  # noqa: E402
 from embedstack.server import ServerSettings  # noqa: E402
 from embedstack.server.settings import redact  # noqa: E402
 from test_server_helpers import SOAK_TEXTS as TEXTS  # noqa: E402
-from test_server_helpers import soak, tier0_models  # noqa: E402
+from test_server_helpers import ServerThread, soak, tier0_models  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
@@ -209,3 +211,59 @@ def test_serve_index_option_takes_uris(tmp_path: Path, hash_model: str) -> None:
         index_dirs(["cache=redis://h/0"])
     with pytest.raises(InvalidInput, match="two indexes are named 'papers'"):
         index_dirs([uri, f"papers={tmp_path / 'local'}"])
+
+
+def _healthz(sock: socket.socket) -> bytes:
+    """One ``GET /healthz`` on the open connection ``sock``: the response's status line, or
+    ``b""`` when the server has closed the connection (end of stream or reset)."""
+    try:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return b""
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))  # fmt: skip
+        while len(body) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return b""
+            body += chunk
+        return head.split(b"\r\n")[0]
+    except (ConnectionResetError, BrokenPipeError):
+        return b""
+
+
+def _idle_then_reuse(settings: ServerSettings, idle_s: float) -> tuple[bytes, bytes]:
+    """Status lines of two requests on one connection to ``embedstack serve``'s uvicorn
+    config, ``idle_s`` apart."""
+    from embedstack.server import create_app
+
+    with ServerThread(create_app(settings), settings) as running:
+        with socket.create_connection(("127.0.0.1", running.port), timeout=30) as sock:
+            first = _healthz(sock)
+            time.sleep(idle_s)
+            return first, _healthz(sock)
+
+
+def test_served_connections_outlive_client_pools_idle_time() -> None:
+    """The soak's PostgreSQL run lost 3 of 10,000 requests to ``ReadError('')``: uvicorn's
+    default keep-alive (5 s) equals httpx's pool expiry (5 s), so a client reused a
+    connection idle for ~5 s just as the server closed it. ``embedstack serve`` keeps idle
+    connections open longer than common client pools (httpx 5 s): one idle for 6 s still
+    answers on the same connection."""
+    settings = ServerSettings(models=(), api_keys=())
+    assert settings.keep_alive_s > 60  # above the usual load-balancer idle timeout too
+    first, again = _idle_then_reuse(settings, 6.0)
+    assert first.startswith(b"HTTP/1.1 200") and again.startswith(b"HTTP/1.1 200"), again
+
+
+def test_keep_alive_setting_is_what_serve_runs() -> None:
+    first, again = _idle_then_reuse(ServerSettings(models=(), api_keys=(), keep_alive_s=1), 2.0)
+    assert first.startswith(b"HTTP/1.1 200") and again == b""  # closed after 1 s idle
+    for bad in (0, 3601):
+        with pytest.raises(ValidationError, match="keep_alive_s"):
+            ServerSettings(models=(), api_keys=(), keep_alive_s=bad)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -12,7 +12,10 @@ from embedstack.encoders.backends import avoid_ort_spinning
 from embedstack.encoders.registry import DEFAULT_MODEL
 from embedstack.errors import EmbedstackError, InvalidInput, require
 
-__all__ = ["index_dirs", "serve"]
+if TYPE_CHECKING:
+    from embedstack.server import ServerSettings
+
+__all__ = ["index_dirs", "serve", "uvicorn_config"]
 
 
 def index_dirs(entries: list[str]) -> dict[str, Path | str]:
@@ -62,6 +65,20 @@ def index_dirs(entries: list[str]) -> dict[str, Path | str]:
             )
         out[name] = found
     return out
+
+
+def uvicorn_config(application: Any, settings: ServerSettings, host: str, port: int,
+                   log_level: str = "info") -> Any:  # fmt: skip
+    """The ``uvicorn.Config`` that ``embedstack serve`` runs ``application`` with: the
+    address, the log level and ``settings.keep_alive_s`` as uvicorn's
+    ``timeout_keep_alive``.
+
+    Raises:
+        MissingDependency: uvicorn is not installed (extra ``server``).
+    """
+    uvicorn = require("uvicorn", "server", "embedstack serve")
+    return uvicorn.Config(application, host=host, port=port, log_level=log_level,
+                          timeout_keep_alive=settings.keep_alive_s)  # fmt: skip
 
 
 def _settings(**values: Any) -> Any:
@@ -116,6 +133,16 @@ def serve(
     cors_origin: Annotated[
         list[str] | None, typer.Option("--cors-origin", help="Origin allowed by CORS.")
     ] = None,
+    keep_alive: Annotated[
+        int,
+        typer.Option(
+            "--keep-alive",
+            min=1,
+            max=3600,
+            help="Seconds an idle connection stays open; keep it above the idle timeouts of "
+            "your clients' pools and load balancers (see ServerSettings.keep_alive_s).",
+        ),
+    ] = 75,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve embeddings (OpenAI API), rerank (Cohere/Jina API) and index search over HTTP.
@@ -136,6 +163,7 @@ def serve(
         micro_batching=batching,
         max_wait_ms=max_wait_ms,
         cors_origins=tuple(cors_origin or ()),
+        keep_alive_s=keep_alive,
     )
     # Spinning ONNX Runtime threads would compete with the event loop for the cores.
     avoid_ort_spinning()
@@ -145,8 +173,7 @@ def serve(
     served = ", ".join(settings.model_sources()) or "no models"
     auth = "API keys required" if settings.api_keys else "no authentication"
     err.print(f"serving {served} on http://{host}:{port} ({auth}; API docs at /docs)")
-    config = uvicorn.Config(application, host=host, port=port, log_level=log_level)
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(application, settings, host, port, log_level))
     try:
         server.run()
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown

@@ -213,6 +213,24 @@ def search_docs(
     return out
 
 
+def _whole(
+    small: list[tuple[DenseSegment, FloatArray]], pending: list[int]
+) -> tuple[FloatArray, IntArray, IntArray, IntArray]:
+    """Every row of the ``small`` segments (those no bigger than a fetch) as one block of
+    ``(len(pending), n_rows)`` scores, keys, segments and rows: what taking each segment's
+    rows one by one gives, in a few numpy calls however many segments there are (a server
+    writing a few documents at a time makes thousands)."""
+    sizes = [len(seg) for seg, _ in small]
+    ends = np.cumsum(sizes)
+    scores = np.concatenate([s for _, s in small], axis=1)[pending]
+    shape = scores.shape
+    keys = np.concatenate([seg.row_keys for seg, _ in small])
+    ids = np.repeat(np.array([seg.id for seg, _ in small], np.int64), sizes)
+    rows = np.arange(int(ends[-1]), dtype=np.int64) - np.repeat(ends - sizes, sizes)
+    keys, ids, rows = (np.broadcast_to(a, shape) for a in (keys, ids, rows))
+    return scores, keys, ids, rows
+
+
 def _search_batch(
     segments: list[DenseSegment], masks: list[np.ndarray], q: FloatArray, depth: int
 ) -> list[DocHits]:
@@ -221,17 +239,27 @@ def _search_batch(
         for seg, mask in zip(segments, masks, strict=True)
         if mask.any()
     ]
-    n_live = sum(int(mask.sum()) for mask in masks)
+    n_live = int(np.count_nonzero(np.concatenate(masks))) if masks else 0
     fetch = min(max(2 * depth, depth + 8), n_live) if n_live else 0
     results: list[DocHits | None] = [None] * len(q)
     pending = list(range(len(q)))
     while pending:  # over-fetch chunks, aggregate, and fetch more where too few documents
-        parts_s, parts_k, parts_seg, parts_row = [], [], [], []
+        parts_s: list[np.ndarray] = []
+        parts_k: list[np.ndarray] = []
+        parts_seg: list[np.ndarray] = []
+        parts_row: list[np.ndarray] = []
+        small = [(seg, s) for seg, s in per_seg if len(seg) <= fetch]
+        if small:  # all their rows are candidates
+            block_s, block_k, block_seg, block_row = _whole(small, pending)
+            parts_s.append(block_s)
+            parts_k.append(block_k)
+            parts_seg.append(block_seg)
+            parts_row.append(block_row)
         for seg, s in per_seg:
-            m = min(fetch, len(seg))
+            if len(seg) <= fetch:
+                continue
             sub = s[pending]
-            rows = np.argpartition(-sub, m - 1, axis=1)[:, :m] if m < len(seg) else (
-                np.broadcast_to(np.arange(len(seg)), sub.shape))  # fmt: skip
+            rows = np.argpartition(-sub, fetch - 1, axis=1)[:, :fetch]
             parts_s.append(np.take_along_axis(sub, rows, axis=1))
             parts_k.append(seg.row_keys[rows])
             parts_seg.append(np.full(rows.shape, seg.id, np.int64))

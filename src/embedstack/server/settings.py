@@ -146,6 +146,17 @@ class ServerSettings(BaseModel):
         index_readers: Concurrent searches per index (one readonly handle each).
         cors_origins: Origins allowed by CORS; empty (the default) installs no CORS at all.
         retry_after_s: ``Retry-After`` seconds sent with 503.
+        keep_alive_s: Seconds an idle HTTP/1.1 connection is kept open for the client's
+            next request (uvicorn's ``timeout_keep_alive`` under ``embedstack serve``; give
+            any other ASGI server the same). It must exceed how long every client pool and
+            load balancer in front keeps an idle connection, or a client can send a request
+            on a connection at the instant the server closes it, and gets a reset
+            (``httpx.ReadError``) instead of an answer: uvicorn's own default, 5 s, equals
+            httpx's pool expiry. The default, 75 s (nginx's ``keepalive_timeout``), is above
+            httpx (5 s), aiohttp (15 s), Node.js (4 s free-socket timeout) and the AWS ALB
+            and nginx upstream idle timeouts (60 s); raise it above 90 s for Go clients
+            (``http.Transport.IdleConnTimeout``) and to above the idle timeout of a load
+            balancer that keeps backend connections longer.
 
     Example:
         >>> ServerSettings(models=("test-hash-64",), api_keys=()).max_inputs_per_request
@@ -172,6 +183,7 @@ class ServerSettings(BaseModel):
     index_readers: int = Field(default=4, ge=1, le=64)
     cors_origins: tuple[str, ...] = ()
     retry_after_s: int = Field(default=1, ge=1)
+    keep_alive_s: int = Field(default=75, ge=1, le=3600)
 
     @field_validator("models", "rerankers")
     @classmethod

@@ -99,15 +99,31 @@ class Snapshot:
     segments: list[SegmentRows]
     version: Hashable = None
     _live_masks: list[np.ndarray] | None = field(default=None, repr=False)
+    _row_keys: IntArray | None = field(default=None, repr=False)
 
     def masks(self, allowed: IntArray | None = None) -> list[np.ndarray]:
         """Per-segment row masks: rows whose document is live (``allowed`` None, cached)
-        or in ascending ``allowed``."""
+        or in ascending ``allowed``.
+
+        One membership test over every segment's rows at once, split into per-segment
+        views: an index written in many small batches holds thousands of segments, and a
+        test per segment made each search pay that many numpy calls."""
         if allowed is not None:
-            return [np.isin(seg.row_keys, allowed) for seg in self.segments]
+            return self._split(np.isin(self._all_row_keys(), allowed))
         if self._live_masks is None:
-            self._live_masks = [np.isin(seg.row_keys, self.live) for seg in self.segments]
+            self._live_masks = self._split(np.isin(self._all_row_keys(), self.live))
         return self._live_masks
+
+    def _all_row_keys(self) -> IntArray:
+        """``(total rows,)`` every segment's row keys, in segment order (cached)."""
+        if self._row_keys is None:
+            parts = [seg.row_keys for seg in self.segments]
+            self._row_keys = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        return self._row_keys
+
+    def _split(self, mask: np.ndarray) -> list[np.ndarray]:
+        ends = np.cumsum([len(seg.row_keys) for seg in self.segments]).tolist()
+        return [mask[start:end] for start, end in zip([0, *ends], ends, strict=False)]
 
     def is_live(self, key: int) -> bool:
         pos = int(np.searchsorted(self.live, key))
