@@ -307,29 +307,19 @@ class DocStore:
             )
         else:
             seg, rows, keys = self._columns(f"SELECT {cols} FROM chunks")
-        if not segments:
-            return {}
-        # one pass over every chunk, however many segments (a served index written a few
-        # documents at a time has thousands, and every reader reloads after each commit)
         order = np.argsort(seg, kind="stable")
-        seg, rows, keys = seg[order], rows[order], keys[order]
         ids = np.array([sid for sid, _ in segments], dtype=np.int64)
-        sizes = np.array([n for _, n in segments], dtype=np.int64)
-        by_id = np.argsort(ids, kind="stable")
-        at = np.minimum(np.searchsorted(ids[by_id], seg), len(ids) - 1)
-        mine = ids[by_id][at] == seg  # chunks of other segments are not asked for
-        pos, rows, keys = by_id[at[mine]], rows[mine], keys[mine]
-        bad = np.flatnonzero((rows < 0) | (rows >= sizes[pos]))
-        if len(bad):
-            sid = int(ids[pos[bad[0]]])
-            raise IndexCorrupt(f"{self.file}: a chunk points outside segment {sid}'s rows")
-        starts = np.cumsum(sizes) - sizes
-        flat = np.full(int(sizes.sum()), -1, dtype=np.int64)
-        flat[starts[pos] + rows] = keys
-        return {
-            sid: flat[start : start + n_rows]
-            for (sid, n_rows), start in zip(segments, starts.tolist(), strict=True)
-        }
+        starts = np.searchsorted(seg[order], ids, side="left").tolist()
+        stops = np.searchsorted(seg[order], ids, side="right").tolist()
+        out: dict[int, IntArray] = {}
+        for (sid, n_rows), lo, hi in zip(segments, starts, stops, strict=True):
+            mine = order[lo:hi]
+            at = rows[mine]
+            if len(at) and (at.min() < 0 or at.max() >= n_rows):
+                raise IndexCorrupt(f"{self.file}: a chunk points outside segment {sid}'s rows")
+            out[sid] = np.full(n_rows, -1, dtype=np.int64)
+            out[sid][at] = keys[mine]
+        return out
 
     def filter_keys(self, flt: dict[str, Any], known: set[str]) -> IntArray:
         """Keys of live documents matching ``flt`` (see :mod:`embedstack.index.filters`),
