@@ -45,6 +45,7 @@ __all__ = [
     "recommend",
     "significance",
     "unmet_budgets",
+    "unresolved_deltas",
 ]
 
 Compare = Callable[[str, str], tuple[float, float]]
@@ -390,13 +391,7 @@ def _plan(
             "50-100 real user queries, save them as a BEIR folder (queries.jsonl, "
             "qrels/test.tsv) and re-run `embedstack pick` on it before deciding."
         )
-    unresolved = [
-        abs(c["significance"]["delta"])
-        for c in cands
-        if c.get("significance")
-        and not c["significance"]["significant"]
-        and c["significance"]["p_value"] is not None
-    ]
+    unresolved = unresolved_deltas(cands)
     if unresolved:
         plan.append(
             f"With {n} queries, {main} differences up to {max(unresolved):.4f} were not "
@@ -414,3 +409,16 @@ def _plan(
     )
     plan.append(f"Monitor {main} on the regression set, p99 latency and index size in production.")
     return plan
+
+
+def unresolved_deltas(cands: list[dict[str, Any]]) -> list[float]:
+    """The sizes of the differences from the best that the paired test could not call
+    significant (candidates without a test left out): what a larger judged set would
+    resolve."""
+    return [
+        abs(c["significance"]["delta"])
+        for c in cands
+        if c.get("significance")
+        and not c["significance"]["significant"]
+        and c["significance"]["p_value"] is not None
+    ]

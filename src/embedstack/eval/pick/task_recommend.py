@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from embedstack.eval.pick.recommend import unresolved_deltas
+
 __all__ = ["USES", "task_parts"]
 
 USES = {
@@ -79,13 +81,7 @@ def task_parts(
         }
     n, unit = context["n_queries"], context.get("unit", "examples")
     plan = []
-    unresolved = [
-        abs(c["significance"]["delta"])
-        for c in cands
-        if c.get("significance")
-        and not c["significance"]["significant"]
-        and c["significance"]["p_value"] is not None
-    ]
+    unresolved = unresolved_deltas(cands)
     if unresolved:
         plan.append(
             f"With {n} {unit}, {main} differences up to {max(unresolved):.4f} were not "
