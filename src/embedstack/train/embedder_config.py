@@ -118,6 +118,10 @@ class EmbedderConfig(TrainConfig):
         dev_fraction: Queries (or scored pairs) held out from the training data, never from
             test: evaluated before training and after each epoch (nDCG@10 over a pool of
             documents, or Spearman for scored pairs), for the log and early stopping.
+        dev_pool: Documents each dev query is ranked among (BEIR and pairs data): the dev
+            queries' judged documents and mined negatives, then random ones of the corpus up
+            to this size. Each dev evaluation encodes the pool, so it sets the cost of a
+            check; it does not change which documents are trained on.
         patience: Evaluations without a better dev score before training stops; the best
             evaluated model is the one saved. 0: no early stopping (the last model is saved).
         sts_file: STS Benchmark file for the forgetting check (Spearman before and after);
@@ -164,6 +168,9 @@ class EmbedderConfig(TrainConfig):
     dev_fraction: float = option(0.1, check=FRACTION,
                                  help="Share of training queries held out as the dev split "
                                  "(0: none).")  # fmt: skip
+    dev_pool: int = option(300, check=at_least(1),
+                           help="Documents the dev queries are ranked among (judged, mined, "
+                           "then random ones).")  # fmt: skip
     patience: int = option(1, check=COUNT,
                            help="Dev evaluations without improvement before stopping (0: "
                            "never stop early).")  # fmt: skip

@@ -45,8 +45,6 @@ __all__ = [
     "read_pairs",
 ]
 
-DEV_POOL = 1000
-"""Documents a dev query is ranked among: the dev groups' own documents, then random ones."""
 
 
 @dataclass(frozen=True)
@@ -264,7 +262,8 @@ def _with_dev(
     pool = {d for judged in dev_qrels.values() for d in judged}
     pool |= {row[n] for g in groups if g.query in dev_texts for n in g.negatives if n in row}
     rest = sorted(set(corpus) - pool)
-    pool |= set(rng.sample(rest, max(0, min(len(rest), DEV_POOL - len(pool)))))
+    rng.shuffle(rest)  # a larger dev_pool only adds documents to a smaller one's pool
+    pool |= set(rest[: max(0, cfg.dev_pool - len(pool))])
     dev = DevSet(dev_queries, {d: corpus[d] for d in sorted(pool)}, dev_qrels)
     return EmbedderData(kind, train, [], dev, mined)
 
