@@ -46,7 +46,6 @@ __all__ = [
 ]
 
 
-
 @dataclass(frozen=True)
 class DevSet:
     """A held-out check: queries ranked over a pool of documents, or scored pairs."""
@@ -257,15 +256,54 @@ def _with_dev(
     train = [g for g in groups if g.query not in dev_texts]
     by_text = {text: qid for qid, text in queries.items()}
     dev_queries = {by_text[t]: t for t in sorted(dev_texts)}
-    dev_qrels = {q: {d: r for d, r in qrels[q].items() if r > 0} for q in dev_queries}
+    judged = {q: {d: r for d, r in qrels[q].items() if r > 0} for q in dev_queries}
     row = {text: doc for doc, text in corpus.items()}
-    pool = {d for judged in dev_qrels.values() for d in judged}
-    pool |= {row[n] for g in groups if g.query in dev_texts for n in g.negatives if n in row}
-    rest = sorted(set(corpus) - pool)
-    rng.shuffle(rest)  # a larger dev_pool only adds documents to a smaller one's pool
-    pool |= set(rest[: max(0, cfg.dev_pool - len(pool))])
-    dev = DevSet(dev_queries, {d: corpus[d] for d in sorted(pool)}, dev_qrels)
+    negatives = sorted({row[n] for g in groups if g.query in dev_texts for n in g.negatives
+                        if n in row})  # fmt: skip
+    rng.shuffle(negatives)
+    rest = sorted(set(corpus) - set(negatives) - {d for j in judged.values() for d in j})
+    rng.shuffle(rest)
+    pool = dev_pool(judged, negatives, rest, cfg.dev_pool)
+    dev_qrels = {q: {d: r for d, r in j.items() if d in pool} for q, j in judged.items()}
+    dev_qrels = {q: j for q, j in dev_qrels.items() if j}
+    dev = DevSet({q: dev_queries[q] for q in dev_qrels}, {d: corpus[d] for d in sorted(pool)},
+                 dev_qrels)  # fmt: skip
     return EmbedderData(kind, train, [], dev, mined)
+
+
+def dev_pool(
+    judged: dict[str, dict[str, int]], negatives: list[str], rest: list[str], size: int
+) -> dict[str, None]:
+    """The documents the dev queries are ranked among, at most ``size`` of them, in
+    insertion order (while the judged documents fit, a smaller pool is a prefix of a larger
+    one).
+
+    Judged documents come first, in rounds (each query's most relevant one, then each
+    one's next …): all of them when they fit, else half the pool, so that every query keeps
+    its best ones when they outnumber it (NFCorpus judges ~40 documents per query); then the mined
+    negatives, then random documents (``negatives`` and ``rest`` come shuffled). Documents
+    left out are dropped from the dev qrels, so nDCG's ideal ranking is over the pool.
+
+    Example:
+        >>> judged = {"q1": {"a": 2, "b": 1}, "q2": {"c": 1}}
+        >>> list(dev_pool(judged, ["n"], ["r", "s"], 5))
+        ['a', 'c', 'b', 'n', 'r']
+        >>> list(dev_pool(judged, ["n"], ["r", "s"], 2))  # 3 judged do not fit: 2 // 2 kept
+        ['a', 'n']
+    """
+    ranked = [sorted(j, key=lambda d: (-j[d], d)) for _, j in sorted(judged.items())]
+    total = sum(map(len, ranked))
+    cap = total if total <= size else max(1, size // 2)
+    pool: dict[str, None] = {}
+    for depth in range(max(map(len, ranked), default=0)):
+        for docs in ranked:
+            if depth < len(docs) and len(pool) < cap:
+                pool.setdefault(docs[depth])
+    for doc in (*negatives, *rest):
+        if len(pool) >= size:
+            break
+        pool.setdefault(doc)
+    return pool
 
 
 def load_embedder_data(cfg: EmbedderConfig, out: Path) -> EmbedderData:
