@@ -103,6 +103,8 @@ def measure(model: Any, dataset: Any, work: Path, threads: int) -> dict[str, Any
         report["dense"][str(dim or encoder.dim)] = round(result["ndcg@10"], 4)
     full = report["dense"][str(encoder.dim)]
     report["retention"] = {str(d): round(report["dense"][str(d)] / full, 4) for d in DIMS}
+    # hybrid cannot reuse ``docs``: the index embeds its own chunks (title + a window of at
+    # most max_length tokens; 10,364 for SciFact's 5,183 abstracts), not truncated documents
     folder = work / f"index-{encoder.identity.weights_hash[:12]}"
     hybrid = evaluate_on_index(dataset, encoder, mode="hybrid", directory=folder)
     report["hybrid"] = round(hybrid["ndcg@10"], 4)

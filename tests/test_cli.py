@@ -117,6 +117,25 @@ def test_errors_are_one_line(
     assert len(err.splitlines()) == 1
 
 
+def test_distill_checks_its_source_before_announcing_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "static"
+    assert run(["models", "distill", "all-MiniLM-L6-v3", "--out", str(out)]) == 3  # a typo
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "not found" in err and len(err.splitlines()) == 1
+    assert "distilling" not in err and not out.exists()
+    # a model2vec folder onto a taken --out: refused before the "converting" line too
+    saved = tmp_path / "m2v"
+    saved.mkdir()
+    (saved / "config.json").write_text(json.dumps({"model_type": "model2vec"}))
+    out.mkdir()
+    assert run(["models", "distill", str(saved), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "already exists" in err and len(err.splitlines()) == 1
+    assert "converting" not in err and list(out.iterdir()) == []
+
+
 def test_console_script_exit_code_and_no_traceback() -> None:
     proc = subprocess.run(
         [sys.executable, "-c", "from embedstack.cli import main; main()", "embed", ""],

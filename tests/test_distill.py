@@ -250,7 +250,9 @@ def test_the_cli_distills_a_loadable_float16_model_and_pick_takes_the_folder(
 ) -> None:  # fmt: skip
     out = tmp_path / "cli-static"
     assert run(["models", "distill", str(teacher), "--out", str(out), "--dims", "4"]) == 0
-    assert capsys.readouterr().out.strip() == str(out)
+    said = capsys.readouterr()
+    assert said.out.strip() == str(out)
+    assert said.err.count(f"distilling {teacher}:") == 1  # announced once the checks passed
     encoder = Encoder(out)
     assert encoder.backend_name == "static" and encoder.dim == 4
     assert load_table(out).shape[1] == 4

@@ -22,7 +22,13 @@ from embedstack.eval.pick import (
     pareto_front,
     select_models,
 )
-from embedstack.eval.pick.recommend import apply_budgets, recommend, significance, unmet_budgets
+from embedstack.eval.pick.recommend import (
+    apply_budgets,
+    mark_front,
+    recommend,
+    significance,
+    unmet_budgets,
+)
 
 
 def test_doctests() -> None:
@@ -258,6 +264,21 @@ def test_budgets_met_alone_but_not_together() -> None:
     context = {"evaluation": "judged", "n_queries": 30, "n_docs": 100}
     rec = recommend(cands, per_query, {}, options, context)
     assert rec["candidate"] is None and len(rec["unmet_budgets"]) == 2
+
+
+def test_mark_front_marks_the_front_on_the_main_metric_and_applies_budgets() -> None:
+    # on "accuracy" (the main metric here) b is dominated by a; on ndcg@10 it would not be
+    cands = [_cand("a", 0.5, 10.0, 100), _cand("b", 0.9, 12.0, 100), _cand("c", 0.4, 5.0, 400)]
+    for cand, accuracy in zip(cands, (0.8, 0.7, 0.6), strict=True):
+        cand["metrics"]["accuracy"] = accuracy
+    options = PickOptions(latency_budget_ms=11.0)
+    mark_front(cands, "accuracy", options)
+    assert [c["pareto"] for c in cands] == [True, False, True]
+    assert [c["within_budgets"] for c in cands] == [True, False, True]
+    assert cands[1]["budget_misses"][0]["over_by"] == pytest.approx(12.0 - 11.0)
+    mark_front(cands, "ndcg@10", PickOptions())
+    assert [c["pareto"] for c in cands] == [True, True, True]
+    assert all(c["within_budgets"] and not c["budget_misses"] for c in cands)
 
 
 def _scored(n: int = 60) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:

@@ -54,14 +54,13 @@ def models_distill(
     if dtype not in ("float16", "float32"):
         raise InvalidInput(f"--dtype must be float16 or float32, got {dtype!r}")
     if is_model2vec_folder(source):
-        err.print(f"{source} is a model2vec folder: converting it (no distillation)")
-        path = convert_model2vec(source, out_dir, dtype=dtype, max_length=max_length)  # type: ignore[arg-type]
+        path = convert_model2vec(source, out_dir, dtype=dtype, max_length=max_length,  # type: ignore[arg-type]
+                                 announce=err.print)  # fmt: skip
     else:
         width = None if dims == 0 else (dims if dims is not None else (256 if pca else None))
         options = DistillOptions(dims=width, pca=pca, sif_coefficient=sif or None,
                                  dtype=dtype, max_length=max_length)  # type: ignore[arg-type]  # fmt: skip
-        err.print(f"distilling {source}: every vocabulary token through the teacher, once")
-        path = distill_static(source, out_dir, options)
+        path = distill_static(source, out_dir, options, announce=err.print)
     facts = json.loads((path / "distill.json").read_text(encoding="utf-8"))
     took = f" in {facts['distill_seconds']:.0f} s" if "distill_seconds" in facts else ""
     err.print(f"{facts['vocab_size']} tokens x {facts['dims']} dims{took}", soft_wrap=True)

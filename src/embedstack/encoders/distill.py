@@ -153,6 +153,8 @@ def distill_static(
     source: str | os.PathLike[str],
     out: str | os.PathLike[str],
     options: DistillOptions | None = None,
+    *,
+    announce: Callable[[str], None] | None = None,
 ) -> Path:
     """Distill the transformer model ``source`` into a new static folder ``out``.
 
@@ -162,6 +164,8 @@ def distill_static(
         out: The folder to create; it must not exist.
         options: PCA, SIF and storage settings (:class:`DistillOptions` defaults: 256 PCA
             dims, SIF 1e-4, float16).
+        announce: Called with one line saying what is about to run, once every check has
+            passed (so a bad source or ``out`` never announces work it does not do).
 
     Returns:
         ``out``, loadable with ``Encoder(out)`` (``"static"`` backend).
@@ -185,6 +189,8 @@ def distill_static(
     if options.dims is not None and options.dims >= vocab:
         raise InvalidInput(f"--dims {options.dims} must be below the teacher's {vocab} tokens")
     pca_dims: Any = (options.dims or "auto") if options.pca else None
+    if announce is not None:
+        announce(f"distilling {source}: every vocabulary token through the teacher, once")
 
     def build(staging: Path) -> dict[str, Any]:
         started = time.perf_counter()
@@ -216,8 +222,12 @@ def convert_model2vec(
     *,
     dtype: Literal["float16", "float32"] = "float16",
     max_length: int = 512,
+    announce: Callable[[str], None] | None = None,
 ) -> Path:
     """Write a new static folder ``out`` from a folder model2vec saved.
+
+    ``announce`` is called with one line saying what is about to run, once every check has
+    passed.
 
     Raises:
         InvalidInput: ``out`` exists, or ``source`` is not a model2vec folder (its
@@ -242,6 +252,8 @@ def convert_model2vec(
     unk = getattr(tok.model, "unk_token", None)  # StaticModel.__init__'s rule, to the letter
     unk_id = tok.token_to_id(unk) if isinstance(unk, str) else None
     normalize = bool(config.get("normalize", False))  # StaticModel's default when unset
+    if announce is not None:
+        announce(f"{source} is a model2vec folder: converting it (no distillation)")
 
     def build(staging: Path) -> dict[str, Any]:
         rows = _write(staging, tensors["embeddings"], tensors.get("weights"),

@@ -229,7 +229,7 @@ def _train(cfg: ColbertConfig, torch: Any, transformers: Any) -> TrainResult:
     check_maxlen("doc_maxlen", cfg.doc_maxlen, limit)
     tokenizer = ColbertTokenizer(base_dir, query_maxlen=cfg.query_maxlen,
                                  doc_maxlen=cfg.doc_maxlen, query_augmentation=True)  # fmt: skip
-    run = TrainingRun(cfg, "colbert", base_dir, kind=KIND)
+    run = TrainingRun(cfg, "colbert", base_dir)
     run.args["loss"] = "softmax cross-entropy of MaxSim, hard and in-batch negatives"
 
     # -- data ----------------------------------------------------------------------------

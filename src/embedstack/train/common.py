@@ -49,7 +49,6 @@ __all__ = [
     "check_layers",
     "epoch_groups",
     "load_miner",
-    "prepare_out",
     "quiet_transformers",
     "read_negatives",
     "save_tokenizer",
@@ -116,20 +115,6 @@ def base_folder(base: str | os.PathLike[str]) -> Path:
     if (path / "modules.json").is_file():  # a sentence-transformers folder: use its body
         return load_model_config(path, spec).transformer_path
     return path
-
-
-def prepare_out(
-    out: Path, overwrite: bool, kind: str = "a reranker folder made by train_reranker"
-) -> None:
-    """Create ``out`` empty; with ``overwrite``, first remove an earlier training's output
-    (a folder with ``training_args.json``), never anything else."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not overwrite:
-            raise InvalidInput(f"{out} exists and is not empty; pass overwrite=True (--overwrite)")
-        if not (out / "training_args.json").is_file() and any(out.iterdir()):
-            raise InvalidInput(f"{out} is not {kind}; refusing to overwrite it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def save_tokenizer(src: Path, out: Path, max_length: int) -> None:
@@ -319,8 +304,8 @@ class PairProgress:
 
 
 class TrainingRun:
-    """What every training run does around its model: the output folder and
-    ``training_args.json``, the timed data phase, torch's threads and seed, each epoch's
+    """What every training run does around its model: the record
+    (``training_args.json``), the timed data phase, torch's threads and seed, each epoch's
     groups, the log, and the result. A trainer adds its model, its steps and its files.
 
     Example:
@@ -333,9 +318,9 @@ class TrainingRun:
         >>> result = run.finish(state, data, seconds)  # doctest: +SKIP
     """
 
-    def __init__(self, config: TrainConfig, trainer: str, base_dir: Path, kind: str) -> None:
-        """Create ``config.out`` (empty, see :func:`prepare_out`) and the run's record."""
-        prepare_out(config.out, config.overwrite, kind)
+    def __init__(self, config: TrainConfig, trainer: str, base_dir: Path) -> None:
+        """The run's record; ``config.out`` is the empty work folder of
+        :func:`~embedstack.train.staging.staged`, which checked the real ``out``."""
         self.config = config
         self.args: dict[str, Any] = {"trainer": trainer, **config.record(),
                                      "base_folder": str(base_dir)}  # fmt: skip

@@ -204,7 +204,7 @@ def _train(
 ) -> tuple[EmbedderResult, dict[str, Any]]:  # fmt: skip
     """Train into ``work.out``; the result (``out`` still the work folder) and the record."""
     sts_before = _sts(base_dir, cfg)
-    run = TrainingRun(work, "embedder", base_config.transformer_path, kind=KIND)
+    run = TrainingRun(work, "embedder", base_config.transformer_path)
     run.args["out"] = os.fspath(cfg.out)
     started = time.perf_counter()
     data = load_embedder_data(work, work.out)

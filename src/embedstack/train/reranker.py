@@ -185,7 +185,7 @@ def _train(cfg: RerankerConfig, torch: Any, transformers: Any) -> TrainResult:
         raise InvalidInput(
             f"split_layer={spec.layer} must leave at least one of the {depth} layers joint"
         )
-    run = TrainingRun(cfg, "reranker", base_dir, kind=KIND)
+    run = TrainingRun(cfg, "reranker", base_dir)
 
     # -- data ----------------------------------------------------------------------------
     data = run.load_data(dataset)

@@ -36,12 +36,13 @@ from typing import Any
 import numpy as np
 
 from embedstack.eval.pick.candidates import PickOptions
-from embedstack.eval.pick.stats import TEST_NAME, holm, paired_randomization
+from embedstack.eval.pick.stats import TEST_NAME, holm, paired_randomization, pareto_front
 
 __all__ = [
     "LONG_DOC_SHARE",
     "Compare",
     "apply_budgets",
+    "mark_front",
     "recommend",
     "significance",
     "unmet_budgets",
@@ -82,6 +83,19 @@ def apply_budgets(cands: list[dict[str, Any]], options: PickOptions) -> None:
         ]
         cand["budget_misses"] = misses
         cand["within_budgets"] = not misses
+
+
+def mark_front(cands: list[dict[str, Any]], main: str, options: PickOptions) -> None:
+    """Set ``pareto`` (rule 1's front on ``metrics[main]``, p99, bytes per document) and, by
+    :func:`apply_budgets`, ``within_budgets`` and ``budget_misses`` of every candidate."""
+    front = pareto_front(
+        [c["metrics"][main] for c in cands],
+        [c["latency_ms_p99"] for c in cands],
+        [c["bytes_per_doc"] for c in cands],
+    )
+    for cand, on_front in zip(cands, front, strict=True):
+        cand["pareto"] = on_front
+    apply_budgets(cands, options)
 
 
 def unmet_budgets(cands: list[dict[str, Any]], options: PickOptions) -> list[dict[str, Any]]:

@@ -31,8 +31,7 @@ from embedstack.eval.pick.entries import MAIN_METRIC, candidate_entry, model_ent
 from embedstack.eval.pick.plan import int8_warning, plan_models, stopped
 from embedstack.eval.pick.prices import Prices, load_prices
 from embedstack.eval.pick.progress import Steps
-from embedstack.eval.pick.recommend import apply_budgets, recommend, significance
-from embedstack.eval.pick.stats import pareto_front
+from embedstack.eval.pick.recommend import mark_front, recommend, significance
 from embedstack.eval.pick.task_measure import refuse_task_file
 from embedstack.eval.pick.timebudget import fit_queries, pilot_seconds
 from embedstack.settings import cache_dir
@@ -237,14 +236,7 @@ def _measure_all(
             entry, scores = candidate_entry(cand, result, qrels, prices, options, models)
             cands.append(entry)
             per_query[cand.id] = scores
-    front = pareto_front(
-        [c["metrics"][MAIN_METRIC] for c in cands],
-        [c["latency_ms_p99"] for c in cands],
-        [c["bytes_per_doc"] for c in cands],
-    )
-    for cand_entry, on_front in zip(cands, front, strict=True):
-        cand_entry["pareto"] = on_front
-    apply_budgets(cands, options)
+    mark_front(cands, MAIN_METRIC, options)
     significance(cands, per_query, options.n_permutations, options.seed)
     context = {
         "evaluation": data.evaluation,

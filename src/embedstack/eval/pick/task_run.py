@@ -47,8 +47,8 @@ from embedstack.eval.pick.entries import model_entry, prices_entry
 from embedstack.eval.pick.plan import _load
 from embedstack.eval.pick.prices import Prices, load_prices
 from embedstack.eval.pick.progress import Steps
-from embedstack.eval.pick.recommend import LONG_DOC_SHARE, apply_budgets, recommend, significance
-from embedstack.eval.pick.stats import TEST_NAME, paired_randomization, pareto_front
+from embedstack.eval.pick.recommend import LONG_DOC_SHARE, mark_front, recommend, significance
+from embedstack.eval.pick.stats import TEST_NAME, paired_randomization
 from embedstack.eval.pick.task_measure import (
     CLUSTER_SEEDS,
     TASK_UNITS,
@@ -291,14 +291,7 @@ def run_task_pick(
             cands.append(entry)
             units[entry["id"]] = scores
             advance(1)
-    front = pareto_front(
-        [c["metrics"][main] for c in cands],
-        [c["latency_ms_p99"] for c in cands],
-        [c["bytes_per_doc"] for c in cands],
-    )
-    for entry, on_front in zip(cands, front, strict=True):
-        entry["pareto"] = on_front
-    apply_budgets(cands, options)
+    mark_front(cands, main, options)
     labels = np.asarray(data.payload.labels) if task == "pair-classification" else None
     compare = _compare(task, units, labels, options)
     test_name, test_short = _test(task, options, topts)
