@@ -117,7 +117,7 @@ class LateInteractionEncoder(Identified):
     ) -> None:
         found = open_model(name_or_path)
         path = found.path
-        config = load_model_config(path, found.spec)
+        config = load_model_config(path, found.spec, body_only=True)  # ColBERT reads its head
         limit = int(
             json.loads((config.transformer_path / "config.json").read_text("utf-8")).get(
                 "max_position_embeddings", 512

@@ -6,7 +6,9 @@ token budget, runs an inference backend (ONNX Runtime by default, torch as the r
 pools in numpy. Query and document prefixes come from the model's registry entry or its
 ``config_sentence_transformers.json`` prompts, never from user code. A folder that ships
 only an ONNX graph (``model.onnx``, e.g. the fetched ``paraphrase-MiniLM-L3-v2``) runs that
-graph, pooled here only when its output still has a sequence axis.
+graph, pooled here only when its output still has a sequence axis. ``Dense`` modules after
+pooling (:mod:`embedstack.encoders.st_dense`) run in numpy on the pooled vectors, before
+normalization, whichever backend produced them.
 
 Example:
     >>> from embedstack import Encoder
@@ -43,6 +45,7 @@ from embedstack.encoders.runtime import (
     pad_batch,
 )
 from embedstack.encoders.runtime.heads import count_truncated, length_batches
+from embedstack.encoders.st_dense import DenseHead
 from embedstack.encoders.static import is_static_folder
 from embedstack.errors import InvalidInput
 from embedstack.settings import cache_dir as default_cache_dir
@@ -124,7 +127,8 @@ class Encoder(Identified):
         self.batch_size = batch_size
         self.show_progress = show_progress
         self.truncated = 0
-        self.identity: ModelId = found.identify(config.transformer_path)
+        self.identity: ModelId = found.identify(config.transformer_path, config.head_files)
+        self._head = DenseHead.load(config.dense)
         self._tokenizer = load_tokenizer(config.transformer_path, self.max_length)
         options = RuntimeOptions(
             path=config.transformer_path,
@@ -328,12 +332,26 @@ class Encoder(Identified):
         for index in length_batches(lengths, self.batch_size, self.batch_tokens):
             batch = pad_batch(encodings, index)
             out = self._model(batch)  # a shipped graph may pool itself: (batch, dim)
-            pooled = (
-                out if out.ndim == 2 else pool(out, batch["attention_mask"], self.config.pooling)
-            )
+            if out.ndim == 2:
+                pooled = self._project_pooled(out)
+            else:
+                pooled = pool(out, batch["attention_mask"], self.config.pooling)
+                pooled = self._head(pooled) if self._head is not None else pooled
             if result is None:
                 result = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
             result[index] = pooled
         if result is None:
             return empty(self.dim)
         return vectors.normalize(result) if self.config.normalize else result
+
+    def _project_pooled(self, out: FloatArray) -> FloatArray:
+        """The Dense head on a graph's own pooled output, unless the graph ran it already
+        (its output is then the head's width, not the pooled one)."""
+        head = self._head
+        if head is None or out.shape[1] != head.out_features:
+            return head(out) if head is not None else out
+        if out.shape[1] != head.in_features:
+            return out
+        raise InvalidInput(f"{self.name}: the ONNX graph pools itself and its "
+                           f"{out.shape[1]}-d output fits the Dense head both before and after "
+                           "it; export the transformer's token states instead")  # fmt: skip

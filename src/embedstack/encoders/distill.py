@@ -286,7 +286,7 @@ def _teacher(source: str | os.PathLike[str]) -> tuple[Path, str, list[str], int]
                            "(a model2vec folder converts with convert_model2vec)")  # fmt: skip
     if found.spec is not None and found.spec.kind != "dense":
         raise InvalidInput(f"{found.name!r} is a {found.spec.kind} model, not a dense one")
-    config = load_model_config(found.path, found.spec)  # ModelNotFound: no config.json
+    config = load_model_config(found.path, found.spec, body_only=True)  # token states only
     folder = config.transformer_path
     if is_onnx_only(folder) or not any(
         (folder / f).is_file() for f in ("model.safetensors", "pytorch_model.bin")

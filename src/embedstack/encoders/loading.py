@@ -1,5 +1,13 @@
 """Read a sentence-transformers folder's config: pooling, normalization, lengths, prompts.
 
+``modules.json`` is read strictly: a Transformer (or embedstack's static table), Pooling,
+``Dense`` layers after pooling (:mod:`embedstack.encoders.st_dense`), Dropout (nothing at
+inference) and a final Normalize are understood; any other module (LayerNorm,
+WeightedLayerPooling, CNN, LSTM, StaticEmbedding, a Router, ...) raises
+:class:`~embedstack.errors.InvalidInput` naming it, since vectors computed without it would
+be silently wrong. Callers that run only the transformer body (ColBERT, training bases)
+pass ``body_only=True``.
+
 Finding the folder itself (registry name, Hugging Face id or path; ``HF_HUB_OFFLINE``) and
 hashing its weights belong to the model runtime (:mod:`embedstack.encoders.runtime.folder`);
 :func:`resolve_model_dir` and :func:`weights_hash` are re-exported here for callers that
@@ -9,6 +17,7 @@ import them from this module.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +25,8 @@ from typing import Any
 from embedstack._typing import Pooling
 from embedstack.encoders.registry import ModelSpec
 from embedstack.encoders.runtime.folder import resolve_model_dir, weights_hash
-from embedstack.errors import InvalidInput, ModelNotFound
+from embedstack.encoders.st_dense import DenseLayer, read_dense
+from embedstack.errors import DimensionMismatch, InvalidInput, ModelNotFound
 
 __all__ = [
     "ModelConfig",
@@ -27,9 +37,18 @@ __all__ = [
 ]
 
 
+STATIC_MODULE = "embedstack.encoders.static"
+"""The ``modules.json`` type of a static folder's table (:mod:`embedstack.encoders.static`)."""
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """What a model folder says about how to run it (sentence-transformers conventions)."""
+    """What a model folder says about how to run it (sentence-transformers conventions).
+
+    ``dim`` is the width of the final embedding (the last Dense layer's ``out_features``
+    when the folder has any), ``hidden_size`` the transformer's; ``dense`` lists the Dense
+    layers applied, in order, between pooling and normalization.
+    """
 
     path: Path
     transformer_path: Path
@@ -43,6 +62,15 @@ class ModelConfig:
     model_type: str
     symmetric_prefix: str = ""
     matryoshka_dims: tuple[int, ...] = ()
+    hidden_size: int | None = None
+    dense: tuple[DenseLayer, ...] = ()
+
+    @property
+    def head_files(self) -> tuple[str, ...]:
+        """The Dense layers' files relative to :attr:`transformer_path`, to hash into the
+        model's identity with its weights (empty without Dense layers)."""
+        return tuple(os.path.relpath(file, self.transformer_path)
+                     for layer in self.dense for file in layer.files)  # fmt: skip
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -72,12 +100,104 @@ def _pooling_from(config: dict[str, Any], where: Path) -> Pooling:
     raise InvalidInput(f"{where}: pooling {modes} is not supported (mean, cls and last are)")
 
 
-def load_model_config(path: Path, spec: ModelSpec | None = None) -> ModelConfig:
+@dataclass(frozen=True)
+class _Modules:
+    """What ``modules.json`` says (see :func:`_read_modules`)."""
+
+    transformer_path: Path
+    pooling: Pooling | None
+    normalize: bool
+    dense: tuple[DenseLayer, ...]
+
+
+def _unsupported(where: str, kind: str) -> InvalidInput:
+    name = kind.rpartition(".")[2]
+    sparse = "; a sparse model runs with SparseEncoder"
+    hints = {"StaticEmbedding": "; a model2vec folder converts with `embedstack distill` "
+                                "(convert_model2vec)",
+             "MLMTransformer": sparse, "SpladePooling": sparse,
+             "Dense": "; a ColBERT model runs with LateInteractionEncoder"}  # fmt: skip
+    hint = hints.get(name, "")
+    return InvalidInput(f"{where}: module {kind!r} is not supported (embedstack runs "
+                        "Transformer, Pooling, Dense after pooling, Dropout and Normalize); "
+                        f"vectors computed without it would be wrong{hint}")  # fmt: skip
+
+
+def _read_modules(path: Path, body_only: bool) -> _Modules:
+    """Walk ``modules.json`` in order: the body, pooling, Dense layers, normalization.
+
+    With ``body_only`` only the body and pooling matter: other modules are not checked.
+
+    Raises:
+        ModelNotFound: an unreadable ``modules.json`` or Dense module.
+        InvalidInput: a module embedstack does not run, or one in an order it cannot run.
+    """
+    file = path / "modules.json"
+    try:
+        modules = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelNotFound(f"cannot read {file}: {exc}") from exc
+    if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+        raise ModelNotFound(f"{file} is not a list of modules")
+    transformer_path, normalize, pooled = path, False, False
+    pooling: Pooling | None = None
+    dense: list[DenseLayer] = []
+    for index, module in enumerate(modules):
+        kind = str(module.get("type", ""))
+        name = kind.rpartition(".")[2]
+        sub = path / str(module.get("path", ""))
+        ours = kind.startswith("sentence_transformers.")
+        where = f"{file}: module {index} ({module.get('path')!r})"
+        if name == "Transformer" or (body_only and name.endswith("Transformer")):
+            transformer_path = sub
+        elif name == "Pooling" or (body_only and name.endswith("Pooling")):
+            pooled = True
+            if name == "Pooling" and (sub / "config.json").is_file():
+                pooling = _pooling_from(_read_json(sub / "config.json"), sub)
+        elif name == "Normalize":
+            normalize = True
+        elif body_only or kind == STATIC_MODULE or (ours and name == "Dropout"):
+            continue  # Dropout does nothing at inference
+        elif ours and name == "Dense":
+            if not pooled or normalize:
+                place = "before pooling (on token vectors)" if not pooled else "after Normalize"
+                raise InvalidInput(f"{where}: a Dense module {place} is not supported")
+            dense.append(read_dense(sub))
+        else:
+            raise _unsupported(where, kind)
+    return _Modules(transformer_path, pooling, normalize, tuple(dense))
+
+
+def _check_widths(dense: tuple[DenseLayer, ...], hidden: int | None) -> None:
+    width = hidden
+    for layer in dense:
+        if width is not None and layer.in_features != width:
+            raise DimensionMismatch(f"{layer.path}/config.json: in_features is "
+                                    f"{layer.in_features}, but the vectors before it are "
+                                    f"{width}-d")  # fmt: skip
+        width = layer.out_features
+
+
+def load_model_config(
+    path: Path, spec: ModelSpec | None = None, *, body_only: bool = False
+) -> ModelConfig:
     """Read modules.json, the pooling config, sentence_bert_config.json and prompts.
 
     Values the folder states win over the registry entry, except prefixes, which the registry
     owns when the folder declares none. A plain Hugging Face folder (no modules.json) takes
     pooling and normalization from the registry entry, or mean pooling + L2 normalization.
+
+    Args:
+        path: The model folder.
+        spec: Its registry entry, if any.
+        body_only: The caller runs only the transformer body (a ColBERT encoder, a training
+            base): modules after pooling are neither checked nor read, ``dense`` is empty and
+            ``dim`` is the hidden size.
+
+    Raises:
+        ModelNotFound: no ``config.json``, or an unreadable module file.
+        InvalidInput: a module embedstack does not run (see the module docstring).
+        DimensionMismatch: Dense layers whose widths do not chain.
     """
     if not (path / "config.json").is_file():
         raise ModelNotFound(f"{path} has no config.json: it is not a Hugging Face model folder")
@@ -85,18 +205,15 @@ def load_model_config(path: Path, spec: ModelSpec | None = None) -> ModelConfig:
     transformer_path = path
     pooling: Pooling = spec.pooling if spec else "mean"
     normalize = spec.normalize if spec else True
-    modules_file = path / "modules.json"
-    if modules_file.is_file():
-        modules = json.loads(modules_file.read_text(encoding="utf-8"))
-        types = [str(m.get("type", "")) for m in modules]
-        normalize = any(t.endswith("Normalize") for t in types)
-        for module in modules:
-            kind = str(module.get("type", ""))
-            sub = path / str(module.get("path", ""))
-            if kind.endswith("Transformer"):
-                transformer_path = sub
-            elif kind.endswith("Pooling") and (sub / "config.json").is_file():
-                pooling = _pooling_from(_read_json(sub / "config.json"), sub)
+    dense: tuple[DenseLayer, ...] = ()
+    if (path / "modules.json").is_file():
+        modules = _read_modules(path, body_only)
+        transformer_path, normalize, dense = (
+            modules.transformer_path,
+            modules.normalize,
+            modules.dense,
+        )
+        pooling = modules.pooling or pooling
     st_config: dict[str, Any] = {}
     for name in ("sentence_bert_config.json", "sentence_xlnet_config.json"):
         if (transformer_path / name).is_file():
@@ -115,7 +232,10 @@ def load_model_config(path: Path, spec: ModelSpec | None = None) -> ModelConfig:
     document_prefix = str(prompts.get("document", prompts.get("passage", ""))) or (
         spec.document_prefix if spec else ""
     )
-    hidden = hf_config.get("hidden_size") or hf_config.get("d_model")
+    hidden_value = hf_config.get("hidden_size") or hf_config.get("d_model")
+    hidden = int(hidden_value) if hidden_value else None
+    _check_widths(dense, hidden)
+    dim = dense[-1].out_features if dense else hidden
     return ModelConfig(
         path=path,
         transformer_path=transformer_path,
@@ -125,10 +245,12 @@ def load_model_config(path: Path, spec: ModelSpec | None = None) -> ModelConfig:
         do_lower_case=bool(st_config.get("do_lower_case", False)),
         query_prefix=query_prefix,
         document_prefix=document_prefix,
-        dim=int(hidden) if hidden else (spec.dim if spec else None),
+        dim=dim or (spec.dim if spec else None),
         model_type=str(hf_config.get("model_type", "")),
         symmetric_prefix=spec.symmetric_prefix if spec else "",
         matryoshka_dims=matryoshka,
+        hidden_size=hidden,
+        dense=dense,
     )
 
 
@@ -153,9 +275,9 @@ def _matryoshka(st_model: dict[str, Any], path: Path) -> tuple[int, ...]:
 
 
 def folder_spec(path: str | Path, name: str | None = None) -> ModelSpec:
-    """A registry entry for a local model folder, from what the folder says (dimension,
-    length, pooling, prefixes, Matryoshka dims), to :func:`register_model` it so that ``pick``
-    and ``embedstack models`` know it.
+    """A registry entry for a local model folder, from what the folder says (dimension of
+    the final embedding, Dense layers included; length, pooling, prefixes, Matryoshka dims),
+    to :func:`register_model` it so that ``pick`` and ``embedstack models`` know it.
 
     Example:
         >>> from embedstack import register_model

@@ -113,7 +113,7 @@ def base_folder(base: str | os.PathLike[str]) -> Path:
 
     path, spec = resolve_model_dir(base)
     if (path / "modules.json").is_file():  # a sentence-transformers folder: use its body
-        return load_model_config(path, spec).transformer_path
+        return load_model_config(path, spec, body_only=True).transformer_path
     return path
 
 
