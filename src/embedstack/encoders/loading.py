@@ -113,8 +113,8 @@ class _Modules:
 def _unsupported(where: str, kind: str) -> InvalidInput:
     name = kind.rpartition(".")[2]
     sparse = "; a sparse model runs with SparseEncoder"
-    hints = {"StaticEmbedding": "; a model2vec folder converts with `embedstack distill` "
-                                "(convert_model2vec)",
+    hints = {"StaticEmbedding": "; a model2vec folder converts with `embedstack models "
+                                "distill` (convert_model2vec)",
              "MLMTransformer": sparse, "SpladePooling": sparse,
              "Dense": "; a ColBERT model runs with LateInteractionEncoder"}  # fmt: skip
     hint = hints.get(name, "")
