@@ -25,7 +25,14 @@ from embedstack.encoders import TextEncoder
 from embedstack.errors import DimensionMismatch, IndexCorrupt
 from embedstack.index import ann_files, dense
 from embedstack.index.ann import HnswGraph, ann_search
-from embedstack.index.fields.base import Batch, DocHits, FieldStats, Rewrite, Snapshot
+from embedstack.index.fields.base import (
+    Batch,
+    DocHits,
+    FieldStats,
+    Rewrite,
+    Snapshot,
+    merges,
+)
 from embedstack.index.fields.segments import SegmentFiles, dir_bytes
 
 __all__ = ["DIR", "DenseField"]
@@ -101,9 +108,9 @@ class DenseField(SegmentFiles):
             self._stale = False
             self._hnsw()
 
-    def release(self, segments: Sequence[int]) -> None:
+    def release(self, segments: Sequence[int], *, reclaim: bool = True) -> None:
         super().release(segments)
-        if self.ann == "hnsw" and segments:
+        if self.ann == "hnsw" and segments and reclaim:
             self._stale = True  # compaction: rebuild over the new segments once refreshed
 
     def close(self) -> None:
@@ -155,11 +162,14 @@ class DenseField(SegmentFiles):
                 )
 
     def rewrite(self, rewrites: Sequence[Rewrite]) -> None:
-        for rw in rewrites:
-            old = self.loaded.get(rw.old.id)
-            if not isinstance(old, dense.DenseSegment):
-                old = self._load(rw.old.id, rw.old.n_rows, rw.old.row_keys)
-            dense.write_rows(self.root, old, rw.mask, rw.new, self.precision)
+        for new, group in merges(rewrites):
+            parts = []
+            for rw in group:
+                old = self.loaded.get(rw.old.id)
+                if not isinstance(old, dense.DenseSegment):
+                    old = self._load(rw.old.id, rw.old.n_rows, rw.old.row_keys)
+                parts.append((old, rw.mask))
+            dense.merge_rows(self.root, parts, new, self.precision)
 
     # --- reads ---------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from embedstack._typing import IntArray
 from embedstack.encoders.splade import SparseTextEncoder, SparseVectors
 from embedstack.errors import DimensionMismatch
 from embedstack.index import sparse
-from embedstack.index.fields.base import Batch, DocHits, Rewrite, Snapshot
+from embedstack.index.fields.base import Batch, DocHits, Rewrite, Snapshot, merges
 from embedstack.index.fields.segments import SegmentFiles
 
 __all__ = ["DIR", "SparseField"]
@@ -79,8 +79,9 @@ class SparseField(SegmentFiles):
             sparse.validate(seg, self.root)
 
     def rewrite(self, rewrites: Sequence[Rewrite]) -> None:
-        for rw in rewrites:
-            sparse.write_rows(self.root, self._get(rw.old.id, rw.old.n_rows), rw.mask, rw.new)
+        for new, group in merges(rewrites):
+            parts = [(self._get(rw.old.id, rw.old.n_rows), rw.mask) for rw in group]
+            sparse.merge_rows(self.root, parts, new)
 
     def search(
         self, queries: list[str], snapshot: Snapshot, allowed: IntArray | None, depth: int
