@@ -7,9 +7,16 @@ With ``ann="hnsw"`` the writer grows the graph as it writes each segment (before
 commits it: rows of a segment that is never committed are dead rows, masked like deleted
 ones), saves it when it has grown by half since the last save (and at least
 ``PERSIST_MIN_ROWS`` rows) and when the index is closed, and rebuilds it from scratch only
-when most of its rows belong to segments that are gone (after :meth:`Index.compact`).
-Opening an index then loads the saved graph instead of rebuilding it; segments written
-after the last save are added to it.
+when most of its rows belong to segments that are gone (after :meth:`Index.compact`, or
+once merges have replaced most of them). Opening an index then loads the saved graph
+instead of rebuilding it; segments written after the last save are added to it.
+
+Merges (:mod:`embedstack.index._merge`) write the merged segment through :meth:`rewrite`
+under a new number; the graph treats it like any new segment (added at the next write or
+search), and the merged-away segments' graph rows are dead rows. So each merge costs graph
+insertions of its rows: over the life of an index a row is inserted about once per tier it
+climbs (``log_10(n / 100)`` with the default policy), plus the rebuilds; remapping the
+graph's rows to the merged segment instead would need a per-row map in the saved graph.
 """
 
 from __future__ import annotations
