@@ -86,8 +86,9 @@ def test_many_small_writes_rank_like_one_batch(
     and without a filter, for k below, between and above the segment sizes. (Writes now
     merge segments, tests/test_index_merge.py; merging is off here so that the search over
     many segments, what an index written with another policy holds, stays tested.)"""
-    monkeypatch.setattr(_merge, "POLICY", MergePolicy(segments_per_tier=10**6, floor_docs=1,
-                                                      max_merged_docs=10**9))  # fmt: skip
+    never = MergePolicy(segments_per_tier=10**6, floor_docs=1, max_merged_docs=10**9,
+                        deletes_pct_allowed=100.0)  # fmt: skip
+    monkeypatch.setattr(_merge, "POLICY", never)
     docs = corpus(220, seed=5)
     opts = {"encoder": hash_model, "chunking": SMALL_CHUNKS}
     inc = Index.create(tmp_path / "inc", **opts)
