@@ -416,33 +416,36 @@ def _alias_file(path: Path) -> str:
     return ann_files.alias_file(ann_files.newest(path / "dense"))
 
 
+@pytest.mark.parametrize("field", ["dense", "sparse"])
 def test_a_reader_refreshing_past_a_merge_retries(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, field: str
 ) -> None:
-    """A reader reads a snapshot naming a segment, and before it maps that segment's file
-    the writer merges it away and deletes it: the reader reads the next snapshot instead
+    """A reader reads a snapshot naming a segment, and before it maps that segment's files
+    the writer merges it away and deletes them: the reader reads the next snapshot instead
     of failing (the server's pooled readers refresh while its writer writes)."""
     monkeypatch.setattr(_merge, "POLICY", NEVER)
     path = tmp_path / "i"
-    writer = Index.create(path, encoder=_enc())
+    writer = Index.create(path, encoder=_enc(), sparse=CountSparse())
     writer.upsert([_doc(0)])
-    reader = Index.open(path, encoder=_enc(), readonly=True)
-    assert [h.doc_id for h in reader.search("cat", mode="dense", k=3)] == ["d0"]
+    reader = Index.open(path, encoder=_enc(), sparse=CountSparse(), readonly=True)
+    assert [h.doc_id for h in reader.search("cat", mode=field, k=3)] == ["d0"]  # type: ignore[arg-type]
     writer.upsert([_doc(1)])  # a segment the reader has not mapped yet
-    field = reader.field("dense")
-    real = field._load  # type: ignore[attr-defined]
-    merged = []
+    target: Any = reader.field("dense") if field == "dense" else sparse_index
+    name = "_load" if field == "dense" else "load_segment"
+    real = getattr(target, name)
+    started: list[set[int]] = []
 
     def merge_first(*args: Any) -> Any:
-        if not merged:  # the writer merges every segment into one, deleting the others
+        if not started:  # the writer merges every segment into one, deleting the others
+            started.append(set())
             monkeypatch.setattr(_merge, "POLICY", ALL)
             writer.upsert([_doc(2)])
-            merged.append(_registered(writer))
+            started[0] |= _registered(writer)
         return real(*args)
 
-    monkeypatch.setattr(field, "_load", merge_first)
-    hits = reader.search("cat", mode="dense", k=5)
-    assert merged and len(merged[0]) == 1
+    monkeypatch.setattr(target, name, merge_first)
+    hits = reader.search("cat", mode=field, k=5)  # type: ignore[arg-type]
+    assert started and len(started[0]) == 1
     assert sorted(h.doc_id for h in hits) == ["d0", "d1", "d2"]
     reader.close()
     writer.close()

@@ -71,7 +71,11 @@ class SparseField(SegmentFiles):
         self.loaded[segment] = sparse.write_segment(self.root, segment, prepared)
 
     def refresh(self, snapshot: Snapshot) -> None:
+        """Map every registered segment now (cheap: memory maps), so that a reader holds
+        them before a writer's merge deletes their files; the reload retries past that."""
         self._retain(snapshot)
+        for rows in snapshot.segments:
+            self._get(rows.id, rows.n_rows)
 
     def check(self, snapshot: Snapshot) -> None:
         for rows in snapshot.segments:
