@@ -9,7 +9,7 @@ from typing import Any
 
 from embedstack._typing import IntArray
 from embedstack.encoders.splade import SparseTextEncoder, SparseVectors
-from embedstack.errors import DimensionMismatch
+from embedstack.errors import DimensionMismatch, IndexCorrupt
 from embedstack.index import sparse
 from embedstack.index.fields.base import Batch, DocHits, Rewrite, Snapshot, merges
 from embedstack.index.fields.segments import SegmentFiles
@@ -72,10 +72,21 @@ class SparseField(SegmentFiles):
 
     def refresh(self, snapshot: Snapshot) -> None:
         """Map every registered segment now (cheap: memory maps), so that a reader holds
-        them before a writer's merge deletes their files; the reload retries past that."""
+        them before a writer's merge deletes their files.
+
+        Raises:
+            IndexCorrupt: a registered segment's file is missing (the reload retries when
+                a writer committed meanwhile). A damaged one is left to fail when searched
+                or checked, so that it does not stop the index from opening.
+        """
         self._retain(snapshot)
         for rows in snapshot.segments:
-            self._get(rows.id, rows.n_rows)
+            try:
+                self._get(rows.id, rows.n_rows)
+            except IndexCorrupt:
+                if all((self.root / name).exists() for name in self.files(rows.id)):
+                    continue
+                raise
 
     def check(self, snapshot: Snapshot) -> None:
         for rows in snapshot.segments:

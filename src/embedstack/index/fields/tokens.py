@@ -69,11 +69,10 @@ class TokenField(SegmentFiles):
         late.write_segment(self.root, segment, prepared)
 
     def refresh(self, snapshot: Snapshot) -> None:
-        """Map every registered segment now (cheap: memory maps), so that a reader holds
-        them before a writer's merge deletes their files; the reload retries past that."""
+        """Segments are mapped when first scored (a damaged one must not stop the index
+        from opening), so a reader that scores a segment a writer merged away after the
+        reader's last refresh gets IndexCorrupt, as after a compaction."""
         self._retain(snapshot)
-        for rows in snapshot.segments:
-            self._get(rows.id, rows.n_rows)
 
     def check(self, snapshot: Snapshot) -> None:
         for rows in snapshot.segments:
