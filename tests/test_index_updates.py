@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedstack.index import Index
+from embedstack.index import Index, _merge
+from embedstack.index.merge_policy import MergePolicy
 from test_index_helpers import SMALL_CHUNKS, corpus
 
 QUERIES = [
@@ -76,11 +77,18 @@ def test_incremental_equals_one_shot(
     inc.close()
 
 
-def test_many_small_writes_rank_like_one_batch(tmp_path: Path, hash_model: str) -> None:
+def test_many_small_writes_rank_like_one_batch(
+    tmp_path: Path, hash_model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A served index written a few documents at a time holds one segment per write (the
     soak made thousands); dense search over one big segment plus 60 small ones, with
     upserts and deletes between them, ranks like the same documents added at once, with
-    and without a filter, for k below, between and above the segment sizes."""
+    and without a filter, for k below, between and above the segment sizes. (Writes now
+    merge segments, tests/test_index_merge.py; merging is off here so that the search over
+    many segments, what an index written with another policy holds, stays tested.)"""
+    never = MergePolicy(segments_per_tier=10**6, floor_docs=1, max_merged_docs=10**9,
+                        deletes_pct_allowed=100.0)  # fmt: skip
+    monkeypatch.setattr(_merge, "POLICY", never)
     docs = corpus(220, seed=5)
     opts = {"encoder": hash_model, "chunking": SMALL_CHUNKS}
     inc = Index.create(tmp_path / "inc", **opts)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import fcntl
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from embedstack.encoders import TextEncoder, load_encoder
-from embedstack.errors import IndexLocked, InvalidInput
+from embedstack.errors import IndexCorrupt, IndexLocked, InvalidInput
 from embedstack.index.docstore import DocStore
 from embedstack.index.fields.base import Field, SegmentRows, Snapshot
 from embedstack.index.manifest import library_version
@@ -22,11 +22,13 @@ __all__ = [
     "library_version",
     "load_snapshot",
     "lock",
+    "reload",
     "resolve_encoder",
     "version",
 ]
 
 LOCK = "write.lock"
+_RELOAD_RETRIES = 5
 
 
 def version(store: DocStore, fields: Sequence[Field]) -> tuple[Any, ...]:
@@ -49,6 +51,24 @@ def load_snapshot(store: DocStore, fields: Sequence[Field]) -> Snapshot:
     finally:
         conn.execute("COMMIT")
     return Snapshot(live, segments, stamp)
+
+
+def reload(store: DocStore, fields: Sequence[Field], use: Callable[[Snapshot], None]) -> None:
+    """Read a snapshot and ``use`` it (each field loads what it registers); retried while
+    another process commits meanwhile: a writer's merge may delete a segment's files
+    between the snapshot read and their loading, and the next snapshot no longer names it.
+
+    Raises:
+        IndexCorrupt: a registered file is missing or damaged and nobody committed since.
+    """
+    for attempt in range(1, _RELOAD_RETRIES + 1):
+        snap = load_snapshot(store, fields)
+        try:
+            use(snap)
+            return
+        except IndexCorrupt:
+            if attempt == _RELOAD_RETRIES or version(store, fields) == snap.version:
+                raise
 
 
 def _holder(fd: int) -> str:

@@ -101,7 +101,8 @@ class IndexStats:
             reclaims them.
         bytes: bytes on disk by component: ``{"sqlite", "dense", "lexical", "total"}``, plus
             ``"sparse"`` and ``"colbert"`` for indexes that store them.
-        segments: dense segment files.
+        segments: chunk segments (dense files, and SPLADE and ColBERT ones under the same
+            numbers): O(log n_chunks) under the tiered merge policy of writes.
         model: the encoder's name; ``model_id`` the identity of its weights.
         model_id: see ``model``.
         dim: stored vector dimension.

@@ -12,6 +12,7 @@ import numpy as np
 
 from embedstack._typing import IntArray
 from embedstack.errors import InvalidInput
+from embedstack.index import _merge
 from embedstack.index._embedding import Chunker
 from embedstack.index._types import AddResult
 from embedstack.index._validate import NewDoc, check_ids, validate_docs
@@ -99,8 +100,10 @@ def write_batch(
     """Encode, write and commit one batch; returns its chunk count and the new snapshot.
 
     Every field prepares (encodes) first; then SQLite reserves the keys and the segment
-    number, each field writes uncommitted, and ONE SQLite transaction commits the batch.
-    A failure anywhere before that commit discards the batch from every field.
+    number, each field writes uncommitted, the fields write the merges the policy asks for
+    (:mod:`embedstack.index._merge`), and ONE SQLite transaction commits the batch and its
+    merges. A failure anywhere before that commit discards the batch and the merged
+    segments from every field.
     """
     if not batch:
         return 0, snapshot
@@ -113,9 +116,17 @@ def write_batch(
     prepared = [field.prepare(work) for field in fields]
     first, seg_id = store.reserve(len(batch))
     keys = np.arange(first, first + len(batch), dtype=np.int64)
+    gone = np.asarray(replaced, dtype=np.int64)
+    live = np.union1d(np.setdiff1d(snapshot.live, gone), keys).astype(np.int64)
+    rows = SegmentRows(seg_id, len(chunks), work.row_keys(keys))
+    merge: _merge.MergePlan | None = None
     try:
         for field, data in zip(fields, prepared, strict=True):
             field.write(work, data, seg_id, keys)
+        merge = _merge.plan(store, [*snapshot.segments, rows], live)
+        if merge.rewrites:
+            for field in fields:
+                field.rewrite(merge.rewrites)
         with store.transaction():
             store.delete_keys(replaced)
             store.register_segment(seg_id, f"{segment_name(seg_id)}.npy", len(chunks))
@@ -127,16 +138,15 @@ def write_batch(
                 (int(keys[c.doc]), c.chunk_no, c.start, c.end, seg_id, row)
                 for row, c in enumerate(chunks)
             )
+            _merge.commit(store, merge)
     except BaseException:
-        discard(fields, [seg_id], keys)
+        discard(fields, [seg_id, *(merge.new if merge else [])], keys)
         raise
-    gone = np.asarray(replaced, dtype=np.int64)
     if len(gone):
         for field in fields:
             field.remove(gone)
-    live = np.union1d(np.setdiff1d(snapshot.live, gone), keys).astype(np.int64)
-    rows = SegmentRows(seg_id, len(chunks), work.row_keys(keys))
-    return len(chunks), Snapshot(live, [*snapshot.segments, rows])
+    _merge.release(fields, merge)
+    return len(chunks), merge.snapshot
 
 
 def delete_batch(

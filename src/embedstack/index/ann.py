@@ -4,7 +4,10 @@ The graph holds the rows of a list of segments, in the order they were added (gr
 the segment's offset in that list + its row); rows are decoded to float32 for int8 and
 binary indexes. It is grown incrementally as segments are written, persisted next to them
 (:mod:`embedstack.index.ann_files`) and rebuilt from scratch only when most of its rows
-belong to segments that are gone, which is what a compaction does.
+belong to segments that are gone, which is what a compaction does. A segment made by
+merging others (:mod:`embedstack.index._merge`) is not inserted again: it becomes an
+*alias*, the graph rows its rows already have as rows of its sources (:meth:`HnswGraph.remap`),
+so merges cost the graph nothing and leave no dead rows but the deleted ones.
 
 A row is returned only when the current snapshot holds its segment and the row is live and
 allowed: the snapshot's masks are scattered into a graph-order bitmap and applied *inside*
@@ -54,6 +57,10 @@ class HnswGraph:
         number: the number of the file it was loaded from or saved to (0: none).
         viewed: the vectors are a read-only memory map of the saved file (loading is then
             nearly free); the first :meth:`add` copies the graph into memory.
+        aliases: merged segments held through their sources' rows: segment id ->
+            ``(n_rows,)`` int64 graph row of each of its rows.
+        remapped: rows aliased since the graph was last saved (a reader that loads the
+            saved graph would insert them again).
     """
 
     graph: Any
@@ -61,6 +68,9 @@ class HnswGraph:
     persisted: int = 0
     number: int = 0
     viewed: bool = False
+    aliases: dict[int, IntArray] = field(default_factory=dict)
+    remapped: int = 0
+    _owners: tuple[IntArray, IntArray] | None = field(default=None, repr=False)
 
     @classmethod
     def empty(cls, dim: int) -> HnswGraph:
@@ -87,9 +97,35 @@ class HnswGraph:
         sizes = [n for _, n in self.covered]
         return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
 
+    def positions(self, segment: int) -> IntArray | None:
+        """``(n_rows,)`` graph rows of ``segment``'s rows, None when the graph lacks it."""
+        if segment in self.aliases:
+            return self.aliases[segment]
+        for (seg, n), start in zip(self.covered, self.offsets().tolist(), strict=False):
+            if seg == segment:
+                return np.arange(start, start + n, dtype=np.int64)
+        return None
+
+    def remap(self, segment: int, sources: list[tuple[int, np.ndarray]]) -> bool:
+        """Hold merged segment ``segment`` as the rows of its ``sources`` (``(segment id,
+        kept-row mask)``, in merge order) already in the graph; False (nothing changed)
+        when a source is not in the graph, so that :meth:`extend` adds the segment."""
+        parts = []
+        for seg, mask in sources:
+            pos = self.positions(seg)
+            if pos is None or len(pos) != len(mask):
+                return False
+            parts.append(pos[np.asarray(mask, dtype=np.bool_)])
+        for seg, _ in sources:  # merged away: an alias of it is no longer needed
+            self.aliases.pop(seg, None)
+        self.aliases[segment] = np.concatenate(parts).astype(np.int64)
+        self.remapped += len(self.aliases[segment])
+        self._owners = None
+        return True
+
     def add(self, segment: int, rows: FloatArray) -> None:
         """Append segment ``segment``'s ``(n_rows, dim)`` float32 rows to the graph."""
-        if any(seg == segment for seg, _ in self.covered):
+        if segment in self.aliases or any(seg == segment for seg, _ in self.covered):
             return  # already in (a write retried over a graph that kept it)
         if len(rows):
             if self.viewed:  # faiss aborts on growing a memory-mapped vector: own it first
@@ -98,16 +134,18 @@ class HnswGraph:
                 self.viewed = False
             self.graph.add(np.ascontiguousarray(rows, dtype=np.float32))
         self.covered.append((segment, len(rows)))
+        self._owners = None
         EVENTS["added_rows"] += len(rows)
 
     def live_rows(self, segments: list[dense.DenseSegment]) -> int:
         """Graph rows that belong to ``segments`` (the rest are dead: gone segments)."""
         ids = {seg.id for seg in segments}
-        return sum(n for seg, n in self.covered if seg in ids)
+        blocks = sum(n for seg, n in self.covered if seg in ids)
+        return blocks + sum(len(pos) for seg, pos in self.aliases.items() if seg in ids)
 
     def extend(self, segments: list[dense.DenseSegment]) -> None:
         """Add the segments of ``segments`` the graph does not hold yet."""
-        have = {seg for seg, _ in self.covered}
+        have = {seg for seg, _ in self.covered} | set(self.aliases)
         for seg in segments:
             if seg.id not in have:
                 self.add(seg.id, seg.floats())
@@ -121,14 +159,29 @@ class HnswGraph:
             o = where.get(seg.id)
             if o is not None:
                 out[o : o + len(mask)] = mask
+            elif seg.id in self.aliases:
+                out[self.aliases[seg.id]] = mask
         return out
 
     def locate(self, rows: IntArray) -> tuple[IntArray, IntArray]:
-        """Segment ids and rows within their segment of graph ``rows``."""
-        offsets = self.offsets()
-        pos = np.searchsorted(offsets, rows, side="right") - 1
-        ids = np.asarray([seg for seg, _ in self.covered], dtype=np.int64)
-        return ids[pos], rows - offsets[pos]
+        """Segment ids and rows within their segment of graph ``rows`` (an aliased
+        segment's, for rows it holds)."""
+        if not self.aliases:
+            offsets = self.offsets()
+            pos = np.searchsorted(offsets, rows, side="right") - 1
+            block_ids = np.asarray([seg for seg, _ in self.covered], dtype=np.int64)
+            return block_ids[pos], rows - offsets[pos]
+        if self._owners is None:
+            offsets = self.offsets()
+            sizes = [n for _, n in self.covered]
+            ids = np.repeat(np.asarray([seg for seg, _ in self.covered], np.int64), sizes)
+            local = np.arange(self.n_rows, dtype=np.int64) - np.repeat(offsets[:-1], sizes)
+            for seg, pos in self.aliases.items():
+                ids[pos] = seg
+                local[pos] = np.arange(len(pos), dtype=np.int64)
+            self._owners = (ids, local)
+        ids, local = self._owners
+        return ids[rows], local[rows]
 
     def search(
         self, q: FloatArray, allowed: np.ndarray, n_rows: int

@@ -47,7 +47,7 @@ from embedstack.encoders.splade import SparseTextEncoder
 from embedstack.errors import InvalidInput
 from embedstack.index import _maintenance, _writes, late_model
 from embedstack.index._setup import Parts, create_parts, open_parts, recorded_chunker
-from embedstack.index._state import load_snapshot, version
+from embedstack.index._state import load_snapshot, reload, version
 from embedstack.index._types import AddResult, BM25Params, Hit, IndexStats
 from embedstack.index.backends import routed
 from embedstack.index.docstore import DocStore
@@ -237,7 +237,7 @@ class Index:
         self._known_keys.clear()
 
     def _reload(self) -> None:
-        self._use(load_snapshot(self._store, self._fields))
+        reload(self._store, self._fields, self._use)  # retried past a writer's merge
 
     def _check_open(self) -> None:
         if self._closed:

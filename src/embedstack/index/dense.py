@@ -1,4 +1,5 @@
-"""Dense vector segments: one immutable ``.npy`` file set per add batch, searched exactly.
+"""Dense vector segments: one immutable ``.npy`` file set per add batch (until merged),
+searched exactly.
 
 Files under ``dense/`` (all ``allow_pickle=False``, memory-mapped when read)::
 
@@ -8,7 +9,10 @@ Files under ``dense/`` (all ``allow_pickle=False``, memory-mapped when read)::
 
 A segment file is useless until ``docs.sqlite`` registers it; unregistered files are left
 over by a crash and removed by the next writer. Rows carry no liveness of their own: a row
-is live when a chunk in SQLite points at it, so deletes write nothing here.
+is live when a chunk in SQLite points at it, so deletes write nothing here. Writes merge
+segments by the index's tiered policy (:mod:`embedstack.index._merge`) and compaction
+rewrites them, both through :func:`merge_rows`: a new segment number holding the live rows
+of its sources, registered by the SQLite commit that drops the sources.
 
 Search is exact: every live, allowed row is scored (float32 dot product, int8 asymmetric
 dot product, or binary Hamming candidates rescored with int8 codes — Shakir, Aarsen & Lee
@@ -18,6 +22,7 @@ chunk scores are aggregated to documents by their maximum (MaxP, Dai & Callan 20
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,17 +30,17 @@ import numpy as np
 
 from embedstack import vectors
 from embedstack._typing import FloatArray, IntArray
-from embedstack.errors import IndexCorrupt
+from embedstack.errors import IndexCorrupt, InvalidInput
 from embedstack.index.fields.base import DocHits, aggregate, empty_hits
 from embedstack.index.manifest import fsync_dir, save_npy
 
 __all__ = [
     "DenseSegment",
     "load_segment",
+    "merge_rows",
     "search_docs",
     "segment_files",
     "segment_name",
-    "write_rows",
     "write_segment",
 ]
 
@@ -105,21 +110,63 @@ def write_segment(
     return DenseSegment(segment, data, cal, codes, row_keys)
 
 
-def write_rows(
-    root: Path, seg: DenseSegment, mask: np.ndarray, new_id: int, precision: str
+def merge_rows(
+    root: Path, parts: Sequence[tuple[DenseSegment, np.ndarray]], new_id: int, precision: str
 ) -> list[str]:
-    """Compaction: write the rows of ``seg`` selected by ``mask`` as segment ``new_id``,
-    with the same codes and calibration (nothing is re-quantized)."""
+    """Merging and compaction: write the rows of each segment of ``parts`` selected by its
+    mask, one segment after the other, as segment ``new_id``; returns the file names.
+
+    float32 rows and binary sign bits are copied bit for bit, so no score changes. int8
+    codes (and binary's int8 rescoring codes) need one calibration per segment: the merged
+    one spans every source's range (per dimension, the lowest low and highest high), so
+    the rows of a source whose calibration already equals it (one segment compacted, or a
+    large segment absorbing small ones) keep their codes exactly, and only the others are
+    re-quantized from their decoded values, each value moving by at most half a step of
+    the merged calibration, ``(high - low) / 255 / 2``. At least one row must be selected.
+    """
+    parts = [(seg, np.asarray(mask, dtype=np.bool_)) for seg, mask in parts]
+    kept = [(seg, mask) for seg, mask in parts if mask.any()]
+    if not kept:
+        raise InvalidInput("merge_rows needs at least one selected row")
     names = segment_files(new_id, precision)
-    arrays = [np.asarray(seg.data)[mask]]
-    if seg.calibration is not None:
-        arrays.append(np.stack([seg.calibration.low, seg.calibration.high]).astype(np.float32))
-    if seg.codes is not None:
-        arrays.append(np.asarray(seg.codes)[mask])
+    data = np.concatenate([np.asarray(seg.data)[mask] for seg, mask in kept])
+    arrays = [data]
+    if precision != "float32":
+        cal = _union([seg.calibration for seg, _ in kept])
+        codes = np.concatenate([_recode(seg, mask, cal) for seg, mask in kept])
+        arrays = [codes, np.stack([cal.low, cal.high]).astype(np.float32)]
+        if precision == "binary":
+            arrays = [data, arrays[1], codes]
     for name, arr in zip(names, arrays, strict=True):
         save_npy(root / name, arr)
     fsync_dir(root)
     return names
+
+
+def _union(cals: Sequence[vectors.Int8Calibration | None]) -> vectors.Int8Calibration:
+    """The calibration spanning every one of ``cals`` (per dimension: lowest low, highest
+    high); the first one itself when it already does."""
+    known = [cal for cal in cals if cal is not None]
+    if len(known) != len(cals) or not known:
+        raise IndexCorrupt("an int8 or binary dense segment has no calibration")
+    low = np.min([cal.low for cal in known], axis=0)
+    high = np.max([cal.high for cal in known], axis=0)
+    first = known[0]
+    if np.array_equal(low, first.low) and np.array_equal(high, first.high):
+        return first
+    return vectors.Int8Calibration(low.astype(np.float32), high.astype(np.float32))
+
+
+def _recode(seg: DenseSegment, mask: np.ndarray, cal: vectors.Int8Calibration) -> np.ndarray:
+    """The int8 codes of ``seg``'s rows selected by ``mask`` under calibration ``cal``: its
+    own codes when its calibration is ``cal``, else re-quantized from the decoded rows."""
+    own = seg.calibration
+    codes = np.asarray(seg.data if seg.codes is None else seg.codes)[mask]
+    if own is None:
+        raise IndexCorrupt(f"dense segment {seg.id} has no calibration")
+    if own is cal or (np.array_equal(own.low, cal.low) and np.array_equal(own.high, cal.high)):
+        return codes
+    return vectors.quantize_int8(vectors.dequantize_int8(codes, own), cal)
 
 
 def segment_files(segment: int, precision: str) -> list[str]:

@@ -26,6 +26,7 @@ chunk scores become document scores by their maximum, as for dense search.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ __all__ = [
     "check_encoder",
     "load_segment",
     "manifest_entry",
+    "merge_rows",
     "no_store",
     "resolve_encoder",
     "search_docs",
@@ -127,13 +129,31 @@ def write_segment(root: Path, segment: int, vectors: SparseVectors) -> SparseSeg
 def write_rows(root: Path, seg: SparseSegment, mask: np.ndarray, new_id: int) -> list[str]:
     """Compaction: write the rows selected by ``mask`` as segment ``new_id``, renumbered
     like the dense rows (the k-th kept row becomes row k)."""
-    vocab = len(seg.terms) - 1
-    term_ids = np.repeat(np.arange(vocab, dtype=np.int64), np.diff(np.asarray(seg.terms)))
-    rows = np.asarray(seg.rows, dtype=np.int64)
-    keep = mask[rows]
-    renumber = np.cumsum(mask) - 1
-    arrays = _invert(renumber[rows[keep]], term_ids[keep], np.asarray(seg.weights)[keep], vocab)
-    _write(root, new_id, int(mask.sum()), arrays)
+    return merge_rows(root, [(seg, mask)], new_id)
+
+
+def merge_rows(
+    root: Path, parts: Sequence[tuple[SparseSegment, np.ndarray]], new_id: int
+) -> list[str]:
+    """Merging: the rows of each segment of ``parts`` selected by its mask, one segment
+    after the other and renumbered from 0 like the dense rows, as segment ``new_id``
+    (weights copied unchanged)."""
+    rows_out, terms_out, weights_out = [], [], []
+    vocab, shift = 0, 0
+    for seg, mask in parts:
+        mask = np.asarray(mask, dtype=np.bool_)
+        vocab = len(seg.terms) - 1
+        term_ids = np.repeat(np.arange(vocab, dtype=np.int64), np.diff(np.asarray(seg.terms)))
+        rows = np.asarray(seg.rows, dtype=np.int64)
+        keep = mask[rows]
+        renumber = np.cumsum(mask) - 1 + shift
+        rows_out.append(renumber[rows[keep]])
+        terms_out.append(term_ids[keep])
+        weights_out.append(np.asarray(seg.weights)[keep])
+        shift += int(mask.sum())
+    arrays = _invert(np.concatenate(rows_out), np.concatenate(terms_out),
+                     np.concatenate(weights_out), vocab)  # fmt: skip
+    _write(root, new_id, shift, arrays)
     return segment_files(new_id)
 
 

@@ -22,7 +22,8 @@ The contract, in the order of a write (see the commit protocol in :mod:`embedsta
 
 A writer opening an index calls :meth:`Field.recover` with what SQLite registers; the field
 deletes everything else. Compaction is :meth:`Field.rewrite` (uncommitted, discarded on
-failure) then, after the SQLite commit, :meth:`Field.release`.
+failure) then, after the SQLite commit, :meth:`Field.release`; so is a merge of segments,
+which a write makes in its own commit (:mod:`embedstack.index._merge`).
 
 Searching fields also implement :class:`Retriever` (rank documents, masked by an allowed
 key set) and/or :class:`Rescorer` (score given chunk rows).
@@ -50,6 +51,7 @@ __all__ = [
     "Snapshot",
     "aggregate",
     "empty_hits",
+    "merges",
     "tie_cut",
 ]
 
@@ -132,12 +134,31 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class Rewrite:
-    """Compaction of one segment: keep the rows of ``old`` where ``mask`` is True,
-    renumbered from 0 in order, as segment ``new``."""
+    """Compaction or merging of one segment: keep the rows of ``old`` where ``mask`` is
+    True, renumbered from 0 in order, as segment ``new``.
+
+    Rewrites that share ``new`` are a merge: segment ``new`` holds their kept rows one
+    rewrite after the other, in list order (:func:`merges` groups them). A later merge may
+    take an earlier one's ``new`` as its ``old`` (written just before it)."""
 
     old: SegmentRows
     new: int
     mask: np.ndarray
+
+
+def merges(rewrites: Sequence[Rewrite]) -> list[tuple[int, list[Rewrite]]]:
+    """``rewrites`` grouped by their ``new`` segment, in order of first appearance.
+
+    Example:
+        >>> rows = SegmentRows(1, 2, np.array([7, 8]))
+        >>> yes = np.array([True, True])
+        >>> [(new, len(g)) for new, g in merges([Rewrite(rows, 5, yes), Rewrite(rows, 5, yes)])]
+        [(5, 2)]
+    """
+    groups: dict[int, list[Rewrite]] = {}
+    for rw in rewrites:
+        groups.setdefault(rw.new, []).append(rw)
+    return list(groups.items())
 
 
 @dataclass(frozen=True)
@@ -255,11 +276,14 @@ class Field(Protocol):
         ...
 
     def rewrite(self, rewrites: Sequence[Rewrite]) -> None:
-        """Compaction: store the kept rows of each old segment as its new one, uncommitted."""
+        """Compaction and merging: store the kept rows of the old segments as their new
+        ones (rewrites sharing a new segment concatenated, see :class:`Rewrite`),
+        uncommitted."""
         ...
 
-    def release(self, segments: Sequence[int]) -> None:
-        """After the compaction commit: free ``segments`` and reclaim deleted space."""
+    def release(self, segments: Sequence[int], *, reclaim: bool = True) -> None:
+        """After the commit of a compaction (``reclaim``: also reclaim deleted space) or of
+        a merge (``reclaim`` False: only the merged ``segments`` go): free ``segments``."""
         ...
 
     def close(self) -> None:

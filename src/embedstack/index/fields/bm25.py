@@ -97,9 +97,11 @@ class BM25Field:
     def rewrite(self, rewrites: Sequence[Rewrite]) -> None:
         """Nothing to rewrite: BM25 is keyed by document, not by segment row."""
 
-    def release(self, segments: Sequence[int]) -> None:
-        """Merge the BM25 segments, dropping deleted documents."""
-        self.lexical.compact()
+    def release(self, segments: Sequence[int], *, reclaim: bool = True) -> None:
+        """Compaction (``reclaim``): merge the BM25 segments, dropping deleted documents.
+        A merge of the chunk segments needs nothing here (BM25 merges its own)."""
+        if reclaim:
+            self.lexical.compact()
 
     def close(self) -> None:
         """Nothing to flush: every write is durable when it returns."""

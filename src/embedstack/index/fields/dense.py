@@ -10,6 +10,16 @@ ones), saves it when it has grown by half since the last save (and at least
 when most of its rows belong to segments that are gone (after :meth:`Index.compact`).
 Opening an index then loads the saved graph instead of rebuilding it; segments written
 after the last save are added to it.
+
+Merges (:mod:`embedstack.index._merge`) write the merged segment through :meth:`rewrite`
+under a new number; once the merge is committed (:meth:`release` without ``reclaim``) the
+writer's graph holds it as an alias of its sources' graph rows (:meth:`HnswGraph.remap
+<embedstack.index.ann.HnswGraph.remap>`): no insertion, no dead rows but the deleted
+ones, so merges never make the graph rebuild. Aliased rows count as unsaved rows for the
+save thresholds. A graph that lacks a source (a reader's in-memory graph, or a saved graph
+older than the merge) adds the merged segment's rows like any new segment's; its sources'
+rows are then dead rows. For int8 and binary indexes an alias keeps the graph's vectors of
+the source rows (decoded before the merge re-quantized them, at most a step away).
 """
 
 from __future__ import annotations
@@ -25,7 +35,14 @@ from embedstack.encoders import TextEncoder
 from embedstack.errors import DimensionMismatch, IndexCorrupt
 from embedstack.index import ann_files, dense
 from embedstack.index.ann import HnswGraph, ann_search
-from embedstack.index.fields.base import Batch, DocHits, FieldStats, Rewrite, Snapshot
+from embedstack.index.fields.base import (
+    Batch,
+    DocHits,
+    FieldStats,
+    Rewrite,
+    Snapshot,
+    merges,
+)
 from embedstack.index.fields.segments import SegmentFiles, dir_bytes
 
 __all__ = ["DIR", "DenseField"]
@@ -62,6 +79,7 @@ class DenseField(SegmentFiles):
         self._segments: list[dense.DenseSegment] = []
         self._graph: HnswGraph | None = None
         self._stale = False  # compacted: rebuild the graph at the next refresh
+        self._merging: dict[int, list[tuple[int, np.ndarray]]] = {}  # uncommitted merges
         self._look = False  # a reader refreshed: look for a newer saved graph
 
     def files(self, segment: int) -> list[str]:
@@ -101,10 +119,16 @@ class DenseField(SegmentFiles):
             self._stale = False
             self._hnsw()
 
-    def release(self, segments: Sequence[int]) -> None:
+    def release(self, segments: Sequence[int], *, reclaim: bool = True) -> None:
+        merged, self._merging = self._merging, {}
         super().release(segments)
-        if self.ann == "hnsw" and segments:
+        if self.ann != "hnsw" or not segments:
+            return
+        if reclaim:
             self._stale = True  # compaction: rebuild over the new segments once refreshed
+        elif self._graph is not None:  # a merge: its rows are in the graph already
+            for new, sources in merged.items():
+                self._graph.remap(new, sources)
 
     def close(self) -> None:
         """Save the graph's unsaved rows (writers), so the next open loads, not rebuilds."""
@@ -113,7 +137,7 @@ class DenseField(SegmentFiles):
 
     def _kept(self) -> set[str]:
         number = ann_files.newest(self.root)
-        return set(ann_files.graph_files(number)) if number else set()
+        return {*ann_files.graph_files(number), ann_files.alias_file(number)} if number else set()
 
     def stats(self) -> FieldStats:
         files = [self.root / name for name in self._kept()] if self.ann else []
@@ -153,13 +177,36 @@ class DenseField(SegmentFiles):
                 raise IndexCorrupt(
                     f"{self.root}: the HNSW graph disagrees with dense segment {seg_id}"
                 )
+        for seg_id, pos in graph.aliases.items():
+            rows = registered.get(seg_id)
+            if rows is None or not len(pos):
+                continue
+            seg = self._load(rows.id, rows.n_rows, rows.row_keys)
+            cal = seg.calibration  # merges may have re-quantized the row: a step away
+            tol = 1e-5 if cal is None else float(np.max(cal.high - cal.low)) / 255 + 1e-5
+            if len(pos) != rows.n_rows or not np.allclose(
+                graph.graph.reconstruct(int(pos[0])), seg.floats(slice(0, 1))[0], atol=tol
+            ):
+                raise IndexCorrupt(
+                    f"{self.root}: the HNSW graph's alias disagrees with dense segment {seg_id}"
+                )
 
     def rewrite(self, rewrites: Sequence[Rewrite]) -> None:
-        for rw in rewrites:
-            old = self.loaded.get(rw.old.id)
-            if not isinstance(old, dense.DenseSegment):
-                old = self._load(rw.old.id, rw.old.n_rows, rw.old.row_keys)
-            dense.write_rows(self.root, old, rw.mask, rw.new, self.precision)
+        for new, group in merges(rewrites):
+            parts = []
+            for rw in group:
+                old = self.loaded.get(rw.old.id)
+                if not isinstance(old, dense.DenseSegment):
+                    old = self._load(rw.old.id, rw.old.n_rows, rw.old.row_keys)
+                parts.append((old, rw.mask))
+            dense.merge_rows(self.root, parts, new, self.precision)
+            if self.ann == "hnsw":  # remapped in the graph once committed (release)
+                self._merging[new] = [(rw.old.id, rw.mask) for rw in group]
+
+    def discard(self, segments: Sequence[int], keys: IntArray) -> None:
+        super().discard(segments, keys)
+        for seg in segments:
+            self._merging.pop(seg, None)
 
     # --- reads ---------------------------------------------------------------------------------
 
@@ -202,7 +249,7 @@ class DenseField(SegmentFiles):
         graph = self._graph
         if graph is None or self.readonly:
             return
-        unsaved = graph.n_rows - graph.persisted
+        unsaved = graph.n_rows - graph.persisted + graph.remapped
         due = unsaved >= max(PERSIST_MIN_ROWS, PERSIST_GROWTH * graph.persisted)
         if (unsaved or not graph.number) and graph.n_rows and (final or due):
             ann_files.save(self.root, graph, self.dim)

@@ -87,7 +87,7 @@ class SegmentFiles:
         remove_all_but(self.root, keep)
         self.loaded = {k: v for k, v in self.loaded.items() if k in registered}
 
-    def release(self, segments: Sequence[int]) -> None:
+    def release(self, segments: Sequence[int], *, reclaim: bool = True) -> None:
         self._unlink(segments)
         if self.root.is_dir():
             fsync_dir(self.root)

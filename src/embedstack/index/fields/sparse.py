@@ -9,9 +9,9 @@ from typing import Any
 
 from embedstack._typing import IntArray
 from embedstack.encoders.splade import SparseTextEncoder, SparseVectors
-from embedstack.errors import DimensionMismatch
+from embedstack.errors import DimensionMismatch, IndexCorrupt
 from embedstack.index import sparse
-from embedstack.index.fields.base import Batch, DocHits, Rewrite, Snapshot
+from embedstack.index.fields.base import Batch, DocHits, Rewrite, Snapshot, merges
 from embedstack.index.fields.segments import SegmentFiles
 
 __all__ = ["DIR", "SparseField"]
@@ -71,7 +71,22 @@ class SparseField(SegmentFiles):
         self.loaded[segment] = sparse.write_segment(self.root, segment, prepared)
 
     def refresh(self, snapshot: Snapshot) -> None:
+        """Map every registered segment now (cheap: memory maps), so that a reader holds
+        them before a writer's merge deletes their files.
+
+        Raises:
+            IndexCorrupt: a registered segment's file is missing (the reload retries when
+                a writer committed meanwhile). A damaged one is left to fail when searched
+                or checked, so that it does not stop the index from opening.
+        """
         self._retain(snapshot)
+        for rows in snapshot.segments:
+            try:
+                self._get(rows.id, rows.n_rows)
+            except IndexCorrupt:
+                if all((self.root / name).exists() for name in self.files(rows.id)):
+                    continue
+                raise
 
     def check(self, snapshot: Snapshot) -> None:
         for rows in snapshot.segments:
@@ -79,8 +94,9 @@ class SparseField(SegmentFiles):
             sparse.validate(seg, self.root)
 
     def rewrite(self, rewrites: Sequence[Rewrite]) -> None:
-        for rw in rewrites:
-            sparse.write_rows(self.root, self._get(rw.old.id, rw.old.n_rows), rw.mask, rw.new)
+        for new, group in merges(rewrites):
+            parts = [(self._get(rw.old.id, rw.old.n_rows), rw.mask) for rw in group]
+            sparse.merge_rows(self.root, parts, new)
 
     def search(
         self, queries: list[str], snapshot: Snapshot, allowed: IntArray | None, depth: int

@@ -14,7 +14,7 @@ from embedstack._typing import IntArray
 from embedstack.encoders.multivector import TokenVectors, maxsim
 from embedstack.errors import DimensionMismatch
 from embedstack.index import late, late_model
-from embedstack.index.fields.base import Batch, Rewrite, Snapshot
+from embedstack.index.fields.base import Batch, Rewrite, Snapshot, merges
 from embedstack.index.fields.segments import SegmentFiles
 
 __all__ = ["DIR", "TokenField"]
@@ -69,6 +69,9 @@ class TokenField(SegmentFiles):
         late.write_segment(self.root, segment, prepared)
 
     def refresh(self, snapshot: Snapshot) -> None:
+        """Segments are mapped when first scored (a damaged one must not stop the index
+        from opening), so a reader that scores a segment a writer merged away after the
+        reader's last refresh gets IndexCorrupt, as after a compaction."""
         self._retain(snapshot)
 
     def check(self, snapshot: Snapshot) -> None:
@@ -77,8 +80,14 @@ class TokenField(SegmentFiles):
             late.validate(seg, self.root)
 
     def rewrite(self, rewrites: Sequence[Rewrite]) -> None:
-        for rw in rewrites:
-            late.write_rows(self.root, self._get(rw.old.id, rw.old.n_rows), rw.mask, rw.new)
+        """Each new segment's token vectors are its sources' kept rows, gathered one
+        source after the other with their stored codes and scales (nothing re-quantized:
+        int8 scales are per token)."""
+        for new, group in merges(rewrites):
+            parts = [
+                self._get(rw.old.id, rw.old.n_rows).gather(np.flatnonzero(rw.mask)) for rw in group
+            ]
+            late.write_segment(self.root, new, TokenVectors.concat(parts))
 
     def score_rows(
         self, query: str, snapshot: Snapshot, rows: dict[int, list[tuple[int, int]]]
