@@ -19,11 +19,10 @@ sources' files are unregistered leftovers, removed the same way.
 What a merge keeps exact: float32 vectors, binary sign bits, SPLADE weights and ColBERT
 token vectors are copied unchanged, so no score changes; int8 codes are re-quantized into
 the merged segment's calibration only for sources whose calibration differs
-(:func:`embedstack.index.dense.merge_rows`). A persisted HNSW graph is a cache keyed by
-segment number: the sources' graph rows become dead rows, masked at search, the merged
-segment is added to the graph at the next write or search, and the graph is rebuilt once
-dead rows are the majority (:mod:`embedstack.index.fields.dense`). BM25 is keyed by
-document and merges its own segments.
+(:func:`embedstack.index.dense.merge_rows`). An HNSW graph keeps its rows: the merged
+segment becomes an alias of the graph rows its sources already have
+(:meth:`embedstack.index.ann.HnswGraph.remap`, saved with the graph), so a merge inserts
+nothing and never rebuilds it. BM25 is keyed by document and merges its own segments.
 """
 
 from __future__ import annotations
