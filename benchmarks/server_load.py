@@ -135,9 +135,9 @@ class Server:
             time.sleep(0.2)
         raise RuntimeError(f"the server did not start in {timeout:.0f} s:\n{self.tail()}")
 
-    def tail(self) -> str:
+    def tail(self, chars: int = 3000) -> str:
         self.log.flush()
-        return Path(self.log.name).read_text(encoding="utf-8", errors="replace")[-3000:]
+        return Path(self.log.name).read_text(encoding="utf-8", errors="replace")[-chars:]
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -295,6 +295,8 @@ def run_mixed(backend: str, args: argparse.Namespace, texts: list[str]) -> dict[
                     )  # fmt: skip
 
             result = asyncio.run(load())
+            if result["errors"]:  # the server's side of each error (a 500's traceback)
+                result["server_log_tail"] = server.tail(20000)
         finally:
             server.stop()
         start = time.perf_counter()
