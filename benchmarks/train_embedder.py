@@ -72,6 +72,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--max-seq-length", type=int, default=256)
     p.add_argument("--max-pairs", type=int, default=None, help="cap on pairs per epoch")
+    p.add_argument("--positives-per-query", type=int, default=0,
+                   help="judged positives per query per epoch (0: every pair)")  # fmt: skip
     p.add_argument("--dev-fraction", type=float, default=0.1)
     p.add_argument("--patience", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
@@ -137,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         "w" + args.matryoshka_weights.replace(",", "-") if args.matryoshka_weights else ""
     )
     parts = [mrl if args.matryoshka else "plain", args.unsupervised or "sup"]
+    if args.positives_per_query:
+        parts.append(f"ppq{args.positives_per_query}")
     tag = "-".join([*parts, f"e{args.epochs}", f"b{args.batch_size}", f"L{args.max_seq_length}"])
     out = args.work / f"{args.dataset}-{tag}"
     started = time.perf_counter()
@@ -146,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         negatives_per_query=args.negatives, negatives_file=args.negatives_file,
         miner=None if args.miner.lower() == "none" else args.miner, lr=args.lr,
         max_seq_length=args.max_seq_length,
-        max_pairs=max_pairs, dev_fraction=args.dev_fraction, patience=args.patience,
+        max_pairs=max_pairs, positives_per_query=args.positives_per_query,
+        dev_fraction=args.dev_fraction, patience=args.patience,
         threads=args.threads, unsupervised=args.unsupervised, teacher=args.teacher,
         matryoshka_dims=",".join(map(str, DIMS)) if args.matryoshka else None,
         matryoshka_weights=args.matryoshka_weights,

@@ -185,16 +185,20 @@ def test_mined_negatives_never_hold_judged_positives(
 
 def test_matryoshka_model_truncates_better(setup: tuple[Path, Path], tmp_path: Path) -> None:
     data, base = setup
-    options = {**FAST, "epochs": 6, "negatives_per_query": 1}
-    plain = train_embedder(data, out=tmp_path / "plain", base=str(base), **options)
-    nested = train_embedder(data, out=tmp_path / "mrl", base=str(base), matryoshka_dims="8,4",
-                            **options)  # fmt: skip
-    assert plain.matryoshka_dims == () and nested.matryoshka_dims == (32, 8, 4)
-    plain_mrr = np.mean([1 / r for r in ranks(Encoder(plain.out, backend="torch"), data, 4)])
-    encoder = Encoder(nested.out, backend="torch")
-    assert encoder.matryoshka_dims == (32, 8, 4)
-    nested_mrr = np.mean([1 / r for r in ranks(encoder, data, 4)])
-    assert nested_mrr > plain_mrr + 0.05, (nested_mrr, plain_mrr)
+    # 12 queries make one seed's MRR@4-dims noisy (gains of 0.03 to 0.21 over seeds 0-3),
+    # so the claim is tested on the mean over two seeds
+    gains = []
+    for seed in (0, 1):
+        options = {**FAST, "epochs": 6, "negatives_per_query": 1, "seed": seed}
+        plain = train_embedder(data, out=tmp_path / f"plain{seed}", base=str(base), **options)
+        nested = train_embedder(data, out=tmp_path / f"mrl{seed}", base=str(base),
+                                matryoshka_dims="8,4", **options)  # fmt: skip
+        assert plain.matryoshka_dims == () and nested.matryoshka_dims == (32, 8, 4)
+        plain_mrr = np.mean([1 / r for r in ranks(Encoder(plain.out, backend="torch"), data, 4)])
+        encoder = Encoder(nested.out, backend="torch")
+        assert encoder.matryoshka_dims == (32, 8, 4)
+        gains.append(np.mean([1 / r for r in ranks(encoder, data, 4)]) - plain_mrr)
+    assert np.mean(gains) > 0.05, gains
     spec = folder_spec(nested.out, "tiny-mrl")
     assert spec.matryoshka_dims == (32, 8, 4) and spec.dim == 32 and spec.max_length == 32
     assert spec.bundled_path() == nested.out.resolve()

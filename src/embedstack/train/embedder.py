@@ -61,7 +61,13 @@ from embedstack.train.common import (
 )
 from embedstack.train.data import epoch_groups
 from embedstack.train.embedder_config import EmbedderConfig
-from embedstack.train.embedder_data import EmbedderData, contrastive_batches, load_embedder_data
+from embedstack.train.embedder_data import (
+    EmbedderData,
+    contrastive_batches,
+    judged_positives,
+    load_embedder_data,
+    per_query_groups,
+)
 from embedstack.train.embedder_model import (
     Prefixes,
     build_loss,
@@ -128,9 +134,11 @@ def _sts(model: str | os.PathLike[str], cfg: EmbedderConfig) -> float | None:
 
 
 def _epochs(data: EmbedderData, cfg: EmbedderConfig, rng: random.Random) -> list[list[Any]]:
-    """Each epoch's batches: groups without repeated queries or positives, or scored pairs."""
+    """Each epoch's batches: groups without in-batch false negatives (no repeated query or
+    positive, no judged positive of another query of the batch), or scored pairs."""
     plans: list[list[Any]] = []
-    for _ in range(cfg.epochs):
+    judged = judged_positives(data.groups)
+    for epoch in range(cfg.epochs):
         if data.scored:
             rows = data.scored[:]
             rng.shuffle(rows)
@@ -138,8 +146,12 @@ def _epochs(data: EmbedderData, cfg: EmbedderConfig, rng: random.Random) -> list
             plans.append([rows[i : i + cfg.batch_size] for i in range(0, len(rows),
                                                                       cfg.batch_size)])  # fmt: skip
         else:
-            chosen = epoch_groups(data.groups, cfg.max_pairs, rng)
-            plans.append(contrastive_batches(chosen, cfg.batch_size, rng))
+            groups = data.groups
+            if cfg.positives_per_query:
+                groups = per_query_groups(groups, cfg.positives_per_query, epoch,
+                                          random.Random(cfg.seed + 5))  # fmt: skip
+            chosen = epoch_groups(groups, cfg.max_pairs, rng)
+            plans.append(contrastive_batches(chosen, cfg.batch_size, rng, judged))
     return plans
 
 

@@ -115,6 +115,10 @@ class EmbedderConfig(TrainConfig):
             of a document). Hard negatives are mined the same way; with a ``teacher`` the
             pairs are pseudo-labelled and trained with Margin-MSE (GPL, Wang et al. 2022,
             without its query generator).
+        positives_per_query: Train each query on at most this many of its judged positives
+            per epoch, the next ones (in a fixed shuffled order) each epoch, so every query
+            weighs the same whatever it judges (NFCorpus has one query with 1,363 judged
+            documents and a median of 18). 0: one group per judged pair, every epoch.
         dev_fraction: Queries (or scored pairs) held out from the training data, never from
             test: evaluated before training and after each epoch (nDCG@10 over a pool of
             documents, or Spearman for scored pairs), for the log and early stopping.
@@ -165,6 +169,9 @@ class EmbedderConfig(TrainConfig):
     teacher: Any = option(None, cli_type=str | None, check=RERANKER, optional=True,
                           help="Cross-encoder whose scores margin-mse distils (folder or HF "
                           "id).")  # fmt: skip
+    positives_per_query: int = option(0, check=COUNT,
+                                      help="Judged positives per query in each epoch, the "
+                                      "next ones each epoch (0: every judged pair).")  # fmt: skip
     dev_fraction: float = option(0.1, check=FRACTION,
                                  help="Share of training queries held out as the dev split "
                                  "(0: none).")  # fmt: skip
