@@ -94,6 +94,9 @@ def test_models_lists_default_as_available(capsys: pytest.CaptureFixture[str]) -
     rows = {json.loads(x)["name"]: json.loads(x) for x in capsys.readouterr().out.splitlines()}
     assert rows["all-MiniLM-L6-v2"]["available"] is True
     assert rows["bge-small-en-v1.5"]["query_prefix"].startswith("Represent")
+    for row in rows.values():  # a fetched model is available exactly when its folder is here
+        if row["fetch"] and row["source"].startswith("pypi:"):
+            assert row["available"] is (row["size_bytes"] is not None), row
 
 
 @pytest.mark.parametrize(
