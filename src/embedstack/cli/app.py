@@ -125,8 +125,7 @@ def _model_rows(spec: ModelSpec) -> dict[str, Any]:
         "matryoshka_dims": list(spec.matryoshka_dims),
         "license": spec.license,
         "languages": list(spec.languages),
-        # a factory whose weights are fetched (static models) needs its folder too
-        "available": folder is not None or (spec.factory is not None and not spec.fetch),
+        "available": folder is not None or spec.is_local(),
         "size_bytes": _disk_size(folder),
         "fetch": f"embedstack models fetch {spec.name}" if spec.fetch else None,
     }

