@@ -20,7 +20,7 @@ from embedstack.index.dense import segment_name
 from embedstack.index.docstore import DocStore
 from embedstack.index.fields.base import Batch, Field, SegmentRows, Snapshot
 
-__all__ = ["Plan", "delete_batch", "discard", "keys_of", "plan", "write_batch"]
+__all__ = ["Plan", "delete_batch", "discard", "keys_of", "plan", "plan_valid", "write_batch"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,11 @@ def plan(store: DocStore, docs: Iterable[dict[str, Any]], *, replace: bool) -> P
         InvalidInput: a bad item, an id repeated in the batch, or (``replace`` False) an id
             already in the index.
     """
-    batch = validate_docs(docs)
+    return plan_valid(store, validate_docs(docs), replace=replace)
+
+
+def plan_valid(store: DocStore, batch: list[NewDoc], *, replace: bool) -> Plan:
+    """:func:`plan` of a batch already validated."""
     existing = store.existing([d.id for d in batch])
     if not replace:
         for doc in batch:
@@ -96,8 +100,9 @@ def write_batch(
     snapshot: Snapshot,
     batch: Sequence[NewDoc],
     replaced: list[int],
-) -> tuple[int, Snapshot]:
-    """Encode, write and commit one batch; returns its chunk count and the new snapshot.
+) -> tuple[IntArray, Snapshot]:
+    """Encode, write and commit one batch; returns its chunk count per document (in
+    ``batch`` order) and the new snapshot.
 
     Every field prepares (encodes) first; then SQLite reserves the keys and the segment
     number, each field writes uncommitted, the fields write the merges the policy asks for
@@ -106,7 +111,7 @@ def write_batch(
     segments from every field.
     """
     if not batch:
-        return 0, snapshot
+        return np.zeros(0, dtype=np.int64), snapshot
     chunks = chunker.chunks([d.title for d in batch], [d.text for d in batch])
     work = Batch(
         texts=[d.full_text for d in batch],
@@ -146,7 +151,7 @@ def write_batch(
         for field in fields:
             field.remove(gone)
     _merge.release(fields, merge)
-    return len(chunks), merge.snapshot
+    return np.bincount(work.chunk_doc, minlength=len(batch)).astype(np.int64), merge.snapshot
 
 
 def delete_batch(
