@@ -4,7 +4,7 @@ delete, with rollback written once for every field (see the commit protocol in
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,12 +15,22 @@ from embedstack.errors import InvalidInput
 from embedstack.index import _merge
 from embedstack.index._embedding import Chunker
 from embedstack.index._types import AddResult
-from embedstack.index._validate import NewDoc, check_ids, validate_docs
+from embedstack.index._validate import NewDoc, check_ids, validate_batches, validate_docs
 from embedstack.index.dense import segment_name
 from embedstack.index.docstore import DocStore
 from embedstack.index.fields.base import Batch, Field, SegmentRows, Snapshot
 
-__all__ = ["Plan", "delete_batch", "discard", "keys_of", "plan", "plan_valid", "write_batch"]
+__all__ = [
+    "Plan",
+    "commit",
+    "delete_batch",
+    "discard",
+    "keys_of",
+    "plan",
+    "plan_many",
+    "plan_valid",
+    "write_batch",
+]
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,46 @@ def plan_valid(store: DocStore, batch: list[NewDoc], *, replace: bool) -> Plan:
     changed = [d for d in batch if existing.get(d.id, (0, ""))[1] != d.content_hash]
     replaced = [existing[d.id][0] for d in changed if d.id in existing]
     return Plan(changed, replaced, len(batch) - len(changed))
+
+
+def plan_many(store: DocStore, batches: Sequence[Iterable[dict[str, Any]]]) -> list[Plan]:
+    """:func:`plan` (upsert) of several batches written as one; no id may be in two, so
+    each is planned against the stored state exactly as if the others were written first.
+
+    Raises:
+        InvalidInput: a bad batch (``batch 2: ...``), or an id in two batches.
+    """
+    return [plan_valid(store, b, replace=True) for b in validate_batches(batches)]
+
+
+def commit(
+    store: DocStore,
+    fields: Sequence[Field],
+    chunker: Chunker,
+    snapshot: Snapshot,
+    use: Callable[[Snapshot], None],
+    plans: Sequence[Plan],
+) -> list[AddResult]:
+    """Write the changed documents of every plan as ONE batch (:func:`write_batch`) and
+    switch the fields to the new snapshot with ``use``; each plan's own result (its
+    documents' chunks counted exactly). On failure the fields are switched back to
+    ``snapshot`` (what SQLite still registers) and the error propagates."""
+    changed = [d for p in plans for d in p.changed]
+    counts = np.zeros(0, dtype=np.int64)
+    if changed:
+        replaced = [k for p in plans for k in p.replaced]
+        try:
+            counts, new = write_batch(store, fields, chunker, snapshot, changed, replaced)
+        except BaseException:
+            use(snapshot)  # fields re-sync with what SQLite still registers
+            raise
+        use(new)
+    results, start = [], 0
+    for p in plans:
+        stop = start + len(p.changed)
+        results.append(p.result(int(counts[start:stop].sum())))
+        start = stop
+    return results
 
 
 def keys_of(store: DocStore, ids: Iterable[str]) -> list[int]:

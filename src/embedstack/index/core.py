@@ -49,7 +49,6 @@ from embedstack.index import _maintenance, _writes, late_model
 from embedstack.index._setup import Parts, create_parts, open_parts, recorded_chunker
 from embedstack.index._state import load_snapshot, reload, version
 from embedstack.index._types import AddResult, BM25Params, Hit, IndexStats
-from embedstack.index._validate import validate_batches
 from embedstack.index.backends import routed
 from embedstack.index.docstore import DocStore
 from embedstack.index.fields.base import Field, Snapshot
@@ -271,7 +270,7 @@ class Index:
                 id already in the index (use :meth:`upsert`). Nothing is written.
         """
         self._writable()
-        return self._write(_writes.plan(self._store, docs, replace=False))
+        return self._write([_writes.plan(self._store, docs, replace=False)])[0]
 
     def upsert(self, docs: Iterable[dict[str, Any]]) -> AddResult:
         """Add new documents and replace changed ones, as one atomic batch.
@@ -283,57 +282,18 @@ class Index:
             InvalidInput: as :meth:`add`, except that existing ids are allowed.
         """
         self._writable()
-        return self._write(_writes.plan(self._store, docs, replace=True))
+        return self._write([_writes.plan(self._store, docs, replace=True)])[0]
 
     def upsert_many(self, batches: Sequence[Iterable[dict[str, Any]]]) -> list[AddResult]:
-        """Upsert several batches as ONE atomic write (one transaction, one commit).
-
-        Each batch's :class:`AddResult` is what :meth:`upsert` would have returned for it
-        had the batches been upserted one after the other, in order: a batch's documents are
-        compared with the index as it was before the call, which is what the earlier
-        batches left since no id is in two batches. The HTTP server's group commit merges
-        concurrent upsert requests this way.
-
-        Example:
-            >>> index.upsert_many([[{"id": "a", "text": "x"}], [{"id": "b", "text": "y"}]])
-            ... # doctest: +SKIP
-            [AddResult(added=1, updated=0, unchanged=0, chunks=1), AddResult(added=1, ...)]
-
-        Raises:
-            InvalidInput: a bad batch (named: ``batch 2: document 0: ...``), or an id in two
-                batches. Nothing is written.
-        """
+        """Upsert several batches as ONE atomic write (the server's group commit); each
+        batch's result is what :meth:`upsert` returns with the batches upserted in turn.
+        Raises InvalidInput for a bad batch (``batch 2: ...``) or an id in two batches."""
         self._writable()
-        plans = [
-            _writes.plan_valid(self._store, batch, replace=True)
-            for batch in validate_batches(batches)
-        ]
-        whole = _writes.Plan([d for p in plans for d in p.changed],
-                             [k for p in plans for k in p.replaced], 0)  # fmt: skip
-        counts = self._commit(whole)
-        results, start = [], 0
-        for p in plans:
-            stop = start + len(p.changed)
-            results.append(p.result(int(counts[start:stop].sum())))
-            start = stop
-        return results
+        return self._write(_writes.plan_many(self._store, batches))
 
-    def _write(self, plan: _writes.Plan) -> AddResult:
-        return plan.result(int(self._commit(plan).sum()))
-
-    def _commit(self, plan: _writes.Plan) -> np.ndarray:
-        """Write ``plan``'s changed documents; their chunk counts, in order."""
-        if not plan.changed:
-            return np.zeros(0, dtype=np.int64)
-        try:
-            counts, snap = _writes.write_batch(
-                self._store, self._fields, self._chunker, self._snap, plan.changed, plan.replaced
-            )
-        except BaseException:
-            self._use(self._snap)  # fields re-sync with what SQLite still registers
-            raise
-        self._use(snap)
-        return counts
+    def _write(self, plans: list[_writes.Plan]) -> list[AddResult]:
+        snap = self._snap
+        return _writes.commit(self._store, self._fields, self._chunker, snap, self._use, plans)
 
     def delete(self, ids: Iterable[str]) -> int:
         """Delete documents by id; returns how many were deleted.
