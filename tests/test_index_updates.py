@@ -168,3 +168,59 @@ def test_compaction_of_fully_deleted_segments(tmp_path: Path, hash_model: str) -
         assert index.stats().segments == 0 and index.search("protein", mode="dense") == []
         index.add(corpus(3))
         assert len(index.search("protein", mode="dense", k=5)) == 3
+
+
+def _stored(index: Index, ids: list[str]) -> dict[str, dict | None]:
+    return {i: index.get(i) for i in ids}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_upsert_many_answers_and_stores_as_upserts_in_turn(
+    tmp_path: Path, hash_model: str, seed: int
+) -> None:
+    """One atomic write of several batches: each batch's AddResult (chunks included) and
+    the stored documents equal those of the same batches upserted one after the other."""
+    rng = np.random.default_rng(seed)
+    pool = corpus(30, seed=seed)
+    edits = corpus(30, seed=seed + 100)  # other texts under the same ids
+    opts = {"encoder": hash_model, "chunking": SMALL_CHUNKS}
+    with (
+        Index.create(tmp_path / "many", **opts) as many,
+        Index.create(tmp_path / "turn", **opts) as turn,
+    ):
+        seed_docs = pool[:10]
+        many.add(seed_docs)
+        turn.add(seed_docs)
+        for _ in range(3):
+            ids = rng.permutation(30)
+            batches, start = [], 0
+            for size in rng.integers(0, 6, size=4):
+                take = ids[start : start + size]
+                start += size
+                batches.append([(edits if rng.random() < 0.5 else pool)[i] for i in take])
+            expected = [turn.upsert(b) for b in batches]
+            assert many.upsert_many(batches) == expected
+            assert sum(r.chunks for r in expected) > 0
+            every = [d["id"] for d in pool]
+            assert _stored(many, every) == _stored(turn, every)
+        many.check()
+        q = "protein cell therapy"
+        assert [h.doc_id for h in many.search(q, mode="bm25", k=30)] == [
+            h.doc_id for h in turn.search(q, mode="bm25", k=30)
+        ]
+
+
+def test_upsert_many_refuses_a_bad_batch_or_a_shared_id_and_writes_nothing(
+    tmp_path: Path, hash_model: str
+) -> None:
+    from embedstack.errors import InvalidInput
+
+    with Index.create(tmp_path / "i", encoder=hash_model) as index:
+        index.add([{"id": "a", "text": "alpha"}])
+        good = [{"id": "b", "text": "beta"}]
+        with pytest.raises(InvalidInput, match=r"^batch 1: document 0 .*text. is empty"):
+            index.upsert_many([good, [{"id": "c", "text": "  "}]])
+        with pytest.raises(InvalidInput, match="batch 1: document 0: id 'b' is also in batch 0"):
+            index.upsert_many([good, [{"id": "b", "text": "other"}]])
+        assert len(index) == 1 and index.get("b") is None
+        assert index.upsert_many([]) == []

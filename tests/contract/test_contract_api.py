@@ -86,6 +86,33 @@ def test_upsert_and_delete(filled: tuple[Index, list[dict[str, Any]]]) -> None:
     assert all(h.doc_id != docs[2]["id"] for h in idx.search("x", mode="dense", k=40))
 
 
+def test_upsert_many_answers_as_upserts_in_turn(backend: Backend) -> None:
+    """Several batches as one write (the server's group commit): each batch's AddResult and
+    the stored documents equal those of the batches upserted one after the other."""
+    rng = random.Random(3)
+    pool, edits = corpus(30, seed=1), corpus(30, seed=2)  # other texts under the same ids
+    many, turn = backend.create(), backend.fresh().create()
+    for idx in (many, turn):
+        idx.add(pool[:10])
+    for _ in range(3):
+        ids = rng.sample(range(30), 30)
+        batches = []
+        for size in (rng.randint(0, 5) for _ in range(4)):
+            batches.append([rng.choice((pool, edits))[i] for i in ids[:size]])
+            ids = ids[size:]
+        expected = [turn.upsert(b) for b in batches]
+        assert many.upsert_many(batches) == expected
+        every = [d["id"] for d in pool]
+        assert [many.get(i) for i in every] == [turn.get(i) for i in every]
+        assert len(many) == len(turn)
+    with pytest.raises(InvalidInput, match="id 'doc00' is also in batch 0"):
+        many.upsert_many([[pool[0]], [edits[0]]])
+    q = "protein cats"
+    assert [h.doc_id for h in many.search(q, mode="bm25", k=30)] == [
+        h.doc_id for h in turn.search(q, mode="bm25", k=30)
+    ]
+
+
 @pytest.mark.parametrize("flt", FILTERS)
 @pytest.mark.parametrize("mode", ["dense", "bm25"])
 def test_search_matches_the_oracle(

@@ -130,6 +130,13 @@ def serve(
     max_wait_ms: Annotated[
         float, typer.Option(help="Longest wait of a request for a batch to fill.")
     ] = 5.0,
+    group_commit: Annotated[
+        bool,
+        typer.Option(
+            help="Apply the index writes waiting for the writer together (fewer commits; "
+            "each request answered as if applied alone, in arrival order)."
+        ),
+    ] = True,
     cors_origin: Annotated[
         list[str] | None, typer.Option("--cors-origin", help="Origin allowed by CORS.")
     ] = None,
@@ -162,6 +169,7 @@ def serve(
         api_keys=tuple(SecretStr(k) for k in api_key) if api_key else None,
         micro_batching=batching,
         max_wait_ms=max_wait_ms,
+        group_commit=group_commit,
         cors_origins=tuple(cors_origin or ()),
         keep_alive_s=keep_alive,
     )

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from embedstack.errors import InvalidInput
 
-__all__ = ["NewDoc", "check_ids", "validate_docs"]
+__all__ = ["NewDoc", "check_ids", "validate_batches", "validate_docs"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,33 @@ def validate_docs(docs: Iterable[Any]) -> list[NewDoc]:
                 "of the same batch"
             )
         first[doc.id] = doc.position
+    return out
+
+
+def validate_batches(batches: Sequence[Iterable[Any]]) -> list[list[NewDoc]]:
+    """Validate several batches written as one (:meth:`Index.upsert_many`): each as
+    :func:`validate_docs`, and no id in two batches.
+
+    Raises:
+        InvalidInput: a bad batch, named by its position (``batch 2: document 0: ...``), or
+            an id in two batches.
+    """
+    if isinstance(batches, str | bytes | Mapping) or not isinstance(batches, Sequence):
+        raise InvalidInput("pass a list of batches, each a list of document dicts")
+    out: list[list[NewDoc]] = []
+    first: dict[str, int] = {}
+    for i, docs in enumerate(batches):
+        try:
+            batch = validate_docs(docs)
+        except InvalidInput as exc:
+            raise InvalidInput(f"batch {i}: {exc}") from exc
+        for doc in batch:
+            if first.setdefault(doc.id, i) != i:
+                raise InvalidInput(
+                    f"batch {i}: document {doc.position}: id {doc.id!r} is also in batch "
+                    f"{first[doc.id]}; upsert_many takes each id once (upsert them in turn)"
+                )
+        out.append(batch)
     return out
 
 

@@ -4,7 +4,7 @@ delete, with rollback written once for every field (see the commit protocol in
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,12 +15,22 @@ from embedstack.errors import InvalidInput
 from embedstack.index import _merge
 from embedstack.index._embedding import Chunker
 from embedstack.index._types import AddResult
-from embedstack.index._validate import NewDoc, check_ids, validate_docs
+from embedstack.index._validate import NewDoc, check_ids, validate_batches, validate_docs
 from embedstack.index.dense import segment_name
 from embedstack.index.docstore import DocStore
 from embedstack.index.fields.base import Batch, Field, SegmentRows, Snapshot
 
-__all__ = ["Plan", "delete_batch", "discard", "keys_of", "plan", "write_batch"]
+__all__ = [
+    "Plan",
+    "commit",
+    "delete_batch",
+    "discard",
+    "keys_of",
+    "plan",
+    "plan_many",
+    "plan_valid",
+    "write_batch",
+]
 
 
 @dataclass(frozen=True)
@@ -47,7 +57,11 @@ def plan(store: DocStore, docs: Iterable[dict[str, Any]], *, replace: bool) -> P
         InvalidInput: a bad item, an id repeated in the batch, or (``replace`` False) an id
             already in the index.
     """
-    batch = validate_docs(docs)
+    return plan_valid(store, validate_docs(docs), replace=replace)
+
+
+def plan_valid(store: DocStore, batch: list[NewDoc], *, replace: bool) -> Plan:
+    """:func:`plan` of a batch already validated."""
     existing = store.existing([d.id for d in batch])
     if not replace:
         for doc in batch:
@@ -59,6 +73,46 @@ def plan(store: DocStore, docs: Iterable[dict[str, Any]], *, replace: bool) -> P
     changed = [d for d in batch if existing.get(d.id, (0, ""))[1] != d.content_hash]
     replaced = [existing[d.id][0] for d in changed if d.id in existing]
     return Plan(changed, replaced, len(batch) - len(changed))
+
+
+def plan_many(store: DocStore, batches: Sequence[Iterable[dict[str, Any]]]) -> list[Plan]:
+    """:func:`plan` (upsert) of several batches written as one; no id may be in two, so
+    each is planned against the stored state exactly as if the others were written first.
+
+    Raises:
+        InvalidInput: a bad batch (``batch 2: ...``), or an id in two batches.
+    """
+    return [plan_valid(store, b, replace=True) for b in validate_batches(batches)]
+
+
+def commit(
+    store: DocStore,
+    fields: Sequence[Field],
+    chunker: Chunker,
+    snapshot: Snapshot,
+    use: Callable[[Snapshot], None],
+    plans: Sequence[Plan],
+) -> list[AddResult]:
+    """Write the changed documents of every plan as ONE batch (:func:`write_batch`) and
+    switch the fields to the new snapshot with ``use``; each plan's own result (its
+    documents' chunks counted exactly). On failure the fields are switched back to
+    ``snapshot`` (what SQLite still registers) and the error propagates."""
+    changed = [d for p in plans for d in p.changed]
+    counts = np.zeros(0, dtype=np.int64)
+    if changed:
+        replaced = [k for p in plans for k in p.replaced]
+        try:
+            counts, new = write_batch(store, fields, chunker, snapshot, changed, replaced)
+        except BaseException:
+            use(snapshot)  # fields re-sync with what SQLite still registers
+            raise
+        use(new)
+    results, start = [], 0
+    for p in plans:
+        stop = start + len(p.changed)
+        results.append(p.result(int(counts[start:stop].sum())))
+        start = stop
+    return results
 
 
 def keys_of(store: DocStore, ids: Iterable[str]) -> list[int]:
@@ -96,8 +150,9 @@ def write_batch(
     snapshot: Snapshot,
     batch: Sequence[NewDoc],
     replaced: list[int],
-) -> tuple[int, Snapshot]:
-    """Encode, write and commit one batch; returns its chunk count and the new snapshot.
+) -> tuple[IntArray, Snapshot]:
+    """Encode, write and commit one batch; returns its chunk count per document (in
+    ``batch`` order) and the new snapshot.
 
     Every field prepares (encodes) first; then SQLite reserves the keys and the segment
     number, each field writes uncommitted, the fields write the merges the policy asks for
@@ -106,7 +161,7 @@ def write_batch(
     segments from every field.
     """
     if not batch:
-        return 0, snapshot
+        return np.zeros(0, dtype=np.int64), snapshot
     chunks = chunker.chunks([d.title for d in batch], [d.text for d in batch])
     work = Batch(
         texts=[d.full_text for d in batch],
@@ -146,7 +201,7 @@ def write_batch(
         for field in fields:
             field.remove(gone)
     _merge.release(fields, merge)
-    return len(chunks), merge.snapshot
+    return np.bincount(work.chunk_doc, minlength=len(batch)).astype(np.int64), merge.snapshot
 
 
 def delete_batch(

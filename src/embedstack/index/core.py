@@ -270,7 +270,7 @@ class Index:
                 id already in the index (use :meth:`upsert`). Nothing is written.
         """
         self._writable()
-        return self._write(_writes.plan(self._store, docs, replace=False))
+        return self._write([_writes.plan(self._store, docs, replace=False)])[0]
 
     def upsert(self, docs: Iterable[dict[str, Any]]) -> AddResult:
         """Add new documents and replace changed ones, as one atomic batch.
@@ -282,20 +282,18 @@ class Index:
             InvalidInput: as :meth:`add`, except that existing ids are allowed.
         """
         self._writable()
-        return self._write(_writes.plan(self._store, docs, replace=True))
+        return self._write([_writes.plan(self._store, docs, replace=True)])[0]
 
-    def _write(self, plan: _writes.Plan) -> AddResult:
-        if not plan.changed:
-            return plan.result(0)
-        try:
-            n_chunks, snap = _writes.write_batch(
-                self._store, self._fields, self._chunker, self._snap, plan.changed, plan.replaced
-            )
-        except BaseException:
-            self._use(self._snap)  # fields re-sync with what SQLite still registers
-            raise
-        self._use(snap)
-        return plan.result(n_chunks)
+    def upsert_many(self, batches: Sequence[Iterable[dict[str, Any]]]) -> list[AddResult]:
+        """Upsert several batches as ONE atomic write (the server's group commit); each
+        batch's result is what :meth:`upsert` returns with the batches upserted in turn.
+        Raises InvalidInput for a bad batch (``batch 2: ...``) or an id in two batches."""
+        self._writable()
+        return self._write(_writes.plan_many(self._store, batches))
+
+    def _write(self, plans: list[_writes.Plan]) -> list[AddResult]:
+        snap = self._snap
+        return _writes.commit(self._store, self._fields, self._chunker, snap, self._use, plans)
 
     def delete(self, ids: Iterable[str]) -> int:
         """Delete documents by id; returns how many were deleted.

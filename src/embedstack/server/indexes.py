@@ -8,10 +8,13 @@
   the pool never holds more handles than that. Readonly handles take no file lock and see
   every committed write on their next call.
 * **writes** (upsert, delete) go through ONE writable handle per index, opened at the
-  first write and kept, used only from that index's single writer thread and one request
-  at a time — the index's single-writer discipline. The handle holds the index's write
-  lock from then on; if another process holds it when the server first writes, the
-  request gets 409 (``IndexLocked``) and the next write tries again.
+  first write and kept, used only from that index's single writer thread, one call at a
+  time — the index's single-writer discipline. The handle holds the index's write lock
+  from then on; if another process holds it when the server first writes, the requests
+  get 409 (``IndexLocked``) and the next write tries again. Requests waiting for the
+  writer are applied together (group commit, :mod:`embedstack.server.group_commit`;
+  ``ServerSettings.group_commit``): as if one at a time in arrival order, with fewer
+  commits. At most ``queue_size`` wait; more get 503.
 
 All handles of an index share one encoder object: the served embedding model with the
 same ``model_id`` when there is one (and the index records no special encoder options),
@@ -43,28 +46,49 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from embedstack.errors import EmbedstackError, IndexLocked, InvalidInput
 from embedstack.server.batching import Gate
 from embedstack.server.errors import ApiError
+from embedstack.server.group_commit import (
+    Call,
+    Delete,
+    Op,
+    Outcome,
+    Upsert,
+    WriteQueue,
+    apply_run,
+    runs,
+)
 from embedstack.server.metrics import Metrics
 from embedstack.server.settings import IndexTarget, ServerSettings, redact
 
 if TYPE_CHECKING:
     from embedstack.encoders import TextEncoder
-    from embedstack.index import Index
+    from embedstack.index import AddResult, Index
 
 __all__ = ["IndexHub"]
 
 logger = logging.getLogger("embedstack.server")
 T = TypeVar("T")
+_ApplyOf = Callable[["_Served", list[Op]], list[Outcome]]
 
 
 class _Served:
-    def __init__(self, name: str, target: IndexTarget, settings: ServerSettings) -> None:
+    def __init__(
+        self, name: str, target: IndexTarget, settings: ServerSettings, apply: _ApplyOf
+    ) -> None:
         self.name = name
         self.target = target  # a Path, or an engine URI (str)
         self.pool: queue.SimpleQueue[Index] = queue.SimpleQueue()
         self.readers = Gate(f"index {name}", settings.index_readers, settings.queue_size)
-        self.writes = Gate(f"index {name} (writes)", 1, settings.queue_size)
         self.writer: Index | None = None
         self.writer_thread = ThreadPoolExecutor(1, thread_name_prefix=f"index-{name}"[:40])
+        self.writes = WriteQueue(
+            f"index {name} (writes)",
+            functools.partial(apply, self),
+            self.writer_thread,
+            queue_size=settings.queue_size,
+            max_requests=settings.max_group_requests,
+            max_documents=settings.max_group_documents,
+            merge=settings.group_commit,
+        )
         self.encoder: TextEncoder | None = None
         self.open_lock = threading.Lock()
         self.manifest: dict[str, Any] | None = None  # read on first use (fixed parts only)
@@ -113,8 +137,10 @@ class IndexHub:
         shared_encoders: Callable[[], Iterable[TextEncoder]] = tuple,
     ) -> None:
         self._shared = shared_encoders
+        self._metrics = metrics
         self._served = {
-            name: _Served(name, target, settings) for name, target in settings.indexes.items()
+            name: _Served(name, target, settings, self._apply_sync)
+            for name, target in settings.indexes.items()
         }
         if metrics is not None:
             for name, served in self._served.items():
@@ -227,18 +253,34 @@ class IndexHub:
         served.pool.put(index)
         return result
 
-    def _write_sync(self, served: _Served, fn: Callable[[Index], T]) -> T:
-        if served.writer is None:
-            # IndexLocked → 409, an engine that cannot be reached → 503; both retried
-            served.writer = self._open_for_request(served, readonly=False)
-        try:
-            return fn(served.writer)
-        except EmbedstackError:
-            raise  # validated before writing: the handle is unchanged
-        except BaseException:
-            writer, served.writer = served.writer, None
-            writer.close()  # unknown state: reopen (and reconcile) on the next write
-            raise
+    def _apply_sync(self, served: _Served, ops: list[Op]) -> list[Outcome]:
+        """Apply a group of writes on the writer thread, run by run (see
+        :func:`~embedstack.server.group_commit.runs`); one outcome per op."""
+        outcomes: list[Outcome | None] = [None] * len(ops)
+        metrics = self._metrics
+
+        def on_write(n_requests: int, n_docs: int) -> None:
+            if metrics is not None:
+                metrics.index_write(served.name, n_requests, n_docs)
+
+        for run in runs(ops):
+            if served.writer is None:
+                try:
+                    # IndexLocked → 409, an engine that cannot be reached → 503; the whole
+                    # rest of the group gets it (one try per group), the next group retries
+                    served.writer = self._open_for_request(served, readonly=False)
+                except BaseException as exc:  # noqa: BLE001 - every request gets the error
+                    return [o or (False, exc) for o in outcomes]
+            answers: list[Outcome | None] = [None] * len(run)
+            try:
+                apply_run(served.writer, [ops[i] for i in run], answers, on_write)
+            except BaseException as exc:  # noqa: BLE001 - answered below, then reopened
+                writer, served.writer = served.writer, None
+                writer.close()  # unknown state: reopen (and reconcile) on the next write
+                answers = [a or (False, exc) for a in answers]
+            for i, answer in zip(run, answers, strict=True):
+                outcomes[i] = answer
+        return [o or (False, RuntimeError("write not applied")) for o in outcomes]
 
     async def read(self, name: str, fn: Callable[[Index], T]) -> T:
         """Run ``fn`` with a readonly handle of index ``name`` on a worker thread.
@@ -252,18 +294,38 @@ class IndexHub:
             return await asyncio.to_thread(self._read_sync, served, fn)
 
     async def write(self, name: str, fn: Callable[[Index], T]) -> T:
-        """Run ``fn`` with the one writable handle of index ``name``, one write at a time.
+        """Run ``fn`` with the one writable handle of index ``name``, in turn with the
+        other writes (never merged with them).
 
         Raises:
             ApiError: 404 for an unknown index; 503 for one that cannot be opened.
             Overloaded: ``queue_size`` writes are already waiting.
             IndexLocked: another process holds the index's write lock.
+            Exception: what ``fn`` raised.
         """
-        served = self._get(name)
-        async with served.writes.slot():
-            loop = asyncio.get_running_loop()
-            call = functools.partial(self._write_sync, served, fn)
-            return await loop.run_in_executor(served.writer_thread, call)
+        result: T = await self._get(name).writes.submit(Call(fn))
+        return result
+
+    async def upsert(self, name: str, docs: list[dict[str, Any]]) -> AddResult:
+        """``Index.upsert(docs)`` on index ``name``, group-committed with the upserts
+        waiting beside it; the result is this request's own.
+
+        Raises:
+            InvalidInput: a bad document (only this request is refused).
+            ApiError, Overloaded, IndexLocked: as :meth:`write`.
+        """
+        result: AddResult = await self._get(name).writes.submit(Upsert(docs))
+        return result
+
+    async def delete(self, name: str, ids: list[str]) -> int:
+        """Delete ``ids`` from index ``name`` (group-committed); how many were deleted.
+
+        Raises:
+            ApiError: 404 ``document_not_found`` when one id is not in the index (nothing
+                of this request is deleted); else as :meth:`write`.
+        """
+        deleted: int = await self._get(name).writes.submit(Delete(ids))
+        return deleted
 
     def load_all(self) -> None:
         """Open one reader of every index now, on the calling thread (loads the encoders).

@@ -6,6 +6,9 @@ Metrics:
     ``embedstack_batch_texts{model}`` histogram of texts per model call.
     ``embedstack_batch_requests{model}`` histogram of requests merged per model call.
     ``embedstack_queue_depth{model}`` gauge of requests waiting for the model.
+    ``embedstack_index_write_requests{index}`` histogram of write requests per index write
+    (group commit; its ``_count`` is the number of index writes, its ``_sum`` the requests).
+    ``embedstack_index_write_documents{index}`` histogram of documents and ids per index write.
 
 Routes are labelled by their template (``/v1/indexes/{name}/search``), unmatched paths as
 ``"unmatched"``, so label cardinality stays bounded.
@@ -54,6 +57,8 @@ class Metrics:
         self._batch_texts: dict[str, _Histogram] = {}
         self._batch_requests: dict[str, _Histogram] = {}
         self._queue_depth: dict[str, Callable[[], int]] = {}
+        self._write_requests: dict[str, _Histogram] = {}
+        self._write_documents: dict[str, _Histogram] = {}
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one finished request and its latency."""
@@ -67,6 +72,14 @@ class Metrics:
         with self._lock:
             self._batch_texts.setdefault(model, _Histogram(SIZE_BUCKETS)).observe(n_texts)
             self._batch_requests.setdefault(model, _Histogram(SIZE_BUCKETS)).observe(n_requests)
+
+    def index_write(self, index: str, n_requests: int, n_documents: int) -> None:
+        """Record one committed index write that served ``n_requests`` write requests with
+        ``n_documents`` documents (upserts) or ids (deletes)."""
+        with self._lock:
+            self._write_requests.setdefault(index, _Histogram(SIZE_BUCKETS)).observe(n_requests)
+            hist = self._write_documents.setdefault(index, _Histogram(SIZE_BUCKETS))
+            hist.observe(n_documents)
 
     def queue_gauge(self, model: str, depth: Callable[[], int]) -> None:
         """Register a callable read at scrape time as ``embedstack_queue_depth{model}``."""
@@ -95,6 +108,14 @@ class Metrics:
             self._histograms(
                 lines, "embedstack_batch_requests", "Requests merged per model call.", "model",
                 self._batch_requests,
+            )  # fmt: skip
+            self._histograms(
+                lines, "embedstack_index_write_requests", "Write requests per index write.",
+                "index", self._write_requests,
+            )  # fmt: skip
+            self._histograms(
+                lines, "embedstack_index_write_documents",
+                "Documents and ids per index write.", "index", self._write_documents,
             )  # fmt: skip
             lines += [
                 "# HELP embedstack_queue_depth Requests waiting for a model.",

@@ -141,8 +141,17 @@ class ServerSettings(BaseModel):
         max_batch_texts: Texts in one merged model call.
         max_batch_tokens: Estimated tokens in one merged model call.
         max_wait_ms: How long the first request of a batch waits for company.
+        group_commit: Apply the write requests (upserts, deletes) waiting for an index's
+            writer together: consecutive upserts as one atomic index write, consecutive
+            deletes as one, each request answered with its own result once that write
+            committed, exactly as if the requests were applied one at a time in arrival
+            order (:mod:`embedstack.server.group_commit`). A request with bad input is
+            refused alone. When off, each request is its own index write (and commit).
+        max_group_requests: Write requests in one group.
+        max_group_documents: Documents (upserts) and ids (deletes) in one group; a single
+            larger request is a group of its own.
         queue_size: Requests waiting per model and side (embeddings), per reranker and per
-            index; beyond it requests get 503 with ``Retry-After``.
+            index (reads, and writes); beyond it requests get 503 with ``Retry-After``.
         index_readers: Concurrent searches per index (one readonly handle each).
         cors_origins: Origins allowed by CORS; empty (the default) installs no CORS at all.
         retry_after_s: ``Retry-After`` seconds sent with 503.
@@ -179,6 +188,9 @@ class ServerSettings(BaseModel):
     max_batch_texts: int = Field(default=256, ge=1)
     max_batch_tokens: int = Field(default=32_768, ge=1)
     max_wait_ms: float = Field(default=5.0, ge=0, le=1000)
+    group_commit: bool = True
+    max_group_requests: int = Field(default=64, ge=1)
+    max_group_documents: int = Field(default=4096, ge=1)
     queue_size: int = Field(default=256, ge=1)
     index_readers: int = Field(default=4, ge=1, le=64)
     cors_origins: tuple[str, ...] = ()

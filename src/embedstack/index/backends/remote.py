@@ -26,7 +26,7 @@ from embedstack.index._embedding import Chunker
 from embedstack.index._setup import new_manifest, open_encoders, recorded_chunker
 from embedstack.index._state import resolve_encoder
 from embedstack.index._types import AddResult, BM25Params, Hit, IndexStats
-from embedstack.index._validate import NewDoc, check_ids, validate_docs
+from embedstack.index._validate import NewDoc, check_ids, validate_batches, validate_docs
 from embedstack.index.backends import scheme_of, store_class
 from embedstack.index.backends.base import Ranked, Store, StoredChunk, StoredDoc
 from embedstack.index.core import Index
@@ -200,6 +200,29 @@ class RemoteIndex(Index):
         """Add new and replace changed documents as one atomic batch (see
         :meth:`Index.upsert`)."""
         return self._put(docs, replace=True)
+
+    def upsert_many(self, batches: Sequence[Iterable[dict[str, Any]]]) -> list[AddResult]:
+        """Upsert several batches as ONE atomic write, each batch's result as if upserted
+        alone in turn (see :meth:`Index.upsert_many`)."""
+        self._writable()
+        valid = validate_batches(batches)
+        ids = [d.id for batch in valid for d in batch]
+        existing = self._remote.existing(ids) if ids else {}
+        changed = [[d for d in b if existing.get(d.id) != d.content_hash] for b in valid]
+        flat = [d for c in changed for d in c]
+        counts = np.zeros(len(flat), dtype=np.int64)
+        if flat:
+            stored, chunks, vecs, sparse = self._prepare(flat)
+            self._remote.write(stored, chunks, vecs, replace=True, sparse=sparse)
+            counts = np.bincount([c.doc for c in chunks], minlength=len(flat)).astype(np.int64)
+        results, start = [], 0
+        for batch, c in zip(valid, changed, strict=True):
+            updated = sum(d.id in existing for d in c)
+            n_chunks = int(counts[start : start + len(c)].sum())
+            start += len(c)
+            results.append(AddResult(added=len(c) - updated, updated=updated,
+                                     unchanged=len(batch) - len(c), chunks=n_chunks))  # fmt: skip
+        return results
 
     def _put(self, docs: Iterable[dict[str, Any]], *, replace: bool) -> AddResult:
         self._writable()

@@ -24,7 +24,7 @@ from embedstack.server.routes import json_response
 from embedstack.server.state import ServerState, get_state
 
 if TYPE_CHECKING:
-    from embedstack.index import Hit, Index
+    from embedstack.index import Hit
 
 __all__ = ["router"]
 
@@ -69,7 +69,8 @@ async def index_stats(name: str, state: State) -> IndexStatsResponse:
 async def upsert_documents(name: str, request: UpsertRequest, state: State) -> UpsertResponse:
     """Add new documents and replace changed ones, as one atomic batch.
 
-    Unchanged documents (same text, title and metadata) are not re-embedded.
+    Unchanged documents (same text, title and metadata) are not re-embedded. Concurrent
+    writes are group-committed: the answer is this request's own, once it is committed.
     """
     s = state.settings
     if len(request.documents) > s.max_inputs_per_request:
@@ -81,24 +82,10 @@ async def upsert_documents(name: str, request: UpsertRequest, state: State) -> U
                 raise _too_long(f"documents[{i}].{field}", len(value), s.max_chars_per_input)
     docs = [doc.model_dump(exclude_none=True) for doc in request.documents]
     try:
-        result = await state.indexes.write(name, lambda index: index.upsert(docs))
+        result = await state.indexes.upsert(name, docs)
     except InvalidInput as exc:
         raise from_library(exc, param="documents") from exc
     return UpsertResponse(**result.__dict__)
-
-
-def _delete(index: Index, ids: list[str]) -> int:
-    missing = [i for i in dict.fromkeys(ids) if index.get(i) is None]
-    if missing:
-        shown = ", ".join(repr(i) for i in missing[:5])
-        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise ApiError(
-            404,
-            f"documents not in the index: {shown}{more}; nothing was deleted",
-            code="document_not_found",
-            param="ids",
-        )
-    return index.delete(ids)
 
 
 @router.delete(
@@ -114,7 +101,7 @@ async def delete_documents(name: str, request: DeleteRequest, state: State) -> D
     for i, doc_id in enumerate(request.ids):
         if len(doc_id) > s.max_chars_per_input:
             raise _too_long(f"ids[{i}]", len(doc_id), s.max_chars_per_input)
-    deleted = await state.indexes.write(name, lambda index: _delete(index, request.ids))
+    deleted = await state.indexes.delete(name, request.ids)
     return DeleteResponse(deleted=deleted)
 
 
