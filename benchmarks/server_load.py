@@ -264,7 +264,8 @@ def _target(backend: str, args: argparse.Namespace, work: Path) -> Iterator[str]
         yield f"{uri}{sep}index=soak_{os.getpid()}_{int(time.time())}"
 
 
-def run_mixed(backend: str, args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
+def run_mixed(backend: str, args: argparse.Namespace, texts: list[str],
+              group_commit: bool = True) -> dict[str, Any]:  # fmt: skip
     """Create, seed, serve, load and verify one backend's index (see the module doc)."""
     import httpx
 
@@ -281,7 +282,8 @@ def run_mixed(backend: str, args: argparse.Namespace, texts: list[str]) -> dict[
         with Index.create(target, encoder=args.model) as index:
             for i in range(0, len(seed), 500):
                 index.add(seed[i : i + 500])
-        server = Server(args.model, True, args.max_wait_ms, ("--index", f"soak={target}"))
+        switch = "--group-commit" if group_commit else "--no-group-commit"
+        server = Server(args.model, True, args.max_wait_ms, ("--index", f"soak={target}", switch))
         try:
             server.wait_ready(args.start_timeout)
             limits = httpx.Limits(max_connections=args.concurrency)
@@ -329,12 +331,18 @@ def _report(name: str, args: argparse.Namespace, settings: dict[str, Any], sourc
 
 def main_mixed(args: argparse.Namespace) -> dict[str, Any]:
     texts, source = _texts(args.datasets, 2000)
-    results = {backend: run_mixed(backend, args, texts) for backend in args.backends}
+    arms = {"on": [True], "off": [False], "both": [False, True]}[args.group_commit]
+    results = {
+        backend + ("" if on else "/no-group-commit"): run_mixed(backend, args, texts, on)
+        for backend in args.backends
+        for on in arms
+    }
     from server_mixed import KINDS, WEIGHTS
 
     weights = dict(zip(KINDS, WEIGHTS, strict=True))
     verified = all(r["verify"]["ok"] for r in results.values())
-    return _report("server_load_mixed", args, {"weights": weights}, source, results,
+    return _report("server_load_mixed", args, {"weights": weights,
+                   "group_commit": args.group_commit}, source, results,
                    verified=verified)  # fmt: skip
 
 
@@ -361,6 +369,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--pg-uri", default=None, help="--mixed: a PostgreSQL to use")
     parser.add_argument("--seed-docs", type=int, default=1000, help="--mixed: first docs")
     parser.add_argument("--seed", type=int, default=0, help="--mixed: random seed")
+    parser.add_argument("--group-commit", choices=("on", "off", "both"), default="on",
+                        help="--mixed: the server's group commit of index writes; both: one "
+                        "run without it, then one with it")  # fmt: skip
     parser.add_argument("--request-timeout", type=float, default=600.0,
                         help="--mixed: seconds before a request counts as an error")  # fmt: skip
     parser.add_argument("--requests", type=int, default=2000)
