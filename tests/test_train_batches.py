@@ -70,3 +70,17 @@ def test_per_query_groups_cycle_through_every_positive() -> None:
     assert len(set(seen[:4])) == 4  # no positive repeats before the cycle ends
     again = [g.positive for g in per_query_groups(groups, 2, 1, random.Random(7))]
     assert again == [g.positive for g in per_query_groups(groups, 2, 1, random.Random(7))]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_small_tail_batches_are_dropped(seed: int) -> None:
+    rng = random.Random(seed)
+    groups = random_groups(rng, 30, 25)  # 25 shared documents: many conflicts, a long tail
+    judged = judged_positives(groups)
+    every = contrastive_batches(groups, 8, random.Random(seed), judged)
+    kept = contrastive_batches(groups, 8, random.Random(seed), judged, min_size=4)
+    assert any(len(b) < 4 for b in every[1:])  # the tail exists without the bound
+    assert kept == [every[0]] + [b for b in every[1:-1] if len(b) >= 4] + [every[-1]]
+    assert all(len(b) >= 4 for b in kept[1:-1])
+    one = contrastive_batches(groups[:1], 8, random.Random(seed), judged, min_size=4)
+    assert one == [groups[:1]]  # an epoch is never empty

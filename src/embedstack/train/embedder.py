@@ -151,7 +151,8 @@ def _epochs(data: EmbedderData, cfg: EmbedderConfig, rng: random.Random) -> list
                 groups = per_query_groups(groups, cfg.positives_per_query, epoch,
                                           random.Random(cfg.seed + 5))  # fmt: skip
             chosen = epoch_groups(groups, cfg.max_pairs, rng)
-            plans.append(contrastive_batches(chosen, cfg.batch_size, rng, judged))
+            plans.append(contrastive_batches(chosen, cfg.batch_size, rng, judged,
+                                             min_size=max(2, cfg.batch_size // 2)))  # fmt: skip
     return plans
 
 
@@ -241,6 +242,8 @@ def _train(
         model.train()
         plan = _epochs(data, cfg, random.Random(cfg.seed))
         steps_total = sum(len(p) for p in plan)
+        if not data.scored:  # groups left out by the batches' false-negative rules
+            run.args["batches"] = [{"steps": len(p), "groups": sum(map(len, p))} for p in plan]
         optimizer, scheduler = adamw_with_warmup(torch, model.named_parameters(), cfg,
                                                  steps_total)  # fmt: skip
         state = run.log()

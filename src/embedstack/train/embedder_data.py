@@ -399,6 +399,7 @@ def contrastive_batches(
     batch_size: int,
     rng: random.Random,
     judged: dict[str, set[str]] | None = None,
+    min_size: int = 1,
 ) -> list[list[Group]]:
     """Shuffled batches without in-batch false negatives.
 
@@ -410,6 +411,12 @@ def contrastive_batches(
     judged positive of a query already in the batch, or when the batch already holds one of
     its own query's judged positives: where queries judge many documents on shared topics
     (NFCorpus), the plain rule leaves those in as negatives.
+
+    The groups that conflict most are left for the last batches, which can hold one or two
+    groups each; a step on such a batch has almost no negatives and a full learning rate
+    (on NFCorpus they collapsed the model). A batch left under ``min_size`` groups by
+    conflicts is therefore dropped with its groups; the first and the last batch (the
+    natural remainder) are kept, so small data loses nothing to the bound.
     """
     judged = judged or {}
     pending = list(groups)
@@ -439,6 +446,7 @@ def contrastive_batches(
                 positives_of_batch.update(judged.get(group.query, ()))
             else:
                 later.append(group)
-        batches.append(batch)
+        if len(batch) >= min_size or not later or not batches:
+            batches.append(batch)
         pending = later
     return batches
