@@ -154,8 +154,8 @@ def test_truncated_ranking_beats_plain_truncation_and_is_deterministic(
 
 def test_registry_settings_travel_into_the_folder(base: Path, tmp_path: Path) -> None:
     spec = ModelSpec("tiny-rotate-src", str(base.resolve()), DIM, 48, pooling="cls",
-                     query_prefix="q: ", document_prefix="d: ", matryoshka_dims=(8, 16),
-                     bundled=None)  # fmt: skip
+                     query_prefix="q: ", document_prefix="d: ", symmetric_prefix="s: ",
+                     matryoshka_dims=(8, 16), bundled=None)  # fmt: skip
     register_model(spec, overwrite=True)
     try:
         out = rotate_model("tiny-rotate-src", tmp_path / "r", DOCS, sample=64, seed=1).out
@@ -165,8 +165,11 @@ def test_registry_settings_travel_into_the_folder(base: Path, tmp_path: Path) ->
     finally:
         unregister_model("tiny-rotate-src")
     config = load_model_config(out)
-    assert (config.pooling, config.max_length, config.matryoshka_dims) == ("cls", 48, (8, 16))
+    # the first dims are principal axes now, not the trained Matryoshka prefix
+    assert (config.pooling, config.max_length, config.matryoshka_dims) == ("cls", 48, ())
     assert (config.query_prefix, config.document_prefix) == ("q: ", "d: ")
+    assert config.symmetric_prefix == "s: "  # e5's "query: " for STS survives the folder
+    assert json.loads((out / "rotation.json").read_text())["source_matryoshka_dims"] == [8, 16]
     rotated = Encoder(out)
     np.testing.assert_allclose(rotated.encode_documents(DOCS[:8]), expected, atol=1e-5)
     np.testing.assert_allclose(rotated.encode_queries(QUERIES[:8]), queries, atol=1e-5)

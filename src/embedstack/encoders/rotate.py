@@ -200,6 +200,7 @@ def rotate_model(
     facts = {"method": METHOD, "source": found.name, "source_path": str(found.path),
              "source_id": str(encoder.identity), "n_texts": len(chosen), "n_read": n_read,
              "sample": sample, "seed": seed, "dim": dim, "backend": encoder.backend_name,
+             "source_matryoshka_dims": list(config.matryoshka_dims),
              "variance": [round(float(v), 8) for v in variance]}  # fmt: skip
 
     def build(staging: Path) -> str:
@@ -337,7 +338,8 @@ def _modules(staging: Path, config: ModelConfig) -> list[dict[str, Any]]:
 
 def _keep_settings(staging: Path, config: ModelConfig) -> None:
     """Write what the source's registry entry owned into the folder: max length and lower
-    casing (``sentence_bert_config.json``), prefixes and Matryoshka dims."""
+    casing (``sentence_bert_config.json``) and prefixes (the symmetric one as the
+    ``symmetric`` prompt); Matryoshka dims are cleared."""
     body = staging / os.path.relpath(config.transformer_path, config.path)
     if not (body / "sentence_bert_config.json").is_file():
         write_json(body / "sentence_bert_config.json",
@@ -355,8 +357,11 @@ def _keep_settings(staging: Path, config: ModelConfig) -> None:
     st_model["prompts"] = prompts
     st_model.setdefault("default_prompt_name", None)
     st_model.setdefault("similarity_fn_name", "cosine")
-    if config.matryoshka_dims and not st_model.get("matryoshka_dims"):
-        st_model["matryoshka_dims"] = list(config.matryoshka_dims)
+    if config.symmetric_prefix and not prompts.get("symmetric"):
+        prompts["symmetric"] = config.symmetric_prefix
+    # the first k dims are now principal axes, not the prefix Matryoshka loss trained: the
+    # rotated folder claims no trained truncation (rotation.json keeps the source's dims)
+    st_model["matryoshka_dims"] = []
     write_json(file, st_model)
 
 
@@ -386,8 +391,9 @@ def _verify(staging: Path, config: ModelConfig, rotation: FloatArray) -> None:
         or len(written.dense) != len(config.dense) + 1
         or written.dim != config.dim
         or (written.pooling, written.normalize) != (config.pooling, config.normalize)
-        or (written.query_prefix, written.document_prefix)
-        != (config.query_prefix, config.document_prefix)
+        or (written.query_prefix, written.document_prefix, written.symmetric_prefix)
+        != (config.query_prefix, config.document_prefix, config.symmetric_prefix)
+        or written.matryoshka_dims
         or written.max_length != config.max_length
         or read_dense(layer.path).bias
         or not np.array_equal(layer.load().weight, rotation)
