@@ -19,6 +19,7 @@ from embedstack.cli import (  # noqa: F401
     index_cmds,
     pick,
     report,
+    rotate,
     search,
     serve,
     train,

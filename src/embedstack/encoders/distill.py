@@ -71,8 +71,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -82,7 +80,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from embedstack.encoders.convert.files import write_json
+from embedstack.encoders.convert.files import check_new_folder, publish_folder, write_json
 from embedstack.encoders.convert.safetensors_np import read_safetensors
 from embedstack.encoders.loading import load_model_config
 from embedstack.encoders.runtime.folder import open_model
@@ -269,13 +267,7 @@ def convert_model2vec(
 
 
 def _check_out(out: str | os.PathLike[str]) -> Path:
-    target = Path(out).expanduser()
-    if target.exists() or target.is_symlink():
-        raise InvalidInput(f"{target} already exists: distill writes a new folder; remove it "
-                           "or choose another --out")  # fmt: skip
-    if target.parent.exists() and not target.parent.is_dir():
-        raise InvalidInput(f"{target.parent} is not a folder")
-    return target
+    return check_new_folder(out, "distill")
 
 
 def _teacher(source: str | os.PathLike[str]) -> tuple[Path, str, list[str], int]:
@@ -348,10 +340,9 @@ def _write(
 
 def _publish(target: Path, build: Callable[[Path], dict[str, Any]]) -> Path:
     """Build the folder in a temporary sibling of ``target``, check it loads, write the
-    manifest, and rename it into place; on any failure remove the temporary."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
-    try:
+    manifest, and rename it into place (:func:`publish_folder`: nothing is left on failure)."""
+
+    def fill(staging: Path) -> None:
         facts = build(staging)
         table = load_table(staging)  # the folder loads: ModelNotFound otherwise
         if not is_static_folder(staging):
@@ -360,13 +351,8 @@ def _publish(target: Path, build: Callable[[Path], dict[str, Any]]) -> Path:
             dims=int(table.shape[1]), written_at=datetime.now(UTC).isoformat(timespec="seconds")
         )
         write_json(staging / MANIFEST, facts)
-        os.chmod(staging, 0o755)
-        if target.exists():  # someone wrote it meanwhile: never replace it
-            raise InvalidInput(f"{target} appeared while distilling; nothing was written")
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    publish_folder(target, fill, command="distill")
     return target
 
 

@@ -247,7 +247,8 @@ def load_model_config(
         document_prefix=document_prefix,
         dim=dim or (spec.dim if spec else None),
         model_type=str(hf_config.get("model_type", "")),
-        symmetric_prefix=spec.symmetric_prefix if spec else "",
+        symmetric_prefix=str(prompts.get("symmetric", ""))
+        or (spec.symmetric_prefix if spec else ""),
         matryoshka_dims=matryoshka,
         hidden_size=hidden,
         dense=dense,

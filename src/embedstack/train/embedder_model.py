@@ -137,7 +137,8 @@ def load_base(st: Any, transformers: Any, path: Path, config: Any, cfg: Embedder
         bert = model[0].auto_model
         bert.encoder.layer = bert.encoder.layer[: cfg.layers]
         bert.config.num_hidden_layers = cfg.layers
-    prompts = {"query": config.query_prefix, "document": config.document_prefix}
+    prompts = {"query": config.query_prefix, "document": config.document_prefix,
+               "symmetric": config.symmetric_prefix}  # fmt: skip
     model.prompts = {k: v for k, v in prompts.items() if v}
     return model
 
