@@ -34,8 +34,11 @@ OK: dict[str, Any] = {"dataset_dir": "data", "out": "model"}
         ("mini_batch_size", 0, "mini_batch_size (--mini-batch-size) must be a positive int"),
         ("warmup", 1.0, "warmup (--warmup) must be a number in [0, 1)"),
         ("dev_pool", 0, "dev_pool (--dev-pool) must be an int >= 1, got 0"),
-        ("positives_per_query", -1, "positives_per_query (--positives-per-query) must be an "
-         "int >= 0, got -1"),
+        (
+            "positives_per_query",
+            -1,
+            "positives_per_query (--positives-per-query) must be an int >= 0, got -1",
+        ),
     ],
 )
 def test_out_of_range_options(option: str, value: Any, message: str) -> None:
