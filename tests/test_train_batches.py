@@ -8,7 +8,11 @@ from collections import Counter
 import pytest
 
 from embedstack.train.data import Group
-from embedstack.train.embedder_data import contrastive_batches, judged_positives, per_query_groups
+from embedstack.train.embedder_batches import (
+    contrastive_batches,
+    judged_positives,
+    per_query_groups,
+)
 
 
 def random_groups(rng: random.Random, n_queries: int, n_docs: int) -> list[Group]:

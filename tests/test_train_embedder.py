@@ -17,12 +17,9 @@ from embedstack import Encoder, HashEncoder  # noqa: E402
 from embedstack.encoders.loading import folder_spec  # noqa: E402
 from embedstack.train import train_embedder  # noqa: E402
 from embedstack.train.data import Group  # noqa: E402
+from embedstack.train.embedder_batches import contrastive_batches  # noqa: E402
 from embedstack.train.embedder_config import EmbedderConfig  # noqa: E402
-from embedstack.train.embedder_data import (  # noqa: E402
-    contrastive_batches,
-    corpus_pairs,
-    load_embedder_data,
-)
+from embedstack.train.embedder_data import corpus_pairs, load_embedder_data  # noqa: E402
 from test_rerank import build_tiny_classifier, build_tokenizer  # noqa: E402
 
 WORDS = ("falcon copper meadow violin glacier pepper harbor lantern orchid saddle quartz "

@@ -60,14 +60,13 @@ from embedstack.train.common import (
     write_args,
 )
 from embedstack.train.data import epoch_groups
-from embedstack.train.embedder_config import EmbedderConfig
-from embedstack.train.embedder_data import (
-    EmbedderData,
+from embedstack.train.embedder_batches import (
     contrastive_batches,
     judged_positives,
-    load_embedder_data,
     per_query_groups,
 )
+from embedstack.train.embedder_config import EmbedderConfig
+from embedstack.train.embedder_data import EmbedderData, load_embedder_data
 from embedstack.train.embedder_model import (
     Prefixes,
     build_loss,
