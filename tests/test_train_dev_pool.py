@@ -45,3 +45,11 @@ def test_smaller_pool_is_a_prefix_while_judged_fit() -> None:
     args = ([f"n{i}" for i in range(30)], [f"r{i}" for i in range(500)])
     small, large = list(dev_pool(judged, *args, 50)), list(dev_pool(judged, *args, 400))
     assert large[: len(small)] == small
+
+
+def test_documents_judged_by_several_queries_count_once() -> None:
+    shared = {f"d{i}": 1 for i in range(30)}  # 4 queries judge the same 30 documents
+    judged = {f"q{i}": dict(shared) for i in range(4)}
+    pool = list(dev_pool(judged, ["n0"], [f"r{i}" for i in range(50)], 40))
+    assert set(pool[:30]) == set(shared)  # 30 distinct fit in 40: all kept, not half the pool
+    assert pool[30:] == ["n0"] + [f"r{i}" for i in range(9)]

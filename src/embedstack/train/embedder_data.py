@@ -291,7 +291,7 @@ def dev_pool(
         ['a', 'n']
     """
     ranked = [sorted(j, key=lambda d: (-j[d], d)) for _, j in sorted(judged.items())]
-    total = sum(map(len, ranked))
+    total = len({d for docs in ranked for d in docs})  # a document judged twice counts once
     cap = total if total <= size else max(1, size // 2)
     pool: dict[str, None] = {}
     for depth in range(max(map(len, ranked), default=0)):
