@@ -173,8 +173,14 @@ def _child(args: argparse.Namespace) -> None:
         if unpadded:
             files.append(f"{unpadded} (unpadded batches)")
 
+        prefix = encoder.config.document_prefix
+
         def run(items: list[str]) -> np.ndarray:
-            return np.asarray(encoder.encode(items))
+            # the texts carry the document prefix already (every system gets the same
+            # strings); encode_documents puts it back, where encode() would prepend the
+            # symmetric prefix too ("query: passage: ..." for e5)
+            assert all(t.startswith(prefix) for t in items)
+            return np.asarray(encoder.encode_documents([t[len(prefix) :] for t in items]))
 
     run(texts[:WARMUP])
     start = time.perf_counter()
