@@ -71,6 +71,18 @@ def test_the_fallback_stops_when_doubling_no_longer_helps(monkeypatch: pytest.Mo
     assert facts["fp32_matmuls"] == ["mm0"]
 
 
+def test_small_first_gains_below_the_target_do_not_stop_the_fallback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # all-mpnet-base-v2 on a VNNI CPU: no saturation, so 7-bit weights gain nothing (0.815)
+    # and the first fp32 MatMul +0.003; the old rule stopped there and kept 0.815
+    gains = {0: 0.815, 1: 0.818, 2: 0.86, 4: 0.93, 8: 0.981}
+    fake = FakeQuantizer(lambda rr, ex: 0.815 if not rr else gains[len(ex)])
+    facts = _run(monkeypatch, fake)
+    assert [len(ex) for _, ex in fake.calls] == [0, 0, 1, 2, 4, 8]
+    assert facts["fp32_matmuls"] == ORDER[:8] and facts["probe_min_cosine"] == 0.981
+
+
 def test_the_closest_step_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     # all-MiniLM-L6-v2 on the probes: plain 0.90, 7-bit weights worse; plain is rebuilt
     fake = FakeQuantizer(lambda rr, ex: 0.90 if not rr else 0.80 - 0.01 * len(ex))
