@@ -59,6 +59,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--matryoshka", action="store_true", help="train dims 256,128,64 too")
     p.add_argument("--matryoshka-weights", default=None,
                    help="loss weights, full dim first, e.g. 1,1,2,4 (default equal)")  # fmt: skip
+    p.add_argument("--no-pca-init", action="store_true",
+                   help="Matryoshka without rotating the base by PCA first")  # fmt: skip
     p.add_argument("--unsupervised", choices=("ict", "crop"), default=None,
                    help="train on the corpus alone (no qrels)")  # fmt: skip
     p.add_argument("--teacher", default=None, help="cross-encoder folder (Margin-MSE / GPL)")
@@ -155,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads, unsupervised=args.unsupervised, teacher=args.teacher,
         matryoshka_dims=",".join(map(str, DIMS)) if args.matryoshka else None,
         matryoshka_weights=args.matryoshka_weights,
+        pca_init=False if args.no_pca_init else None,
         sts_file=args.datasets / "stsb" / "sts-test.csv",
     )  # fmt: skip
     wall = time.perf_counter() - started

@@ -45,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,7 @@ from embedstack.train.embedder_model import (
     dev_scores,
     embedding_dim,
     load_base,
+    pca_base,
     record_matryoshka,
     step_inputs,
 )
@@ -231,11 +233,23 @@ def _train(
                     mining_seconds=round(run.mining_seconds, 2), sts_before=sts_before)  # fmt: skip
     if not data.size:
         raise InvalidInput(f"{cfg.dataset_dir}: nothing left to train on after the dev split")
+    rotating = cfg.rotates
+    if rotating:  # the rotated copy lives in the work folder until the weights are read
+        texts = _documents(cfg, data)
+        if cfg.pca_init is None and len(set(texts)) < int(base_config.dim or 0):
+            rotating = False  # too few texts to fit every axis: only an explicit ask fails
+            run.args["pca_init"] = f"skipped: {len(set(texts))} texts < {base_config.dim} dims"
+        else:
+            base_dir, base_config, run.args["pca_init"] = pca_base(
+                cfg.base, texts, work.out / ".pca-base", cfg.seed, cfg.threads
+            )
     run.save_args()
     prefixes = Prefixes(base_config.query_prefix, base_config.document_prefix,
                         base_config.symmetric_prefix)  # fmt: skip
     with run.torch(torch):
         model = load_base(st, transformers, base_dir, base_config, cfg)
+        if rotating:
+            shutil.rmtree(base_dir)
         dim = embedding_dim(model)
         loss = build_loss(model, loss_name, cfg, dim)
         model.train()
@@ -308,6 +322,18 @@ def _train(
                             dev_best=best, best_step=best_step, stopped_early=stopped,
                             sts_before=sts_before, matryoshka_dims=dims)  # fmt: skip
     return result, run.args
+
+
+def _documents(cfg: EmbedderConfig, data: EmbedderData) -> list[str]:
+    """The texts a PCA rotation is fitted on: a BEIR folder's corpus, else the documents of
+    the training data (positives, negatives and the dev pool; both sides of scored pairs)."""
+    if cfg.dataset_dir.is_dir():
+        from embedstack.eval.datasets import load_corpus
+
+        return load_corpus(cfg.dataset_dir)[1]
+    texts = [t for g in data.groups for t in (g.positive, *g.negatives)]
+    texts += [t for s1, s2, _ in data.scored for t in (s1, s2)]
+    return list(dict.fromkeys([*texts, *data.dev.docs.values()]))
 
 
 def _pairs(batch: list[Any]) -> int:

@@ -29,6 +29,7 @@ from typing import Any, Literal, get_args
 
 from embedstack.errors import InvalidInput
 from embedstack.train.config import (
+    BOOL,
     COUNT,
     FRACTION,
     POSITIVE,
@@ -115,6 +116,12 @@ class EmbedderConfig(TrainConfig):
             of a document). Hard negatives are mined the same way; with a ``teacher`` the
             pairs are pseudo-labelled and trained with Margin-MSE (GPL, Wang et al. 2022,
             without its query generator).
+        pca_init: Before training, bake a PCA rotation of the base's document vectors on
+            this data into the model (:func:`embedstack.encoders.rotate.rotate_model`: an
+            orthogonal square ``Dense`` layer, trained with the rest). Full-dimension cosines
+            are unchanged, and the first dimensions start out carrying the most variance, so
+            a Matryoshka loss refines good prefixes instead of building them. None (the
+            default): on when ``matryoshka_dims`` are trained, off otherwise.
         positives_per_query: Train each query on at most this many of its judged positives
             per epoch, the next ones (in a fixed shuffled order) each epoch, so every query
             weighs the same whatever it judges (NFCorpus has one query with 1,363 judged
@@ -160,6 +167,10 @@ class EmbedderConfig(TrainConfig):
     matryoshka_weights: Any = option(None, cli_type=str | None,
                                      help="Loss weight per Matryoshka dim, full first, e.g. "
                                      "1,1,2,4 (default equal).")  # fmt: skip
+    pca_init: bool | None = option(None, check=BOOL, optional=True,
+                                   cli="--pca-init/--no-pca-init", cli_type=bool | None,
+                                   help="Rotate the base by PCA before training (default: "
+                                   "with --matryoshka).")  # fmt: skip
     max_seq_length: int | None = option(None, check=at_least(8), optional=True,
                                         help="Tokens per text (default: the base's).")  # fmt: skip
     unsupervised: Unsupervised | None = option(None, cli_type=str | None, optional=True,
@@ -225,6 +236,11 @@ class EmbedderConfig(TrainConfig):
         if self.unsupervised is not None and self.loss == "cosent":
             raise InvalidInput("--unsupervised builds (query, positive) pairs; cosent needs "
                                "scored pairs")  # fmt: skip
+
+    @property
+    def rotates(self) -> bool:
+        """Whether the run bakes a PCA rotation into the base first (:attr:`pca_init`)."""
+        return bool(self.matryoshka_dims) if self.pca_init is None else self.pca_init
 
     def resolved_loss(self, scored: bool) -> str:
         """The loss a run uses on data that is (or is not) scored pairs.

@@ -29,6 +29,7 @@ __all__ = [
     "dev_scores",
     "embedding_dim",
     "load_base",
+    "pca_base",
     "record_matryoshka",
     "step_inputs",
 ]
@@ -141,6 +142,25 @@ def load_base(st: Any, transformers: Any, path: Path, config: Any, cfg: Embedder
                "symmetric": config.symmetric_prefix}  # fmt: skip
     model.prompts = {k: v for k, v in prompts.items() if v}
     return model
+
+
+def pca_base(
+    base: str, texts: list[str], folder: Path, seed: int, threads: int
+) -> tuple[Path, Any, dict[str, Any]]:
+    """``base`` with a PCA rotation fitted on ``texts`` (encoded as documents), written to
+    ``folder`` (:func:`embedstack.encoders.rotate.rotate_model`): the folder, its
+    :class:`~embedstack.encoders.loading.ModelConfig` and what the run records.
+
+    Raises:
+        InvalidInput: fewer distinct texts than the base has dimensions.
+    """
+    from embedstack.encoders.loading import load_model_config
+    from embedstack.encoders.rotate import rotate_model
+
+    done = rotate_model(base, folder, texts, seed=seed, threads=threads)
+    facts = {"texts": done.n_texts, "read": done.n_read, "module": done.module,
+             "variance_top": [round(v, 6) for v in done.variance[:8]]}  # fmt: skip
+    return folder, load_model_config(folder), facts
 
 
 def embedding_dim(module: Any) -> int:
