@@ -68,8 +68,9 @@ class BM25Field:
     def recover(self, snapshot: Snapshot) -> None:
         """Delete BM25 documents SQLite does not have (a batch that crashed before its
         SQLite commit, or deletes committed in SQLite but not yet tombstoned), and files a
-        crashed merge left behind."""
+        crashed merge left behind; store the vocabulary of an index written without it."""
         self.lexical.collect_garbage()
+        self.lexical.save_vocabulary()
         keys, live = self.lexical.keys(), snapshot.live  # both ascending and unique
         at = np.minimum(np.searchsorted(live, keys), max(len(live) - 1, 0))
         stray = keys[live[at] != keys] if len(live) else keys
