@@ -127,6 +127,12 @@ def assert_same_topk(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.n
         assert set(ka[above].tolist()) == set(kb[sb > sb[-1] + TOL].tolist())
 
 
+def vocab_runs(path: Path) -> list[str]:
+    """The vocabulary run files ``lexical.json`` names (:mod:`embedstack.index.lexical_vocab`)."""
+    manifest = json.loads((path / "lexical.json").read_text())
+    return [run["file"] for run in manifest["vocab"]["runs"]]
+
+
 def snapshot(path: Path) -> dict[str, str]:
     return {
         str(f.relative_to(path)): hashlib.sha256(f.read_bytes()).hexdigest()
@@ -310,7 +316,8 @@ def test_compaction_reclaims_deleted_bytes(tmp_path: Path) -> None:
     assert with_tombstones - after.bytes_on_disk >= 0.9 * deleted_bytes
     assert (after.n_docs, after.n_segments, after.n_tombstones) == (len(kept), 1, 0)
     names = sorted(p.name for p in index.path.iterdir())
-    assert names == ["lexical.json", "seg-000005"]
+    assert names == ["lexical.json", "seg-000005", *vocab_runs(index.path)]
+    assert len(vocab_runs(index.path)) == 1  # compaction writes the vocabulary as one run
     index.check()
 
 
@@ -386,7 +393,8 @@ def test_leftovers_of_a_crash_are_ignored_then_collected(tmp_path: Path) -> None
     assert reopened.search("apple", k=5)[1].tolist() == [1, 2]
     reopened.add([3], ["apple"])  # takes the name seg-000003 over
     reopened.compact()
-    assert sorted(p.name for p in index.path.iterdir()) == ["lexical.json", "seg-000004"]
+    names = sorted(p.name for p in index.path.iterdir())
+    assert names == ["lexical.json", "seg-000004", *vocab_runs(index.path)]
     assert LexicalIndex.open(index.path).search("apple", k=5)[1].tolist() == [3, 1, 2]
 
 

@@ -18,7 +18,14 @@ from embedstack.errors import IndexCorrupt, InvalidInput
 from embedstack.index import ChunkingParams, Index
 from embedstack.index import lexical_segments as fmt
 from embedstack.index.lexical import LexicalIndex, MergePolicy
-from test_lexical import assert_same_topk, build, snapshot, synthetic_corpus, synthetic_queries
+from test_lexical import (
+    assert_same_topk,
+    build,
+    snapshot,
+    synthetic_corpus,
+    synthetic_queries,
+    vocab_runs,
+)
 
 TOL = 1e-5
 SMALL = MergePolicy(segments_per_tier=3, floor_docs=4, max_merged_docs=10_000)
@@ -111,7 +118,7 @@ def test_many_small_adds_keep_few_segments_and_exact_rankings(tmp_path: Path) ->
     named = {s["name"] for s in json.loads((index.path / "lexical.json").read_text())["segments"]}
     named |= {s["tombstones"] for s in json.loads((index.path / "lexical.json").read_text())[
         "segments"] if s["tombstones"]}  # fmt: skip
-    assert on_disk == named
+    assert on_disk == named | set(vocab_runs(index.path))
 
 
 def test_merges_reclaim_deleted_documents(tmp_path: Path) -> None:
@@ -200,7 +207,8 @@ def test_crash_after_the_flip_leaves_the_new_state_and_collects_leftovers(
     assert len(list(index.path.iterdir())) > 2  # replaced segments still on disk
     reopened.collect_garbage()
     (only,) = json.loads((index.path / "lexical.json").read_text())["segments"]
-    assert sorted(p.name for p in index.path.iterdir()) == ["lexical.json", only["name"]]
+    names = sorted(p.name for p in index.path.iterdir())
+    assert names == ["lexical.json", only["name"], *vocab_runs(index.path)]
     assert reopened.search("apple", k=1)[1].tolist() == [50]
 
 

@@ -47,6 +47,8 @@ def _strip_term_ids(path: Path) -> None:
     for meta in manifest["segments"]:
         meta.pop("term_ids")
         (path / meta["name"] / "term_ids.npy").unlink()
+    for run in manifest.pop("vocab")["runs"]:  # nor the stored vocabulary (lexical_vocab)
+        (path / run["file"]).unlink()
     (path / "lexical.json").write_text(json.dumps(manifest))
 
 

@@ -1,10 +1,11 @@
 """An updatable on-disk BM25 index: immutable segments, tombstones, compaction.
 
-Three modules, one responsibility each:
+Modules, one responsibility each:
 
 * analysis — :mod:`embedstack.index.tokenize` (bm25s's English default: lowercase, word
   split, Lucene's stopwords, Snowball stemming);
-* the segment format — :mod:`embedstack.index.lexical_segments` (write, read, merge, check);
+* the segment format — :mod:`embedstack.index.lexical_segments` (write, read, merge, check),
+  and the stored vocabulary — :mod:`embedstack.index.lexical_vocab` (opening reads it);
 * when to merge — :mod:`embedstack.index.lexical_merge` (a tiered policy: O(log n) segments);
 * scoring — :mod:`embedstack.index.lexical_scoring` (Lucene BM25 over live statistics, so a
   deleted document changes scores exactly as if it had never been indexed; scores match
@@ -27,7 +28,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +36,10 @@ import numpy as np
 from embedstack._typing import FloatArray, IntArray
 from embedstack.errors import IndexCorrupt, InvalidInput
 from embedstack.index import lexical_segments as fmt
+from embedstack.index import lexical_vocab as vocab_fmt
 from embedstack.index.lexical_merge import MergePolicy
 from embedstack.index.lexical_scoring import Scorer, as_keys, check_k
+from embedstack.index.lexical_segments import LexicalStats
 from embedstack.index.manifest import library_version
 from embedstack.index.tokenize import Analyzer, Vocabulary
 
@@ -48,28 +50,6 @@ _OPEN_RETRIES = 5
 FORMAT = fmt.FORMAT
 FORMAT_VERSION = fmt.FORMAT_VERSION
 MANIFEST = fmt.MANIFEST
-
-
-@dataclass(frozen=True)
-class LexicalStats:
-    """Size of a :class:`LexicalIndex`.
-
-    Attributes:
-        n_docs: live (searchable) documents.
-        n_segments: segments on disk: O(log n_docs) under the merge policy;
-            :meth:`LexicalIndex.compact` brings this to 1.
-        n_tombstones: deleted documents whose postings are still on disk.
-        merged_deletes: deleted documents that merges dropped since the last
-            :meth:`LexicalIndex.compact` (their postings are gone; an
-            :class:`~embedstack.index.Index` still stores their other fields' rows).
-        bytes_on_disk: total size of the index directory's files, in bytes.
-    """
-
-    n_docs: int
-    n_segments: int
-    n_tombstones: int
-    bytes_on_disk: int
-    merged_deletes: int = 0
 
 
 class LexicalIndex:
@@ -142,6 +122,7 @@ class LexicalIndex:
             "generation": 0,
             "next_segment": 1,
             "segments": [],
+            "vocab": {"generation": 0, "runs": []},
         }
         fmt.save_json_atomic(path / MANIFEST, manifest)
         return cls(path, manifest, [], Vocabulary(), merge_policy)
@@ -169,7 +150,10 @@ class LexicalIndex:
         for attempt in range(1, _OPEN_RETRIES + 1):  # noqa: B007 - last attempt re-raises
             manifest = fmt.read_manifest(path)
             try:
-                segments, vocab = fmt.load_segments(path, manifest["segments"], mmap=True)
+                stored = vocab_fmt.load(path, manifest)
+                segments, vocab = fmt.load_segments(
+                    path, manifest["segments"], mmap=True, stored=stored
+                )
                 break
             except IndexCorrupt:
                 changed = fmt.read_manifest(path)["generation"] != manifest["generation"]
@@ -253,7 +237,7 @@ class LexicalIndex:
         if len(segs) > 1 or (segs and len(segs[0].deleted)):
             self._publish(segs, [], merge=list(range(len(segs))))
         elif self._manifest.get("merged_deletes"):
-            self._commit(segs, merged_deletes=0)
+            self._commit(segs, prune=True, merged_deletes=0)
         self.collect_garbage()
 
     def _publish(
@@ -294,7 +278,8 @@ class LexicalIndex:
                 if merge is not None:
                     break
             old_files = _files(self._segments)
-            self._commit(segments, next_segment=next_segment, merged_deletes=reclaimed)
+            self._commit(segments, prune=merge is not None, next_segment=next_segment,
+                         merged_deletes=reclaimed)  # fmt: skip
         except BaseException:
             for fname in written:
                 fmt.remove(self.path / fname)
@@ -307,25 +292,46 @@ class LexicalIndex:
         live = [n - len(s.deleted) for n, s in zip(total, segments, strict=True)]
         return self.merge_policy.pick(live, total)
 
-    def _commit(self, segments: list[fmt.Segment], **changes: Any) -> None:
-        """Flip the manifest to ``segments``; the in-memory state follows only on success."""
-        manifest = {
-            **self._manifest,
-            **changes,
-            "generation": self._manifest["generation"] + 1,
-            "segments": [s.meta() for s in segments],
-        }
-        fmt.save_json_atomic(self.path / MANIFEST, manifest)
+    def _commit(self, segments: list[fmt.Segment], *, prune: bool = False, **changes: Any) -> None:
+        """Flip the manifest to ``segments`` and the vocabulary's runs (with ``prune``,
+        holes for the terms they no longer use); the in-memory state follows only on
+        success, and the runs it no longer names are deleted after the flip."""
+        generation = self._manifest["generation"] + 1
+        used = [np.zeros(0, np.int64), *(s.gids for s in segments)] if prune else None
+        rec, vocab, new = vocab_fmt.record(
+            self._manifest, self._analyzer.vocab, generation,
+            prune=None if used is None else np.concatenate(used),
+        )  # fmt: skip
+        manifest = {**self._manifest, **changes, "generation": generation,
+                    "segments": [s.meta() for s in segments], "vocab": rec}  # fmt: skip
+        try:
+            vocab_fmt.write(self.path, rec, vocab, new)
+            fmt.save_json_atomic(self.path / MANIFEST, manifest)
+        except BaseException:
+            if new is not None:
+                fmt.remove(self.path / new)
+            raise
+        stale = vocab_fmt.files(self._manifest) - vocab_fmt.files(manifest)
         self._manifest, self._segments = manifest, segments
         self._scoring = None
+        if vocab is not self._analyzer.vocab:  # pruned: forget the words of dropped terms
+            self._analyzer = Analyzer(vocab)
+        for name in stale:
+            fmt.remove(self.path / name)
+
+    def save_vocabulary(self) -> None:
+        """Record the vocabulary's runs where the manifest holds none current (an index
+        written before them, or by a library that does not keep them), so the next open
+        reads them: one manifest flip that changes no document."""
+        if not vocab_fmt.current(self._manifest):
+            self._commit(self._segments)
 
     def collect_garbage(self) -> None:
         """Delete files the manifest does not name: leftovers of an interrupted write or of
         a crash between a manifest flip and the deletion of what it replaced."""
-        keep = {MANIFEST} | {s.name for s in self._segments}
-        keep |= {s.tomb_file for s in self._segments if s.tomb_file}
+        keep = {MANIFEST} | _files(self._segments) | vocab_fmt.files(self._manifest)
         for entry in self.path.iterdir():
-            if entry.name not in keep and entry.name.startswith(("seg-", ".tmp-")):
+            if entry.name not in keep and entry.name.startswith(("seg-", ".tmp-", "vocab-")):
                 fmt.remove(entry)
 
     # --- reads -------------------------------------------------------------------------------
@@ -411,19 +417,11 @@ class LexicalIndex:
 
         Raises:
             IndexCorrupt: a file is missing or unreadable, or arrays disagree (counts,
-                pointers, doc ids, term frequencies vs lengths, tombstones, duplicate keys).
+                pointers, doc ids, term frequencies vs lengths, tombstones, duplicate keys,
+                the stored vocabulary vs the segments' terms).
         """
         manifest = fmt.read_manifest(self.path)
-        live_keys = []
-        segments, _ = fmt.load_segments(self.path, manifest["segments"], mmap=False)
-        for seg in segments:
-            fmt.check_segment(self.path / seg.name, seg)
-            alive = np.ones(len(seg.keys), np.bool_)
-            alive[seg.deleted] = False
-            live_keys.append(seg.keys[alive])
-        keys = np.concatenate(live_keys) if live_keys else np.zeros(0, np.int64)
-        if len(np.unique(keys)) != len(keys):
-            raise IndexCorrupt(f"{self.path}: a doc key is live in two segments")
+        vocab_fmt.check(self.path, manifest, *fmt.check_segments(self.path, manifest))
 
 
 def _files(segments: list[fmt.Segment]) -> set[str]:

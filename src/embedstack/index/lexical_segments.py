@@ -13,13 +13,17 @@ Layout (every array an ``.npy`` file, ``allow_pickle=False``)::
         docs.npy               (n_postings,) int32  segment-local doc ids, ascending per term
         tfs.npy                (n_postings,) int32  term frequencies
     seg-000001.del-000007.npy  (n_deleted,) int32   tombstones: segment-local ids, sorted
+    vocab-000007.npy           the vocabulary's runs (:mod:`embedstack.index.lexical_vocab`)
 
-The term ids persist the index's vocabulary: each segment records the id its writer gave
-each of its terms, so opening an index reads the ids instead of rebuilding the vocabulary
-term by term, and two segments sharing a term agree on its id (checked at open). A segment
-written before term ids were stored (its manifest entry lacks ``"term_ids": true``) is read
-by its terms, which then take the ids of the stored vocabulary or new ones; it gets its ids
-when a merge rewrites it. Readers of the older layout ignore ``term_ids.npy``.
+Each segment records the index-wide id its writer gave each of its terms (ascending). Where
+``lexical.json`` records the vocabulary's runs, opening reads them and each segment's ids,
+not its terms (the ids are checked to be ascending ids of stored terms; ``check()`` compares
+every term). Otherwise (an index written before the runs, or by a library that does not
+keep them) the vocabulary is rebuilt from the segments' terms and ids, and two segments
+sharing a term must agree on its id (checked at open). A segment written before term ids
+were stored (its manifest entry lacks ``"term_ids": true``) is read by its terms, which
+take the ids of the stored vocabulary or new ones; it gets its ids when a merge rewrites
+it. Readers of the older layouts ignore ``term_ids.npy`` and the runs.
 
 This module builds, merges, writes, reads and checks segments; it knows nothing of scoring
 (:mod:`embedstack.index.lexical_scoring`) or of the write protocol
@@ -33,8 +37,9 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -44,13 +49,18 @@ from embedstack.errors import IndexCorrupt
 from embedstack.index.manifest import fsync_dir, write_text_atomic
 from embedstack.index.tokenize import Vocabulary
 
+if TYPE_CHECKING:
+    from embedstack.index.lexical_vocab import Stored
+
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "MANIFEST",
+    "LexicalStats",
     "Segment",
     "build_segment",
     "check_segment",
+    "check_segments",
     "load_npy",
     "load_segments",
     "merge_segments",
@@ -64,6 +74,28 @@ __all__ = [
 FORMAT = "embedstack-lexical"
 FORMAT_VERSION = 1
 MANIFEST = "lexical.json"
+
+
+@dataclass(frozen=True)
+class LexicalStats:
+    """Size of a :class:`LexicalIndex`.
+
+    Attributes:
+        n_docs: live (searchable) documents.
+        n_segments: segments on disk: O(log n_docs) under the merge policy;
+            :meth:`~embedstack.index.lexical.LexicalIndex.compact` brings this to 1.
+        n_tombstones: deleted documents whose postings are still on disk.
+        merged_deletes: deleted documents that merges dropped since the last
+            :meth:`~embedstack.index.lexical.LexicalIndex.compact` (their postings are gone; an
+            :class:`~embedstack.index.Index` still stores their other fields' rows).
+        bytes_on_disk: total size of the index directory's files, in bytes.
+    """
+
+    n_docs: int
+    n_segments: int
+    n_tombstones: int
+    bytes_on_disk: int
+    merged_deletes: int = 0
 
 
 @dataclass
@@ -229,15 +261,25 @@ def read_manifest(path: Path) -> dict[str, Any]:
 
 
 def load_segments(
-    root: Path, metas: list[dict[str, Any]], *, mmap: bool
+    root: Path, metas: list[dict[str, Any]], *, mmap: bool, stored: Stored | None = None
 ) -> tuple[list[Segment], Vocabulary]:
-    """Load the segments ``metas`` names and the vocabulary their term ids make up.
+    """Load the segments ``metas`` names and the vocabulary their term ids make up: the
+    ``stored`` one (:mod:`embedstack.index.lexical_vocab`), whose ids the segments' must be,
+    or, without it, the one rebuilt from the segments' terms.
 
     Raises:
         IndexCorrupt: a file is missing or malformed, sizes disagree, or two segments give
-            one term two ids (or one id two terms).
+            one term two ids (or one id two terms), or a segment's ids are not stored ones.
     """
-    loaded = [_load_segment(root, meta, mmap=mmap) for meta in metas]
+    loaded = [_load_segment(root, meta, mmap=mmap, terms=stored is None) for meta in metas]
+    if stored is not None:
+        vocab = stored.vocab
+        for seg, terms in loaded:
+            if not seg.stored_ids:  # the older layout: ids of its terms, stored with them
+                seg.gids = np.fromiter(map(vocab.ids.get, terms, repeat(-1)), np.int64, len(terms))
+            if not stored.check_ids(seg.gids) if seg.stored_ids else bool(np.any(seg.gids < 0)):
+                raise IndexCorrupt(f"{root / seg.name}: term ids the vocabulary does not hold")
+        return [seg for seg, _ in loaded], vocab
     try:
         vocab = Vocabulary.from_ids((s.gids, terms) for s, terms in loaded if s.stored_ids)
     except ValueError as exc:
@@ -248,9 +290,12 @@ def load_segments(
     return [seg for seg, _ in loaded], vocab
 
 
-def _load_segment(root: Path, meta: dict[str, Any], *, mmap: bool) -> tuple[Segment, list[str]]:
-    """A segment and its terms, checking that array sizes agree with ``meta`` and each
-    other (a segment of the older layout comes with empty ``gids``)."""
+def _load_segment(
+    root: Path, meta: dict[str, Any], *, mmap: bool, terms: bool
+) -> tuple[Segment, list[str]]:
+    """A segment and its terms (read only with ``terms`` or for a segment of the older
+    layout, which comes with empty ``gids``), checking that array sizes agree with ``meta``
+    and each other."""
     try:
         name, n_docs, n_terms = meta["name"], meta["n_docs"], meta["n_terms"]
         n_postings, tomb_file = meta["n_postings"], meta["tombstones"]
@@ -260,7 +305,6 @@ def _load_segment(root: Path, meta: dict[str, Any], *, mmap: bool) -> tuple[Segm
     d = root / name
     keys = load_npy(d / "keys.npy", np.int64)
     lengths = load_npy(d / "lengths.npy", np.int32)
-    raw = load_npy(d / "terms.npy", np.uint8)
     gids = load_npy(d / "term_ids.npy", np.int64) if stored_ids else np.zeros(0, np.int64)
     indptr = load_npy(d / "indptr.npy", np.int64)
     docs = load_npy(d / "docs.npy", np.int32, mmap=mmap)
@@ -268,13 +312,16 @@ def _load_segment(root: Path, meta: dict[str, Any], *, mmap: bool) -> tuple[Segm
     deleted = (
         load_npy(root / tomb_file, np.int32) if tomb_file is not None else np.zeros(0, np.int32)
     )
-    try:
-        terms = raw.tobytes().decode("utf-8").split("\n") if n_terms else []
-    except UnicodeDecodeError as exc:
-        raise IndexCorrupt(f"{d / 'terms.npy'} is not UTF-8") from exc
+    words: list[str] = []
+    if terms or not stored_ids:
+        raw = load_npy(d / "terms.npy", np.uint8)
+        try:
+            words = raw.tobytes().decode("utf-8").split("\n") if n_terms else []
+        except UnicodeDecodeError as exc:
+            raise IndexCorrupt(f"{d / 'terms.npy'} is not UTF-8") from exc
     sizes_ok = (
         len(keys) == len(lengths) == n_docs
-        and len(terms) == n_terms
+        and (len(words) == n_terms if terms or not stored_ids else True)
         and (not stored_ids or len(gids) == n_terms)
         and len(indptr) == n_terms + 1
         and indptr[0] == 0
@@ -284,7 +331,29 @@ def _load_segment(root: Path, meta: dict[str, Any], *, mmap: bool) -> tuple[Segm
     if not sizes_ok:
         raise IndexCorrupt(f"{d}: array sizes disagree with each other or with {MANIFEST}")
     seg = Segment(name, keys, lengths, gids, indptr, docs, tfs, deleted, tomb_file, stored_ids)
-    return seg, terms
+    return seg, words
+
+
+def check_segments(root: Path, manifest: dict[str, Any]) -> tuple[Vocabulary, IntArray]:
+    """Re-read every segment ``manifest`` names, check each (:func:`check_segment`) and
+    that no key is live twice; returns the vocabulary their terms and ids make up and the
+    ids that segments with stored ids use.
+
+    Raises:
+        IndexCorrupt: a file is missing or unreadable, or arrays disagree.
+    """
+    segments, vocab = load_segments(root, manifest["segments"], mmap=False)
+    live_keys = [np.zeros(0, np.int64)]
+    for seg in segments:
+        check_segment(root / seg.name, seg)
+        alive = np.ones(len(seg.keys), np.bool_)
+        alive[seg.deleted] = False
+        live_keys.append(seg.keys[alive])
+    keys = np.concatenate(live_keys)
+    if len(np.unique(keys)) != len(keys):
+        raise IndexCorrupt(f"{root}: a doc key is live in two segments")
+    stored = [s.gids for s in segments if s.stored_ids]
+    return vocab, np.unique(np.concatenate([np.zeros(0, np.int64), *stored]))
 
 
 def check_segment(d: Path, seg: Segment) -> None:

@@ -101,6 +101,23 @@ class Vocabulary:
         vocab.terms = by_id.tolist()
         return vocab
 
+    @classmethod
+    def from_terms(cls, terms: list[str]) -> Vocabulary:
+        """The vocabulary whose id ``i`` is ``terms[i]`` (``""``: a hole), taking ``terms``.
+
+        Raises:
+            ValueError: a term appears twice, or there are more than 2**31 ids.
+        """
+        if len(terms) > _MAX_ID:
+            raise ValueError(f"{len(terms)} stored term ids, more than {_MAX_ID}")
+        vocab = cls()
+        vocab.terms = terms
+        vocab.ids = dict(zip(terms, range(len(terms)), strict=True))
+        vocab.ids.pop("", None)
+        if len(vocab.ids) != len(terms) - terms.count(""):
+            raise ValueError("a stored term has two ids")
+        return vocab
+
     def get(self, term: str) -> int:
         """Return the id of ``term``, or -1 when it is not in the vocabulary."""
         return self.ids.get(term, -1)

@@ -39,7 +39,8 @@ class BM25Field:
         self.root = root
         self.lexical = lexical
         self.readonly = readonly
-        self._exact = False  # holds exactly the snapshot's live keys: no masking needed
+        # holds exactly the snapshot's live keys (no masking needed); None: not compared yet
+        self._exact: bool | None = False
         self._loaded = self.version()  # the commit of lexical.json that ``lexical`` reflects
 
     def prepare(self, batch: Batch) -> None:
@@ -63,13 +64,14 @@ class BM25Field:
         if self.readonly and self.version() != self._loaded:  # another process committed
             self._loaded = self.version()
             self.lexical = LexicalIndex.open(self.root)
-        self._exact = bool(np.array_equal(self.lexical.keys(), snapshot.live))
+        self._exact = None  # compared at the first search: a dense-only reader never pays
 
     def recover(self, snapshot: Snapshot) -> None:
         """Delete BM25 documents SQLite does not have (a batch that crashed before its
         SQLite commit, or deletes committed in SQLite but not yet tombstoned), and files a
-        crashed merge left behind."""
+        crashed merge left behind; store the vocabulary of an index written without it."""
         self.lexical.collect_garbage()
+        self.lexical.save_vocabulary()
         keys, live = self.lexical.keys(), snapshot.live  # both ascending and unique
         at = np.minimum(np.searchsorted(live, keys), max(len(live) - 1, 0))
         stray = keys[live[at] != keys] if len(live) else keys
@@ -123,6 +125,8 @@ class BM25Field:
     def search(
         self, queries: list[str], snapshot: Snapshot, allowed: IntArray | None, depth: int
     ) -> list[DocHits]:
+        if self._exact is None:
+            self._exact = bool(np.array_equal(self.lexical.keys(), snapshot.live))
         mask = None if allowed is None and self._exact else allowed
         if mask is None and not self._exact:
             mask = snapshot.live
