@@ -31,6 +31,8 @@ from embedstack.index.lexical_segments import Segment
 __all__ = ["Scorer", "View", "as_keys", "check_k", "top_k"]
 
 _CACHE_MAX_POSTINGS = 1 << 24  # per-term impact cache is cleared beyond this many entries
+_FLOOR_SLACK = 1.0 - 2.0**-22  # two float32 ulps below a score floor (see accumulate)
+_FLOOR_MIN = float(np.finfo(np.float32).tiny)  # below, float32 ulps are not relative: no floor
 
 
 def as_keys(doc_keys: Iterable[int] | np.ndarray, what: str = "doc_keys") -> IntArray:
@@ -117,7 +119,15 @@ class Scorer:
     def __init__(self, segments: list[Segment], k1: float, b: float) -> None:
         self.segments = segments
         self.view = View.build(segments, k1, b)
+        # plain-ndarray views of the (memory-mapped) postings: slicing a np.memmap runs
+        # Python code (its __array_finalize__), some microseconds per slice
+        self._arrays = [
+            (seg, np.asarray(seg.indptr), np.asarray(seg.docs), np.asarray(seg.tfs), base)
+            for seg, base in zip(segments, self.view.offsets.tolist(), strict=False)
+        ]
+        self._all_live = self.view.n_live == len(self.view.keys)
         self._postings: dict[int, tuple[IntArray, npt.NDArray[np.float64]]] = {}
+        self._kth: dict[tuple[int, int], float] = {}  # (term, k) -> k-th best impact
         self._cached = 0
 
     def search(
@@ -125,7 +135,7 @@ class Scorer:
     ) -> tuple[FloatArray, IntArray]:
         """The ``k`` best live documents for one analysed query: ``(scores, keys)`` (with
         ``ties``, also those tied with the ``k``-th)."""
-        slots, scores = self.accumulate(term_ids)
+        slots, scores = self.accumulate(term_ids, None if allowed is not None else k)
         if allowed is not None and len(slots):
             allowed_slots, found = self.view.lookup(as_keys(allowed, "allowed"))
             keep = np.isin(slots, allowed_slots[found])
@@ -149,24 +159,57 @@ class Scorer:
             out[hit] = scores[pos[hit]]
         return out
 
-    def accumulate(self, term_ids: IntArray) -> tuple[np.ndarray, np.ndarray]:
-        """Sorted slots of the live documents matching ``term_ids`` and their scores."""
+    def accumulate(self, term_ids: IntArray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted slots of the live documents matching ``term_ids`` and their scores; with
+        ``k``, only a subset that holds every document whose float32 score reaches the
+        ``k``-th best (so the top ``k`` and its ties are the same as over all of them).
+
+        The subset is what scores at least a floor no worse than the ``k``-th best: each
+        impact is positive and float64 addition of positive numbers is monotone, so a
+        document's score is at least any one of its terms' weighted impacts, and the
+        ``k``-th best score at least the ``k``-th best impact of any one query term. The
+        floor is lowered by two float32 ulps so that no document whose float32 score ties
+        with the ``k``-th best is left out. Scores are summed exactly as without ``k``,
+        so they are bit-identical.
+        """
         if len(term_ids) == 0 or not self.segments:
             return np.zeros(0, np.int64), np.zeros(0, np.float64)
         uniq, counts = np.unique(term_ids, return_counts=True)
-        parts = [self._term_postings(int(t)) for t in uniq.tolist()]
-        slots = np.concatenate([p[0] for p in parts])
-        reps = counts.tolist()
-        weights = np.concatenate(
-            [p[1] * c if c > 1 else p[1] for p, c in zip(parts, reps, strict=True)]
-        )
+        gids, reps = uniq.tolist(), counts.tolist()
+        parts = [self._term_postings(gid) for gid in gids]
+        weights = [p[1] * c if c > 1 else p[1] for p, c in zip(parts, reps, strict=True)]
         n_slots = len(self.view.keys)
-        if len(slots) * 8 < n_slots:  # few hits: sort them rather than sweep every doc
-            cand, inverse = np.unique(slots, return_inverse=True)
-            return cand, np.bincount(inverse, weights, minlength=len(cand))
-        dense = np.bincount(slots, weights, minlength=n_slots)
-        cand = np.flatnonzero(dense > 0)  # every impact is > 0; a bool mask scans 7x faster
+        if sum(len(p[0]) for p in parts) * 8 < n_slots:  # few: sort rather than sweep all
+            cand, inverse = np.unique(np.concatenate([p[0] for p in parts]), return_inverse=True)
+            return cand, np.bincount(inverse, np.concatenate(weights), minlength=len(cand))
+        # a term's slots are distinct, so each document's score is 0.0 plus its terms'
+        # weights in term order: the sums np.bincount makes of the concatenated postings,
+        # without concatenating them
+        dense = np.zeros(n_slots)
+        for (slots, _), w in zip(parts, weights, strict=True):
+            dense[slots] += w
+        floor = 0.0 if k is None else self._floor(gids, reps, k)
+        if floor > 0.0:
+            cand = np.flatnonzero(dense >= floor * _FLOOR_SLACK)
+        else:
+            cand = np.flatnonzero(dense > 0)  # every impact is > 0; a bool mask scans 7x faster
         return cand, dense[cand]
+
+    def _floor(self, gids: list[int], reps: list[int], k: int) -> float:
+        """A lower bound of the ``k``-th best score of a query of terms ``gids`` repeated
+        ``reps`` times: the largest ``k``-th best weighted impact of one term (0.0 when no
+        term matches ``k`` documents)."""
+        best = 0.0
+        for gid, rep in zip(gids, reps, strict=True):
+            kth = self._kth.get((gid, k))
+            if kth is None:
+                impacts = self._term_postings(gid)[1]
+                n = len(impacts)
+                kth = float(np.partition(impacts, n - k)[n - k]) if n >= k else 0.0
+                self._kth[(gid, k)] = kth
+            # the weights are ``impacts * rep``: the same product, rounded the same way
+            best = max(best, kth * rep)
+        return best if best >= _FLOOR_MIN else 0.0
 
     def _term_postings(self, gid: int) -> tuple[IntArray, npt.NDArray[np.float64]]:
         """Live slots holding term ``gid`` and their BM25 impacts (idf * saturated tf)."""
@@ -174,23 +217,36 @@ class Scorer:
         if hit is not None:
             return hit
         view = self.view
-        slot_parts, tf_parts = [], []
-        for seg, base in zip(self.segments, view.offsets.tolist(), strict=False):
+        doc_parts, tf_parts, bases = [], [], []
+        for seg, indptr, docs, tfs, base in self._arrays:
             row = seg.row(gid)
             if row >= 0:
-                lo, hi = seg.indptr[row], seg.indptr[row + 1]
-                slot_parts.append(seg.docs[lo:hi].astype(np.int64) + base)
-                tf_parts.append(seg.tfs[lo:hi])
-        slots = np.concatenate(slot_parts) if slot_parts else np.zeros(0, np.int64)
-        tf = np.concatenate(tf_parts).astype(np.float64) if tf_parts else np.zeros(0)
-        live = view.live[slots]
-        if not live.all():
-            slots, tf = slots[live], tf[live]
+                lo, hi = indptr[row], indptr[row + 1]
+                doc_parts.append(docs[lo:hi])
+                tf_parts.append(tfs[lo:hi])
+                bases.append(base)
+        if not doc_parts:
+            slots, tf = np.zeros(0, np.int64), np.zeros(0, np.float64)
+        else:  # a handful of numpy calls whatever the number of segments
+            slots = np.concatenate(doc_parts, dtype=np.int64)
+            if len(bases) > 1:
+                slots += np.repeat(bases, [len(d) for d in doc_parts])
+            elif bases[0]:
+                slots += bases[0]
+            tf = np.concatenate(tf_parts, dtype=np.float64)
+        if not self._all_live:
+            live = view.live[slots]
+            if not live.all():
+                slots, tf = slots[live], tf[live]
         df = len(slots)
         idf = np.log1p((view.n_live - df + 0.5) / (df + 0.5))
-        impacts = idf * tf / (tf + view.norm[slots])
+        impacts = tf * idf  # idf * tf / (tf + norm), each operation as numpy rounds it
+        saturation = view.norm[slots]
+        saturation += tf
+        impacts /= saturation
         if self._cached > _CACHE_MAX_POSTINGS:
             self._postings.clear()
+            self._kth.clear()
             self._cached = 0
         self._postings[gid] = (slots, impacts)
         self._cached += df
