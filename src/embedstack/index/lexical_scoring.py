@@ -33,6 +33,7 @@ __all__ = ["Scorer", "View", "as_keys", "check_k", "top_k"]
 _CACHE_MAX_POSTINGS = 1 << 24  # per-term impact cache is cleared beyond this many entries
 _FLOOR_SLACK = 1.0 - 2.0**-22  # two float32 ulps below a score floor (see accumulate)
 _FLOOR_MIN = float(np.finfo(np.float32).tiny)  # below, float32 ulps are not relative: no floor
+_FLOOR_SAMPLE = 1 << 13  # a term's k-th best impact is taken among this many postings at most
 
 
 def as_keys(doc_keys: Iterable[int] | np.ndarray, what: str = "doc_keys") -> IntArray:
@@ -142,11 +143,6 @@ class Scorer:
             slots, scores = slots[keep], scores[keep]
         if len(slots) == 0:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
-        if len(slots) > k:  # keep the k best and their ties (in float32, as top_k ranks)
-            s32 = scores.astype(np.float32)
-            threshold = np.partition(s32, len(s32) - k)[len(s32) - k]
-            best = np.flatnonzero(s32 >= threshold)
-            slots, scores = slots[best], s32[best]
         return top_k(scores, self.view.keys[slots], k, ties)
 
     def score_slots(self, term_ids: IntArray, slots: IntArray) -> FloatArray:
@@ -198,12 +194,18 @@ class Scorer:
     def _floor(self, gids: list[int], reps: list[int], k: int) -> float:
         """A lower bound of the ``k``-th best score of a query of terms ``gids`` repeated
         ``reps`` times: the largest ``k``-th best weighted impact of one term (0.0 when no
-        term matches ``k`` documents)."""
+        term matches ``k`` documents).
+
+        A common term's ``k``-th best impact is taken among its first postings only (the
+        ``k``-th best of a subset is no better than that of all): common terms have low
+        impacts and seldom set the floor, and partitioning all their postings would cost
+        their first query as much as computing the impacts did.
+        """
         best = 0.0
         for gid, rep in zip(gids, reps, strict=True):
             kth = self._kth.get((gid, k))
             if kth is None:
-                impacts = self._term_postings(gid)[1]
+                impacts = self._term_postings(gid)[1][: max(_FLOOR_SAMPLE, k)]
                 n = len(impacts)
                 kth = float(np.partition(impacts, n - k)[n - k]) if n >= k else 0.0
                 self._kth[(gid, k)] = kth
