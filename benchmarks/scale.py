@@ -29,10 +29,14 @@ local storage overhead as a percent of encoding time
 Latencies are reported as wall clock and as the process's CPU time (``cpu_*``), which the
 load of a shared machine spoils least. ``--reuse DIR`` keeps the local indexes in ``DIR`` and
 measures an index found there without ingesting it again (open and queries only).
+``--baseline-src OTHER/src`` measures the local index a second time with another checkout's
+code, just before ours, in the same run (a before/after comparison under the same load).
 
 Example:
     .venv/bin/python benchmarks/scale.py --n 20000 --backends local,local-hnsw,peers
     .venv/bin/python benchmarks/scale.py --n 20000 --backends local,peers --reuse /tmp/s20k
+    .venv/bin/python benchmarks/scale.py --n 20000 --backends local,peers --reuse /tmp/s20k \
+        --baseline-src ../main/src
 """
 
 from __future__ import annotations
@@ -53,7 +57,8 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+# the source tree the children measure: this checkout's, or --baseline-src's (see main)
+sys.path.insert(0, os.environ.get("SCALE_SRC") or str(Path(__file__).resolve().parents[1] / "src"))
 
 HERE = Path(__file__).resolve().parents[1]
 DATASETS = ("scifact", "nfcorpus")
@@ -186,7 +191,10 @@ def measure_index(
 ) -> dict[str, Any]:
     """Open the built index at ``target`` (writer, then reader: each timed, CPU seconds
     too) and measure its queries."""
+    import embedstack
     from embedstack.index import Index
+
+    out["src"] = str(Path(embedstack.__file__).resolve().parents[1])  # the code measured
 
     qs = queries(args.datasets, args.queries)
     encoder = encoder_for(args.model)
@@ -376,6 +384,14 @@ def main(argv: list[str] | None = None) -> None:
         help="keep the local indexes in this folder and, when one is there already, skip "
         "its ingest and measure only open and queries",
     )
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="also measure the local index with the embedstack source tree in this folder "
+        "(another checkout's src/), reported as local_baseline, just before ours: a before/"
+        "after comparison in one run, on the same index (with --reuse) and the same load",
+    )
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (a temp dir)")
     parser.add_argument("--child", choices=BACKENDS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -393,23 +409,32 @@ def main(argv: list[str] | None = None) -> None:
                               "model": args.model, "cpus": os.cpu_count(),
                               "threads": args.threads,
                               "command": " ".join(sys.argv)}  # fmt: skip
+    runs = [(backend, backend, HERE / "src") for backend in chosen]
+    if args.baseline_src is not None:  # right before the local index measured with ours
+        at = chosen.index("local") if "local" in chosen else 0
+        runs.insert(at, ("local_baseline", "local", args.baseline_src.resolve()))
     with tempfile.TemporaryDirectory(dir=args.work) as work:
-        for backend in chosen:  # local before local-hnsw: its exact results give the recall
+        for (
+            name,
+            backend,
+            src,
+        ) in runs:  # local before local-hnsw: its exact results give the recall
             given = argv if argv is not None else sys.argv[1:]
             cmd = [sys.executable, __file__, *given, "--child", backend, "--work", work]
             if args.reuse is not None:  # the children run in the work folder
                 cmd += ["--reuse", str(args.reuse.resolve())]
             threads = str(args.threads)
-            env = {**os.environ, "PYTHONPATH": str(HERE / "src"), "OMP_NUM_THREADS": threads,
-                   "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}  # fmt: skip
+            env = {**os.environ, "PYTHONPATH": str(src), "SCALE_SRC": str(src),
+                   "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
+                   "MKL_NUM_THREADS": threads}  # fmt: skip
             done = subprocess.run(
                 cmd, capture_output=True, text=True, check=False, cwd=work, env=env
             )
             try:
-                report[backend] = json.loads(done.stdout.strip().splitlines()[-1])
+                report[name] = json.loads(done.stdout.strip().splitlines()[-1])
             except (IndexError, ValueError):
-                report[backend] = {"error": done.stderr.strip().splitlines()[-5:]}
-            print(backend, json.dumps(report[backend]), file=sys.stderr, flush=True)
+                report[name] = {"error": done.stderr.strip().splitlines()[-5:]}
+            print(name, json.dumps(report[name]), file=sys.stderr, flush=True)
     if args.encode_sample > 0:
         report["encoding_overhead"] = encode_overhead(args, report)
     out.parent.mkdir(parents=True, exist_ok=True)
