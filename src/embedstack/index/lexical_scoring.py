@@ -12,11 +12,16 @@ deleted document changes scores exactly as if it had never been indexed. The con
 bm25s does: it scales every score alike and changes no ranking.
 
 A :class:`Scorer` is built over one list of segments (:mod:`embedstack.index.lexical_segments`)
-and is replaced whenever they change; it caches each term's live postings and impacts.
+and is replaced whenever they change; it caches each term's live postings and impacts (and
+their ``k``-th best). A top-``k`` search ranks only the documents scoring at least the best
+``k``-th impact of one query term, a lower bound of the ``k``-th best score (the "threshold"
+that dynamic pruning such as MaxScore, Turtle & Flood 1995, starts from): a few hundred
+documents instead of every match, with the same scores and ranking.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -30,7 +35,8 @@ from embedstack.index.lexical_segments import Segment
 
 __all__ = ["Scorer", "View", "as_keys", "check_k", "top_k"]
 
-_CACHE_MAX_POSTINGS = 1 << 24  # per-term impact cache is cleared beyond this many entries
+_CACHE_MAX_POSTINGS = 1 << 24  # per-term impact cache: least recently used out beyond this
+_CACHE_MAX_FLOORS = 1 << 20  # (term, k) -> k-th best impact entries kept
 _FLOOR_SLACK = 1.0 - 2.0**-22  # two float32 ulps below a score floor (see accumulate)
 _FLOOR_MIN = float(np.finfo(np.float32).tiny)  # below, float32 ulps are not relative: no floor
 _FLOOR_SAMPLE = 1 << 13  # a term's k-th best impact is taken among this many postings at most
@@ -127,9 +133,10 @@ class Scorer:
             for seg, base in zip(segments, self.view.offsets.tolist(), strict=False)
         ]
         self._all_live = self.view.n_live == len(self.view.keys)
-        self._postings: dict[int, tuple[IntArray, npt.NDArray[np.float64]]] = {}
-        self._kth: dict[tuple[int, int], float] = {}  # (term, k) -> k-th best impact
+        # term -> (live slots, impacts), least recently used first; ``_cached`` postings
+        self._postings: OrderedDict[int, tuple[IntArray, npt.NDArray[np.float64]]] = OrderedDict()
         self._cached = 0
+        self._kth: dict[tuple[int, int], float] = {}  # (term, k) -> k-th best impact
 
     def search(
         self, term_ids: IntArray, k: int, allowed: IntArray | None, ties: bool = False
@@ -183,7 +190,7 @@ class Scorer:
         # without concatenating them
         dense = np.zeros(n_slots)
         for (slots, _), w in zip(parts, weights, strict=True):
-            dense[slots] += w
+            np.add.at(dense, slots, w)  # faster than dense[slots] += w at a million slots
         floor = 0.0 if k is None else self._floor(gids, reps, k)
         if floor > 0.0:
             cand = np.flatnonzero(dense >= floor * _FLOOR_SLACK)
@@ -208,6 +215,8 @@ class Scorer:
                 impacts = self._term_postings(gid)[1][: max(_FLOOR_SAMPLE, k)]
                 n = len(impacts)
                 kth = float(np.partition(impacts, n - k)[n - k]) if n >= k else 0.0
+                if len(self._kth) >= _CACHE_MAX_FLOORS:
+                    self._kth.clear()
                 self._kth[(gid, k)] = kth
             # the weights are ``impacts * rep``: the same product, rounded the same way
             best = max(best, kth * rep)
@@ -217,6 +226,7 @@ class Scorer:
         """Live slots holding term ``gid`` and their BM25 impacts (idf * saturated tf)."""
         hit = self._postings.get(gid)
         if hit is not None:
+            self._postings.move_to_end(gid)
             return hit
         view = self.view
         doc_parts, tf_parts, bases = [], [], []
@@ -231,10 +241,11 @@ class Scorer:
             slots, tf = np.zeros(0, np.int64), np.zeros(0, np.float64)
         else:  # a handful of numpy calls whatever the number of segments
             slots = np.concatenate(doc_parts, dtype=np.int64)
-            if len(bases) > 1:
-                slots += np.repeat(bases, [len(d) for d in doc_parts])
-            elif bases[0]:
-                slots += bases[0]
+            at = 0
+            for docs, base in zip(doc_parts, bases, strict=True):
+                if base:
+                    slots[at : at + len(docs)] += base  # segment-local ids -> slots
+                at += len(docs)
             tf = np.concatenate(tf_parts, dtype=np.float64)
         if not self._all_live:
             live = view.live[slots]
@@ -246,10 +257,8 @@ class Scorer:
         saturation = view.norm[slots]
         saturation += tf
         impacts /= saturation
-        if self._cached > _CACHE_MAX_POSTINGS:
-            self._postings.clear()
-            self._kth.clear()
-            self._cached = 0
         self._postings[gid] = (slots, impacts)
         self._cached += df
+        while self._cached > _CACHE_MAX_POSTINGS and len(self._postings) > 1:
+            self._cached -= len(self._postings.popitem(last=False)[1][0])
         return slots, impacts
