@@ -11,7 +11,8 @@ Backends (``--backends``, comma separated; each runs in its own process so peak 
 * ``local-hnsw``: the local index with ``ann="hnsw"`` (recall@10 against ``local``'s exact
   results when both ran);
 * ``peers``: bm25s (BM25, Lucene method) and FAISS ``IndexFlatIP`` / ``IndexHNSWFlat`` (M=32,
-  efConstruction=128, efSearch=128) over the same vectors;
+  efConstruction=128, efSearch=128) over the same vectors (``--peers bm25s`` runs bm25s alone,
+  without encoding the corpus or building the HNSW graph, for BM25 comparisons at 1M);
 * ``pg``, ``milvus``: ``Index.create(uri, ...)`` on PostgreSQL (``--pg-uri``; by default a
   ``pgserver`` started in the work directory) or Milvus (``--milvus-uri``). Skipped, with the
   reason, where the URI is refused or not routed to a backend.
@@ -242,14 +243,13 @@ def recall(got: list[list[Any]], exact: list[list[Any]]) -> float:
 
 
 def run_peers(args: argparse.Namespace) -> dict[str, Any]:
-    """bm25s and FAISS (flat, HNSW) on the same documents and queries."""
+    """bm25s and FAISS (flat, HNSW) on the same documents and queries (``--peers`` picks)."""
     import bm25s
-    import faiss
     import Stemmer
 
     from embedstack.index.tokenize import TOKEN_PATTERN
 
-    faiss.omp_set_num_threads(args.threads)
+    with_faiss = "faiss" in args.peers.split(",")
     pool, qs = sentences(args.datasets), queries(args.datasets, args.queries)
     encoder = encoder_for(args.model)
     texts: list[str] = []
@@ -258,10 +258,11 @@ def run_peers(args: argparse.Namespace) -> dict[str, Any]:
     for batch in batches(pool, args.n, args.batch):
         part = [d["text"] for d in batch]
         texts += part
-        t0 = time.perf_counter()
-        vecs.append(np.asarray(encoder.encode_documents(part), dtype=np.float32))
-        encode_s += time.perf_counter() - t0
-    x = np.ascontiguousarray(np.concatenate(vecs))
+        if with_faiss:
+            t0 = time.perf_counter()
+            vecs.append(np.asarray(encoder.encode_documents(part), dtype=np.float32))
+            encode_s += time.perf_counter() - t0
+    x = np.ascontiguousarray(np.concatenate(vecs)) if with_faiss else None
     del vecs
     stemmer = Stemmer.Stemmer("english")
     kw = {"stopwords": "en", "stemmer": stemmer, "show_progress": False}
@@ -279,13 +280,27 @@ def run_peers(args: argparse.Namespace) -> dict[str, Any]:
 
     out: dict[str, Any] = {
         "n_docs": args.n,
-        "hash_encode_docs_per_s": round(args.n / encode_s, 1),
         "bm25s": {
             "version": bm25s.__version__,
             "index_s": round(bm25_build, 2),
             **latency(bm25_query, qs),
         },  # fmt: skip
     }
+    if x is not None:
+        out["hash_encode_docs_per_s"] = round(args.n / encode_s, 1)
+        out.update(run_faiss(args, x, qs, encoder))
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def run_faiss(
+    args: argparse.Namespace, x: np.ndarray, qs: list[str], encoder: Any
+) -> dict[str, Any]:
+    """FAISS flat and HNSW over the documents' vectors ``x``."""
+    import faiss
+
+    faiss.omp_set_num_threads(args.threads)
+    out: dict[str, Any] = {}
     qv = {q: np.asarray(encoder.encode_queries([q]), dtype=np.float32) for q in qs}
     flat = faiss.IndexFlatIP(x.shape[1])
     flat.add(x)
@@ -304,7 +319,6 @@ def run_peers(args: argparse.Namespace) -> dict[str, Any]:
         "recall_at_10_vs_flat": recall(got, exact),
         **latency(lambda q: hnsw.search(encoder.encode_queries([q]), 10), qs),
     }
-    out["peak_rss_mb"] = peak_rss_mb()
     return out
 
 
@@ -370,6 +384,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="hash-256")
     parser.add_argument("--backends", default="local,local-hnsw,peers,pg,milvus")
     parser.add_argument("--datasets", type=Path, default=HERE.parent / "shared" / "datasets")
+    parser.add_argument(
+        "--peers",
+        default="bm25s,faiss",
+        help="which peers the peers backend runs: bm25s, faiss (flat and HNSW) or both",
+    )
     parser.add_argument("--pg-uri", default=None)
     parser.add_argument("--milvus-uri", default=None)
     parser.add_argument("--encode-sample", type=int, default=256)
@@ -400,6 +419,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         print(json.dumps(child(args)))
         return
+    if not set(args.peers.split(",")) <= {"bm25s", "faiss"}:
+        parser.error(f"--peers takes bm25s and/or faiss, got {args.peers!r}")
     chosen = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = set(chosen) - set(BACKENDS)
     if unknown:
