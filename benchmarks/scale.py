@@ -11,7 +11,8 @@ Backends (``--backends``, comma separated; each runs in its own process so peak 
 * ``local-hnsw``: the local index with ``ann="hnsw"`` (recall@10 against ``local``'s exact
   results when both ran);
 * ``peers``: bm25s (BM25, Lucene method) and FAISS ``IndexFlatIP`` / ``IndexHNSWFlat`` (M=32,
-  efConstruction=128, efSearch=128) over the same vectors;
+  efConstruction=128, efSearch=128) over the same vectors (``--peers bm25s`` runs bm25s alone,
+  without encoding the corpus or building the HNSW graph, for BM25 comparisons at 1M);
 * ``pg``, ``milvus``: ``Index.create(uri, ...)`` on PostgreSQL (``--pg-uri``; by default a
   ``pgserver`` started in the work directory) or Milvus (``--milvus-uri``). Skipped, with the
   reason, where the URI is refused or not routed to a backend.
@@ -29,10 +30,14 @@ local storage overhead as a percent of encoding time
 Latencies are reported as wall clock and as the process's CPU time (``cpu_*``), which the
 load of a shared machine spoils least. ``--reuse DIR`` keeps the local indexes in ``DIR`` and
 measures an index found there without ingesting it again (open and queries only).
+``--baseline-src OTHER/src`` measures the local index a second time with another checkout's
+code, just before ours, in the same run (a before/after comparison under the same load).
 
 Example:
     .venv/bin/python benchmarks/scale.py --n 20000 --backends local,local-hnsw,peers
     .venv/bin/python benchmarks/scale.py --n 20000 --backends local,peers --reuse /tmp/s20k
+    .venv/bin/python benchmarks/scale.py --n 20000 --backends local,peers --reuse /tmp/s20k \
+        --baseline-src ../main/src
 """
 
 from __future__ import annotations
@@ -53,7 +58,8 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+# the source tree the children measure: this checkout's, or --baseline-src's (see main)
+sys.path.insert(0, os.environ.get("SCALE_SRC") or str(Path(__file__).resolve().parents[1] / "src"))
 
 HERE = Path(__file__).resolve().parents[1]
 DATASETS = ("scifact", "nfcorpus")
@@ -186,7 +192,10 @@ def measure_index(
 ) -> dict[str, Any]:
     """Open the built index at ``target`` (writer, then reader: each timed, CPU seconds
     too) and measure its queries."""
+    import embedstack
     from embedstack.index import Index
+
+    out["src"] = str(Path(embedstack.__file__).resolve().parents[1])  # the code measured
 
     qs = queries(args.datasets, args.queries)
     encoder = encoder_for(args.model)
@@ -234,14 +243,13 @@ def recall(got: list[list[Any]], exact: list[list[Any]]) -> float:
 
 
 def run_peers(args: argparse.Namespace) -> dict[str, Any]:
-    """bm25s and FAISS (flat, HNSW) on the same documents and queries."""
+    """bm25s and FAISS (flat, HNSW) on the same documents and queries (``--peers`` picks)."""
     import bm25s
-    import faiss
     import Stemmer
 
     from embedstack.index.tokenize import TOKEN_PATTERN
 
-    faiss.omp_set_num_threads(args.threads)
+    with_faiss = "faiss" in args.peers.split(",")
     pool, qs = sentences(args.datasets), queries(args.datasets, args.queries)
     encoder = encoder_for(args.model)
     texts: list[str] = []
@@ -250,10 +258,11 @@ def run_peers(args: argparse.Namespace) -> dict[str, Any]:
     for batch in batches(pool, args.n, args.batch):
         part = [d["text"] for d in batch]
         texts += part
-        t0 = time.perf_counter()
-        vecs.append(np.asarray(encoder.encode_documents(part), dtype=np.float32))
-        encode_s += time.perf_counter() - t0
-    x = np.ascontiguousarray(np.concatenate(vecs))
+        if with_faiss:
+            t0 = time.perf_counter()
+            vecs.append(np.asarray(encoder.encode_documents(part), dtype=np.float32))
+            encode_s += time.perf_counter() - t0
+    x = np.ascontiguousarray(np.concatenate(vecs)) if with_faiss else None
     del vecs
     stemmer = Stemmer.Stemmer("english")
     kw = {"stopwords": "en", "stemmer": stemmer, "show_progress": False}
@@ -271,13 +280,27 @@ def run_peers(args: argparse.Namespace) -> dict[str, Any]:
 
     out: dict[str, Any] = {
         "n_docs": args.n,
-        "hash_encode_docs_per_s": round(args.n / encode_s, 1),
         "bm25s": {
             "version": bm25s.__version__,
             "index_s": round(bm25_build, 2),
             **latency(bm25_query, qs),
         },  # fmt: skip
     }
+    if x is not None:
+        out["hash_encode_docs_per_s"] = round(args.n / encode_s, 1)
+        out.update(run_faiss(args, x, qs, encoder))
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def run_faiss(
+    args: argparse.Namespace, x: np.ndarray, qs: list[str], encoder: Any
+) -> dict[str, Any]:
+    """FAISS flat and HNSW over the documents' vectors ``x``."""
+    import faiss
+
+    faiss.omp_set_num_threads(args.threads)
+    out: dict[str, Any] = {}
     qv = {q: np.asarray(encoder.encode_queries([q]), dtype=np.float32) for q in qs}
     flat = faiss.IndexFlatIP(x.shape[1])
     flat.add(x)
@@ -296,7 +319,6 @@ def run_peers(args: argparse.Namespace) -> dict[str, Any]:
         "recall_at_10_vs_flat": recall(got, exact),
         **latency(lambda q: hnsw.search(encoder.encode_queries([q]), 10), qs),
     }
-    out["peak_rss_mb"] = peak_rss_mb()
     return out
 
 
@@ -362,6 +384,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="hash-256")
     parser.add_argument("--backends", default="local,local-hnsw,peers,pg,milvus")
     parser.add_argument("--datasets", type=Path, default=HERE.parent / "shared" / "datasets")
+    parser.add_argument(
+        "--peers",
+        default="bm25s,faiss",
+        help="which peers the peers backend runs: bm25s, faiss (flat and HNSW) or both",
+    )
     parser.add_argument("--pg-uri", default=None)
     parser.add_argument("--milvus-uri", default=None)
     parser.add_argument("--encode-sample", type=int, default=256)
@@ -376,6 +403,14 @@ def main(argv: list[str] | None = None) -> None:
         help="keep the local indexes in this folder and, when one is there already, skip "
         "its ingest and measure only open and queries",
     )
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="also measure the local index with the embedstack source tree in this folder "
+        "(another checkout's src/), reported as local_baseline, just before ours: a before/"
+        "after comparison in one run, on the same index (with --reuse) and the same load",
+    )
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (a temp dir)")
     parser.add_argument("--child", choices=BACKENDS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -384,6 +419,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         print(json.dumps(child(args)))
         return
+    if not set(args.peers.split(",")) <= {"bm25s", "faiss"}:
+        parser.error(f"--peers takes bm25s and/or faiss, got {args.peers!r}")
     chosen = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = set(chosen) - set(BACKENDS)
     if unknown:
@@ -393,23 +430,32 @@ def main(argv: list[str] | None = None) -> None:
                               "model": args.model, "cpus": os.cpu_count(),
                               "threads": args.threads,
                               "command": " ".join(sys.argv)}  # fmt: skip
+    runs = [(backend, backend, HERE / "src") for backend in chosen]
+    if args.baseline_src is not None:  # right before the local index measured with ours
+        at = chosen.index("local") if "local" in chosen else 0
+        runs.insert(at, ("local_baseline", "local", args.baseline_src.resolve()))
     with tempfile.TemporaryDirectory(dir=args.work) as work:
-        for backend in chosen:  # local before local-hnsw: its exact results give the recall
+        for (
+            name,
+            backend,
+            src,
+        ) in runs:  # local before local-hnsw: its exact results give the recall
             given = argv if argv is not None else sys.argv[1:]
             cmd = [sys.executable, __file__, *given, "--child", backend, "--work", work]
             if args.reuse is not None:  # the children run in the work folder
                 cmd += ["--reuse", str(args.reuse.resolve())]
             threads = str(args.threads)
-            env = {**os.environ, "PYTHONPATH": str(HERE / "src"), "OMP_NUM_THREADS": threads,
-                   "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}  # fmt: skip
+            env = {**os.environ, "PYTHONPATH": str(src), "SCALE_SRC": str(src),
+                   "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
+                   "MKL_NUM_THREADS": threads}  # fmt: skip
             done = subprocess.run(
                 cmd, capture_output=True, text=True, check=False, cwd=work, env=env
             )
             try:
-                report[backend] = json.loads(done.stdout.strip().splitlines()[-1])
+                report[name] = json.loads(done.stdout.strip().splitlines()[-1])
             except (IndexError, ValueError):
-                report[backend] = {"error": done.stderr.strip().splitlines()[-5:]}
-            print(backend, json.dumps(report[backend]), file=sys.stderr, flush=True)
+                report[name] = {"error": done.stderr.strip().splitlines()[-5:]}
+            print(name, json.dumps(report[name]), file=sys.stderr, flush=True)
     if args.encode_sample > 0:
         report["encoding_overhead"] = encode_overhead(args, report)
     out.parent.mkdir(parents=True, exist_ok=True)

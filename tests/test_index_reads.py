@@ -1,5 +1,6 @@
-"""The fast read paths of an index (issue 18): the SQLite snapshot read in bulk at open and the
-hits of a search materialised in one query. Each is checked against the plain way."""
+"""The fast read paths of an index (issue 18): the SQLite snapshot read in bulk at open, the
+hits of a search materialised in one query, and a retriever's list put in document-id order
+without a sort when it holds no tie. Each is checked against the plain way."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from embedstack import HashEncoder
 from embedstack.index import Index, search
@@ -104,3 +107,31 @@ def test_open_reads_the_snapshot_once(
         assert len(reads) == 1
         assert len(again) == n_docs
         assert again.search_many(queries, mode="hybrid", k=10) == expected
+
+
+@st.composite
+def _ranked_lists(draw: st.DrawFn) -> tuple[list[tuple[int, float]], dict[int, str], int]:
+    """A retriever's ``(key, score)`` list, best first and ties by key, with few distinct
+    scores (ties) or none; ids whose order is not the keys' order; some keys deleted."""
+    keys = draw(st.lists(st.integers(0, 60), unique=True, max_size=25))
+    if draw(st.booleans()):
+        scores = draw(st.lists(st.sampled_from([0.5, 1.0, 1.25, 2.0]), min_size=len(keys),
+                               max_size=len(keys)))  # fmt: skip
+    else:
+        scores = draw(st.lists(st.floats(0.0, 10.0), min_size=len(keys), max_size=len(keys),
+                               unique=True))  # fmt: skip
+    ranked = sorted(zip(keys, scores, strict=True), key=lambda item: (-item[1], item[0]))
+    names = draw(st.permutations(range(61)))
+    ids = {key: f"doc-{names[key]:02d}" for key in keys if draw(st.integers(0, 5))}
+    return ranked, ids, draw(st.integers(1, 30))
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=_ranked_lists())
+def test_id_order_equals_sorting_by_score_then_id(
+    case: tuple[list[tuple[int, float]], dict[int, str], int],
+) -> None:
+    ranked, ids, depth = case
+    live = [item for item in ranked if item[0] in ids]  # deleted documents drop out
+    expected = sorted(live, key=lambda item: (-item[1], ids[item[0]]))[:depth]
+    assert search.by_id(ranked, ids, depth) == expected

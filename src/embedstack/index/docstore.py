@@ -246,8 +246,7 @@ class DocStore:
             part = keys[i : i + _BATCH]
             marks = ",".join("?" * len(part))
             query = f"SELECT key, id, title, text, metadata FROM docs WHERE key IN ({marks})"
-            for key, *row in self.conn.execute(query, part):
-                out[key] = tuple(row)
+            out.update((row[0], row[1:]) for row in self.conn.execute(query, part))
         return out
 
     def ids_by_key(self, keys: Iterable[int]) -> dict[int, str]:

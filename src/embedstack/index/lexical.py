@@ -370,7 +370,10 @@ class LexicalIndex:
         k = check_k(k)
         texts = [_as_query(q) for q in queries]
         scorer = self._scorer()
-        analysed = self._analyzer.analyze_queries(texts)
+        if len(texts) == 1:  # one query's term ids are the whole analysis: no split
+            analysed = [self._analyzer.analyze(texts, grow=False)[0]]
+        else:
+            analysed = self._analyzer.analyze_queries(texts)
         return [scorer.search(ids, k, allowed, ties) for ids in analysed]
 
     def score_docs(self, query: str, doc_keys: Sequence[int] | IntArray) -> FloatArray:

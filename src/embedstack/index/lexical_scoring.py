@@ -12,11 +12,16 @@ deleted document changes scores exactly as if it had never been indexed. The con
 bm25s does: it scales every score alike and changes no ranking.
 
 A :class:`Scorer` is built over one list of segments (:mod:`embedstack.index.lexical_segments`)
-and is replaced whenever they change; it caches each term's live postings and impacts.
+and is replaced whenever they change; it caches each term's live postings and impacts (and
+their ``k``-th best). A top-``k`` search ranks only the documents scoring at least the best
+``k``-th impact of one query term, a lower bound of the ``k``-th best score (the "threshold"
+that dynamic pruning such as MaxScore, Turtle & Flood 1995, starts from): a few hundred
+documents instead of every match, with the same scores and ranking.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -30,7 +35,11 @@ from embedstack.index.lexical_segments import Segment
 
 __all__ = ["Scorer", "View", "as_keys", "check_k", "top_k"]
 
-_CACHE_MAX_POSTINGS = 1 << 24  # per-term impact cache is cleared beyond this many entries
+_CACHE_MAX_POSTINGS = 1 << 24  # per-term impact cache: least recently used out beyond this
+_CACHE_MAX_FLOORS = 1 << 20  # (term, k) -> k-th best impact entries kept
+_FLOOR_SLACK = 1.0 - 2.0**-22  # two float32 ulps below a score floor (see accumulate)
+_FLOOR_MIN = float(np.finfo(np.float32).tiny)  # below, float32 ulps are not relative: no floor
+_FLOOR_SAMPLE = 1 << 13  # a term's k-th best impact is taken among this many postings at most
 
 
 def as_keys(doc_keys: Iterable[int] | np.ndarray, what: str = "doc_keys") -> IntArray:
@@ -117,26 +126,30 @@ class Scorer:
     def __init__(self, segments: list[Segment], k1: float, b: float) -> None:
         self.segments = segments
         self.view = View.build(segments, k1, b)
-        self._postings: dict[int, tuple[IntArray, npt.NDArray[np.float64]]] = {}
+        # plain-ndarray views of the (memory-mapped) postings: slicing a np.memmap runs
+        # Python code (its __array_finalize__), some microseconds per slice
+        self._arrays = [
+            (seg, np.asarray(seg.indptr), np.asarray(seg.docs), np.asarray(seg.tfs), base)
+            for seg, base in zip(segments, self.view.offsets.tolist(), strict=False)
+        ]
+        self._all_live = self.view.n_live == len(self.view.keys)
+        # term -> (live slots, impacts), least recently used first; ``_cached`` postings
+        self._postings: OrderedDict[int, tuple[IntArray, npt.NDArray[np.float64]]] = OrderedDict()
         self._cached = 0
+        self._kth: dict[tuple[int, int], float] = {}  # (term, k) -> k-th best impact
 
     def search(
         self, term_ids: IntArray, k: int, allowed: IntArray | None, ties: bool = False
     ) -> tuple[FloatArray, IntArray]:
         """The ``k`` best live documents for one analysed query: ``(scores, keys)`` (with
         ``ties``, also those tied with the ``k``-th)."""
-        slots, scores = self.accumulate(term_ids)
+        slots, scores = self.accumulate(term_ids, None if allowed is not None else k)
         if allowed is not None and len(slots):
             allowed_slots, found = self.view.lookup(as_keys(allowed, "allowed"))
             keep = np.isin(slots, allowed_slots[found])
             slots, scores = slots[keep], scores[keep]
         if len(slots) == 0:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
-        if len(slots) > k:  # keep the k best and their ties (in float32, as top_k ranks)
-            s32 = scores.astype(np.float32)
-            threshold = np.partition(s32, len(s32) - k)[len(s32) - k]
-            best = np.flatnonzero(s32 >= threshold)
-            slots, scores = slots[best], s32[best]
         return top_k(scores, self.view.keys[slots], k, ties)
 
     def score_slots(self, term_ids: IntArray, slots: IntArray) -> FloatArray:
@@ -149,49 +162,103 @@ class Scorer:
             out[hit] = scores[pos[hit]]
         return out
 
-    def accumulate(self, term_ids: IntArray) -> tuple[np.ndarray, np.ndarray]:
-        """Sorted slots of the live documents matching ``term_ids`` and their scores."""
+    def accumulate(self, term_ids: IntArray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted slots of the live documents matching ``term_ids`` and their scores; with
+        ``k``, only a subset that holds every document whose float32 score reaches the
+        ``k``-th best (so the top ``k`` and its ties are the same as over all of them).
+
+        The subset is what scores at least a floor no worse than the ``k``-th best: each
+        impact is positive and float64 addition of positive numbers is monotone, so a
+        document's score is at least any one of its terms' weighted impacts, and the
+        ``k``-th best score at least the ``k``-th best impact of any one query term. The
+        floor is lowered by two float32 ulps so that no document whose float32 score ties
+        with the ``k``-th best is left out. Scores are summed exactly as without ``k``,
+        so they are bit-identical.
+        """
         if len(term_ids) == 0 or not self.segments:
             return np.zeros(0, np.int64), np.zeros(0, np.float64)
         uniq, counts = np.unique(term_ids, return_counts=True)
-        parts = [self._term_postings(int(t)) for t in uniq.tolist()]
-        slots = np.concatenate([p[0] for p in parts])
-        reps = counts.tolist()
-        weights = np.concatenate(
-            [p[1] * c if c > 1 else p[1] for p, c in zip(parts, reps, strict=True)]
-        )
+        gids, reps = uniq.tolist(), counts.tolist()
+        parts = [self._term_postings(gid) for gid in gids]
+        weights = [p[1] * c if c > 1 else p[1] for p, c in zip(parts, reps, strict=True)]
         n_slots = len(self.view.keys)
-        if len(slots) * 8 < n_slots:  # few hits: sort them rather than sweep every doc
-            cand, inverse = np.unique(slots, return_inverse=True)
-            return cand, np.bincount(inverse, weights, minlength=len(cand))
-        dense = np.bincount(slots, weights, minlength=n_slots)
-        cand = np.flatnonzero(dense > 0)  # every impact is > 0; a bool mask scans 7x faster
+        if sum(len(p[0]) for p in parts) * 8 < n_slots:  # few: sort rather than sweep all
+            cand, inverse = np.unique(np.concatenate([p[0] for p in parts]), return_inverse=True)
+            return cand, np.bincount(inverse, np.concatenate(weights), minlength=len(cand))
+        # a term's slots are distinct, so each document's score is 0.0 plus its terms'
+        # weights in term order: the sums np.bincount makes of the concatenated postings,
+        # without concatenating them
+        dense = np.zeros(n_slots)
+        for (slots, _), w in zip(parts, weights, strict=True):
+            np.add.at(dense, slots, w)  # faster than dense[slots] += w at a million slots
+        floor = 0.0 if k is None else self._floor(gids, reps, k)
+        if floor > 0.0:
+            cand = np.flatnonzero(dense >= floor * _FLOOR_SLACK)
+        else:
+            cand = np.flatnonzero(dense > 0)  # every impact is > 0; a bool mask scans 7x faster
         return cand, dense[cand]
+
+    def _floor(self, gids: list[int], reps: list[int], k: int) -> float:
+        """A lower bound of the ``k``-th best score of a query of terms ``gids`` repeated
+        ``reps`` times: the largest ``k``-th best weighted impact of one term (0.0 when no
+        term matches ``k`` documents).
+
+        A common term's ``k``-th best impact is taken among its first postings only (the
+        ``k``-th best of a subset is no better than that of all): common terms have low
+        impacts and seldom set the floor, and partitioning all their postings would cost
+        their first query as much as computing the impacts did.
+        """
+        best = 0.0
+        for gid, rep in zip(gids, reps, strict=True):
+            kth = self._kth.get((gid, k))
+            if kth is None:
+                impacts = self._term_postings(gid)[1][: max(_FLOOR_SAMPLE, k)]
+                n = len(impacts)
+                kth = float(np.partition(impacts, n - k)[n - k]) if n >= k else 0.0
+                if len(self._kth) >= _CACHE_MAX_FLOORS:
+                    self._kth.clear()
+                self._kth[(gid, k)] = kth
+            # the weights are ``impacts * rep``: the same product, rounded the same way
+            best = max(best, kth * rep)
+        return best if best >= _FLOOR_MIN else 0.0
 
     def _term_postings(self, gid: int) -> tuple[IntArray, npt.NDArray[np.float64]]:
         """Live slots holding term ``gid`` and their BM25 impacts (idf * saturated tf)."""
         hit = self._postings.get(gid)
         if hit is not None:
+            self._postings.move_to_end(gid)
             return hit
         view = self.view
-        slot_parts, tf_parts = [], []
-        for seg, base in zip(self.segments, view.offsets.tolist(), strict=False):
+        doc_parts, tf_parts, bases = [], [], []
+        for seg, indptr, docs, tfs, base in self._arrays:
             row = seg.row(gid)
             if row >= 0:
-                lo, hi = seg.indptr[row], seg.indptr[row + 1]
-                slot_parts.append(seg.docs[lo:hi].astype(np.int64) + base)
-                tf_parts.append(seg.tfs[lo:hi])
-        slots = np.concatenate(slot_parts) if slot_parts else np.zeros(0, np.int64)
-        tf = np.concatenate(tf_parts).astype(np.float64) if tf_parts else np.zeros(0)
-        live = view.live[slots]
-        if not live.all():
-            slots, tf = slots[live], tf[live]
+                lo, hi = indptr[row], indptr[row + 1]
+                doc_parts.append(docs[lo:hi])
+                tf_parts.append(tfs[lo:hi])
+                bases.append(base)
+        if not doc_parts:
+            slots, tf = np.zeros(0, np.int64), np.zeros(0, np.float64)
+        else:  # a handful of numpy calls whatever the number of segments
+            slots = np.concatenate(doc_parts, dtype=np.int64)
+            at = 0
+            for docs, base in zip(doc_parts, bases, strict=True):
+                if base:
+                    slots[at : at + len(docs)] += base  # segment-local ids -> slots
+                at += len(docs)
+            tf = np.concatenate(tf_parts, dtype=np.float64)
+        if not self._all_live:
+            live = view.live[slots]
+            if not live.all():
+                slots, tf = slots[live], tf[live]
         df = len(slots)
         idf = np.log1p((view.n_live - df + 0.5) / (df + 0.5))
-        impacts = idf * tf / (tf + view.norm[slots])
-        if self._cached > _CACHE_MAX_POSTINGS:
-            self._postings.clear()
-            self._cached = 0
+        impacts = tf * idf  # idf * tf / (tf + norm), each operation as numpy rounds it
+        saturation = view.norm[slots]
+        saturation += tf
+        impacts /= saturation
         self._postings[gid] = (slots, impacts)
         self._cached += df
+        while self._cached > _CACHE_MAX_POSTINGS and len(self._postings) > 1:
+            self._cached -= len(self._postings.popitem(last=False)[1][0])
         return slots, impacts

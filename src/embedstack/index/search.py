@@ -26,9 +26,10 @@ from embedstack.index.docstore import DocRow, DocStore, parse_metadata
 from embedstack.index.fields.base import DocHits, Field, Retriever, Snapshot
 from embedstack.index.protocols import SearchOptions
 
-__all__ = ["active_retrievers", "check_queries", "search_many"]
+__all__ = ["active_retrievers", "by_id", "check_queries", "fuse_ranked", "search_many"]
 
 _Ranked = list[tuple[int, float]]  # (doc key, score), best first
+_Result = tuple[int, float, dict[str, int], dict[str, float]]  # key, score, ranks, scores
 _ONE_QUERY = 4  # read whole documents with their ids up to this many candidates per hit
 
 
@@ -100,6 +101,20 @@ def search_many(
     return _hits(store, len(queries), found, options, depth)
 
 
+def by_id(ranked: _Ranked, ids: dict[int, str], depth: int) -> _Ranked:
+    """The first ``depth`` of a retriever's ``(key, score)`` list (best first, ties by key)
+    whose key is in ``ids`` (documents deleted meanwhile drop out), ties by document id.
+
+    Retrievers hand over the whole tie at the cut; ordering it by id keeps the ``depth``
+    best independently of insertion order. A list whose scores strictly decrease has no
+    tie to order: it is returned as it is, without sorting.
+    """
+    live = [item for item in ranked if item[0] in ids]
+    if all(a[1] > b[1] for a, b in zip(live, live[1:], strict=False)):
+        return live[:depth]
+    return sorted(live, key=lambda item: (-item[1], ids[item[0]]))[:depth]
+
+
 def _hits(
     store: DocStore,
     n_queries: int,
@@ -116,41 +131,43 @@ def _hits(
     # plus ties): one query reads every field; many (fusion): ids now, the rest for the k
     rows = store.rows_by_key(keys) if len(keys) <= _ONE_QUERY * n_queries * options.k else None
     ids = store.ids_by_key(keys) if rows is None else {key: row[0] for key, row in rows.items()}
-    out: list[list[tuple[int, float, dict[str, int], dict[str, float]]]] = []
+    out: list[list[_Result]] = []
     for qi in range(n_queries):
-        per: dict[str, _Ranked] = {}
-        for name, lists in sources:  # ties by doc id: independent of insertion order
-            live = [(key, s) for key, s in lists[qi] if key in ids]
-            # retrievers hand over the whole tie at the cut; keep the depth best by id
-            per[name] = sorted(live, key=lambda item: (-item[1], ids[item[0]]))[:depth]
-        ranks = {name: {key: r for r, (key, _) in enumerate(lst, 1)} for name, lst in per.items()}
-        scores = {name: dict(lst) for name, lst in per.items()}
-        if len(per) == 1:
-            fused = next(iter(per.values()))
-        else:
-            by_id = {ids[key]: key for lst in per.values() for key, _ in lst}
-            if options.fusion == "rrf":
-                pairs = fuse.rrf(
-                    [[ids[key] for key, _ in lst] for lst in per.values()], k=options.rrf_k
-                )
-            else:
-                weights = None if len(per) == 2 else [1 / len(per)] * len(per)
-                pairs = fuse.weighted([{ids[key]: s for key, s in lst} for lst in per.values()],
-                                      alpha=options.alpha,
-                                      normalization=options.normalization,
-                                      weights=weights)  # fmt: skip
-            fused = [(by_id[doc], s) for doc, s in pairs]
-        out.append([
-            (key, s, {n: r[key] for n, r in ranks.items() if key in r},
-             {n: float(sc[key]) for n, sc in scores.items() if key in sc})
-            for key, s in fused[: options.k]
-        ])  # fmt: skip
+        per = {name: by_id(lists[qi], ids, depth) for name, lists in sources}
+        out.append(fuse_ranked(per, ids, options))
     return _materialise(store, out, list(found.values()), rows)
+
+
+def fuse_ranked(
+    per: dict[str, _Ranked], ids: dict[int, str], options: SearchOptions
+) -> list[_Result]:
+    """The ``options.k`` best of one query's retriever lists (each ordered by :func:`by_id`),
+    fused as ``options`` says, with each retriever's rank and score of every result. One
+    list is the result as it is."""
+    if len(per) == 1:
+        ((name, ranked),) = per.items()
+        return [(key, s, {name: r}, {name: s}) for r, (key, s) in enumerate(ranked[: options.k], 1)]
+    ranks = {name: {key: r for r, (key, _) in enumerate(lst, 1)} for name, lst in per.items()}
+    scores = {name: dict(lst) for name, lst in per.items()}
+    by_doc = {ids[key]: key for lst in per.values() for key, _ in lst}
+    if options.fusion == "rrf":
+        pairs = fuse.rrf([[ids[key] for key, _ in lst] for lst in per.values()], k=options.rrf_k)
+    else:
+        weights = None if len(per) == 2 else [1 / len(per)] * len(per)
+        pairs = fuse.weighted([{ids[key]: s for key, s in lst} for lst in per.values()],
+                              alpha=options.alpha,
+                              normalization=options.normalization,
+                              weights=weights)  # fmt: skip
+    return [
+        (key, s, {n: r[key] for n, r in ranks.items() if key in r},
+         {n: float(sc[key]) for n, sc in scores.items() if key in sc})
+        for key, s in ((by_doc[doc], s) for doc, s in pairs[: options.k])
+    ]  # fmt: skip
 
 
 def _materialise(
     store: DocStore,
-    results: list[list[tuple[int, float, dict[str, int], dict[str, float]]]],
+    results: list[list[_Result]],
     located: list[list[DocHits]],
     rows: dict[int, DocRow] | None,
 ) -> list[list[Hit]]:
@@ -164,9 +181,12 @@ def _materialise(
         where: dict[int, tuple[int, int]] = {}
         for source in located:
             h = source[qi]
-            for kk, s, r in zip(h.keys.tolist(), h.segments.tolist(), h.rows.tolist(),
-                                strict=True):  # fmt: skip
-                if s >= 0 and kk in wanted and kk not in where:
+            at = np.flatnonzero(h.segments >= 0)  # the hits whose best chunk is known
+            if len(at) == 0:
+                continue
+            for kk, s, r in zip(h.keys[at].tolist(), h.segments[at].tolist(),
+                                h.rows[at].tolist(), strict=True):  # fmt: skip
+                if kk in wanted and kk not in where:
                     where[kk] = (s, r)
         best.append(where)
         pairs |= set(where.values())
@@ -174,11 +194,12 @@ def _materialise(
     out: list[list[Hit]] = []
     for qi, res in enumerate(results):
         hits: list[Hit] = []
+        where = best[qi]
         for key, score, ranks, scores in res:
             doc = docs.get(key)
             if doc is None:
                 continue
-            span = spans.get(best[qi].get(key, (-1, -1)))
+            span = spans.get(where[key]) if key in where else None
             hits.append(Hit(
                 doc_id=doc[0], score=float(score), rank=len(hits) + 1,
                 chunk=span[0] if span else None, span=(span[1], span[2]) if span else None,
