@@ -237,23 +237,24 @@ class Scorer:
                 doc_parts.append(docs[lo:hi])
                 tf_parts.append(tfs[lo:hi])
                 bases.append(base)
-        if not doc_parts:
-            slots, tf = np.zeros(0, np.int64), np.zeros(0, np.float64)
-        else:  # a handful of numpy calls whatever the number of segments
-            slots = np.concatenate(doc_parts, dtype=np.int64)
-            at = 0
-            for docs, base in zip(doc_parts, bases, strict=True):
-                if base:
-                    slots[at : at + len(docs)] += base  # segment-local ids -> slots
-                at += len(docs)
-            tf = np.concatenate(tf_parts, dtype=np.float64)
+        # one pass per part each: local ids -> int64 slots, int32 tfs side by side
+        total = sum(len(docs) for docs in doc_parts)
+        slots = np.empty(total, np.int64)
+        tf = np.empty(total, np.int32)
+        at = 0
+        for docs, tfs, base in zip(doc_parts, tf_parts, bases, strict=True):
+            np.add(docs, base, out=slots[at : at + len(docs)], dtype=np.int64)
+            tf[at : at + len(docs)] = tfs
+            at += len(docs)
         if not self._all_live:
             live = view.live[slots]
             if not live.all():
                 slots, tf = slots[live], tf[live]
         df = len(slots)
         idf = np.log1p((view.n_live - df + 0.5) / (df + 0.5))
-        impacts = tf * idf  # idf * tf / (tf + norm), each operation as numpy rounds it
+        # idf * tf / (tf + norm) with each operation rounded as numpy rounds it on float64
+        # operands (an int32 tf converts exactly), without a float64 copy of tf
+        impacts = np.multiply(tf, idf, dtype=np.float64)
         saturation = view.norm[slots]
         saturation += tf
         impacts /= saturation
