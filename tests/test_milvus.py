@@ -370,3 +370,15 @@ def test_check_names_what_is_wrong(uri: str) -> None:
         store.terms.add_df({store.terms.lookup(["cat"])["cat"]: 1})
         with pytest.raises(IndexCorrupt, match="document frequencies differ"):
             idx.check()
+
+
+def test_switching_ann_is_refused_naming_the_engines_own_index(uri: str) -> None:
+    """``set_ann`` (``embedstack index ann``) is for local indexes: Milvus keeps the index
+    its chunks collection was created with."""
+    with Index.create(uri, encoder=HashEncoder(64)) as idx:
+        for ann in ("hnsw", None):
+            with pytest.raises(InvalidInput, match=r"local indexes only: .*chunks collection"):
+                idx.set_ann(ann)
+        assert idx.ann is None
+    with Index.open(uri, encoder=HashEncoder(64)) as idx:
+        assert idx.ann is None

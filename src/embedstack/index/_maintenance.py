@@ -1,4 +1,5 @@
-"""Recovery, integrity checks, statistics and compaction of an index, over its fields."""
+"""Recovery, integrity checks, statistics, compaction and the ann switch of an index, over
+its fields."""
 
 from __future__ import annotations
 
@@ -8,15 +9,17 @@ from typing import Any
 
 import numpy as np
 
-from embedstack.errors import IndexCorrupt
+from embedstack.errors import IndexCorrupt, InvalidInput
 from embedstack.index import manifest
-from embedstack.index._types import IndexStats
+from embedstack.index._types import IndexStats, check_ann
 from embedstack.index._writes import discard
+from embedstack.index.ann import require_faiss
 from embedstack.index.dense import segment_name
 from embedstack.index.docstore import DocStore
 from embedstack.index.fields.base import Field, Rewrite, Snapshot
+from embedstack.index.fields.dense import DenseField
 
-__all__ = ["check", "compact", "recover", "stats"]
+__all__ = ["check", "compact", "recover", "set_ann", "stats"]
 
 
 def recover(path: Path, fields: Sequence[Field], snapshot: Snapshot) -> None:
@@ -126,3 +129,38 @@ def compact(store: DocStore, fields: Sequence[Field], snapshot: Snapshot) -> Non
     for field in fields:
         field.release(old)
     store.vacuum()
+
+
+def set_ann(path: Path, meta: dict[str, Any], dense: Field, ann: object) -> dict[str, Any]:
+    """See :meth:`Index.set_ann`; returns the manifest now on disk (``meta`` itself when
+    ``ann`` is already recorded).
+
+    The manifest is the commit point, so a crash at any step leaves a consistent index. To
+    HNSW: the graph is built over the stored vectors and saved first, the manifest flips
+    after (graph files of an index still recorded as exact are deleted by the next writer's
+    recovery). To exact: the manifest flips first, the graph files are deleted after (a
+    graph left behind is deleted by recovery too, and never read meanwhile). Readers opened
+    before the switch search as they opened until they are reopened.
+
+    Raises:
+        InvalidInput: ``ann`` is not None or ``"hnsw"``; nothing changes.
+        MissingDependency: ``"hnsw"`` without faiss (the ``ann`` extra); nothing changes.
+    """
+    check_ann(ann)
+    if ann == meta["ann"]:
+        return meta
+    if not isinstance(dense, DenseField):
+        raise InvalidInput(f"{path}: the dense field has no HNSW graph to switch")
+    new = {**meta, "ann": ann, "updated_at": manifest.now()}
+    if ann == "hnsw":
+        require_faiss()
+        try:
+            dense.build_graph()
+            manifest.write_manifest(path, new)
+        except BaseException:
+            dense.use_ann(None)  # still exact: the graph files go
+            raise
+    else:
+        manifest.write_manifest(path, new)
+    dense.use_ann(new["ann"])
+    return new

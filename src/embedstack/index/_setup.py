@@ -16,7 +16,7 @@ from embedstack.index import sparse as sparse_index
 from embedstack.index._embedding import Chunker
 from embedstack.index._maintenance import recover
 from embedstack.index._state import chunk_args, load_snapshot, lock, resolve_encoder
-from embedstack.index._types import BM25Params
+from embedstack.index._types import BM25Params, check_ann
 from embedstack.index.docstore import DocStore
 from embedstack.index.fields.base import Field, Snapshot
 from embedstack.index.fields.local import create_fields, open_fields
@@ -24,7 +24,6 @@ from embedstack.vectorset import PRECISIONS
 
 __all__ = ["Parts", "create_parts", "open_parts", "recorded_chunker"]
 
-ANN_CHOICES = (None, "hnsw")
 Encoders = tuple[TextEncoder, SparseTextEncoder | None, late_model.LateEncoder | None]
 #: What ``Index.__init__`` takes: path, manifest, encoder, store, fields, the snapshot a
 #: writer recovered with (None: the index reads it), lock descriptor (None: readonly).
@@ -41,8 +40,7 @@ def check_create(path: Path, precision: object, ann: object, bm25: object,
     """
     if precision not in PRECISIONS:
         raise InvalidInput(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
-    if ann not in ANN_CHOICES:
-        raise InvalidInput(f"unknown ann {ann!r}; choose None or 'hnsw'")
+    check_ann(ann)
     if not isinstance(bm25, BM25Params) or not isinstance(chunking, ChunkingParams):
         raise InvalidInput("bm25 must be a BM25Params and chunking a ChunkingParams")
     if path.exists() and (not path.is_dir() or any(path.iterdir())):

@@ -16,6 +16,13 @@ Normalization = Literal["minmax", "zscore"]
 MODES: tuple[str, ...] = ("dense", "bm25", "sparse", "hybrid")
 RETRIEVERS: tuple[str, ...] = ("dense", "sparse", "bm25")  # fusion order: alpha weighs the first
 FUSIONS: tuple[str, ...] = ("rrf", "weighted")
+ANN_CHOICES: tuple[str | None, ...] = (None, "hnsw")  # exact dense search, or a faiss HNSW graph
+
+
+def check_ann(ann: object) -> None:
+    """Raise :class:`InvalidInput` unless ``ann`` is one of :data:`ANN_CHOICES`."""
+    if ann not in ANN_CHOICES:
+        raise InvalidInput(f"unknown ann {ann!r}; choose None (exact search) or 'hnsw'")
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ from embedstack.index.fields.base import Field, Snapshot
 from embedstack.index.fields.local import not_stored
 from embedstack.index.protocols import SearchOptions, SearchPlan
 from embedstack.index.rescoring import check_request, rescore
-from embedstack.index.search import check_queries, search_many
+from embedstack.index.search import check_plan, check_queries, search_many
 
 __all__ = ["Index"]
 
@@ -340,12 +340,7 @@ class Index:
         opts = SearchOptions.build(options, **kwargs)
         if pipeline is None:
             return self.search_many([query], opts)[0]
-        if not isinstance(pipeline, SearchPlan):
-            raise InvalidInput(
-                f"pipeline must be a built pipeline, got {type(pipeline).__name__}: build it "
-                "with embedstack.pipeline.Pipeline(spec, index=index)"
-            )
-        return pipeline.run(self, query, opts.k, filter=opts.filter or None)
+        return check_plan(pipeline).run(self, query, opts.k, filter=opts.filter or None)
 
     def search_many(
         self, queries: Sequence[str], options: SearchOptions | None = None, **kwargs: Any
@@ -445,3 +440,11 @@ class Index:
             _maintenance.compact(self._store, self._fields, self._snap)
         finally:
             self._reload()
+
+    def set_ann(self, ann: Literal["hnsw"] | None) -> None:
+        """Switch dense search to an HNSW graph (``"hnsw"``: built once from the stored vectors
+        and saved, nothing re-encoded) or to exact search (None: the graph's files go). Errors
+        (a readonly index is InvalidInput): :func:`~embedstack.index._maintenance.set_ann`."""
+        self._writable()
+        self.manifest = _maintenance.set_ann(self.path, self.manifest, self.field("dense"), ann)
+        self.ann = self.manifest["ann"]

@@ -14,7 +14,8 @@ Fields::
     colbert: null | {name, model_id, dim, precision, options, doc_maxlen, markers,
              mask_punctuation}   ColBERT token vectors (optional, absent reads as null)
 
-The manifest changes only at :meth:`Index.create` and when parameters change; it is
+The manifest changes only at :meth:`Index.create` and when parameters change (``ann`` and
+``updated_at`` by :meth:`Index.set_ann`); it is
 replaced with write-to-temporary, fsync, rename, fsync of the directory, so a reader sees
 either the old or the new file, never a mix.
 """

@@ -24,13 +24,30 @@ from embedstack.errors import InvalidInput
 from embedstack.index._types import RETRIEVERS, Hit
 from embedstack.index.docstore import DocRow, DocStore, parse_metadata
 from embedstack.index.fields.base import DocHits, Field, Retriever, Snapshot
-from embedstack.index.protocols import SearchOptions
+from embedstack.index.protocols import SearchOptions, SearchPlan
 
-__all__ = ["active_retrievers", "by_id", "check_queries", "fuse_ranked", "search_many"]
+__all__ = [
+    "active_retrievers",
+    "by_id",
+    "check_plan",
+    "check_queries",
+    "fuse_ranked",
+    "search_many",
+]
 
 _Ranked = list[tuple[int, float]]  # (doc key, score), best first
 _Result = tuple[int, float, dict[str, int], dict[str, float]]  # key, score, ranks, scores
 _ONE_QUERY = 4  # read whole documents with their ids up to this many candidates per hit
+
+
+def check_plan(pipeline: object) -> SearchPlan:
+    """``pipeline`` when it is a built :class:`SearchPlan`, else :class:`InvalidInput`."""
+    if not isinstance(pipeline, SearchPlan):
+        raise InvalidInput(
+            f"pipeline must be a built pipeline, got {type(pipeline).__name__}: build it "
+            "with embedstack.pipeline.Pipeline(spec, index=index)"
+        )
+    return pipeline
 
 
 def check_queries(queries: Sequence[str]) -> list[str]:

@@ -25,7 +25,7 @@ from embedstack.index import sparse as sparse_index
 from embedstack.index._embedding import Chunker
 from embedstack.index._setup import new_manifest, open_encoders, recorded_chunker
 from embedstack.index._state import resolve_encoder
-from embedstack.index._types import AddResult, BM25Params, Hit, IndexStats
+from embedstack.index._types import AddResult, BM25Params, Hit, IndexStats, check_ann
 from embedstack.index._validate import NewDoc, check_ids, validate_batches, validate_docs
 from embedstack.index.backends import scheme_of, store_class
 from embedstack.index.backends.base import Ranked, Store, StoredChunk, StoredDoc
@@ -117,8 +117,7 @@ class RemoteIndex(Index):
             raise _unsupported("colbert=", scheme)
         if sparse is not None and not store_cls.supports_sparse:
             raise _unsupported("sparse=", scheme)
-        if ann not in (None, "hnsw"):
-            raise InvalidInput(f"unknown ann {ann!r}; choose None or 'hnsw'")
+        check_ann(ann)
         if not isinstance(bm25, BM25Params) or not isinstance(chunking, ChunkingParams):
             raise InvalidInput("bm25 must be a BM25Params and chunking a ChunkingParams")
         enc = resolve_encoder(encoder, encoder_options)
@@ -439,3 +438,12 @@ class RemoteIndex(Index):
         """Reclaim the space of deleted and replaced documents."""
         self._writable()
         self._remote.compact()
+
+    def set_ann(self, ann: Literal["hnsw"] | None) -> None:
+        """Refused (InvalidInput): the engine owns its vector index, chosen at create."""
+        own = {"postgres": "pgvector's HNSW index on its chunks table (CREATE/DROP INDEX)",
+               "milvus": "its chunks collection's index (HNSW or FLAT)"}  # fmt: skip
+        raise InvalidInput(
+            f"set_ann (index ann) switches local indexes only: {self.uri} searches through "
+            f"{own.get(self._scheme, 'an index the engine keeps')}, set by ann= at create"
+        )

@@ -135,8 +135,25 @@ class DenseField(SegmentFiles):
         if self.ann == "hnsw":
             self._persist(final=True)
 
+    def build_graph(self) -> None:
+        """Writers switching to ``ann="hnsw"`` (:meth:`Index.set_ann`): bring the graph over
+        every current segment up to date and save it now, as the first search would (the
+        newest saved graph is loaded and extended when there is one, else one is built)."""
+        self._hnsw()
+        self._persist(final=True)
+
+    def use_ann(self, ann: str | None) -> None:
+        """Search through the graph (``"hnsw"``) or exactly (None) from now on; None forgets
+        the graph and deletes its files. Call it once the manifest records ``ann``."""
+        self.ann = ann
+        if ann is None:
+            self._graph, self._stale = None, False
+            ann_files.remove_older(self.root, 0)  # graph 0 never exists: every graph goes
+
     def _kept(self) -> set[str]:
-        number = ann_files.newest(self.root)
+        """The newest saved graph; none for exact search, so that recovery deletes graph
+        files a switch to exact (or an interrupted switch to HNSW) left behind."""
+        number = ann_files.newest(self.root) if self.ann else 0
         return {*ann_files.graph_files(number), ann_files.alias_file(number)} if number else set()
 
     def stats(self) -> FieldStats:
