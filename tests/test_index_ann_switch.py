@@ -19,6 +19,7 @@ import pytest
 
 from _oracle import Oracle, assert_ranking
 from embedstack import HashEncoder
+from embedstack.cli import run
 from embedstack.errors import InvalidInput, MissingDependency
 from embedstack.index import ChunkingParams, Index, ann
 
@@ -256,3 +257,31 @@ def test_without_faiss_nothing_changes(tmp_path: Path, monkeypatch: pytest.Monke
         assert idx.ann is None and graph_files(path) == []
         monkeypatch.undo()
         assert_dense_exact(idx, oracle_of(corpus(0, 150)), "still exact")
+
+
+def test_cli_switches_both_ways_and_refuses_a_bad_value(
+    tmp_path: Path, hash_model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "idx"
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("\n".join(json.dumps(d) for d in corpus(0, 150)) + "\n", encoding="utf-8")
+    assert run(["index", "create", str(path), "--model", hash_model]) == 0
+    assert run(["index", "add", str(path), str(docs)]) == 0
+    capsys.readouterr()
+    assert run(["index", "ann", str(path), "--ann", "hnsw"]) == 0
+    got = capsys.readouterr()
+    assert "building the HNSW graph over 150 chunks" in got.err
+    assert "dense search exact → hnsw in " in got.out
+    assert manifest(path)["ann"] == "hnsw" and graph_files(path)
+    assert run(["index", "ann", str(path), "--ann", "hnsw"]) == 0
+    assert "already hnsw; nothing to do" in capsys.readouterr().out
+    before = (path / "manifest.json").read_bytes()
+    assert run(["index", "ann", str(path), "--ann", "ivf"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "unknown --ann 'ivf'; choose hnsw or exact" in err
+    assert (path / "manifest.json").read_bytes() == before
+    assert run(["index", "ann", str(path), "--ann", "exact"]) == 0
+    assert "dense search hnsw → exact in " in capsys.readouterr().out
+    assert manifest(path)["ann"] is None and graph_files(path) == []
+    assert run(["index", "check", str(path)]) == 0

@@ -258,6 +258,37 @@ def compact(directory: TargetArg) -> None:
     out.print(f"compacted: {before} → {after} bytes")
 
 
+@index_app.command("ann")
+def switch_ann(
+    directory: TargetArg,
+    to: Annotated[
+        str,
+        typer.Option(
+            "--ann",
+            help="'hnsw': build a faiss HNSW graph once from the stored vectors and save it "
+            "(extra 'ann'); 'exact': search exactly and delete the graph.",
+        ),
+    ],
+) -> None:
+    """Switch a local index's dense search between exact and an HNSW graph, without
+    re-encoding (an engine URI keeps the vector index chosen at create)."""
+    from embedstack.index.backends import scheme_of
+
+    if to not in ("hnsw", "exact"):
+        raise InvalidInput(f"unknown --ann {to!r}; choose hnsw or exact")
+    with open_target(directory) as index:
+        before = index.ann or "exact"
+        if before == to:
+            out.print(f"{directory}: dense search is already {to}; nothing to do", soft_wrap=True)
+            return
+        if to == "hnsw" and scheme_of(directory) is None:  # an engine refuses at once
+            err.print(f"building the HNSW graph over {index.stats().n_chunks} chunks…")
+        started = time.perf_counter()
+        index.set_ann("hnsw" if to == "hnsw" else None)
+        seconds = time.perf_counter() - started
+    out.print(f"{directory}: dense search {before} → {to} in {seconds:.1f}s", soft_wrap=True)
+
+
 @index_app.command("check")
 def check(directory: TargetArg) -> None:
     """Verify the index's integrity (exit code 1 with the problem if it fails)."""
