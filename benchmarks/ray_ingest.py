@@ -114,8 +114,10 @@ def main() -> None:
             for workers in args.workers:
                 target = tmp / f"ray{workers}"
                 Index.create(target, encoder=factory()).close()
+                # a registry model is loaded by the actors from the index's record, as
+                # `index add --ray` does (one inference thread per CPU Ray gives an actor)
                 done = ingest(target, [corpus], workers=workers, batch_docs=args.batch,
-                              encoder=factory)  # fmt: skip
+                              encoder=factory if args.encoder == "hash" else None)  # fmt: skip
                 results["runs"][f"ray-{workers}"] = {
                     "docs": done.added, "chunks": done.chunks, "seconds": done.seconds,
                     "driver_encoded": done.driver_encoded,

@@ -25,7 +25,13 @@ from hypothesis import strategies as st
 from embedstack import EmbedstackError, HashEncoder, Index, InvalidInput
 from embedstack.encoders.base import batched
 from embedstack.index.sources import iter_documents
-from embedstack.integrations._ray_work import LookupEncoder, _jsonl_range, shards, token_batches
+from embedstack.integrations._ray_work import (
+    LookupEncoder,
+    _actor_threads,
+    _jsonl_range,
+    shards,
+    token_batches,
+)
 
 DIM = 64
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi".split()
@@ -176,6 +182,23 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=str(temp))
     yield ray
     ray.shutdown()
+
+
+def test_inference_threads_are_left_alone_outside_a_ray_worker() -> None:
+    assert _actor_threads({"name": "all-MiniLM-L6-v2"}, {}) == {}
+
+
+@pytest.mark.slow
+def test_actors_run_one_inference_thread_per_cpu_ray_gives_them(ray_cluster: Any) -> None:
+    """N actors on a node must not each start a thread per core of the node."""
+
+    @ray_cluster.remote(num_cpus=1)
+    def probe() -> tuple[dict[str, int], ...]:
+        minilm = {"name": "all-MiniLM-L6-v2"}
+        return (_actor_threads(minilm, {}), _actor_threads(minilm, {"threads": 2}),
+                _actor_threads({"name": "wordllama-l2-256"}, {}))  # fmt: skip
+
+    assert ray_cluster.get(probe.remote()) == ({"threads": 1}, {}, {})
 
 
 @pytest.mark.slow

@@ -152,6 +152,28 @@ def _estimate_tokens(text: str) -> int:
     return len(text) // 4 + 2
 
 
+def _actor_threads(record: dict[str, Any], options: dict[str, Any]) -> dict[str, int]:
+    """``{"threads": n}`` for a model loaded inside a Ray actor: the CPUs Ray assigned the
+    actor (1 by default), so that N actors on a node run N x their CPUs inference threads,
+    not N x every core of the node (ONNX Runtime takes the process's CPU affinity, which Ray
+    does not narrow). Empty outside an actor, when the index records its own ``threads``,
+    and for registry models built by a factory (hashing, static), which take no threads."""
+    from embedstack.encoders.registry import find_model
+
+    spec = find_model(str(record["name"]))
+    if "threads" in options or (spec is not None and spec.factory is not None):
+        return {}
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return {}
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    except Exception:  # noqa: BLE001 - no Ray, or not inside a worker
+        return {}
+    return {"threads": max(1, int(cpus))} if cpus else {}
+
+
 class EncodeChunks:
     """Ray actor (``map_batches``): one encoder per actor; chunks a batch of documents with
     the index's recorded chunker and encodes the chunks in token-sized batches.
@@ -170,7 +192,10 @@ class EncodeChunks:
                  max_batch_tokens: int) -> None:  # fmt: skip
         rec = manifest["encoder"]
         options = rec.get("options") or {}
-        enc = encoder() if encoder is not None else load_encoder(rec["name"], **options)
+        if encoder is not None:
+            enc = encoder()
+        else:
+            enc = load_encoder(rec["name"], **options, **_actor_threads(rec, options))
         if enc.model_id != rec["model_id"]:
             raise ModelMismatch(f"the index was built with {rec['model_id']}, the Ray workers "
                                 f"load {enc.model_id}: pass the same encoder")  # fmt: skip
