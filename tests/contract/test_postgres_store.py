@@ -205,3 +205,86 @@ def test_check_names_what_is_wrong(pg_target: Any) -> None:
         with pytest.raises(IndexCorrupt, match="BM25 totals") as info:
             idx.check()
         assert "1 documents have no chunk vectors" in str(info.value)
+
+
+def test_bm25_ties_at_the_kth_place_break_by_id_like_the_local_index(
+    pg_target: Any, tmp_path: Path
+) -> None:
+    # 12 documents with one text score alike: the best k are the k smallest ids in code-point
+    # order, with and without a filter (two statements: by key, and joined for the filter)
+    same = [{"id": f"x{i}", "text": "alpha beta gamma zeta", "metadata": {"i": i}}
+            for i in (7, 10, 2, 11, 0, 5, 1, 9, 3, 6, 4, 8)]  # fmt: skip
+    rest = docs(20)
+    target = pg_target()
+    with (
+        Index.create(target, encoder=encoder()) as pg,
+        Index.create(tmp_path / "local", encoder=encoder()) as local,
+    ):
+        for idx in (pg, local):
+            idx.add(same + rest)
+        for k in (1, 3, 5, 12, 40):
+            for flt in (None, {"i": {"$gte": 0}}):
+                got = [(h.doc_id, h.score) for h in pg.search("alpha beta gamma", mode="bm25",
+                                                               k=k, filter=flt)]  # fmt: skip
+                want = [(h.doc_id, h.score) for h in local.search("alpha beta gamma",
+                                                                   mode="bm25", k=k,
+                                                                   filter=flt)]  # fmt: skip
+                assert [i for i, _ in got] == [i for i, _ in want], (k, flt)
+                np.testing.assert_allclose([s for _, s in got], [s for _, s in want], rtol=1e-6)
+        assert [h.doc_id for h in pg.search("zeta", mode="bm25", k=3)] == ["x0", "x1", "x10"]
+
+
+def test_an_index_with_the_earlier_postings_is_upgraded_by_a_writer(pg_target: Any) -> None:
+    import psycopg
+
+    from embedstack.errors import IndexCorrupt
+    from embedstack.index.backends.pg_sql import POSTINGS_LAYOUT
+
+    target = pg_target()
+    with Index.create(target, encoder=encoder()) as idx:
+        idx.add(docs(30))
+        before = [[(h.doc_id, h.score) for h in idx.search(q, mode="bm25", k=10)]
+                  for q in ("cat purr", "protein alpha beta", "dog")]  # fmt: skip
+    t = parse_uri(target)
+    s = f'"{t.name}"'
+    with psycopg.connect(t.conninfo, autocommit=True) as conn:  # back to layout 1
+        conn.execute(f"ALTER TABLE {s}.postings DROP CONSTRAINT postings_pkey")
+        conn.execute(f"ALTER TABLE {s}.postings DROP COLUMN dl")
+        conn.execute(f"ALTER TABLE {s}.postings ADD PRIMARY KEY (term, doc_key)")
+        conn.execute(f"UPDATE {s}.manifest SET body = body #- '{{backend_options,postings}}'")
+    with pytest.raises(IndexCorrupt, match="open it once as a writer"):
+        Index.open(target, encoder=encoder(), readonly=True)
+    with Index.open(target, encoder=encoder()) as idx:  # the writer upgrades in place
+        idx.check()
+        after = [[(h.doc_id, h.score) for h in idx.search(q, mode="bm25", k=10)]
+                 for q in ("cat purr", "protein alpha beta", "dog")]  # fmt: skip
+        assert after == before
+        idx.add(docs(3, "new"))
+    with psycopg.connect(t.conninfo, autocommit=True) as conn:
+        body = conn.execute(f"SELECT body FROM {s}.manifest").fetchone()[0]
+        assert body["backend_options"]["postings"] == POSTINGS_LAYOUT
+        cols = conn.execute("SELECT column_name FROM information_schema.columns WHERE "
+                            "table_schema = %s AND table_name = 'postings'", (t.name,))  # fmt: skip
+        assert {r[0] for r in cols} == {"term", "doc_key", "tf", "dl"}
+    with Index.open(target, encoder=encoder(), readonly=True) as idx:
+        idx.check()
+        assert len(idx) == 33
+
+
+def test_check_finds_a_posting_with_another_length(pg_target: Any) -> None:
+    import psycopg
+
+    from embedstack.errors import IndexCorrupt
+
+    target = pg_target()
+    with Index.create(target, encoder=encoder()) as idx:
+        idx.add(docs(5))
+    t = parse_uri(target)
+    with psycopg.connect(t.conninfo, autocommit=True) as conn:
+        conn.execute(f'UPDATE "{t.name}".postings SET dl = dl + 1 WHERE term = '
+                     f'(SELECT min(term) FROM "{t.name}".postings)')  # fmt: skip
+    with (
+        Index.open(target, encoder=encoder()) as idx,
+        pytest.raises(IndexCorrupt, match="carry another length"),
+    ):
+        idx.check()

@@ -13,7 +13,11 @@
   postings of the query's terms, ``idf(t) = log1p((N - df + 0.5) / (df + 0.5))`` computed
   here as the local scorer does, then one statement sums
   ``idf * tf / (tf + k1 * (1 - b + b * dl / avgdl)) * count(t in query)`` per document,
-  in the local scorer's order of operations.
+  in the local scorer's order of operations. The postings carry ``dl`` and their key covers
+  ``tf`` and ``dl``, so without a filter the sums are an index-only scan grouped by the
+  document's integer key; only the best ``k`` (with every document tied with the k-th, so
+  the doc-id tie-break stays exact) are joined to their ids. A filter joins every matching
+  posting to its document.
 * Sparse (SPLADE): ``sum(query weight * weight)`` per chunk over the postings of the
   query's terms (float8 sums of the stored float4 weights, as the local scorer's float64),
   each document's best chunk, the ``k`` best documents by the same order.
@@ -111,17 +115,27 @@ class Queries:
         dfs = np.asarray([df[uniq[i]] for i in present], dtype=np.float64)
         idf = np.log1p((float(n) - dfs + 0.5) / (dfs + 0.5))  # as lexical_scoring
         avgdl = float(total) / float(n) if total > 0 else 1.0
-        sql = (
-            "SELECT doc_id, s FROM (SELECT d.doc_id, "
-            "sum(w.idf * p.tf / (p.tf + %s * (1 - %s + %s * d.length / %s)) * w.c) AS s "
+        score = (
+            "sum(w.idf * p.tf / (p.tf + %s * (1 - %s + %s * p.dl / %s)) * w.c) AS s "
             "FROM unnest(%s::text[], %s::float8[], %s::float8[]) AS w(term, idf, c) "
-            f"JOIN {self.s}.postings p ON p.term = w.term "
+            f"JOIN {self.s}.postings p ON p.term = w.term"
+        )
+        params = [self.k1, self.b, self.b, avgdl, [uniq[i] for i in present], idf.tolist(),
+                  [float(counts[i]) for i in present]]  # fmt: skip
+        if where[0] == "true":  # no filter: sums by key, ids for the best k (and ties) only
+            sql = (
+                "SELECT d.doc_id, t.s FROM (SELECT doc_key, s FROM (SELECT p.doc_key, "
+                f"{score} GROUP BY p.doc_key) a ORDER BY s::real DESC FETCH FIRST %s ROWS "
+                f"WITH TIES) t JOIN {self.s}.docs d ON d.key = t.doc_key "
+                f'ORDER BY t.s::real DESC, d.doc_id COLLATE "C" LIMIT %s'
+            )
+            return _ranked(conn.execute(sql, [*params, k, k]).fetchall())
+        sql = (
+            f"SELECT doc_id, s FROM (SELECT d.doc_id, {score} "
             f"JOIN {self.s}.docs d ON d.key = p.doc_key WHERE {where[0]} "
             f"GROUP BY d.doc_id) t {_ORDER}"
         )
-        params = [self.k1, self.b, self.b, avgdl, [uniq[i] for i in present], idf.tolist(),
-                  [float(counts[i]) for i in present], *where[1], k]  # fmt: skip
-        return _ranked(conn.execute(sql, params).fetchall())
+        return _ranked(conn.execute(sql, [*params, *where[1], k]).fetchall())
 
     def sparse(self, conn: Any, term_ids: list[int], weights: list[float], k: int,
                where: Where) -> list[Ranked]:  # fmt: skip
@@ -173,6 +187,12 @@ def check(conn: Any, schema: str, dim: int) -> list[str]:
         ).fetchone()[0]
         if bad:
             problems.append(f"{bad} documents' BM25 postings do not add up to their length")
+        bad = conn.execute(
+            f"SELECT count(*) FROM {s}.postings p JOIN {s}.docs d ON d.key = p.doc_key "
+            "WHERE p.dl <> d.length"
+        ).fetchone()[0]
+        if bad:
+            problems.append(f"{bad} BM25 postings carry another length than their document's")
         bad = conn.execute(
             f"SELECT count(*) FROM {s}.chunks WHERE vector_dims(embedding) <> %s", (dim,)
         ).fetchone()[0]

@@ -18,7 +18,11 @@ Tables of schema ``NAME``::
                content_hash, length int)     length: BM25 document length
     chunks    (doc_key → docs ON DELETE CASCADE, chunk_no, start_char, end_char,
                embedding vector(dim))        HNSW index on embedding when ann='hnsw'
-    postings  (term text, doc_key → docs ON DELETE CASCADE, tf int)   BM25 postings
+    postings  (term text, doc_key → docs ON DELETE CASCADE, tf int, dl int)
+                                             BM25 postings; dl is the document's length,
+                                             copied so that scoring reads no other table,
+                                             and the key (term, doc_key) INCLUDEs tf and dl
+                                             so that a query is an index-only scan
     totals    (id = 1, n_docs, total_length) live BM25 statistics, kept in each write's
                                              transaction
     sparse    (term int, doc_key → docs ON DELETE CASCADE, chunk_no, weight real)
@@ -39,7 +43,19 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from embedstack.errors import InvalidInput
 
-__all__ = ["DEFAULT_INDEX", "METRICS", "PgTarget", "ddl", "parse_uri"]
+__all__ = [
+    "DEFAULT_INDEX",
+    "METRICS",
+    "POSTINGS_LAYOUT",
+    "PgTarget",
+    "ddl",
+    "parse_uri",
+    "upgrade_postings",
+]
+
+# the postings' layout, recorded in the manifest's backend_options as "postings":
+# 1 (absent): (term, doc_key, tf); 2: the document length copied in, covered by the key
+POSTINGS_LAYOUT = 2
 
 DEFAULT_INDEX = "embedstack"
 METRICS = {"ip": ("<#>", "vector_ip_ops"), "cosine": ("<=>", "vector_cosine_ops")}
@@ -104,8 +120,8 @@ def ddl(schema: str, dim: int, hnsw_opclass: str | None, *, sparse: bool = False
         f"end_char int NOT NULL, embedding vector({int(dim)}) NOT NULL, "
         "PRIMARY KEY (doc_key, chunk_no))",
         f"CREATE TABLE {s}.postings (term text NOT NULL, doc_key bigint NOT NULL "
-        f"REFERENCES {s}.docs (key) ON DELETE CASCADE, tf int NOT NULL, "
-        "PRIMARY KEY (term, doc_key))",
+        f"REFERENCES {s}.docs (key) ON DELETE CASCADE, tf int NOT NULL, dl int NOT NULL, "
+        "PRIMARY KEY (term, doc_key) INCLUDE (tf, dl))",
         f"CREATE INDEX ON {s}.postings (doc_key)",
         f"CREATE TABLE {s}.totals (id int PRIMARY KEY CHECK (id = 1), n_docs bigint NOT NULL, "
         "total_length bigint NOT NULL)",
@@ -121,3 +137,16 @@ def ddl(schema: str, dim: int, hnsw_opclass: str | None, *, sparse: bool = False
     if hnsw_opclass is not None:
         out.append(f"CREATE INDEX ON {s}.chunks USING hnsw (embedding {hnsw_opclass})")
     return out
+
+
+def upgrade_postings(schema: str) -> list[str]:
+    """The statements taking layout-1 postings (no ``dl``) in ``schema`` to layout 2, to run
+    in one transaction: the length copied from each document, the key rebuilt to cover it."""
+    s = f'"{schema}"'
+    return [
+        f"ALTER TABLE {s}.postings ADD COLUMN dl int",
+        f"UPDATE {s}.postings p SET dl = d.length FROM {s}.docs d WHERE d.key = p.doc_key",
+        f"ALTER TABLE {s}.postings ALTER COLUMN dl SET NOT NULL",
+        f"ALTER TABLE {s}.postings DROP CONSTRAINT postings_pkey",
+        f"ALTER TABLE {s}.postings ADD PRIMARY KEY (term, doc_key) INCLUDE (tf, dl)",
+    ]

@@ -4,7 +4,7 @@ What it keeps and how (tables: :mod:`embedstack.index.backends.pg_sql`):
 
 * documents with JSONB metadata (filters: :mod:`embedstack.index.backends.pg_filters`, the
   local filter language with the local semantics), chunks with their pgvector vectors, and
-  BM25 postings (term, document, tf) with document lengths; the live statistics ``N`` and
+  BM25 postings (term, document, tf, document length); the live statistics ``N`` and
   the total length are a one-row table updated in every write's transaction, ``df`` is
   counted over the live postings at query time, so a deleted document changes scores
   exactly as if it had never been indexed (Lucene BM25, as
@@ -37,7 +37,14 @@ from embedstack.errors import (
 )
 from embedstack.index.backends import pg_search
 from embedstack.index.backends.base import Ranked, Store, StoredChunk, StoredDoc, StoreStats
-from embedstack.index.backends.pg_sql import METRICS, PgTarget, ddl, parse_uri
+from embedstack.index.backends.pg_sql import (
+    METRICS,
+    POSTINGS_LAYOUT,
+    PgTarget,
+    ddl,
+    parse_uri,
+    upgrade_postings,
+)
 from embedstack.index.manifest import FORMAT, FORMAT_VERSION
 
 __all__ = ["PostgresStore"]
@@ -79,6 +86,33 @@ def _no_nul(docs: Sequence[StoredDoc]) -> None:
                 )
 
 
+def _upgrade(conn: Any, target: PgTarget, meta: dict[str, Any],
+             readonly: bool) -> dict[str, Any]:  # fmt: skip
+    """Bring an index written by an earlier embedstack (postings without the document
+    length) to today's layout, in one transaction (a writer only: a reader says how)."""
+    if readonly:
+        raise IndexCorrupt(
+            f"{target.location}: the index was written by an earlier embedstack (BM25 postings "
+            "without document lengths); open it once as a writer (readonly=False) to upgrade "
+            "it in place"
+        )
+    Json = _psycopg().types.json.Jsonb
+    options = {**meta.get("backend_options", {}), "postings": POSTINGS_LAYOUT}
+    meta = {**meta, "backend_options": options}
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                     (f"embedstack:{target.name}",))  # fmt: skip
+        row = conn.execute(f'SELECT body FROM "{target.name}".manifest FOR UPDATE').fetchone()
+        if row[0].get("backend_options", {}).get("postings", 1) != POSTINGS_LAYOUT:
+            for stmt in upgrade_postings(target.name):  # another writer may have done it
+                conn.execute(stmt)
+            conn.execute(f'UPDATE "{target.name}".manifest SET body = %s', (Json(meta),))
+        else:
+            meta = row[0]
+    conn.execute(f'ANALYZE "{target.name}".postings')
+    return meta
+
+
 class PostgresStore(Store):
     """One index in a PostgreSQL schema; see the module docstring."""
 
@@ -110,7 +144,8 @@ class PostgresStore(Store):
         conn = _connect(target, readonly=False)
         try:
             metric = target.metric or "ip"
-            meta = {**manifest, "backend_options": {"metric": metric, "schema": target.name}}
+            meta = {**manifest, "backend_options": {"metric": metric, "schema": target.name,
+                                                    "postings": POSTINGS_LAYOUT}}  # fmt: skip
             opclass = METRICS[metric][1] if manifest["ann"] == "hnsw" else None
             Json = _psycopg().types.json.Jsonb
             with conn.transaction():
@@ -158,6 +193,8 @@ class PostgresStore(Store):
                     f"{target.location}: unsupported format {meta['format']!r} "
                     f"v{meta['format_version']!r} (this library reads {FORMAT!r} v{FORMAT_VERSION})"
                 )
+            if meta.get("backend_options", {}).get("postings", 1) != POSTINGS_LAYOUT:
+                meta = _upgrade(conn, target, meta, readonly)
             return cls(target, conn, meta, readonly)
         except BaseException:
             conn.close()
@@ -234,10 +271,10 @@ class PostgresStore(Store):
                           "embedding) FROM STDIN") as cp:  # fmt: skip
                 for c, vec in zip(chunks, vectors, strict=True):
                     cp.write_row((keys[c.doc], c.chunk_no, c.start, c.end, vec))
-            with cur.copy(f"COPY {s}.postings (term, doc_key, tf) FROM STDIN") as cp:
+            with cur.copy(f"COPY {s}.postings (term, doc_key, tf, dl) FROM STDIN") as cp:
                 for key, d in zip(keys, docs, strict=True):
                     for term, tf in d.terms.items():
-                        cp.write_row((term, key, tf))
+                        cp.write_row((term, key, tf, d.length))
             if sparse is not None:
                 with cur.copy(f"COPY {s}.sparse (term, doc_key, chunk_no, weight) "
                               "FROM STDIN") as cp:  # fmt: skip
