@@ -266,6 +266,9 @@ def test_an_index_with_the_earlier_postings_is_upgraded_by_a_writer(pg_target: A
         cols = conn.execute("SELECT column_name FROM information_schema.columns WHERE "
                             "table_schema = %s AND table_name = 'postings'", (t.name,))  # fmt: skip
         assert {r[0] for r in cols} == {"term", "doc_key", "tf", "dl"}
+        opts = conn.execute(f"SELECT reloptions FROM pg_class WHERE oid = '{s}.postings'"
+                            "::regclass").fetchone()[0]  # fmt: skip
+        assert "autovacuum_vacuum_insert_scale_factor=0.05" in opts  # vacuumed sooner
     with Index.open(target, encoder=encoder(), readonly=True) as idx:
         idx.check()
         assert len(idx) == 33

@@ -53,6 +53,11 @@ __all__ = [
     "upgrade_postings",
 ]
 
+# an index-only scan reads the heap for every posting on a page not yet marked all-visible
+# by a vacuum (3.5x slower BM25 at 20k documents before the first one): autovacuum after 5 %
+# new postings instead of PostgreSQL's default 20 %
+_POSTINGS_VACUUM = "autovacuum_vacuum_insert_scale_factor = 0.05"
+
 # the postings' layout, recorded in the manifest's backend_options as "postings":
 # 1 (absent): (term, doc_key, tf); 2: the document length copied in, covered by the key
 POSTINGS_LAYOUT = 2
@@ -121,7 +126,7 @@ def ddl(schema: str, dim: int, hnsw_opclass: str | None, *, sparse: bool = False
         "PRIMARY KEY (doc_key, chunk_no))",
         f"CREATE TABLE {s}.postings (term text NOT NULL, doc_key bigint NOT NULL "
         f"REFERENCES {s}.docs (key) ON DELETE CASCADE, tf int NOT NULL, dl int NOT NULL, "
-        "PRIMARY KEY (term, doc_key) INCLUDE (tf, dl))",
+        f"PRIMARY KEY (term, doc_key) INCLUDE (tf, dl)) WITH ({_POSTINGS_VACUUM})",
         f"CREATE INDEX ON {s}.postings (doc_key)",
         f"CREATE TABLE {s}.totals (id int PRIMARY KEY CHECK (id = 1), n_docs bigint NOT NULL, "
         "total_length bigint NOT NULL)",
@@ -149,4 +154,5 @@ def upgrade_postings(schema: str) -> list[str]:
         f"ALTER TABLE {s}.postings ALTER COLUMN dl SET NOT NULL",
         f"ALTER TABLE {s}.postings DROP CONSTRAINT postings_pkey",
         f"ALTER TABLE {s}.postings ADD PRIMARY KEY (term, doc_key) INCLUDE (tf, dl)",
+        f"ALTER TABLE {s}.postings SET ({_POSTINGS_VACUUM})",
     ]

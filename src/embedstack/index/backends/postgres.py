@@ -109,7 +109,7 @@ def _upgrade(conn: Any, target: PgTarget, meta: dict[str, Any],
             conn.execute(f'UPDATE "{target.name}".manifest SET body = %s', (Json(meta),))
         else:
             meta = row[0]
-    conn.execute(f'ANALYZE "{target.name}".postings')
+    conn.execute(f'VACUUM (ANALYZE) "{target.name}".postings')
     return meta
 
 
@@ -287,9 +287,10 @@ class PostgresStore(Store):
                 "RETURNING n_docs",
                 (len(docs) - len(old), sum(d.length for d in docs) - sum(r[2] for r in old)),
             ).fetchone()[0]
-        if 10 * len(docs) >= n_docs:  # a bulk load: plan the next queries on fresh statistics
-            for table in ("docs", "chunks", "postings"):
-                conn.execute(f"ANALYZE {s}.{table}")
+        if 10 * len(docs) >= n_docs:  # a bulk load: plan the next queries on fresh statistics,
+            for table in ("docs", "chunks"):  # and mark the postings' pages all-visible so
+                conn.execute(f"ANALYZE {s}.{table}")  # that BM25 reads only their index
+            conn.execute(f"VACUUM (ANALYZE) {s}.postings")
 
     def delete(self, ids: Sequence[str]) -> int:
         s = f'"{self.schema}"'
