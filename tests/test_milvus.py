@@ -382,3 +382,41 @@ def test_switching_ann_is_refused_naming_the_engines_own_index(uri: str) -> None
         assert idx.ann is None
     with Index.open(uri, encoder=HashEncoder(64)) as idx:
         assert idx.ann is None
+
+
+def test_hit_documents_come_by_key_and_never_stale(
+    uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a hit's document is fetched by primary key (the generation its search returned), not
+    # by a filter on doc_id, which milvus-lite answers by scanning the collection; a version
+    # replaced since the search (hidden, or already deleted) falls back to the filter
+    docs = corpus(12)
+    with Index.create(uri, encoder=HashEncoder(64)) as idx:
+        idx.add(docs)
+        store: MilvusStore = idx._remote  # type: ignore[attr-defined]
+        ids = [h.doc_id for h in idx.search("river red cat", mode="dense", k=5)]
+        ids += [h.doc_id for h in idx.search("river red cat", mode="bm25", k=5)]
+        want = {d["id"]: d for d in docs}
+        filters: list[str] = []
+        query = store.client.query
+        monkeypatch.setattr(store.client, "query", lambda *a, **kw: filters.append(
+            str(kw.get("filter"))) or query(*a, **kw))  # fmt: skip
+        got = store.docs(ids)
+        assert filters == []
+        assert {i: (g["text"], g["metadata"]) for i, g in got.items()} == {
+            i: (want[i]["text"], want[i]["metadata"]) for i in ids}  # fmt: skip
+        monkeypatch.undo()
+
+        def boom(*_: Any, **__: Any) -> None:
+            raise RuntimeError("crash")
+
+        first, second = ids[0], next(i for i in ids if i != ids[0])
+        monkeypatch.setattr(store, "_clean", boom)  # the old version stays, hidden
+        with pytest.raises(RuntimeError, match="crash"):
+            idx.upsert([{**want[first], "text": "stone stone"}])
+        monkeypatch.undo()
+        assert store.docs([first])[first]["text"] == "stone stone"
+        idx.delete([second])
+        assert second not in store.docs([second, first])
+        assert [h.doc_id for h in idx.search("stone", mode="bm25", k=1)] == [first]
+        assert idx.get(first)["text"] == "stone stone"  # type: ignore[index]
