@@ -35,7 +35,8 @@ local storage overhead as a percent of encoding time
 
 Latencies are reported as wall clock and as the process's CPU time (``cpu_*``), which the
 load of a shared machine spoils least. ``--reuse DIR`` keeps the local indexes in ``DIR`` and
-measures an index found there without ingesting it again (open and queries only).
+measures an index found there without ingesting it again (open and queries only); with
+``--reuse``, an index already at ``--milvus-uri`` or ``--pg-uri`` is measured the same way.
 ``--baseline-src OTHER/src`` measures the local index a second time with another checkout's
 code, just before ours, in the same run (a before/after comparison under the same load).
 
@@ -236,6 +237,13 @@ def run_index(args: argparse.Namespace, backend: str, target: str) -> dict[str, 
     if local and args.reuse is not None:  # the index kept by an earlier run, if any
         target = str(args.reuse / backend)
         if (Path(target) / "manifest.json").exists():
+            return measure_index(args, backend, target, {"n_docs": args.n, "reused": target})
+    if not local and args.reuse is not None:  # an engine's index, if one is at the URI
+        try:
+            Index.open(target, encoder=encoder, readonly=True).close()
+        except EmbedstackError:
+            pass
+        else:
             return measure_index(args, backend, target, {"n_docs": args.n, "reused": target})
     try:
         idx = Index.create(target, encoder=encoder, ann=ann)
@@ -494,7 +502,8 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         default=None,
         help="keep the local indexes in this folder and, when one is there already, skip "
-        "its ingest and measure only open and queries",
+        "its ingest and measure only open and queries; an engine's index found at its URI "
+        "(--milvus-uri, --pg-uri) is measured the same way",
     )
     parser.add_argument(
         "--baseline-src",
