@@ -28,7 +28,6 @@ number of processes see each commit on their next call.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from collections.abc import Sequence
@@ -51,30 +50,26 @@ from embedstack.index.backends.milvus_client import (
     parse_uri,
 )
 from embedstack.index.backends.milvus_filters import exists_expr, marks, to_expr
+from embedstack.index.backends.milvus_rows import (
+    BATCH,
+    HitGenerations,
+    by_doc_id,
+    doc_key,
+    lit,
+    query_all,
+)
 from embedstack.index.filters import compile_filter
 
 __all__ = ["MilvusStore"]
 
 _STATE = "state"
 _MANIFEST = "manifest"
-_BATCH = 1000  # rows per insert / ids per "in" list
 _HIDE_PART = 50_000  # bytes of hidden ids per meta row
 _DENSE_OUT = ["doc_id", "gen", "chunk_no", "start", "end"]
-_GENS_KEPT = 100_000  # hits' generations remembered for fetching their documents by key
 
 
 def _utf8_len(value: str) -> int:
     return len(value.encode("utf-8"))
-
-
-def _key(doc_id: str) -> str:
-    """The primary-key part of a document id: a digest, so that pymilvus's iterators, which
-    page by pasting the last key into an expression unescaped, never meet a quote."""
-    return hashlib.sha256(doc_id.encode("utf-8")).hexdigest()
-
-
-def _lit(values: Sequence[str]) -> str:
-    return json.dumps(list(values), ensure_ascii=False)
 
 
 class MilvusStore(Store):
@@ -98,10 +93,7 @@ class MilvusStore(Store):
         self.meta_c = target.collection("meta")
         self.terms = bm.Terms(client, self.meta_c)
         self._closed = False
-        # doc id -> generation of the row the last searches returned: a hit's document is
-        # then one primary-key get, where a filter on doc_id scans the collection
-        # (milvus-lite keeps no scalar index: 74 ms for 10 ids among 50k rows, 1.1 ms by key)
-        self._gens: dict[str, int] = {}
+        self._hits = HitGenerations()  # a hit's document by key (milvus_rows)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -191,7 +183,7 @@ class MilvusStore(Store):
         expr = f"gen <= {int(state['committed'])}"
         ids, below = self._hidden(state)
         if ids:
-            expr += f" and not (doc_id in {_lit(ids)} and gen < {below})"
+            expr += f" and not (doc_id in {lit(ids)} and gen < {below})"
         return expr + (f" and {to_expr(flt)}" if flt else "")
 
     def _write_hide(self, gen: int, ids: Sequence[str]) -> dict[str, int]:
@@ -210,8 +202,8 @@ class MilvusStore(Store):
     def _clean(self, state: dict[str, Any]) -> None:
         """Step 6: delete the hidden rows, then clear the hide list."""
         ids, below = self._hidden(state)
-        for i in range(0, len(ids), _BATCH):
-            expr = f"doc_id in {_lit(ids[i : i + _BATCH])} and gen < {below}"
+        for i in range(0, len(ids), BATCH):
+            expr = f"doc_id in {lit(ids[i : i + BATCH])} and gen < {below}"
             self.client.delete(self.chunks_c, filter=expr)
             self.client.delete(self.docs_c, filter=expr)
         hide = state.get("hide")
@@ -227,27 +219,12 @@ class MilvusStore(Store):
     # --- reads ---------------------------------------------------------------------------------
 
     def _query(self, coll: str, expr: str, fields: list[str]) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        it = self.client.query_iterator(coll, batch_size=4000, filter=expr, output_fields=fields)
-        try:
-            while batch := it.next():
-                out.extend(batch)
-        finally:
-            it.close()
-        return out
+        return query_all(self.client, coll, expr, fields)
 
     def _rows(self, coll: str, ids: Sequence[str], fields: list[str],
               state: dict[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
-        visible = self._visible(state)
-        out: list[dict[str, Any]] = []
-        for i in range(0, len(ids), _BATCH):
-            expr = f"doc_id in {_lit(ids[i : i + _BATCH])} and {visible}"
-            if coll == self.docs_c:  # one visible row per id: no iterator needed
-                out.extend(self.client.query(coll, filter=expr, output_fields=fields,
-                                             limit=_BATCH))  # fmt: skip
-            else:
-                out.extend(self._query(coll, expr, fields))
-        return out
+        return by_doc_id(self.client, coll, ids, fields, self._visible(state),
+                         one_per_id=coll == self.docs_c)  # fmt: skip
 
     def existing(self, ids: Sequence[str]) -> dict[str, str]:
         rows = self._rows(self.docs_c, list(ids), ["doc_id", "hash"], self._state())
@@ -256,36 +233,15 @@ class MilvusStore(Store):
     def docs(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         fields = ["doc_id", "gen", "title", "text", "metadata"]
         state = self._state()
-        rows = self._by_key(ids, fields, state)
+        hidden, below = self._hidden(state)
+        rows = self._hits.fetch(self.client, self.docs_c, ids, fields,
+                                int(state["committed"]), hidden, below)  # fmt: skip
         found = {r["doc_id"] for r in rows}
         rest = [i for i in ids if i not in found]
         if rest:  # not seen in a search, or replaced since: by filter
             rows += self._rows(self.docs_c, rest, fields, state)
         return {r["doc_id"]: {"id": r["doc_id"], "title": r["title"], "text": r["text"],
                               "metadata": json.loads(r["metadata"])} for r in rows}  # fmt: skip
-
-    def _remember(self, doc_id: str, gen: int) -> None:
-        if len(self._gens) >= _GENS_KEPT:
-            self._gens.clear()
-        self._gens[doc_id] = gen
-
-    def _by_key(self, ids: Sequence[str], fields: list[str],
-                state: dict[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
-        """The visible document rows of the ``ids`` whose generation a search returned,
-        fetched by primary key. A row is visible exactly when the filter of :meth:`_rows`
-        would return it: committed, and not hidden by a pending replacement."""
-        committed = int(state["committed"])
-        known = {i: g for i in dict.fromkeys(ids) if (g := self._gens.get(i)) is not None
-                 and g <= committed}  # fmt: skip
-        if not known:
-            return []
-        hidden, below = self._hidden(state)
-        gone = set(hidden)
-        pks = [f"{g}:{_key(i)}" for i, g in known.items() if not (i in gone and g < below)]
-        rows: list[dict[str, Any]] = []
-        for n in range(0, len(pks), _BATCH):
-            rows += self.client.get(self.docs_c, ids=pks[n : n + _BATCH], output_fields=fields)
-        return [r for r in rows if known.get(r["doc_id"]) == int(r["gen"])]
 
     def count(self) -> int:
         return int(self._state()["n_docs"])
@@ -322,8 +278,7 @@ class MilvusStore(Store):
                 output_fields=_DENSE_OUT, search_params=params,
             )  # fmt: skip
             for hits in res:
-                for h in hits:
-                    self._remember(h["entity"]["doc_id"], int(h["entity"]["gen"]))
+                self._hits.remember(h["entity"] for h in hits)
                 ranked = [Ranked(h["entity"]["doc_id"], float(h["distance"]),
                                  (int(h["entity"]["chunk_no"]), int(h["entity"]["start"]),
                                   int(h["entity"]["end"]))) for h in hits]  # fmt: skip
@@ -351,8 +306,7 @@ class MilvusStore(Store):
                 filter=expr, output_fields=["doc_id", "gen", "tf", "dl"],
                 search_params={"metric_type": "IP"},
             )[0]  # fmt: skip
-            for h in res:
-                self._remember(h["entity"]["doc_id"], int(h["entity"]["gen"]))
+            self._hits.remember(h["entity"] for h in res)
             scored = [(float(np.float32(bm.bm25_score(h["entity"]["tf"], int(h["entity"]["dl"]),
                                                       weights, avgdl, self.k1, self.b))),
                        h["entity"]["doc_id"]) for h in res]  # fmt: skip
@@ -405,7 +359,7 @@ class MilvusStore(Store):
         for d in docs:
             tf = {ids[s]: c for s, c in d.terms.items()}
             meta = json.loads(d.metadata_json)
-            rows.append({"pk": f"{g}:{_key(d.id)}", "doc_id": d.id, "gen": g, "title": d.title,
+            rows.append({"pk": f"{g}:{doc_key(d.id)}", "doc_id": d.id, "gen": g, "title": d.title,
                          "text": d.text, "metadata": d.metadata_json, "hash": d.content_hash,
                          "meta": meta, "marks": marks(meta), "dl": d.length, "avgdl": avgdl,
                          "tf": {t: float(c) for t, c in tf.items()} or {bm.NO_TERMS: 1e-30},
@@ -414,13 +368,13 @@ class MilvusStore(Store):
         for row, (c, v) in enumerate(zip(chunks, vectors, strict=True)):
             d = docs[c.doc]
             extra = {milvus_sparse.FIELD: sp[row]} if sp else {}
-            crow.append({**extra,"pk": f"{g}:{c.chunk_no}:{_key(d.id)}", "doc_id": d.id, "gen": g,
-                         "chunk_no": c.chunk_no, "start": c.start, "end": c.end,
+            crow.append({**extra, "pk": f"{g}:{c.chunk_no}:{doc_key(d.id)}", "doc_id": d.id,
+                         "gen": g, "chunk_no": c.chunk_no, "start": c.start, "end": c.end,
                          "meta": rows[c.doc]["meta"], "marks": rows[c.doc]["marks"],
                          "vec": v.tolist()})  # fmt: skip
         for coll, batch in ((self.docs_c, rows), (self.chunks_c, crow)):  # 2. invisible rows
-            for i in range(0, len(batch), _BATCH):
-                self.client.insert(coll, batch[i : i + _BATCH])
+            for i in range(0, len(batch), BATCH):
+                self.client.insert(coll, batch[i : i + BATCH])
         delta: Counter[int] = Counter(t for r in rows for t in r["tf"])  # 3. statistics
         delta.subtract(Counter(int(t) for r in old for t in r["tf"]))
         self.terms.add_df(delta)
