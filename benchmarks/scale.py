@@ -69,6 +69,8 @@ import numpy as np
 # the source tree the children measure: this checkout's, or --baseline-src's (see main)
 sys.path.insert(0, os.environ.get("SCALE_SRC") or str(Path(__file__).resolve().parents[1] / "src"))
 
+from embedstack.integrations._encoders import WrappedEncoder  # noqa: E402
+
 HERE = Path(__file__).resolve().parents[1]
 DATASETS = ("scifact", "nfcorpus")
 BACKENDS = ("local", "local-hnsw", "peers", "pg", "milvus")
@@ -158,41 +160,22 @@ def encoder_for(model: str, work: Path | None = None) -> Any:
     return inner if work is None else Recorded(inner, work / "doc_vectors.npz")
 
 
-class Recorded:
+class Recorded(WrappedEncoder):
     """A real model's encoder that times its document encoding (``encode_s``) and records
     the vectors by text, or, when ``cache`` holds an earlier child's vectors, replays them
     (texts it has not seen, the queries among them, are encoded live). With a real model the
     corpus is encoded once per run, not once per backend, and the first child's ingest splits
-    into encoding and storage time, both measured."""
+    into encoding and storage time, both measured. Identity, queries and tokenizer are the
+    wrapped model's."""
 
     def __init__(self, inner: Any, cache: Path) -> None:
-        self._inner, self._cache, self.encode_s = inner, cache, 0.0
+        super().__init__(inner)
+        self._cache, self.encode_s = cache, 0.0
         self._seen: dict[str, np.ndarray] = {}
         self.replaying = cache.exists()
         if self.replaying:
             with np.load(cache, allow_pickle=False) as z:
                 self._seen = dict(zip(z["keys"].tolist(), z["vectors"], strict=True))
-
-    @property
-    def name(self) -> str:
-        return str(self._inner.name)
-
-    @property
-    def model_id(self) -> str:
-        return str(self._inner.model_id)
-
-    @property
-    def dim(self) -> int:
-        return int(self._inner.dim)
-
-    def __getattr__(self, attr: str) -> Any:  # tokenizer, max_length, prefixes: the model's
-        return getattr(self._inner, attr)
-
-    def encode(self, texts: Any) -> np.ndarray:
-        return np.asarray(self._inner.encode(list(texts)))
-
-    def encode_queries(self, texts: Any) -> np.ndarray:
-        return np.asarray(self._inner.encode_queries(list(texts)))
 
     def encode_documents(self, texts: Any) -> np.ndarray:
         texts = list(texts)
@@ -200,7 +183,7 @@ class Recorded:
         missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in self._seen}
         if missing:
             t0 = time.perf_counter()
-            vecs = np.asarray(self._inner.encode_documents(list(missing.values())), np.float32)
+            vecs = np.asarray(self.base.encode_documents(list(missing.values())), np.float32)
             self.encode_s += time.perf_counter() - t0
             self._seen.update(zip(missing, vecs, strict=True))
         if not texts:
