@@ -4,7 +4,8 @@
 Rows are keyed ``{generation}:{digest of the doc id}`` (documents) and
 ``{generation}:{chunk_no}:{digest}`` (chunks). A filter ``doc_id in [...]`` finds the
 visible version of each id but scans the collection, since milvus-lite keeps no scalar
-index (74 ms for 10 ids among 50k rows; 1.1 ms by primary key). :class:`HitGenerations`
+index (89 ms for 10 ids among 50k rows; 1.3 ms by primary key:
+``benchmarks/milvus_lookup_probe.py``). :class:`HitGenerations`
 remembers the generation of the rows a search returned, so the documents of its hits are one
 primary-key get.
 """
