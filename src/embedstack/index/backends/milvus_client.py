@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,5 +236,28 @@ def create_collections(client: Any, target: MilvusTarget, dim: int, ann: str | N
         params = client.prepare_index_params()
         for field, spec in vectors.items():
             params.add_index(field, **spec)
-        client.create_collection(target.collection(part), schema=sch, index_params=params,
-                                 consistency_level="Strong")  # fmt: skip
+        name = target.collection(part)
+        client.create_collection(name, schema=sch, consistency_level="Strong")
+        # pymilvus's own wait polls each index every 0.5 s (2 s for an empty index's four):
+        # ask without it and poll quickly, then load as create_collection would have
+        client.create_index(name, params, sync=False)
+        _wait_for_indexes(client, name, list(vectors))
+        client.load_collection(name)
+
+
+def _wait_for_indexes(client: Any, name: str, fields: list[str], timeout: float = 600) -> None:
+    """Return once every index of ``fields`` on collection ``name`` is built (an empty
+    collection's at once); a failed build or ``timeout`` seconds raise ``MilvusException``."""
+    from pymilvus import MilvusException
+
+    deadline, pause = time.monotonic() + timeout, 0.005
+    pending = list(fields)
+    while pending:
+        state = client.describe_index(name, pending[0]).get("state")
+        if state == "Finished":
+            pending.pop(0)
+            continue
+        if state == "Failed" or time.monotonic() > deadline:
+            raise MilvusException(message=f"index on {name}.{pending[0]}: {state}")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.5)
