@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["cache_dir", "progress_enabled"]
+__all__ = ["cache_dir", "progress_enabled", "readahead_enabled"]
 
 
 def cache_dir() -> Path:
@@ -27,3 +27,9 @@ def progress_enabled(show_progress: bool | None) -> bool:
     if show_progress is not None:
         return show_progress
     return sys.stderr.isatty()
+
+
+def readahead_enabled() -> bool:
+    """Whether an opened index asks the kernel to read its memory-mapped files ahead
+    (:mod:`embedstack.index.readahead`): yes unless ``EMBEDSTACK_READAHEAD=0``."""
+    return os.environ.get("EMBEDSTACK_READAHEAD", "").strip().lower() not in {"0", "false", "no"}

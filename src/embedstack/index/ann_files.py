@@ -36,6 +36,7 @@ import numpy as np
 from embedstack.errors import IndexCorrupt
 from embedstack.index import ann
 from embedstack.index.manifest import fsync_dir, save_npy, write_text_atomic
+from embedstack.index.readahead import read_ahead
 
 __all__ = ["FORMAT", "alias_file", "graph_files", "load", "newest", "remove_older", "save"]
 
@@ -129,6 +130,8 @@ def load(root: Path, dim: int, number: int | None = None) -> ann.HnswGraph | Non
             f"{root / data} holds {index.ntotal} {index.d}-d rows, its record says {total}"
         )
     aliases = _aliases(root / alias_file(number), sizes, total)
+    if mmap:
+        read_ahead([root / data])  # its vectors stay on disk until read: ask for them now
     ann.EVENTS["load"] += 1
     return ann.HnswGraph(index, covered, persisted=total, number=number, viewed=bool(mmap),
                          aliases=aliases)  # fmt: skip

@@ -45,7 +45,7 @@ from embedstack.encoders import TextEncoder
 from embedstack.encoders.multivector import TokenPrecision
 from embedstack.encoders.splade import SparseTextEncoder
 from embedstack.errors import InvalidInput
-from embedstack.index import _maintenance, _writes, late_model
+from embedstack.index import _maintenance, _writes, late_model, readahead
 from embedstack.index._setup import Parts, create_parts, open_parts, recorded_chunker
 from embedstack.index._state import load_snapshot, reload, version
 from embedstack.index._types import AddResult, BM25Params, Hit, IndexStats
@@ -169,8 +169,7 @@ class Index:
                 a name or TextEncoder must have the recorded model_id and dimension.
             readonly: search only, without taking the write lock.
             sparse, colbert: None loads the recorded model when first needed; a name or
-                encoder must have the recorded model_id (ColBERT: and dimension and
-                document settings).
+                encoder must have the recorded model_id (ColBERT: dimension, settings too).
 
         Raises:
             IndexNotFound: no directory at ``path``.
@@ -180,7 +179,8 @@ class Index:
             ModelMismatch: the encoder's (or the sparse or ColBERT model's) model_id differs
                 from the recorded one.
         """
-        return cls._assemble(open_parts(Path(path), encoder, readonly, sparse, colbert))
+        with readahead.deferred():  # mapped files are asked for once opening has read its own
+            return cls._assemble(open_parts(Path(path), encoder, readonly, sparse, colbert))
 
     @classmethod
     def _assemble(cls, parts: Parts) -> Index:

@@ -41,11 +41,13 @@ from embedstack.index.lexical_merge import MergePolicy
 from embedstack.index.lexical_scoring import Scorer, as_keys, check_k
 from embedstack.index.lexical_segments import LexicalStats
 from embedstack.index.manifest import library_version
+from embedstack.index.readahead import read_ahead
 from embedstack.index.tokenize import Analyzer, Vocabulary
 
 __all__ = ["LexicalIndex", "LexicalStats", "MergePolicy"]
 
 _OPEN_RETRIES = 5
+_POSTINGS = ("docs.npy", "tfs.npy")  # memory-mapped: read ahead at open (readahead.py)
 
 FORMAT = fmt.FORMAT
 FORMAT_VERSION = fmt.FORMAT_VERSION
@@ -159,6 +161,7 @@ class LexicalIndex:
                 changed = fmt.read_manifest(path)["generation"] != manifest["generation"]
                 if not changed or attempt == _OPEN_RETRIES:
                     raise
+        read_ahead(path / m["name"] / f for m in manifest["segments"] for f in _POSTINGS)
         return cls(path, manifest, segments, vocab, merge_policy)
 
     # --- writes ------------------------------------------------------------------------------
