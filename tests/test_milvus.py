@@ -420,3 +420,43 @@ def test_hit_documents_come_by_key_and_never_stale(
         assert second not in store.docs([second, first])
         assert [h.doc_id for h in idx.search("stone", mode="bm25", k=1)] == [first]
         assert idx.get(first)["text"] == "stone stone"  # type: ignore[index]
+
+
+def test_new_ids_are_told_apart_by_key_and_the_registry_is_checked(
+    uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # adding ids the index never held makes no doc_id filter (milvus-lite scans the
+    # collection for one, so every add cost time proportional to the index); ids the
+    # registry holds are still looked for, since it keeps deleted and crashed ids too
+    from embedstack.index.backends import milvus_rows
+
+    docs = corpus(12)
+    with Index.create(uri, encoder=HashEncoder(64)) as idx:
+        idx.add(docs[:4])
+        store: MilvusStore = idx._remote  # type: ignore[attr-defined]
+        filters: list[str] = []
+        query = store.client.query
+        monkeypatch.setattr(store.client, "query", lambda *a, **kw: filters.append(
+            str(kw.get("filter"))) or query(*a, **kw))  # fmt: skip
+        idx.add(docs[4:8])
+        assert not [f for f in filters if "doc_id in" in f]
+        with pytest.raises(InvalidInput, match="already in the index"):
+            idx.add([docs[1], docs[9]])
+        monkeypatch.undo()
+        idx.delete(["d002"])
+        milvus_rows.register(store.client, store.meta_c, ["d009"])  # as a crashed write leaves
+        idx.add([docs[2], docs[9]])  # registered, not held: added
+        assert len(idx) == 9 and idx.get("d009") is not None
+        idx.check()
+        store.client.delete(store.meta_c, ids=[milvus_rows._registry_pk("d005")])
+        with pytest.raises(IndexCorrupt, match="missing from the id registry"):
+            idx.check()
+        milvus_rows.register(store.client, store.meta_c, ["d005"])
+        # an index written before the registry: every id by filter, as before
+        store._put_state({k: v for k, v in store._state().items() if k != milvus_rows.REGISTRY})
+        store.client.delete(store.meta_c, filter='pk like "id:%"')
+        with pytest.raises(InvalidInput, match="already in the index"):
+            idx.add([docs[3]])
+        idx.add([docs[10]])
+        idx.check()
+        assert sorted(store.existing(["d003", "d010", "d011"])) == ["d003", "d010"]

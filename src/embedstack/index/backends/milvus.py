@@ -9,7 +9,8 @@ Milvus has no multi-row transactions. A batch is made all-or-nothing for readers
 holds ``committed``, and every read filters ``gen <= committed``. A write:
 
 1. marks the state ``inflight = g`` (``g = committed + 1``);
-2. inserts the batch's document and chunk rows with ``gen = g`` — invisible to readers;
+2. inserts the batch's document and chunk rows with ``gen = g`` — invisible to readers —
+   after registering their ids (:data:`~.milvus_rows.REGISTRY`: a superset, read by key);
 3. adds the batch's terms to the vocabulary and its document frequencies;
 4. for replaced documents, writes a *hide* list (their ids, generations below ``g``);
 5. **commits**: one upsert of the state row with ``committed = g``, the new counts, and the
@@ -40,7 +41,7 @@ from embedstack._typing import FloatArray
 from embedstack.encoders.sparse_vectors import SparseVectors
 from embedstack.errors import IndexCorrupt, IndexNotFound, InvalidInput
 from embedstack.index.backends import milvus_bm25 as bm
-from embedstack.index.backends import milvus_check, milvus_sparse
+from embedstack.index.backends import milvus_check, milvus_rows, milvus_sparse
 from embedstack.index.backends.base import Ranked, Store, StoredChunk, StoredDoc, StoreStats
 from embedstack.index.backends.milvus_client import (
     MilvusTarget,
@@ -153,7 +154,7 @@ class MilvusStore(Store):
     @staticmethod
     def _empty_state() -> dict[str, Any]:
         return {"committed": 0, "inflight": None, "hide": None, "n_docs": 0, "n_chunks": 0,
-                "sum_dl": 0, "next_tid": bm.NO_TERMS + 1}  # fmt: skip
+                "sum_dl": 0, "next_tid": bm.NO_TERMS + 1, milvus_rows.REGISTRY: True}  # fmt: skip
 
     def _put_meta(self, pk: str, data: str, a: int = 0) -> None:
         self.client.upsert(self.meta_c, [{"pk": pk, "a": a, "data": data, "v": [1.0, 0.0]}])
@@ -227,7 +228,10 @@ class MilvusStore(Store):
                          one_per_id=coll == self.docs_c)  # fmt: skip
 
     def existing(self, ids: Sequence[str]) -> dict[str, str]:
-        rows = self._rows(self.docs_c, list(ids), ["doc_id", "hash"], self._state())
+        state, ids = self._state(), list(ids)
+        if state.get(milvus_rows.REGISTRY):  # by key first: the filter below scans
+            ids = milvus_rows.registered(self.client, self.meta_c, ids)
+        rows = self._rows(self.docs_c, ids, ["doc_id", "hash"], state) if ids else []
         return {r["doc_id"]: r["hash"] for r in rows}
 
     def docs(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -372,6 +376,8 @@ class MilvusStore(Store):
                          "gen": g, "chunk_no": c.chunk_no, "start": c.start, "end": c.end,
                          "meta": rows[c.doc]["meta"], "marks": rows[c.doc]["marks"],
                          "vec": v.tolist()})  # fmt: skip
+        if state.get(milvus_rows.REGISTRY):  # before the rows: the registry is a superset
+            milvus_rows.register(self.client, self.meta_c, [d.id for d in docs])
         for coll, batch in ((self.docs_c, rows), (self.chunks_c, crow)):  # 2. invisible rows
             for i in range(0, len(batch), BATCH):
                 self.client.insert(coll, batch[i : i + BATCH])

@@ -14,6 +14,7 @@ from embedstack.index.backends import milvus_bm25 as bm
 from embedstack.index.backends import milvus_sparse
 from embedstack.index.backends.base import StoredDoc, StoreStats
 from embedstack.index.backends.milvus_client import MAX_ID, MAX_VARCHAR
+from embedstack.index.backends.milvus_rows import REGISTRY, registered
 
 if TYPE_CHECKING:
     from embedstack.index.backends.milvus import MilvusStore
@@ -102,9 +103,10 @@ def check(store: MilvusStore) -> None:
     """Verify the visible rows against the state row and the document frequencies.
 
     Raises:
-        IndexCorrupt: an unfinished write, documents stored twice, counts or lengths that
-            differ from the state's, chunks without documents (or the reverse), or document
-            frequencies that differ from the stored documents'.
+        IndexCorrupt: an unfinished write, documents stored twice or missing from the id
+            registry, counts or lengths that differ from the state's, chunks without
+            documents (or the reverse), or document frequencies that differ from the stored
+            documents'.
     """
     state = store._state()
     where = store.location
@@ -124,6 +126,10 @@ def check(store: MilvusStore) -> None:
     orphans = {r["doc_id"] for r in chunks} - set(ids)
     if orphans or set(ids) - {r["doc_id"] for r in chunks}:
         problems.append(f"chunks and documents disagree: {sorted(orphans)[:5]}")
+    if state.get(REGISTRY):
+        missing = set(ids) - set(registered(store.client, store.meta_c, list(ids)))
+        if missing:
+            problems.append(f"documents missing from the id registry: {sorted(missing)[:5]}")
     if sum(int(r["dl"]) for r in docs) != state["sum_dl"]:
         problems.append("the total BM25 length differs from the state's")
     stored = {t: n for t, n in store.terms.all_dfs().items() if n}

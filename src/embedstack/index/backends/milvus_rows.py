@@ -17,7 +17,17 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["BATCH", "HitGenerations", "by_doc_id", "doc_key", "lit", "query_all"]
+__all__ = [
+    "BATCH",
+    "REGISTRY",
+    "HitGenerations",
+    "by_doc_id",
+    "doc_key",
+    "lit",
+    "query_all",
+    "register",
+    "registered",
+]
 
 BATCH = 1000  # rows per insert / ids per "in" list
 _GENS_KEPT = 100_000  # hits' generations remembered
@@ -87,3 +97,34 @@ class HitGenerations:
         for n in range(0, len(pks), BATCH):
             rows += client.get(coll, ids=pks[n : n + BATCH], output_fields=fields)
         return [r for r in rows if known.get(r["doc_id"]) == int(r["gen"])]
+
+
+# The id registry: one meta row ``id:{digest}`` per document id ever written, inserted before
+# the document's rows. A superset of the ids the index holds (a crashed write or a delete
+# leaves its rows), so a batch of new ids is told apart by primary key, and only the ids it
+# finds are looked for by filter: the filter scans the collection, which made each add cost
+# time proportional to the index (milvus_ingest_probe.py). An index whose state lacks
+# ``REGISTRY`` (written before it) has no registry and filters every id.
+REGISTRY = "registry"
+
+
+def _registry_pk(doc_id: str) -> str:
+    return f"id:{doc_key(doc_id)}"
+
+
+def registered(client: Any, meta: str, ids: Sequence[str]) -> list[str]:
+    """The ids of ``ids`` in the registry of meta collection ``meta``."""
+    keys = {_registry_pk(i): i for i in ids}
+    pks, out = list(keys), []
+    for n in range(0, len(pks), BATCH):
+        out += [
+            keys[r["pk"]] for r in client.get(meta, ids=pks[n : n + BATCH], output_fields=["pk"])
+        ]
+    return out
+
+
+def register(client: Any, meta: str, ids: Sequence[str]) -> None:
+    """Add ``ids`` to the registry (idempotent)."""
+    rows = [{"pk": _registry_pk(i), "a": 0, "data": "", "v": [1.0, 0.0]} for i in ids]
+    for n in range(0, len(rows), BATCH):
+        client.upsert(meta, rows[n : n + BATCH])
