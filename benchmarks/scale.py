@@ -237,9 +237,13 @@ def run_index(args: argparse.Namespace, backend: str, target: str) -> dict[str, 
         idx.close()
         shutil.rmtree(stray, ignore_errors=True)
         return {"skipped": f"Index.create({target!r}) made a local folder: scheme not routed"}
-    t0, n_chunks = time.perf_counter(), 0
+    t0, n_chunks, done = time.perf_counter(), 0, 0
     for batch in batches(pool, args.n, args.batch):
         n_chunks += idx.add(batch).chunks
+        done += len(batch)
+        if done % 100_000 == 0:  # a long ingest's pace, on stderr (not in the result)
+            print(f"{backend}: {done} documents in {time.perf_counter() - t0:.0f} s",
+                  file=sys.stderr, flush=True)  # fmt: skip
     ingest = time.perf_counter() - t0
     t0 = time.perf_counter()
     idx.close()  # a writer's close saves what it keeps in memory (the HNSW graph's rows)
