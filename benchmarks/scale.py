@@ -241,7 +241,7 @@ def run_index(args: argparse.Namespace, backend: str, target: str) -> dict[str, 
     for batch in batches(pool, args.n, args.batch):
         n_chunks += idx.add(batch).chunks
         done += len(batch)
-        if done % 100_000 == 0:  # a long ingest's pace, on stderr (not in the result)
+        if done % 100_000 == 0:  # a long ingest's pace, in WORK/NAME.stderr (not the result)
             print(f"{backend}: {done} documents in {time.perf_counter() - t0:.0f} s",
                   file=sys.stderr, flush=True)  # fmt: skip
     ingest = time.perf_counter() - t0
@@ -537,13 +537,15 @@ def main(argv: list[str] | None = None) -> None:
             env = {**os.environ, "PYTHONPATH": str(src), "SCALE_SRC": str(src),
                    "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
                    "MKL_NUM_THREADS": threads}  # fmt: skip
-            done = subprocess.run(
-                cmd, capture_output=True, text=True, check=False, cwd=work, env=env
-            )
+            log = Path(work) / f"{name}.stderr"  # readable while the child runs
+            with open(log, "w", encoding="utf-8") as err:
+                done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
+                                      check=False, cwd=work, env=env)  # fmt: skip
             try:
                 report[name] = json.loads(done.stdout.strip().splitlines()[-1])
             except (IndexError, ValueError):
-                report[name] = {"error": done.stderr.strip().splitlines()[-5:]}
+                tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+                report[name] = {"error": tail[-5:]}
             print(name, json.dumps(report[name]), file=sys.stderr, flush=True)
     if args.encode_sample > 0:
         report["encoding_overhead"] = encode_overhead(args, report)
