@@ -116,3 +116,16 @@ def test_files_asked_for_while_opening_wait_for_the_open(tmp_path: Path, asked: 
         assert asked == []
     readahead.wait()
     assert asked == [f, g]
+
+
+def test_an_open_that_fails_asks_for_nothing(tmp_path: Path, asked: list[Path]) -> None:
+    f = tmp_path / "f"
+    f.write_bytes(os.urandom(1 << 12))
+    with pytest.raises(RuntimeError), readahead.deferred():
+        readahead.read_ahead([f])
+        raise RuntimeError("open failed")
+    readahead.wait()
+    assert asked == []
+    assert readahead.read_ahead([f])  # and the next call is not held
+    readahead.wait()
+    assert asked == [f]

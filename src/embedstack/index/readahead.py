@@ -57,10 +57,12 @@ def deferred() -> Iterator[None]:
     _held.paths = []
     try:
         yield
-    finally:
-        paths, _held.paths = _held.paths, None
-        if paths:
-            read_ahead(paths)
+    except BaseException:  # nothing opened: nothing to read
+        _held.paths = None
+        raise
+    paths, _held.paths = _held.paths, None
+    if paths:
+        read_ahead(paths)
 
 
 def read_ahead(paths: Iterable[Path], fraction: float = FRACTION) -> bool:
