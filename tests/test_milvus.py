@@ -384,6 +384,15 @@ def test_switching_ann_is_refused_naming_the_engines_own_index(uri: str) -> None
         assert idx.ann is None
 
 
+def _recorded_filters(store: MilvusStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The filter of every ``query`` the store's client makes from now on (until undone)."""
+    filters: list[str] = []
+    query = store.client.query
+    monkeypatch.setattr(store.client, "query", lambda *a, **kw: filters.append(
+        str(kw.get("filter"))) or query(*a, **kw))  # fmt: skip
+    return filters
+
+
 def test_hit_documents_come_by_key_and_never_stale(
     uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -397,10 +406,7 @@ def test_hit_documents_come_by_key_and_never_stale(
         ids = [h.doc_id for h in idx.search("river red cat", mode="dense", k=5)]
         ids += [h.doc_id for h in idx.search("river red cat", mode="bm25", k=5)]
         want = {d["id"]: d for d in docs}
-        filters: list[str] = []
-        query = store.client.query
-        monkeypatch.setattr(store.client, "query", lambda *a, **kw: filters.append(
-            str(kw.get("filter"))) or query(*a, **kw))  # fmt: skip
+        filters = _recorded_filters(store, monkeypatch)
         got = store.docs(ids)
         assert filters == []
         assert {i: (g["text"], g["metadata"]) for i, g in got.items()} == {
@@ -434,10 +440,7 @@ def test_new_ids_are_told_apart_by_key_and_the_registry_is_checked(
     with Index.create(uri, encoder=HashEncoder(64)) as idx:
         idx.add(docs[:4])
         store: MilvusStore = idx._remote  # type: ignore[attr-defined]
-        filters: list[str] = []
-        query = store.client.query
-        monkeypatch.setattr(store.client, "query", lambda *a, **kw: filters.append(
-            str(kw.get("filter"))) or query(*a, **kw))  # fmt: skip
+        filters = _recorded_filters(store, monkeypatch)
         idx.add(docs[4:8])
         assert not [f for f in filters if "doc_id in" in f]
         with pytest.raises(InvalidInput, match="already in the index"):
