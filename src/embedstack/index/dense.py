@@ -33,7 +33,6 @@ from embedstack._typing import FloatArray, IntArray
 from embedstack.errors import IndexCorrupt, InvalidInput
 from embedstack.index.fields.base import DocHits, aggregate, empty_hits
 from embedstack.index.manifest import fsync_dir, save_npy
-from embedstack.index.readahead import read_ahead
 
 __all__ = [
     "DenseSegment",
@@ -186,7 +185,6 @@ def _load(path: Path, shape: tuple[int, int], dtype: type) -> np.ndarray:
         raise IndexCorrupt(
             f"{path} holds {arr.dtype}{arr.shape}, expected {np.dtype(dtype)}{shape}"
         )
-    read_ahead([path])
     return arr
 
 

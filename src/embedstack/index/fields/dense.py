@@ -44,6 +44,7 @@ from embedstack.index.fields.base import (
     merges,
 )
 from embedstack.index.fields.segments import SegmentFiles, dir_bytes
+from embedstack.index.readahead import read_ahead
 
 __all__ = ["DIR", "DenseField"]
 
@@ -105,15 +106,17 @@ class DenseField(SegmentFiles):
             self._persist(final=False)
 
     def refresh(self, snapshot: Snapshot) -> None:
-        out = []
+        out, fresh = [], []
         for rows in snapshot.segments:
             seg = self.loaded.get(rows.id)
             if not isinstance(seg, dense.DenseSegment):
                 seg = self._load(rows.id, rows.n_rows, rows.row_keys)
+                fresh += dense.segment_files(rows.id, self.precision)
             out.append(dense.DenseSegment(seg.id, seg.data, seg.calibration, seg.codes,
                                           rows.row_keys))  # fmt: skip
         self._segments = out
         self.loaded = {seg.id: seg for seg in out}
+        read_ahead(self.root / name for name in fresh)  # mapped, searched from now on
         self._look = self.readonly
         if self._stale and not self.readonly:
             self._stale = False
