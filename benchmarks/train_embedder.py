@@ -59,9 +59,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--matryoshka", action="store_true", help="train dims 256,128,64 too")
     p.add_argument("--matryoshka-weights", default=None,
                    help="loss weights, full dim first, e.g. 1,1,2,4 (default equal)")  # fmt: skip
-    p.add_argument("--matryoshka-distill", type=float, default=0.0,
-                   help="weight of the full dim's in-batch ranking distilled into each "
-                   "truncation (0: off)")  # fmt: skip
     p.add_argument("--no-pca-init", action="store_true",
                    help="Matryoshka without rotating the base by PCA first")  # fmt: skip
     p.add_argument("--unsupervised", choices=("ict", "crop"), default=None,
@@ -143,8 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     mrl = "mrl" + (
         "w" + args.matryoshka_weights.replace(",", "-") if args.matryoshka_weights else ""
     )
-    if args.matryoshka_distill:
-        mrl += f"-kd{args.matryoshka_distill:g}"
     parts = [mrl if args.matryoshka else "plain", args.unsupervised or "sup"]
     if args.positives_per_query:
         parts.append(f"ppq{args.positives_per_query}")
@@ -161,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         dev_fraction=args.dev_fraction, patience=args.patience,
         threads=args.threads, unsupervised=args.unsupervised, teacher=args.teacher,
         matryoshka_dims=",".join(map(str, DIMS)) if args.matryoshka else None,
-        matryoshka_weights=args.matryoshka_weights, matryoshka_distill=args.matryoshka_distill,
+        matryoshka_weights=args.matryoshka_weights,
         pca_init=False if args.no_pca_init else None,
         sts_file=args.datasets / "stsb" / "sts-test.csv",
     )  # fmt: skip

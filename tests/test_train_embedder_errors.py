@@ -29,9 +29,6 @@ OK: dict[str, Any] = {"dataset_dir": "data", "out": "model"}
         ("matryoshka_weights", "1,x", "must be numbers like '1,1,2,4'"),
         ("matryoshka_weights", "1,2", "needs matryoshka_dims (--matryoshka)"),
         ("unsupervised", "cloze", "unsupervised (--unsupervised) must be one of ict, crop"),
-        ("matryoshka_distill", -1, "must be a finite number >= 0, got -1"),
-        ("matryoshka_distill", float("inf"), "must be a finite number >= 0, got inf"),
-        ("matryoshka_distill", 1.0, "needs matryoshka_dims (--matryoshka)"),
         ("loss", "triplet", "loss (--loss) must be one of auto, mnrl, margin-mse, cosent"),
         ("loss", "margin-mse", "distils a teacher"),
         ("mini_batch_size", 0, "mini_batch_size (--mini-batch-size) must be a positive int"),
@@ -77,18 +74,6 @@ def test_options_that_do_not_fit_together() -> None:
     assert config.resolved_loss(scored=True) == "cosent" and config.resolved_loss(False) == "mnrl"
     with pytest.raises(InvalidInput, match="does not fit scored pairs"):
         EmbedderConfig(**OK, loss="mnrl").resolved_loss(scored=True)
-
-
-@pytest.mark.parametrize(
-    "options",
-    [{"mini_batch_size": 4}, {"teacher": "some/cross-encoder"}, {"loss": "cosent"}],
-)
-def test_prefix_distillation_needs_plain_mnrl(options: dict[str, Any]) -> None:
-    with pytest.raises(InvalidInput, match="works with the MNRL loss without GradCache"):
-        EmbedderConfig(**OK, matryoshka_dims="8", matryoshka_distill=1.0, **options)
-    with pytest.raises(InvalidInput, match="distils MNRL's in-batch ranking; this run trains "
-                       "with cosent"):  # fmt: skip
-        EmbedderConfig(**OK, matryoshka_dims="8", matryoshka_distill=1.0).resolved_loss(True)
 
 
 def _train(data: Path, out: Path, **options: Any) -> None:
@@ -247,7 +232,6 @@ def test_a_failure_during_training_leaves_no_folder(tmp_path: Path, base: Path) 
         (["--lr", "-1"], "error: lr (--lr) must be a positive number, got -1.0"),
         (["--matryoshka", "8", "--matryoshka-weights", "1,1,1"], "got 3"),
         (["--unsupervised", "cloze"], "error: unsupervised (--unsupervised) must be one of ict"),
-        (["--matryoshka-distill", "1"], "error: matryoshka_distill (--matryoshka-distill) needs"),
     ],
 )
 def test_cli_typos_give_one_clear_line(

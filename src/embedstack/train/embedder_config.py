@@ -32,7 +32,6 @@ from embedstack.train.config import (
     BOOL,
     COUNT,
     FRACTION,
-    NON_NEGATIVE,
     POSITIVE,
     POSITIVE_INT,
     RERANKER,
@@ -50,9 +49,6 @@ EMBEDDER_LOSSES: tuple[str, ...] = get_args(EmbedderLoss)
 Unsupervised = Literal["ict", "crop"]
 UNSUPERVISED: tuple[str, ...] = get_args(Unsupervised)
 DEFAULT_STS = Path("../shared/datasets/stsb/sts-test.csv")
-
-
-FINITE_NON_NEGATIVE = (lambda v: NON_NEGATIVE[0](v) and v != float("inf"), "a finite number >= 0")
 
 
 def _redeclare(name: str, default: Any, help: str, check: Any = None) -> Any:
@@ -114,11 +110,6 @@ class EmbedderConfig(TrainConfig):
         matryoshka_weights: The loss weight of each trained dimension, largest first with
             the full one included (``1,1,2,4`` for full, 256, 128, 64); default equal, as in
             Kusupati et al. Heavier small dims trade full-dimension quality for truncation.
-        matryoshka_distill: Weight of a KL term that pulls each truncation's in-batch
-            ranking towards the full dimension's (self-distillation, as in 2DMSE and
-            Starbucks; :mod:`embedstack.train.prefix_distill`), so small prefixes learn how
-            close the negatives are, not only that the positive wins. 0 (default): off.
-            Needs ``matryoshka_dims`` and the MNRL loss without GradCache.
         unsupervised: Build pairs from the corpus alone: ``ict`` (inverse cloze task, Lee et
             al. 2019: a sentence is the query, the rest of its document the positive) or
             ``crop`` (independent cropping, Contriever, Izacard et al. 2021: two random spans
@@ -176,9 +167,6 @@ class EmbedderConfig(TrainConfig):
     matryoshka_weights: Any = option(None, cli_type=str | None,
                                      help="Loss weight per Matryoshka dim, full first, e.g. "
                                      "1,1,2,4 (default equal).")  # fmt: skip
-    matryoshka_distill: float = option(0.0, check=FINITE_NON_NEGATIVE,
-                                       help="Weight of the full dim's in-batch ranking "
-                                       "distilled into each Matryoshka dim (0: off).")  # fmt: skip
     pca_init: bool | None = option(None, check=BOOL, optional=True,
                                    cli="--pca-init/--no-pca-init", cli_type=bool | None,
                                    help="Rotate the base by PCA before training (default: "
@@ -238,15 +226,6 @@ class EmbedderConfig(TrainConfig):
                                    f"per trained dim, the full one first: {len(dims) + 1} for "
                                    f"--matryoshka {','.join(map(str, dims))}, got "
                                    f"{len(weights)}")  # fmt: skip
-        if self.matryoshka_distill:
-            if not dims:
-                raise InvalidInput("matryoshka_distill (--matryoshka-distill) needs "
-                                   "matryoshka_dims (--matryoshka)")  # fmt: skip
-            plain_mnrl = self.loss in ("auto", "mnrl") and self.teacher is None
-            if not plain_mnrl or self.mini_batch_size is not None:
-                raise InvalidInput("matryoshka_distill (--matryoshka-distill) works with the "
-                                   "MNRL loss without GradCache: drop --mini-batch-size, "
-                                   "--teacher and --loss margin-mse/cosent")  # fmt: skip
         if self.loss == "margin-mse" and self.teacher is None:
             raise InvalidInput("loss='margin-mse' distils a teacher: pass teacher= (--teacher)")
         if self.teacher is not None and self.loss not in ("auto", "margin-mse"):
@@ -278,7 +257,4 @@ class EmbedderConfig(TrainConfig):
                 f"; scored pairs (sentence1, sentence2, score) train with cosent, pairs and "
                 "BEIR folders with mnrl or margin-mse"
             )
-        if self.matryoshka_distill and loss != "mnrl":
-            raise InvalidInput(f"matryoshka_distill (--matryoshka-distill) distils MNRL's in-batch "
-                               f"ranking; this run trains with {loss}")  # fmt: skip
         return loss

@@ -4,9 +4,7 @@ saved folder's Matryoshka record.
 
 Losses are sentence-transformers' own (the field's reference implementations):
 ``MultipleNegativesRankingLoss`` / ``CachedMultipleNegativesRankingLoss`` (GradCache),
-``MarginMSELoss``, ``CoSENTLoss`` and the ``MatryoshkaLoss`` wrapper; the optional
-self-distillation of the full dimension into its truncations is
-:mod:`embedstack.train.prefix_distill`.
+``MarginMSELoss``, ``CoSENTLoss`` and the ``MatryoshkaLoss`` wrapper.
 """
 
 from __future__ import annotations
@@ -177,8 +175,7 @@ def embedding_dim(module: Any) -> int:
 def build_loss(model: Any, loss: str, cfg: EmbedderConfig, dim: int) -> Any:
     """sentence-transformers' loss for ``loss``, wrapped in ``MatryoshkaLoss`` when
     ``cfg.matryoshka_dims`` is set (the full ``dim`` first; ``cfg.matryoshka_weights`` or
-    equal weights), with :class:`~embedstack.train.prefix_distill.PrefixDistillation`'s
-    KL term on top when ``cfg.matryoshka_distill`` is set.
+    equal weights).
 
     Margin-MSE compares the teacher's raw margins with ``scale x`` the student's cosine
     margins: a normalised student's margins lie in [-2, 2] while a cross-encoder's logits
@@ -213,15 +210,7 @@ def build_loss(model: Any, loss: str, cfg: EmbedderConfig, dim: int) -> Any:
         raise InvalidInput(f"matryoshka_weights (--matryoshka-weights) has {len(weights)} "
                            f"weights for the {len(dims)} dims trained {dims} "
                            "(full first)")  # fmt: skip
-    matryoshka = losses.MatryoshkaLoss(model, fn, dims,
-                                       matryoshka_weights=list(weights or ()) or None)  # fmt: skip
-    if not cfg.matryoshka_distill:
-        return matryoshka
-    import torch
-
-    from embedstack.train.prefix_distill import PrefixDistillation
-
-    return PrefixDistillation(torch, model, matryoshka, dims, cfg.matryoshka_distill, cfg.scale)
+    return losses.MatryoshkaLoss(model, fn, dims, matryoshka_weights=list(weights or ()) or None)
 
 
 def step_inputs(
