@@ -18,12 +18,15 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from embedstack.errors import InvalidInput
 from embedstack.index import lexical_scoring
 from embedstack.index.fields.base import tie_cut
 from embedstack.index.lexical import LexicalIndex
+from embedstack.settings import bm25_cache_bytes
 
 # each word is its own stem and no stopword; repeats make some words common, others rare
 _WORDS = ["cat"] * 8 + ["dog"] * 4 + ["fish"] * 2 + ["bird", "frog", "lamb", "wolf", "bear"]
@@ -90,7 +93,7 @@ def oracle_top(scores: dict[int, float], k: int, ties: bool) -> tuple[np.ndarray
 @given(case=cases())
 def test_scorer_equals_scoring_every_document(case: dict) -> None:
     sample = mock.patch.object(lexical_scoring, "_FLOOR_SAMPLE", case["floor_sample"])
-    cache = mock.patch.object(lexical_scoring, "_CACHE_MAX_POSTINGS", case["cache"])
+    cache = mock.patch.object(lexical_scoring, "_max_cached_postings", lambda: case["cache"])
     with tempfile.TemporaryDirectory() as tmp, sample, cache:
         index = LexicalIndex.create(Path(tmp) / "bm25")
         texts = [" ".join(words) for words in case["docs"]]
@@ -114,3 +117,27 @@ def test_scorer_equals_scoring_every_document(case: dict) -> None:
                 want_scores, want_keys = oracle_top(want, case["k"], case["ties"])
                 assert keys.tolist() == want_keys.tolist()
                 assert scores.dtype == np.float32 and scores.tobytes() == want_scores.tobytes()
+
+
+def test_the_impact_cache_is_a_memory_budget_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    index = LexicalIndex.create(tmp_path / "bm25")
+    index.add([1, 2, 3], ["cat dog", "cat fish", "dog bird"])
+    monkeypatch.setenv("EMBEDSTACK_BM25_CACHE_MB", "1")
+    assert bm25_cache_bytes() == 1 << 20
+    scorer = lexical_scoring.Scorer(index._segments, 1.2, 0.75)
+    assert scorer._max_cached == (1 << 20) // 16  # an int64 slot and a float64 impact each
+    monkeypatch.setenv("EMBEDSTACK_BM25_CACHE_MB", "0")  # 0: keeps only the term in use
+    scorer = lexical_scoring.Scorer(index._segments, 1.2, 0.75)
+    first = scorer.search(index._analyzer.analyze_queries(["cat dog"])[0], 2, None)
+    assert len(scorer._postings) == 1 and scorer._cached <= 2
+    again = scorer.search(index._analyzer.analyze_queries(["cat dog"])[0], 2, None)
+    assert [a.tolist() for a in first] == [a.tolist() for a in again]
+    monkeypatch.delenv("EMBEDSTACK_BM25_CACHE_MB")
+    assert 256 << 20 <= bm25_cache_bytes() <= 2048 << 20  # 1/16 of memory, within bounds
+    for bad in ("lots", "-5", "inf", "nan"):
+        monkeypatch.setenv("EMBEDSTACK_BM25_CACHE_MB", bad)
+        with pytest.raises(InvalidInput, match=f"EMBEDSTACK_BM25_CACHE_MB must be a number of "
+                           f"megabytes >= 0, got '{bad}'"):  # fmt: skip
+            bm25_cache_bytes()

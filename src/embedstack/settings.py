@@ -6,7 +6,9 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["cache_dir", "progress_enabled", "readahead_enabled"]
+from embedstack.errors import InvalidInput
+
+__all__ = ["bm25_cache_bytes", "cache_dir", "progress_enabled", "readahead_enabled"]
 
 
 def cache_dir() -> Path:
@@ -33,3 +35,31 @@ def readahead_enabled() -> bool:
     """Whether an opened index asks the kernel to read its memory-mapped files ahead
     (:mod:`embedstack.index.readahead`): yes unless ``EMBEDSTACK_READAHEAD=0``."""
     return os.environ.get("EMBEDSTACK_READAHEAD", "").strip().lower() not in {"0", "false", "no"}
+
+
+_MB = 1 << 20
+
+
+def bm25_cache_bytes() -> int:
+    """Memory a BM25 scorer may keep in its per-term impact cache
+    (:mod:`embedstack.index.lexical_scoring`): ``$EMBEDSTACK_BM25_CACHE_MB`` megabytes, else
+    1/16 of the machine's memory, at least 256 MB and at most 2 GB.
+
+    Raises:
+        InvalidInput: the variable is not a number of megabytes >= 0.
+    """
+    raw = os.environ.get("EMBEDSTACK_BM25_CACHE_MB", "").strip()
+    if raw:
+        try:
+            mb = float(raw)
+        except ValueError:
+            mb = -1.0
+        if not 0 <= mb < float("inf"):
+            raise InvalidInput(f"EMBEDSTACK_BM25_CACHE_MB must be a number of megabytes >= 0, "
+                               f"got {raw!r}")  # fmt: skip
+        return int(mb * _MB)
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name
+        total = 0
+    return min(max(total // 16, 256 * _MB), 2048 * _MB)

@@ -32,14 +32,20 @@ from embedstack._typing import FloatArray, IntArray
 from embedstack.errors import InvalidInput
 from embedstack.index.fields.base import tie_cut
 from embedstack.index.lexical_segments import Segment
+from embedstack.settings import bm25_cache_bytes
 
 __all__ = ["Scorer", "View", "as_keys", "check_k", "top_k"]
 
-_CACHE_MAX_POSTINGS = 1 << 24  # per-term impact cache: least recently used out beyond this
+_POSTING_BYTES = 16  # a cached posting: its int64 slot and float64 impact
 _CACHE_MAX_FLOORS = 1 << 20  # (term, k) -> k-th best impact entries kept
 _FLOOR_SLACK = 1.0 - 2.0**-22  # two float32 ulps below a score floor (see accumulate)
 _FLOOR_MIN = float(np.finfo(np.float32).tiny)  # below, float32 ulps are not relative: no floor
 _FLOOR_SAMPLE = 1 << 13  # a term's k-th best impact is taken among this many postings at most
+
+
+def _max_cached_postings() -> int:
+    """Postings the impact cache may hold: :func:`embedstack.settings.bm25_cache_bytes`."""
+    return bm25_cache_bytes() // _POSTING_BYTES
 
 
 def as_keys(doc_keys: Iterable[int] | np.ndarray, what: str = "doc_keys") -> IntArray:
@@ -133,9 +139,12 @@ class Scorer:
             for seg, base in zip(segments, self.view.offsets.tolist(), strict=False)
         ]
         self._all_live = self.view.n_live == len(self.view.keys)
-        # term -> (live slots, impacts), least recently used first; ``_cached`` postings
+        # term -> (live slots, impacts), least recently used first; ``_cached`` postings, at
+        # most ``_max_cached`` (a memory budget: a query set whose terms' postings exceed it
+        # makes every lookup a miss under LRU, so it is sized to the machine, not fixed)
         self._postings: OrderedDict[int, tuple[IntArray, npt.NDArray[np.float64]]] = OrderedDict()
         self._cached = 0
+        self._max_cached = _max_cached_postings()
         self._kth: dict[tuple[int, int], float] = {}  # (term, k) -> k-th best impact
 
     def search(
@@ -260,6 +269,6 @@ class Scorer:
         impacts /= saturation
         self._postings[gid] = (slots, impacts)
         self._cached += df
-        while self._cached > _CACHE_MAX_POSTINGS and len(self._postings) > 1:
+        while self._cached > self._max_cached and len(self._postings) > 1:
             self._cached -= len(self._postings.popitem(last=False)[1][0])
         return slots, impacts
