@@ -5,7 +5,8 @@ Each case runs in a fresh process (the term cache starts empty, as after any ope
 every file of the index is dropped from the page cache (``POSIX_FADV_DONTNEED``: this
 index's pages only) or, for ``warm``, read once. Then the index is opened, and ``scale.py``'s
 queries are timed as ``scale.py`` times them (10 warm-up queries, then all of them, one pass:
-most BM25 queries bring terms the index has not scored yet). ``cold-no-readahead`` runs with
+most BM25 queries bring terms the index has not scored yet), then all of them again
+(``again_*``: every term scored, every file read). ``cold-no-readahead`` runs with
 ``EMBEDSTACK_READAHEAD=0``. Wall and CPU milliseconds. Usage::
 
     .venv/bin/python benchmarks/readahead_probe.py /work/runs/s8/s1m/local-hnsw --mode dense
@@ -50,8 +51,11 @@ def child(args: argparse.Namespace) -> dict[str, object]:
     idx = Index.open(args.index, encoder=HashEncoder(args.dim), readonly=True)
     open_s = time.perf_counter() - t0
     out = latency(lambda q: idx.search(q, mode=args.mode, k=10), qs)
+    # the same queries again in the same process: every term already scored, files read
+    again = latency(lambda q: idx.search(q, mode=args.mode, k=10), qs, warmup=0)
     idx.close()
-    return {"case": args.child, "open_s": round(open_s, 3), **out}
+    return {"case": args.child, "open_s": round(open_s, 3), **out,
+            **{f"again_{k}": v for k, v in again.items()}}  # fmt: skip
 
 
 def main() -> None:
@@ -78,7 +82,8 @@ def main() -> None:
             done = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
             runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(json.dumps(runs[-1]), flush=True)
-    keys = ("p50_ms", "p99_ms", "cpu_p50_ms", "cpu_p99_ms", "open_s")
+    keys = ("p50_ms", "p99_ms", "cpu_p50_ms", "cpu_p99_ms", "again_p50_ms", "again_p99_ms",
+            "open_s")  # fmt: skip
     summary = {c: {k: float(np.median([r[k] for r in runs if r["case"] == c])) for k in keys}
                for c in CASES}  # fmt: skip
     result = {"index": str(args.index), "mode": args.mode, "queries": args.queries,
