@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from unittest import mock
 
@@ -141,3 +142,20 @@ def test_the_impact_cache_is_a_memory_budget_from_the_environment(
         with pytest.raises(InvalidInput, match=f"EMBEDSTACK_BM25_CACHE_MB must be a number of "
                            f"megabytes >= 0, got '{bad}'"):  # fmt: skip
             bm25_cache_bytes()
+
+
+def test_searches_in_parallel_threads_score_as_one_at_a_time(tmp_path: Path) -> None:
+    # every query takes the dense accumulation (its postings cover over 1/8 of the slots),
+    # whose buffer is kept between queries: each thread must have its own
+    rng = np.random.default_rng(0)
+    words = ["cat", "dog", "fish", "bird", "frog", "lamb", "wolf", "bear"]
+    texts = [" ".join(rng.choice(words, size=6)) for _ in range(20_000)]
+    index = LexicalIndex.create(tmp_path / "bm25")
+    index.add(list(range(len(texts))), texts)
+    queries = [" ".join(rng.choice(words, size=3)) for _ in range(64)]
+    expected = index.search_many(queries, 50)
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(3):
+            got = list(pool.map(lambda q: index.search_many([q], 50)[0], queries))
+            for (want_s, want_k), (s, k) in zip(expected, got, strict=True):
+                assert k.tolist() == want_k.tolist() and s.tolist() == want_s.tolist()

@@ -21,6 +21,7 @@ documents instead of every match, with the same scores and ranking.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -145,6 +146,7 @@ class Scorer:
         self._postings: OrderedDict[int, tuple[IntArray, npt.NDArray[np.float64]]] = OrderedDict()
         self._cached = 0
         self._max_cached = _max_cached_postings()
+        self._buffers = threading.local()  # per thread: searches may run in parallel
         self._kth: dict[tuple[int, int], float] = {}  # (term, k) -> k-th best impact
 
     def search(
@@ -197,15 +199,31 @@ class Scorer:
         # a term's slots are distinct, so each document's score is 0.0 plus its terms'
         # weights in term order: the sums np.bincount makes of the concatenated postings,
         # without concatenating them
-        dense = np.zeros(n_slots)
-        for (slots, _), w in zip(parts, weights, strict=True):
-            np.add.at(dense, slots, w)  # faster than dense[slots] += w at a million slots
-        floor = 0.0 if k is None else self._floor(gids, reps, k)
-        if floor > 0.0:
-            cand = np.flatnonzero(dense >= floor * _FLOOR_SLACK)
-        else:
-            cand = np.flatnonzero(dense > 0)  # every impact is > 0; a bool mask scans 7x faster
-        return cand, dense[cand]
+        dense = self._accumulator(n_slots)
+        try:
+            for (slots, _), w in zip(parts, weights, strict=True):
+                np.add.at(dense, slots, w)  # faster than dense[slots] += w at a million slots
+            floor = 0.0 if k is None else self._floor(gids, reps, k)
+            if floor > 0.0:
+                cand = np.flatnonzero(dense >= floor * _FLOOR_SLACK)
+            else:
+                cand = np.flatnonzero(dense > 0)  # impacts are > 0; a bool mask scans 7x faster
+            return cand, dense[cand]
+        finally:
+            dense.fill(0.0)
+
+    def _accumulator(self, n_slots: int) -> npt.NDArray[np.float64]:
+        """This thread's zeroed ``(n_slots,)`` float64 buffer, kept between queries.
+
+        A fresh ``np.zeros`` per query costs page faults whenever the allocator has handed
+        the memory back to the kernel, which it does while the term cache grows: at a million
+        documents, the first pass over 300 hybrid queries spent 1.9 s in ``np.add.at`` and
+        the repeat pass 0.6 s (docs/benchmarks.md). Zeroing the kept buffer is one memset.
+        """
+        buffer: npt.NDArray[np.float64] | None = getattr(self._buffers, "dense", None)
+        if buffer is None or len(buffer) != n_slots:
+            buffer = self._buffers.dense = np.zeros(n_slots)
+        return buffer
 
     def _floor(self, gids: list[int], reps: list[int], k: int) -> float:
         """A lower bound of the ``k``-th best score of a query of terms ``gids`` repeated
