@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from embedstack import HashEncoder
 from embedstack.errors import IndexCorrupt, InvalidInput
@@ -302,3 +304,63 @@ def test_a_reader_opening_during_a_merge_retries_with_the_new_manifest(
     fmt.remove(index.path / only["name"])
     with pytest.raises(IndexCorrupt):
         LexicalIndex.open(index.path)
+
+
+# --- merge_segments against a plain Python oracle ---------------------------------------------
+
+
+@st.composite
+def _segments(draw: st.DrawFn) -> list[fmt.Segment]:
+    out = []
+    key = 0
+    for s in range(draw(st.integers(1, 4))):
+        n = draw(st.integers(1, 6))
+        docs = [draw(st.dictionaries(st.integers(0, 9), st.integers(1, 5), max_size=4))
+                for _ in range(n)]  # fmt: skip
+        deleted = sorted(draw(st.sets(st.integers(0, n - 1), max_size=n)))
+        gids = sorted({g for d in docs for g in d} | set(draw(st.sets(st.integers(0, 9)))))
+        rows = [[(i, d[g]) for i, d in enumerate(docs) if g in d] for g in gids]  # may be empty
+        out.append(fmt.Segment(
+            name=f"s{s}", keys=np.arange(key, key + n, dtype=np.int64),
+            lengths=np.array([sum(d.values()) for d in docs], np.int32),
+            gids=np.array(gids, np.int64),
+            indptr=np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64),
+            docs=np.array([i for r in rows for i, _ in r], np.int32),
+            tfs=np.array([tf for r in rows for _, tf in r], np.int32),
+            deleted=np.array(deleted, np.int32),
+        ))  # fmt: skip
+        key += n
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(segments=_segments())
+def test_merge_segments_equals_a_plain_python_merge(segments: list[fmt.Segment]) -> None:
+    live_keys, lengths, postings = [], [], {}  # postings: gid -> [(new doc, tf)] in order
+    for seg in segments:
+        gone = set(seg.deleted.tolist())
+        new_id = {}
+        for i in range(len(seg.keys)):
+            if i not in gone:
+                new_id[i] = len(live_keys)
+                live_keys.append(int(seg.keys[i]))
+                lengths.append(int(seg.lengths[i]))
+        for row, gid in enumerate(seg.gids.tolist()):
+            for j in range(int(seg.indptr[row]), int(seg.indptr[row + 1])):
+                if int(seg.docs[j]) in new_id:
+                    postings.setdefault(gid, []).append((new_id[int(seg.docs[j])],
+                                                         int(seg.tfs[j])))  # fmt: skip
+    merged = fmt.merge_segments("m", segments)
+    if not live_keys:
+        assert merged is None
+        return
+    assert merged is not None
+    assert merged.keys.tolist() == live_keys and merged.lengths.tolist() == lengths
+    assert merged.gids.tolist() == sorted(postings)
+    bounds = zip(merged.gids.tolist(), merged.indptr[:-1].tolist(), merged.indptr[1:].tolist(),
+                 strict=True)  # fmt: skip
+    got = {g: list(zip(merged.docs[a:b].tolist(), merged.tfs[a:b].tolist(), strict=True))
+           for g, a, b in bounds}  # fmt: skip
+    assert got == postings
+    assert merged.docs.dtype == np.int32 and merged.tfs.dtype == np.int32
+    assert merged.indptr.dtype == np.int64 and len(merged.deleted) == 0

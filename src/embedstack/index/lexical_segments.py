@@ -176,7 +176,14 @@ def build_segment(name: str, keys: IntArray, lengths: IntArray, term_ids: IntArr
 
 
 def merge_segments(name: str, segments: list[Segment]) -> Segment | None:
-    """One segment holding the live documents of ``segments`` in order, or None if none."""
+    """One segment holding the live documents of ``segments`` in order, or None if none.
+
+    The postings are placed by a counting sort on the term: each segment's rows are already
+    grouped by term with documents ascending, and live documents keep their order across
+    segments, so each kept posting goes to its term's next free place, segment after
+    segment. Memory is the output plus one segment's temporaries (an ``argsort`` of every
+    posting at once peaked at 6.2 GB merging a million documents' 80M postings).
+    """
     sizes = [len(s.keys) for s in segments]
     offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
     keys = np.concatenate([s.keys for s in segments]) if segments else np.zeros(0, np.int64)
@@ -188,26 +195,40 @@ def merge_segments(name: str, segments: list[Segment]) -> Segment | None:
         return None
     remap = np.full(len(keys), -1, np.int64)
     remap[live] = np.arange(n_live)
-    gid_parts, doc_parts, tf_parts = [], [], []
+    terms = np.unique(np.concatenate([s.gids for s in segments]))
+    kept = []  # per segment: (term index of each kept posting, new doc ids, tfs)
+    counts = np.zeros(len(terms), np.int64)
     for seg, base in zip(segments, offsets.tolist(), strict=False):
         docs = remap[seg.docs.astype(np.int64) + base]
         keep = docs >= 0
-        gid_parts.append(np.repeat(seg.gids, np.diff(seg.indptr))[keep])
-        doc_parts.append(docs[keep])
-        tf_parts.append(np.asarray(seg.tfs)[keep])
-    gid = np.concatenate(gid_parts)
-    order = np.argsort(gid, kind="stable")  # docs stay ascending within a term
-    gid = gid[order]
-    gids, starts = np.unique(gid, return_index=True)
+        row_terms = np.searchsorted(terms, seg.gids).astype(np.int32)  # < 2**31 terms
+        term = np.repeat(row_terms, np.diff(seg.indptr))[keep]
+        seg_counts = np.bincount(term, minlength=len(terms))
+        counts += seg_counts
+        kept.append((term, seg_counts, docs[keep].astype(np.int32), np.asarray(seg.tfs)[keep]))
+        del docs, keep
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    out_docs = np.empty(int(indptr[-1]), np.int32)
+    out_tfs = np.empty(int(indptr[-1]), np.int32)
+    cursor = indptr[:-1].copy()  # each term's next free place
+    while kept:
+        term, seg_counts, docs, tfs = kept.pop(0)
+        firsts = np.concatenate([[0], np.cumsum(seg_counts)[:-1]])  # term's first in segment
+        dest = cursor[term] + (np.arange(len(term), dtype=np.int64) - firsts[term])
+        out_docs[dest] = docs
+        out_tfs[dest] = tfs
+        cursor += seg_counts
+        del term, docs, tfs, dest
+    present = counts > 0
     lengths = np.concatenate([s.lengths for s in segments])[live]
     return Segment(
         name=name,
         keys=keys[live],
         lengths=lengths.astype(np.int32),
-        gids=gids,
-        indptr=np.append(starts, len(gid)).astype(np.int64),
-        docs=np.concatenate(doc_parts)[order].astype(np.int32),
-        tfs=np.concatenate(tf_parts)[order].astype(np.int32),
+        gids=terms[present],
+        indptr=np.concatenate([[0], np.cumsum(counts[present])]).astype(np.int64),
+        docs=out_docs,
+        tfs=out_tfs,
         deleted=np.zeros(0, np.int32),
     )
 
