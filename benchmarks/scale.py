@@ -34,7 +34,10 @@ local storage overhead as a percent of encoding time
 (an extrapolation, not a measured full encode).
 
 Latencies are reported as wall clock and as the process's CPU time (``cpu_*``), which the
-load of a shared machine spoils least. ``--reuse DIR`` keeps the local indexes in ``DIR`` and
+load of a shared machine spoils least. Each backend and the peers run in separate processes,
+one after the other, so a ratio between them also compares two machine states; for the
+ratios against bm25s and FAISS flat, ``peers_interleaved.py`` runs both sides in one process,
+query by query. ``--reuse DIR`` keeps the local indexes in ``DIR`` and
 measures an index found there without ingesting it again (open and queries only); with
 ``--reuse``, an index already at ``--milvus-uri`` or ``--pg-uri`` is measured the same way.
 ``--baseline-src OTHER/src`` measures the local index a second time with another checkout's
