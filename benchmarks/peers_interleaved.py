@@ -46,8 +46,7 @@ import numpy as np  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from embedstack.index.tokenize import TOKEN_PATTERN  # noqa: E402
-from scale import batches, peak_rss_mb, queries, sentences  # noqa: E402
+from scale import batches, bm25s_peer, peak_rss_mb, queries, sentences  # noqa: E402
 
 
 def summary(times: list[float]) -> dict[str, float]:
@@ -129,24 +128,11 @@ def main() -> None:
         print(json.dumps(report["dense_vs_faiss_flat"]), flush=True)
         flat.reset()
     if "bm25s" in picked:
-        import bm25s
-        import Stemmer
-
         texts = [d["text"] for b in batches(sentences(args.datasets), args.n, args.batch)
                  for d in b]  # fmt: skip
-        kw = {"stopwords": "en", "stemmer": Stemmer.Stemmer("english"), "show_progress": False}
-        t0 = time.perf_counter()
-        model = bm25s.BM25(method="lucene", k1=1.2, b=0.75)
-        model.index(bm25s.tokenize(texts, token_pattern=TOKEN_PATTERN, **kw), show_progress=False)
-        report["bm25s_index_s"] = round(time.perf_counter() - t0, 1)
+        build_s, bm25s_query = bm25s_peer(texts)
+        report["bm25s_index_s"] = round(build_s, 1)
         del texts
-
-        def bm25s_query(q: str) -> object:
-            tokens = bm25s.tokenize([q], token_pattern=TOKEN_PATTERN, return_ids=False, **kw)
-            if not tokens[0]:
-                return None
-            return model.retrieve(tokens, k=10, show_progress=False, n_threads=1)
-
         report["bm25_vs_bm25s"] = interleave(
             lambda q: idx.search(q, mode="bm25", k=10), bm25s_query, qs, args.passes
         )

@@ -325,12 +325,33 @@ def recall(got: list[list[Any]], exact: list[list[Any]]) -> float:
     )
 
 
-def run_peers(args: argparse.Namespace) -> dict[str, Any]:
-    """bm25s and FAISS (flat, HNSW) on the same documents and queries (``--peers`` picks)."""
+def bm25s_peer(texts: list[str]) -> tuple[float, Callable[[str], object]]:
+    """bm25s over ``texts`` as the local index analyses them (Lucene BM25, k1 1.2, b 0.75,
+    its token pattern, English stopwords and Snowball stemmer): the seconds its index took,
+    and a one-query top-10 search (one thread)."""
     import bm25s
     import Stemmer
 
     from embedstack.index.tokenize import TOKEN_PATTERN
+
+    kw = {"stopwords": "en", "stemmer": Stemmer.Stemmer("english"), "show_progress": False}
+    t0 = time.perf_counter()
+    model = bm25s.BM25(method="lucene", k1=1.2, b=0.75)
+    model.index(bm25s.tokenize(texts, token_pattern=TOKEN_PATTERN, **kw), show_progress=False)
+    build_s = time.perf_counter() - t0
+
+    def query(q: str) -> object:
+        tokens = bm25s.tokenize([q], token_pattern=TOKEN_PATTERN, return_ids=False, **kw)
+        if not tokens[0]:
+            return None
+        return model.retrieve(tokens, k=10, show_progress=False, n_threads=1)
+
+    return build_s, query
+
+
+def run_peers(args: argparse.Namespace) -> dict[str, Any]:
+    """bm25s and FAISS (flat, HNSW) on the same documents and queries (``--peers`` picks)."""
+    import bm25s
 
     picked = args.peers.split(",")
     with_faiss = "faiss" in picked or "faiss-flat" in picked
@@ -351,20 +372,8 @@ def run_peers(args: argparse.Namespace) -> dict[str, Any]:
             encode_s += time.perf_counter() - t0
     x = np.ascontiguousarray(np.concatenate(vecs)) if with_faiss else None
     del vecs
-    stemmer = Stemmer.Stemmer("english")
-    kw = {"stopwords": "en", "stemmer": stemmer, "show_progress": False}
-    t0 = time.perf_counter()
-    model = bm25s.BM25(method="lucene", k1=1.2, b=0.75)
-    model.index(bm25s.tokenize(texts, token_pattern=TOKEN_PATTERN, **kw), show_progress=False)
-    bm25_build = time.perf_counter() - t0
+    bm25_build, bm25_query = bm25s_peer(texts)
     del texts
-
-    def bm25_query(q: str) -> object:
-        tokens = bm25s.tokenize([q], token_pattern=TOKEN_PATTERN, return_ids=False, **kw)
-        if not tokens[0]:
-            return None
-        return model.retrieve(tokens, k=10, show_progress=False, n_threads=1)
-
     out: dict[str, Any] = {
         "n_docs": args.n,
         "bm25s": {
