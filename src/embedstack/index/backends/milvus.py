@@ -157,7 +157,7 @@ class MilvusStore(Store):
                 "sum_dl": 0, "next_tid": bm.NO_TERMS + 1, milvus_rows.REGISTRY: True}  # fmt: skip
 
     def _put_meta(self, pk: str, data: str, a: int = 0) -> None:
-        self.client.upsert(self.meta_c, [{"pk": pk, "a": a, "data": data, "v": [1.0, 0.0]}])
+        self.client.upsert(self.meta_c, [milvus_rows.meta_row(pk, a, data)])
 
     def _state(self) -> dict[str, Any]:
         rows = self.client.get(self.meta_c, ids=[_STATE], output_fields=["data"])

@@ -29,6 +29,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from embedstack.index.backends.milvus_rows import get_rows, meta_row, upsert_rows
+
 __all__ = ["NO_TERMS", "Terms", "bm25_score", "candidate_depth", "idf", "impacts"]
 
 #: Term id of the placeholder weight a document without indexable terms stores (Milvus
@@ -83,17 +85,12 @@ class Terms:
         self.coll = coll
 
     def _get(self, pks: Sequence[str]) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for i in range(0, len(pks), _GET_BATCH):
-            rows = self.client.get(self.coll, ids=list(pks[i : i + _GET_BATCH]),
-                                   output_fields=["pk", "a"])  # fmt: skip
-            out.update({r["pk"]: int(r["a"]) for r in rows})
-        return out
+        rows = get_rows(self.client, self.coll, pks, ["pk", "a"], _GET_BATCH)
+        return {r["pk"]: int(r["a"]) for r in rows}
 
     def _put(self, values: Mapping[str, int]) -> None:
-        rows = [{"pk": pk, "a": int(a), "data": "", "v": [1.0, 0.0]} for pk, a in values.items()]
-        for i in range(0, len(rows), _GET_BATCH):
-            self.client.upsert(self.coll, rows[i : i + _GET_BATCH])
+        rows = [meta_row(pk, int(a)) for pk, a in values.items()]
+        upsert_rows(self.client, self.coll, rows, _GET_BATCH)
 
     def lookup(self, stems: Iterable[str]) -> dict[str, int]:
         """Term ids of the ``stems`` in the vocabulary (unknown stems are absent)."""

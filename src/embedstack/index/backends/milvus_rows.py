@@ -23,10 +23,13 @@ __all__ = [
     "HitGenerations",
     "by_doc_id",
     "doc_key",
+    "get_rows",
     "lit",
+    "meta_row",
     "query_all",
     "register",
     "registered",
+    "upsert_rows",
 ]
 
 BATCH = 1000  # rows per insert / ids per "in" list
@@ -37,6 +40,28 @@ def doc_key(doc_id: str) -> str:
     """The primary-key part of a document id: a digest, so that pymilvus's iterators, which
     page by pasting the last key into an expression unescaped, never meet a quote."""
     return hashlib.sha256(doc_id.encode("utf-8")).hexdigest()
+
+
+def meta_row(pk: str, a: int = 0, data: str = "") -> dict[str, Any]:
+    """A row of the meta collection (its vector field is a placeholder Milvus requires)."""
+    return {"pk": pk, "a": a, "data": data, "v": [1.0, 0.0]}
+
+
+def get_rows(client: Any, coll: str, pks: Sequence[str], fields: list[str],
+             batch: int = BATCH) -> list[dict[str, Any]]:  # fmt: skip
+    """The rows of ``coll`` with primary keys ``pks`` (those that exist), ``batch`` keys per
+    get."""
+    out: list[dict[str, Any]] = []
+    for n in range(0, len(pks), batch):
+        out += client.get(coll, ids=list(pks[n : n + batch]), output_fields=fields)
+    return out
+
+
+def upsert_rows(client: Any, coll: str, rows: Sequence[dict[str, Any]],
+                batch: int = BATCH) -> None:  # fmt: skip
+    """Upsert ``rows`` into ``coll``, ``batch`` rows per call."""
+    for n in range(0, len(rows), batch):
+        client.upsert(coll, list(rows[n : n + batch]))
 
 
 def lit(values: Sequence[str]) -> str:
@@ -93,9 +118,7 @@ class HitGenerations:
                  and g <= committed}  # fmt: skip
         gone = set(hidden)
         pks = [f"{g}:{doc_key(i)}" for i, g in known.items() if not (i in gone and g < below)]
-        rows: list[dict[str, Any]] = []
-        for n in range(0, len(pks), BATCH):
-            rows += client.get(coll, ids=pks[n : n + BATCH], output_fields=fields)
+        rows = get_rows(client, coll, pks, fields)
         return [r for r in rows if known.get(r["doc_id"]) == int(r["gen"])]
 
 
@@ -115,16 +138,9 @@ def _registry_pk(doc_id: str) -> str:
 def registered(client: Any, meta: str, ids: Sequence[str]) -> list[str]:
     """The ids of ``ids`` in the registry of meta collection ``meta``."""
     keys = {_registry_pk(i): i for i in ids}
-    pks, out = list(keys), []
-    for n in range(0, len(pks), BATCH):
-        out += [
-            keys[r["pk"]] for r in client.get(meta, ids=pks[n : n + BATCH], output_fields=["pk"])
-        ]
-    return out
+    return [keys[r["pk"]] for r in get_rows(client, meta, list(keys), ["pk"])]
 
 
 def register(client: Any, meta: str, ids: Sequence[str]) -> None:
     """Add ``ids`` to the registry (idempotent)."""
-    rows = [{"pk": _registry_pk(i), "a": 0, "data": "", "v": [1.0, 0.0]} for i in ids]
-    for n in range(0, len(rows), BATCH):
-        client.upsert(meta, rows[n : n + BATCH])
+    upsert_rows(client, meta, [meta_row(_registry_pk(i)) for i in ids])
