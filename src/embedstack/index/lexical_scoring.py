@@ -217,7 +217,7 @@ class Scorer:
 
         A fresh ``np.zeros`` per query costs page faults whenever the allocator has handed
         the memory back to the kernel, which it does while the term cache grows: at a million
-        documents, the first pass over 300 hybrid queries spent 1.9 s in ``np.add.at`` and
+        documents, the first pass over 300 hybrid queries spent 1.1 s in ``np.add.at`` and
         the repeat pass 0.6 s (docs/benchmarks.md). Zeroing the kept buffer is one memset.
         """
         buffer: npt.NDArray[np.float64] | None = getattr(self._buffers, "dense", None)
