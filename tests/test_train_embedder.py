@@ -15,11 +15,13 @@ pytest.importorskip("sentence_transformers")
 
 from embedstack import Encoder, HashEncoder  # noqa: E402
 from embedstack.encoders.loading import folder_spec  # noqa: E402
+from embedstack.errors import InvalidInput  # noqa: E402
 from embedstack.train import train_embedder  # noqa: E402
 from embedstack.train.data import Group  # noqa: E402
 from embedstack.train.embedder_batches import contrastive_batches  # noqa: E402
 from embedstack.train.embedder_config import EmbedderConfig  # noqa: E402
 from embedstack.train.embedder_data import corpus_pairs, load_embedder_data  # noqa: E402
+from embedstack.train.embedder_model import Prefixes, dev_scores  # noqa: E402
 from test_rerank import build_tiny_classifier, build_tokenizer  # noqa: E402
 
 WORDS = ("falcon copper meadow violin glacier pepper harbor lantern orchid saddle quartz "
@@ -242,6 +244,31 @@ def test_dev_split_early_stopping_and_log(setup: tuple[Path, Path], tmp_path: Pa
     assert result.dev_before == dev[0] and result.dev_best["ndcg@10"] == max(
         d["ndcg@10"] for d in dev
     )
+
+
+def test_matryoshka_dev_keeps_the_best_mean_over_dims(
+    setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, base = setup
+    result = train_embedder(data, out=tmp_path / "m", base=str(base), matryoshka_dims="8,4",
+                            **{**FAST, "dev_fraction": 0.25, "epochs": 4})  # fmt: skip
+    lines = (result.out / "training_log.jsonl").read_text().splitlines()
+    dev = [x["dev"] for x in map(json.loads, lines) if "dev" in x]
+    assert len(dev) >= 2
+    for d in dev:  # the mean over the full dim and each truncation comes first
+        assert list(d)[0] == "matryoshka_ndcg@10" and {"ndcg@10@8", "ndcg@10@4"} <= set(d)
+        mean = (d["ndcg@10"] + d["ndcg@10@8"] + d["ndcg@10@4"]) / 3
+        assert d["matryoshka_ndcg@10"] == pytest.approx(mean, abs=2e-6)
+    assert result.dev_best["matryoshka_ndcg@10"] == max(d["matryoshka_ndcg@10"] for d in dev)
+    # a truncation to the full size is the full size (the re-normalization is a no-op)
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(result.out), device="cpu")
+    loaded = load_embedder_data(EmbedderConfig(dataset_dir=data, out=tmp_path / "x",
+                                               dev_fraction=0.25, miner=HashEncoder(64)),
+                                tmp_path)  # fmt: skip
+    scores = dev_scores(model, loaded.dev, Prefixes("", "", ""), (32, 8))
+    assert scores["ndcg@10@32"] == scores["ndcg@10"]
 
 
 def test_pairs_file_with_and_without_negatives(setup: tuple[Path, Path], tmp_path: Path) -> None:

@@ -21,7 +21,8 @@ Recipe (Sentence-BERT, Reimers & Gurevych 2019; DPR's hard negatives, Karpukhin 
    the dependencies for no gain on one CPU.
 4. The dev split is evaluated before training and after every epoch (or ``eval_every``
    steps); the best evaluated weights are kept and training stops after ``patience``
-   evaluations without improvement.
+   evaluations without improvement. With Matryoshka dims, "best" is the mean of the main
+   metric over the full dimension and each truncation (:func:`dev_scores`).
 5. The result is written into a temporary folder beside ``out`` and renamed at the end, so
    a failed run leaves nothing half-written (a run killed outright leaves its work folder,
    ``.OUT.training-PID``, which the next run into the same place removes once that process
@@ -260,7 +261,8 @@ def _train(
         optimizer, scheduler = adamw_with_warmup(torch, model.named_parameters(), cfg,
                                                  steps_total)  # fmt: skip
         state = run.log()
-        dev_before = dev_scores(model, data.dev, prefixes) if len(data.dev) else {}
+        cuts = tuple(d for d in cfg.matryoshka_dims or () if d < dim)  # dev: each truncation too
+        dev_before = dev_scores(model, data.dev, prefixes, cuts) if len(data.dev) else {}
         best, best_step, best_state, waited, stopped = dev_before, 0, None, 0, False
         last = dev_before
         main = next(iter(dev_before), "")
@@ -273,7 +275,7 @@ def _train(
             nonlocal best, best_step, best_state, waited, last
             if not main:
                 return False
-            scores = last = dev_scores(model, data.dev, prefixes)
+            scores = last = dev_scores(model, data.dev, prefixes, cuts)
             state.write({"dev": scores})
             if scores[main] > best[main]:
                 best, best_step, waited = scores, state.step, 0

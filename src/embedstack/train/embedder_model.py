@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -242,14 +243,27 @@ def step_inputs(
 
 def _encode(model: Any, texts: list[str]) -> np.ndarray:
     vecs = model.encode(texts, batch_size=32, convert_to_numpy=True, show_progress_bar=False)
-    vecs = np.asarray(vecs, dtype=np.float32)
+    return _unit(np.asarray(vecs, dtype=np.float32))
+
+
+def _unit(vecs: np.ndarray) -> np.ndarray:
     return vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
 
 
-def dev_scores(model: Any, dev: DevSet, prefixes: Prefixes) -> dict[str, float]:
+def dev_scores(
+    model: Any, dev: DevSet, prefixes: Prefixes, dims: Sequence[int] = ()
+) -> dict[str, float]:
     """The model on the dev split: ``ndcg@10`` and ``mrr@10`` of its queries over the dev
     pool (exact cosine search), or ``spearman`` of scored pairs. The model is left in
-    training mode."""
+    training mode.
+
+    With ``dims`` (the Matryoshka truncations, smaller than the model's dimension), the
+    main metric is also measured on each truncation, re-normalized (``ndcg@10@64``…), and
+    their mean with the full dimension's comes first as ``matryoshka_ndcg@10`` (or
+    ``matryoshka_spearman``): the score the best checkpoint is kept by, since the model
+    is trained to be used at every one of those sizes (as sentence-transformers' Matryoshka
+    examples select by the mean of one evaluator per dimension).
+    """
     from embedstack.eval.metrics import evaluate, spearman
 
     model.eval()
@@ -257,18 +271,41 @@ def dev_scores(model: Any, dev: DevSet, prefixes: Prefixes) -> dict[str, float]:
         if dev.scored:
             left = _encode(model, prefixes.symmetric_texts([r[0] for r in dev.scored]))
             right = _encode(model, prefixes.symmetric_texts([r[1] for r in dev.scored]))
-            cosine = np.sum(left * right, axis=1)
-            return {"spearman": round(spearman(cosine, [r[2] for r in dev.scored]), 6)}
+            gold = [r[2] for r in dev.scored]
+
+            def score(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+                return {"spearman": spearman(np.sum(a * b, axis=1), gold)}
+
+            views = {d: (_unit(left[:, :d]), _unit(right[:, :d])) for d in dims}
+            return _with_truncations(score(left, right), {d: score(*v) for d, v in views.items()})
         qids, doc_ids = list(dev.queries), list(dev.docs)
         q = _encode(model, prefixes.queries([dev.queries[i] for i in qids]))
         d = _encode(model, prefixes.documents([dev.docs[i] for i in doc_ids]))
-        scores = q @ d.T
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :100]
-        run = {qid: {doc_ids[j]: float(scores[i, j]) for j in top[i]} for i, qid in enumerate(qids)}
-        metrics = evaluate(dev.qrels, run, k_values=(10,))
-        return {k: round(metrics[k], 6) for k in ("ndcg@10", "mrr@10")}
+
+        def rank(qv: np.ndarray, dv: np.ndarray) -> dict[str, float]:
+            scores = qv @ dv.T
+            top = np.argsort(-scores, axis=1, kind="stable")[:, :100]
+            run = {qid: {doc_ids[j]: float(scores[i, j]) for j in top[i]}
+                   for i, qid in enumerate(qids)}  # fmt: skip
+            metrics = evaluate(dev.qrels, run, k_values=(10,))
+            return {k: metrics[k] for k in ("ndcg@10", "mrr@10")}
+
+        cut = {k: rank(_unit(q[:, :k]), _unit(d[:, :k])) for k in dims}
+        return _with_truncations(rank(q, d), cut)
     finally:
         model.train()
+
+
+def _with_truncations(full: dict[str, float], cut: dict[int, dict[str, float]]) -> dict[str, float]:
+    """``full`` rounded, preceded by the Matryoshka mean and followed by each truncation's
+    main metric when there are truncations."""
+    main = next(iter(full))
+    out = {k: round(v, 6) for k, v in full.items()}
+    if not cut:
+        return out
+    mean = (full[main] + sum(c[main] for c in cut.values())) / (1 + len(cut))
+    per_dim = {f"{main}@{k}": round(c[main], 6) for k, c in sorted(cut.items(), reverse=True)}
+    return {f"matryoshka_{main}": round(mean, 6), **out, **per_dim}
 
 
 def _update_json(file: Path, values: dict[str, Any]) -> None:
