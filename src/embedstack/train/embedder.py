@@ -21,8 +21,8 @@ Recipe (Sentence-BERT, Reimers & Gurevych 2019; DPR's hard negatives, Karpukhin 
    the dependencies for no gain on one CPU.
 4. The dev split is evaluated before training and after every epoch (or ``eval_every``
    steps); the best evaluated weights are kept and training stops after ``patience``
-   evaluations without improvement. With Matryoshka dims, "best" is the mean of the main
-   metric over the full dimension and each truncation (:func:`dev_scores`).
+   evaluations without improvement; "best" is the full dimension's nDCG@10 (or Spearman),
+   and with Matryoshka dims each truncation's is logged too (:func:`dev_scores`).
 5. The result is written into a temporary folder beside ``out`` and renamed at the end, so
    a failed run leaves nothing half-written (a run killed outright leaves its work folder,
    ``.OUT.training-PID``, which the next run into the same place removes once that process
@@ -261,7 +261,7 @@ def _train(
         optimizer, scheduler = adamw_with_warmup(torch, model.named_parameters(), cfg,
                                                  steps_total)  # fmt: skip
         state = run.log()
-        cuts = tuple(d for d in cfg.matryoshka_dims or () if d < dim)  # dev: each truncation too
+        cuts = tuple(d for d in cfg.matryoshka_dims or () if d < dim)  # logged by dev checks
         dev_before = dev_scores(model, data.dev, prefixes, cuts) if len(data.dev) else {}
         best, best_step, best_state, waited, stopped = dev_before, 0, None, 0, False
         last = dev_before

@@ -258,11 +258,12 @@ def dev_scores(
     training mode.
 
     With ``dims`` (the Matryoshka truncations, smaller than the model's dimension), the
-    main metric is also measured on each truncation, re-normalized (``ndcg@10@64``…), and
-    their mean with the full dimension's comes first as ``matryoshka_ndcg@10`` (or
-    ``matryoshka_spearman``): the score the best checkpoint is kept by, since the model
-    is trained to be used at every one of those sizes (as sentence-transformers' Matryoshka
-    examples select by the mean of one evaluator per dimension).
+    main metric is also measured on each truncation, re-normalized (``ndcg@10@64``…), with
+    their mean over the full dimension and the truncations (``matryoshka_ndcg@10`` or
+    ``matryoshka_spearman``). They are logged only: the best checkpoint is still kept by the
+    full dimension's metric, which comes first. Selecting by the mean (as
+    sentence-transformers' Matryoshka examples do) was measured on SciFact and kept a
+    checkpoint that was worse on test at every size (docs/benchmarks.md, issue 17).
     """
     from embedstack.eval.metrics import evaluate, spearman
 
@@ -297,15 +298,15 @@ def dev_scores(
 
 
 def _with_truncations(full: dict[str, float], cut: dict[int, dict[str, float]]) -> dict[str, float]:
-    """``full`` rounded, preceded by the Matryoshka mean and followed by each truncation's
-    main metric when there are truncations."""
+    """``full`` rounded (its main metric first), then, when there are truncations, the
+    Matryoshka mean and each truncation's main metric."""
     main = next(iter(full))
     out = {k: round(v, 6) for k, v in full.items()}
     if not cut:
         return out
     mean = (full[main] + sum(c[main] for c in cut.values())) / (1 + len(cut))
     per_dim = {f"{main}@{k}": round(c[main], 6) for k, c in sorted(cut.items(), reverse=True)}
-    return {f"matryoshka_{main}": round(mean, 6), **out, **per_dim}
+    return {**out, f"matryoshka_{main}": round(mean, 6), **per_dim}
 
 
 def _update_json(file: Path, values: dict[str, Any]) -> None:
