@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="loss weights, full dim first, e.g. 1,1,2,4 (default equal)")  # fmt: skip
     p.add_argument("--no-pca-init", action="store_true",
                    help="Matryoshka without rotating the base by PCA first")  # fmt: skip
-    p.add_argument("--unsupervised", choices=("ict", "crop", "title"), default=None,
+    p.add_argument("--unsupervised", choices=("ict", "crop"), default=None,
                    help="train on the corpus alone (no qrels)")  # fmt: skip
     p.add_argument("--teacher", default=None, help="cross-encoder folder (Margin-MSE / GPL)")
     p.add_argument("--epochs", type=int, default=2)

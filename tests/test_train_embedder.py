@@ -309,13 +309,6 @@ def test_unsupervised_pairs_and_teacher_distillation(
     assert [i for i, _, _ in crop] == [0, 1]
     for _, query, positive in crop:
         assert 4 <= len(query.split()) <= len(docs[1].split()) // 2 + 1 and positive.strip()
-    titled = corpus_pairs(docs, "title", random.Random(0), titles=["A title", "", "Short"])
-    assert titled == [(0, "A title", docs[0]), (2, "Short", "Too short.")]  # untitled skipped
-    with pytest.raises(ValueError, match="one title per text"):
-        corpus_pairs(docs, "title", random.Random(0))
-    with pytest.raises(InvalidInput, match="has both a title and a body"):  # titles all ""
-        train_embedder(data, out=tmp_path / "t", base=str(base), unsupervised="title", **FAST)
-    assert not (tmp_path / "t").exists() or not any((tmp_path / "t").iterdir())
     texts = [json.loads(x)["text"] for x in (data / "corpus.jsonl").read_text().splitlines()]
     teacher = build_tiny_classifier(tmp_path / "teacher", texts + WORDS)  # a random cross-encoder
     result = train_embedder(data, out=tmp_path / "gpl", base=str(base), unsupervised="crop",

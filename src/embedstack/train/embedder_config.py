@@ -46,7 +46,7 @@ __all__ = ["DEFAULT_STS", "EMBEDDER_LOSSES", "UNSUPERVISED", "EmbedderConfig", "
 
 EmbedderLoss = Literal["auto", "mnrl", "margin-mse", "cosent"]
 EMBEDDER_LOSSES: tuple[str, ...] = get_args(EmbedderLoss)
-Unsupervised = Literal["ict", "crop", "title"]
+Unsupervised = Literal["ict", "crop"]
 UNSUPERVISED: tuple[str, ...] = get_args(Unsupervised)
 DEFAULT_STS = Path("../shared/datasets/stsb/sts-test.csv")
 
@@ -113,10 +113,9 @@ class EmbedderConfig(TrainConfig):
         unsupervised: Build pairs from the corpus alone: ``ict`` (inverse cloze task, Lee et
             al. 2019: a sentence is the query, the rest of its document the positive) or
             ``crop`` (independent cropping, Contriever, Izacard et al. 2021: two random spans
-            of a document) or ``title`` (a document's title is the query, its body the
-            positive: the weak supervision of E5 and GTE). Hard negatives are mined the
-            same way; with a ``teacher`` the pairs are pseudo-labelled and trained with
-            Margin-MSE (GPL, Wang et al. 2022, without its query generator).
+            of a document). Hard negatives are mined the same way; with a ``teacher`` the
+            pairs are pseudo-labelled and trained with Margin-MSE (GPL, Wang et al. 2022,
+            without its query generator).
         pca_init: Before training, bake a PCA rotation of the base's document vectors on
             this data into the model (:func:`embedstack.encoders.rotate.rotate_model`: an
             orthogonal square ``Dense`` layer, trained with the rest). Full-dimension cosines
@@ -176,8 +175,8 @@ class EmbedderConfig(TrainConfig):
                                         help="Tokens per text (default: the base's).")  # fmt: skip
     unsupervised: Unsupervised | None = option(None, cli_type=str | None, optional=True,
                                                check=one_of(UNSUPERVISED),
-                                               help="Pairs from the corpus alone: ict, "
-                                               "crop or title.")  # fmt: skip
+                                               help="Pairs from the corpus alone: ict or "
+                                               "crop.")  # fmt: skip
     teacher: Any = option(None, cli_type=str | None, check=RERANKER, optional=True,
                           help="Cross-encoder whose scores margin-mse distils (folder or HF "
                           "id).")  # fmt: skip

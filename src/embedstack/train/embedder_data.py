@@ -174,9 +174,8 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
 def corpus_pairs(
-    texts: Sequence[str], method: str, rng: random.Random, *, keep_query: float = 0.1,
-    titles: Sequence[str] | None = None,
-) -> list[tuple[int, str, str]]:  # fmt: skip
+    texts: Sequence[str], method: str, rng: random.Random, *, keep_query: float = 0.1
+) -> list[tuple[int, str, str]]:
     """``(doc index, pseudo query, positive)`` built from documents alone.
 
     ``ict`` (Lee et al. 2019): a random sentence is the query and the rest of the document
@@ -184,23 +183,13 @@ def corpus_pairs(
     paper keeps it 10 % of the time, so the model still learns word overlap). Documents with
     fewer than two sentences are skipped. ``crop`` (Izacard et al. 2021): two independent
     random spans, each 10-50 % of the document's words (at least 4); documents under 8
-    words are skipped. ``title``: the document's title is the query and its body (``texts``,
-    without the title) the positive, the title-body pairs that weakly supervised retrievers
-    pre-train on (E5's CCPairs, Wang et al. 2022; GTE, Li et al. 2023); documents without
-    a title or a body are skipped. Needs ``titles``, parallel to ``texts``.
+    words are skipped.
 
     Example:
         >>> corpus_pairs(["One two. Three four five."], "ict", random.Random(0), keep_query=0)
         [(0, 'Three four five.', 'One two.')]
-        >>> corpus_pairs(["Body one.", "Body two."], "title", random.Random(0), titles=["T", ""])
-        [(0, 'T', 'Body one.')]
     """
     pairs: list[tuple[int, str, str]] = []
-    if method == "title":
-        if titles is None or len(titles) != len(texts):
-            raise ValueError("title pairs need one title per text")
-        both = enumerate(zip(titles, texts, strict=True))
-        return [(i, t.strip(), x.strip()) for i, (t, x) in both if t.strip() and x.strip()]
     for i, text in enumerate(texts):
         if method == "ict":
             sentences = [s for s in _SENTENCE.split(text.strip()) if s.strip()]
@@ -225,20 +214,13 @@ def corpus_pairs(
 
 
 def _unsupervised(cfg: EmbedderConfig, out: Path) -> EmbedderData:
-    from embedstack.eval.datasets import iter_corpus
+    from embedstack.eval.datasets import load_corpus
 
-    docs = list(iter_corpus(cfg.dataset_dir))
-    doc_ids = [d.id for d in docs]
-    corpus = {d.id: d.full_text for d in docs}
-    rng = random.Random(cfg.seed + 2)
-    if cfg.unsupervised == "title":
-        made = corpus_pairs([d.text for d in docs], "title", rng, titles=[d.title for d in docs])
-    else:
-        made = corpus_pairs([d.full_text for d in docs], str(cfg.unsupervised), rng)
+    doc_ids, doc_texts = load_corpus(cfg.dataset_dir)
+    corpus = dict(zip(doc_ids, doc_texts, strict=True))
+    made = corpus_pairs(doc_texts, str(cfg.unsupervised), random.Random(cfg.seed + 2))
     if not made:
-        what = ("has both a title and a body" if cfg.unsupervised == "title" else
-                "is long enough")  # fmt: skip
-        raise InvalidInput(f"{cfg.dataset_dir}: no document {what} to build "
+        raise InvalidInput(f"{cfg.dataset_dir}: no document is long enough to build "
                            f"{cfg.unsupervised} pairs from")  # fmt: skip
     queries = {f"u{j}": query for j, (_, query, _) in enumerate(made)}
     qrels = {f"u{j}": {doc_ids[i]: 1} for j, (i, _, _) in enumerate(made)}
