@@ -15,7 +15,6 @@ pytest.importorskip("sentence_transformers")
 
 from embedstack import Encoder, HashEncoder  # noqa: E402
 from embedstack.encoders.loading import folder_spec  # noqa: E402
-from embedstack.errors import InvalidInput  # noqa: E402
 from embedstack.train import train_embedder  # noqa: E402
 from embedstack.train.data import Group  # noqa: E402
 from embedstack.train.embedder_batches import contrastive_batches  # noqa: E402
