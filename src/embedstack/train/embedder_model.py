@@ -21,6 +21,7 @@ from embedstack.errors import InvalidInput
 from embedstack.train.data import Group
 from embedstack.train.embedder_config import EmbedderConfig
 from embedstack.train.embedder_data import DevSet
+from embedstack.vectors import normalize, truncate
 
 __all__ = [
     "MATRYOSHKA_KEY",
@@ -243,11 +244,7 @@ def step_inputs(
 
 def _encode(model: Any, texts: list[str]) -> np.ndarray:
     vecs = model.encode(texts, batch_size=32, convert_to_numpy=True, show_progress_bar=False)
-    return _unit(np.asarray(vecs, dtype=np.float32))
-
-
-def _unit(vecs: np.ndarray) -> np.ndarray:
-    return vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+    return normalize(np.asarray(vecs, dtype=np.float32))
 
 
 def dev_scores(
@@ -277,7 +274,7 @@ def dev_scores(
             def score(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
                 return {"spearman": spearman(np.sum(a * b, axis=1), gold)}
 
-            views = {d: (_unit(left[:, :d]), _unit(right[:, :d])) for d in dims}
+            views = {d: (truncate(left, d), truncate(right, d)) for d in dims}
             return _with_truncations(score(left, right), {d: score(*v) for d, v in views.items()})
         qids, doc_ids = list(dev.queries), list(dev.docs)
         q = _encode(model, prefixes.queries([dev.queries[i] for i in qids]))
@@ -291,7 +288,7 @@ def dev_scores(
             metrics = evaluate(dev.qrels, run, k_values=(10,))
             return {k: metrics[k] for k in ("ndcg@10", "mrr@10")}
 
-        cut = {k: rank(_unit(q[:, :k]), _unit(d[:, :k])) for k in dims}
+        cut = {k: rank(truncate(q, k), truncate(d, k)) for k in dims}
         return _with_truncations(rank(q, d), cut)
     finally:
         model.train()
