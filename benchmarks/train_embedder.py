@@ -63,7 +63,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="Matryoshka without rotating the base by PCA first")  # fmt: skip
     p.add_argument("--unsupervised", choices=("ict", "crop"), default=None,
                    help="train on the corpus alone (no qrels)")  # fmt: skip
-    p.add_argument("--teacher", default=None, help="cross-encoder folder (Margin-MSE / GPL)")
+    p.add_argument("--teacher", default=None,
+                   help="Margin-MSE teacher: a cross-encoder folder, or bi-encoders "
+                   "comma-separated (GPL with an ensemble)")  # fmt: skip
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--mini-batch-size", type=int, default=None, help="GradCache mini-batch")
@@ -141,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         "w" + args.matryoshka_weights.replace(",", "-") if args.matryoshka_weights else ""
     )
     parts = [mrl if args.matryoshka else "plain", args.unsupervised or "sup"]
+    if args.teacher:
+        parts.append("teacher" + str(len(args.teacher.split(","))))
     if args.positives_per_query:
         parts.append(f"ppq{args.positives_per_query}")
     tag = "-".join([*parts, f"e{args.epochs}", f"b{args.batch_size}", f"L{args.max_seq_length}"])

@@ -224,6 +224,23 @@ def test_a_failure_during_training_leaves_no_folder(tmp_path: Path, base: Path) 
     _nothing_written(tmp_path, out)
 
 
+def test_a_bad_teacher_is_one_clear_error(tmp_path: Path, base: Path) -> None:
+    pytest.importorskip("torch")
+    from embedstack.errors import ModelNotFound
+    from test_rerank import build_tiny_classifier
+
+    data = _beir(tmp_path / "data")
+    cross = build_tiny_classifier(tmp_path / "cross", ["a b"])
+    out = tmp_path / "out"
+    with pytest.raises(InvalidInput, match=f"teacher '{cross}' is not a bi-encoder"):
+        _train(data, out, base=str(base), unsupervised="crop", teacher=f"{base},{cross}")
+    with pytest.raises(ModelNotFound):
+        _train(data, out, base=str(base), unsupervised="crop", teacher=f"{base},no-such-model")
+    with pytest.raises(InvalidInput, match="names no model"):
+        _train(data, out, base=str(base), unsupervised="crop", teacher=",")
+    _nothing_written(tmp_path, out)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -13,7 +13,8 @@ Recipe (Sentence-BERT, Reimers & Gurevych 2019; DPR's hard negatives, Karpukhin 
    (judged positives and likely false negatives excluded), and a dev split carved from it.
 3. Loss: sentence-transformers' losses (:mod:`embedstack.train.embedder_model`): InfoNCE
    over in-batch and hard negatives (MNRL; GradCache with ``mini_batch_size``), Margin-MSE
-   from a cross-encoder teacher, CoSENT for scored pairs, any of them under Matryoshka.
+   from a teacher (a cross-encoder, or an ensemble of bi-encoders:
+   :mod:`embedstack.train.teachers`), CoSENT for scored pairs, any of them under Matryoshka.
    Batches never hold the same query or positive twice. The loop is the other trainers'
    (:class:`~embedstack.train.common.TrainingRun`: AdamW with warm-up and linear decay, the
    seeded data order, ``training_log.jsonl``, the progress bar with pairs/s and ETA) rather
@@ -158,23 +159,28 @@ def _epochs(data: EmbedderData, cfg: EmbedderConfig, rng: random.Random) -> list
     return plans
 
 
-def _teach(data: EmbedderData, cfg: EmbedderConfig, run: TrainingRun) -> EmbedderData:
-    """Groups with a teacher's raw scores of ``(positive, *negatives)`` (Margin-MSE)."""
-    from embedstack.rerank import load_reranker
+def _teach(
+    plan: list[list[list[Any]]], cfg: EmbedderConfig, data: EmbedderData, run: TrainingRun
+) -> list[list[list[Any]]]:
+    """``plan`` with a teacher's raw scores of ``(positive, *negatives)`` on each group
+    (Margin-MSE); only the groups the epochs train on are scored (``max_pairs`` may leave
+    most of them out, and a teacher's scoring can cost as much as the training)."""
     from embedstack.train.reranker import score_with_teacher
+    from embedstack.train.teachers import load_teacher
 
-    groups = [g for g in data.groups if g.negatives]
-    if not groups:
-        raise InvalidInput("margin-mse needs negatives, and no group has one")
     started = time.perf_counter()
     teacher = cfg.teacher
     if isinstance(teacher, str | os.PathLike):
-        teacher = load_reranker(teacher, activation="none", threads=cfg.threads,
-                                show_progress=False)  # fmt: skip
+        teacher = load_teacher(teacher, student=cfg.base, threads=cfg.threads, scale=cfg.scale,
+                               corpus=lambda: _documents(cfg, data))  # fmt: skip
     run.args["teacher"] = getattr(teacher, "model_id", run.args["teacher"])
-    groups = score_with_teacher(groups, teacher, cfg.show_progress)
+    used = list(dict.fromkeys(g for batches in plan for batch in batches for g in batch))
+    if hasattr(teacher, "warm"):  # a bi-encoder teacher encodes in batches up front
+        teacher.warm([g.query for g in used], [t for g in used for t in (g.positive, *g.negatives)])
+    scored = dict(zip(used, score_with_teacher(used, teacher, cfg.show_progress), strict=True))
     run.args["teacher_seconds"] = round(time.perf_counter() - started, 2)
-    return dataclasses.replace(data, groups=groups)
+    run.args["teacher_groups"] = len(used)
+    return [[[scored[g] for g in batch] for batch in batches] for batches in plan]
 
 
 def train_embedder(
@@ -205,6 +211,10 @@ def train_embedder(
     st = require("sentence_transformers", "torch", "training a bi-encoder")
     check_out(cfg.out, cfg.overwrite, KIND)
     base_dir, base_config = check_bi_encoder(cfg.base)
+    if isinstance(cfg.teacher, str | os.PathLike):
+        from embedstack.train.teachers import teacher_members
+
+        teacher_members(cfg.teacher)  # a misnamed teacher fails before any mining
     result, args = staged(cfg, KIND, lambda work: _train(cfg, work, base_dir, base_config,
                                                          torch, transformers, st))  # fmt: skip
     sts_after = _sts(cfg.out, cfg) if result.sts_before is not None else None
@@ -225,8 +235,10 @@ def _train(
     data = load_embedder_data(work, work.out)
     run.mining_seconds = time.perf_counter() - started
     loss_name = cfg.resolved_loss(bool(data.scored))
-    if loss_name == "margin-mse":
-        data = _teach(data, cfg, run)
+    if loss_name == "margin-mse":  # Margin-MSE learns from (positive, negative) margins
+        data = dataclasses.replace(data, groups=[g for g in data.groups if g.negatives])
+        if not data.groups:
+            raise InvalidInput("margin-mse needs negatives, and no group has one")
     mined = data.mined
     run.args.update(data=data.kind, loss=loss_name, groups=data.size, dev=len(data.dev),
                     dropped_negatives=mined.dropped if mined else 0,
@@ -244,6 +256,9 @@ def _train(
             base_dir, base_config, run.args["pca_init"] = pca_base(
                 cfg.base, texts, work.out / ".pca-base", cfg.seed, cfg.threads
             )
+    plan = _epochs(data, cfg, random.Random(cfg.seed))
+    if loss_name == "margin-mse":
+        plan = _teach(plan, cfg, data, run)
     run.save_args()
     prefixes = Prefixes(base_config.query_prefix, base_config.document_prefix,
                         base_config.symmetric_prefix)  # fmt: skip
@@ -254,7 +269,6 @@ def _train(
         dim = embedding_dim(model)
         loss = build_loss(model, loss_name, cfg, dim)
         model.train()
-        plan = _epochs(data, cfg, random.Random(cfg.seed))
         steps_total = sum(len(p) for p in plan)
         if not data.scored:  # groups left out by the batches' false-negative rules
             run.args["batches"] = [{"steps": len(p), "groups": sum(map(len, p))} for p in plan]

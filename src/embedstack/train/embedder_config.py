@@ -116,6 +116,12 @@ class EmbedderConfig(TrainConfig):
             of a document). Hard negatives are mined the same way; with a ``teacher`` the
             pairs are pseudo-labelled and trained with Margin-MSE (GPL, Wang et al. 2022,
             without its query generator).
+        teacher: What Margin-MSE distils: a cross-encoder (folder, HF id or
+            :class:`~embedstack.rerank.Reranker`), or one or more bi-encoders,
+            comma-separated (``all-mpnet-base-v2,multilingual-e5-small``): their cosines
+            z-scored over the corpus and averaged, on the student's scale
+            (:class:`~embedstack.train.teachers.DenseTeacher`). Only the groups the epochs
+            train on are scored.
         pca_init: Before training, bake a PCA rotation of the base's document vectors on
             this data into the model (:func:`embedstack.encoders.rotate.rotate_model`: an
             orthogonal square ``Dense`` layer, trained with the rest). Full-dimension cosines
@@ -178,8 +184,9 @@ class EmbedderConfig(TrainConfig):
                                                help="Pairs from the corpus alone: ict or "
                                                "crop.")  # fmt: skip
     teacher: Any = option(None, cli_type=str | None, check=RERANKER, optional=True,
-                          help="Cross-encoder whose scores margin-mse distils (folder or HF "
-                          "id).")  # fmt: skip
+                          help="Teacher whose scores margin-mse distils: a cross-encoder, "
+                          "or bi-encoders, comma-separated (their corpus z-scores, "
+                          "averaged).")  # fmt: skip
     positives_per_query: int = option(0, check=COUNT,
                                       help="Judged positives per query in each epoch, the "
                                       "next ones each epoch (0: every judged pair).")  # fmt: skip

@@ -201,6 +201,16 @@ def cached_corpus(
     return matrix
 
 
+def corpus_vectors(encoder: Any, texts: list[str], cache: Path) -> np.ndarray:
+    """``encoder``'s vectors of ``texts`` from :func:`cached_corpus`, else encoded and cached
+    there (the cache ``embedstack pick`` fills, keyed by the model and the exact texts)."""
+    matrix = cached_corpus(encoder, texts, cache)
+    if matrix is None:
+        matrix = np.ascontiguousarray(encoder.encode_documents(texts), dtype=np.float32)
+        _save_cached(*_folder(encoder, texts, cache, "float32"), matrix)
+    return matrix
+
+
 def encode_corpus(
     encoder: Any,
     texts: list[str],
