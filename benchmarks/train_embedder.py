@@ -81,6 +81,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dev-fraction", type=float, default=0.1)
     p.add_argument("--patience", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0, help="training seed (data order, pairs)")
     p.add_argument("--time-limit-min", type=float, default=None,
                    help="cap max pairs so training fits (uses --pairs-per-s)")  # fmt: skip
     p.add_argument("--pairs-per-s", type=float, default=None,
@@ -147,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         parts.append("teacher" + str(len(args.teacher.split(","))))
     if args.positives_per_query:
         parts.append(f"ppq{args.positives_per_query}")
+    if args.seed:
+        parts.append(f"seed{args.seed}")
     tag = "-".join([*parts, f"e{args.epochs}", f"b{args.batch_size}", f"L{args.max_seq_length}"])
     out = args.work / f"{args.dataset}-{tag}"
     started = time.perf_counter()
@@ -158,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         max_seq_length=args.max_seq_length,
         max_pairs=max_pairs, positives_per_query=args.positives_per_query,
         dev_fraction=args.dev_fraction, patience=args.patience,
-        threads=args.threads, unsupervised=args.unsupervised, teacher=args.teacher,
+        threads=args.threads, seed=args.seed, unsupervised=args.unsupervised,
+        teacher=args.teacher,
         matryoshka_dims=",".join(map(str, DIMS)) if args.matryoshka else None,
         matryoshka_weights=args.matryoshka_weights,
         pca_init=False if args.no_pca_init else None,
